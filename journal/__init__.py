@@ -1,0 +1,69 @@
+"""journal: ordered, durable, msgspec-encoded streams of records.
+
+A generic store that knows nothing of actors: named streams of records with gapless
+positions, atomic (multi-stream) appends at an expected position, owner epochs for fencing,
+snapshots and truncation, checksums on every record, and two interchangeable backends
+(`MemoryStore`, `SqliteStore`). See docs/journal.md.
+"""
+
+from journal._codec import Codec as Codec
+from journal._errors import ConflictError as ConflictError
+from journal._errors import CorruptionError as CorruptionError
+from journal._errors import DecodeError as DecodeError
+from journal._errors import FencingError as FencingError
+from journal._errors import InvalidStreamError as InvalidStreamError
+from journal._errors import JournalError as JournalError
+from journal._errors import RecordTooLargeError as RecordTooLargeError
+from journal._errors import SchemaVersionError as SchemaVersionError
+from journal._errors import SnapshotError as SnapshotError
+from journal._errors import StorageError as StorageError
+from journal._errors import StorageFullError as StorageFullError
+from journal._errors import StoreClosedError as StoreClosedError
+from journal._errors import StoreConfigurationError as StoreConfigurationError
+from journal._errors import StoreLockedError as StoreLockedError
+from journal._memory import MemoryStore as MemoryStore
+from journal._records import Appended as Appended
+from journal._records import NewRecord as NewRecord
+from journal._records import Problem as Problem
+from journal._records import Record as Record
+from journal._records import Snapshot as Snapshot
+from journal._records import StreamAppend as StreamAppend
+from journal._records import StreamInfo as StreamInfo
+from journal._records import VerifyReport as VerifyReport
+from journal._sqlite import CommitStats as CommitStats
+from journal._sqlite import SqliteStore as SqliteStore
+from journal._store import DEFAULT_MAX_RECORD_BYTES as DEFAULT_MAX_RECORD_BYTES
+from journal._store import Durability as Durability
+from journal._store import Store as Store
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "Appended",
+    "Codec",
+    "CommitStats",
+    "ConflictError",
+    "CorruptionError",
+    "DecodeError",
+    "Durability",
+    "FencingError",
+    "InvalidStreamError",
+    "JournalError",
+    "MemoryStore",
+    "NewRecord",
+    "Problem",
+    "Record",
+    "RecordTooLargeError",
+    "SchemaVersionError",
+    "Snapshot",
+    "SnapshotError",
+    "SqliteStore",
+    "StorageError",
+    "StorageFullError",
+    "Store",
+    "StoreClosedError",
+    "StoreConfigurationError",
+    "StoreLockedError",
+    "StreamAppend",
+    "StreamInfo",
+    "VerifyReport",
+]

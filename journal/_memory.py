@@ -1,0 +1,168 @@
+"""`MemoryStore`: the journal held in memory, for tests and for embedding without a disk."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import AsyncIterator, Sequence
+
+import anyio.lowlevel
+
+from journal._records import (
+    Appended,
+    Problem,
+    Record,
+    Snapshot,
+    StreamAppend,
+    StreamInfo,
+    VerifyReport,
+    check_stream_name,
+)
+from journal._store import DEFAULT_MAX_RECORD_BYTES, StoreBase, check_position
+from journal._streams import Changes, StreamState
+
+_READ_BATCH = 512
+
+
+class MemoryStore(StoreBase):
+    """A `Store` in process memory with the same semantics as the durable stores.
+
+    Nothing survives the process; everything else (positions, conflicts, fencing,
+    snapshots, truncation, size limits, closing) behaves as in `SqliteStore`.
+    """
+
+    def __init__(self, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        self.max_record_bytes = max_record_bytes
+        self._states: dict[str, StreamState] = {}
+        self._streams: dict[str, list[Record]] = {}
+        self._log: list[Record] = []  # every stored record, in global order
+        self._snapshots: dict[str, Snapshot] = {}
+        self._next_global = 1
+
+    def _changes(self) -> Changes:
+        return Changes(self._states.get, self._publish, self._next_global)
+
+    def _publish(self, state: StreamState) -> None:
+        self._states[state.name] = state
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+        """Append to several streams atomically: every part is written, or none."""
+        self._check_appends(appends)
+        await anyio.lowlevel.checkpoint()
+        self._check_open()
+        changes = self._changes()
+        changes.check_appends(appends)
+        results = []
+        for part in appends:
+            state, first, first_global = changes.append(part)
+            stored = self._streams.setdefault(part.stream, [])
+            for offset, new in enumerate(part.records):
+                record = Record(part.stream, first + offset, first_global + offset, new.type, new.data)
+                stored.append(record)
+                self._log.append(record)
+            results.append(Appended(part.stream, first, state.last, changes.next_global - 1))
+        self._next_global = changes.next_global
+        changes.commit()
+        return results
+
+    async def read(self, stream: str, from_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over ``stream``'s records from ``from_position`` on, in order."""
+        check_position(stream, "from_position", from_position, 1)
+        index = 0
+        while True:
+            self._check_open()
+            stored = self._streams.get(stream, [])
+            index = bisect.bisect_left(stored, from_position, key=lambda r: r.position)
+            batch = stored[index : index + _READ_BATCH]
+            if not batch:
+                return
+            for record in batch:
+                yield record
+            from_position = batch[-1].position + 1
+            await anyio.lowlevel.checkpoint()
+
+    async def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over every stored record in global order."""
+        check_position("<global>", "from_global_position", from_global_position, 1)
+        while True:
+            self._check_open()
+            index = bisect.bisect_left(self._log, from_global_position, key=lambda r: r.global_position)
+            batch = self._log[index : index + _READ_BATCH]
+            if not batch:
+                return
+            for record in batch:
+                yield record
+            from_global_position = batch[-1].global_position + 1
+            await anyio.lowlevel.checkpoint()
+
+    async def last_position(self, stream: str) -> int:
+        """The stream's last position (0 for a stream never written)."""
+        return (await self.stream_info(stream)).last_position
+
+    async def stream_info(self, stream: str) -> StreamInfo:
+        """Positions, owner epoch and snapshot position of ``stream``."""
+        check_stream_name(stream)
+        self._check_open()
+        state = self._states.get(stream) or StreamState(stream)
+        return StreamInfo(stream, state.last, state.first, state.epoch, state.snapshot)
+
+    async def list_streams(self, prefix: str = "") -> list[str]:
+        """Names of the streams holding (or having held) records, starting with ``prefix``."""
+        self._check_open()
+        return sorted(s.name for s in self._states.values() if s.last and s.name.startswith(prefix))
+
+    async def claim(self, stream: str) -> int:
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        check_stream_name(stream)
+        self._check_open()
+        changes = self._changes()
+        epoch = changes.claim(stream)
+        changes.commit()
+        return epoch
+
+    async def save_snapshot(
+        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+    ) -> None:
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        check_position(stream, "position", position, 1)
+        self._check_open()
+        changes = self._changes()
+        changes.snapshot(stream, position, epoch)
+        self._snapshots[stream] = Snapshot(stream, position, bytes(data))
+        changes.commit()
+
+    async def load_snapshot(self, stream: str) -> Snapshot | None:
+        """The latest snapshot of ``stream``, or None."""
+        check_stream_name(stream)
+        self._check_open()
+        return self._snapshots.get(stream)
+
+    async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:
+        """Delete the stream's records up to ``through``, which a snapshot must cover."""
+        check_position(stream, "through", through, 0)
+        self._check_open()
+        changes = self._changes()
+        state, _ = changes.truncate(stream, through, epoch)
+        stored = self._streams.get(stream, [])
+        kept = [r for r in stored if r.position >= state.first]
+        deleted = len(stored) - len(kept)
+        if deleted:
+            self._streams[stream] = kept
+            gone = {r.global_position for r in stored[:deleted]}
+            self._log = [r for r in self._log if r.global_position not in gone]
+        changes.commit()
+        return deleted
+
+    async def verify(self) -> VerifyReport:
+        """Check that every stream's stored positions are gapless; report every problem."""
+        self._check_open()
+        problems: list[Problem] = []
+        for name, state in sorted(self._states.items()):
+            positions = [r.position for r in self._streams.get(name, [])]
+            expected = list(range(state.first, state.last + 1))
+            if positions != expected:
+                problems.append(Problem(name, state.first, "gap", f"positions {positions[:5]}..."))
+        return VerifyReport(len(self._states), len(self._log), tuple(problems))
+
+    async def close(self) -> None:
+        """Close the store; later calls raise `StoreClosedError`."""
+        self._closed = True

@@ -1,0 +1,585 @@
+"""`SqliteStore`: the durable journal in one SQLite file, with a group-commit writer.
+
+Writes go through one writer connection. Callers queue their requests; a single writer
+task takes everything queued while the previous commit was under way and commits it as one
+transaction, on the connection's own thread, in one hop: one sync shared by every caller in
+the batch, and each caller's await returns only once its records are durable. Reads use
+their own connections (WAL lets them proceed while the writer commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from journal._errors import CorruptionError, JournalError, StoreClosedError, StoreLockedError
+from journal._records import (
+    Appended,
+    Problem,
+    Record,
+    Snapshot,
+    StreamAppend,
+    StreamInfo,
+    VerifyReport,
+    check_stream_name,
+    checksum,
+    snapshot_checksum,
+)
+from journal._sqlite_schema import INSERT_RECORD, prepare, translate
+from journal._store import DEFAULT_MAX_RECORD_BYTES, Durability, StoreBase, check_position
+from journal._streams import Changes, StreamState
+
+T = TypeVar("T")
+
+#: Records fetched per reader hop.
+READ_BATCH = 2048
+#: Largest number of requests committed in one transaction.
+MAX_BATCH_REQUESTS = 4096
+
+
+async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` with the raw connection on ``conn``'s own thread, in one hop.
+
+    aiosqlite's public calls cost one thread hop each, so a transaction of BEGIN, an
+    insert and COMMIT would cost three. Its queue-a-function primitive does the whole
+    transaction in one; this is the only place that relies on it.
+    """
+    raw: sqlite3.Connection = conn._conn
+    result: T = await conn._execute(fn, raw)
+    return result
+
+
+@dataclasses.dataclass
+class CommitStats:
+    """Counters of the group-commit writer, for metrics and benchmarks."""
+
+    commits: int = 0
+    requests: int = 0
+    records: int = 0
+    #: How many commits carried each number of records.
+    batch_sizes: Counter[int] = dataclasses.field(default_factory=Counter)
+
+
+# A queued write: run against the transaction, it returns the caller's result or raises.
+_Apply = Callable[["_Transaction"], Any]
+
+
+@dataclasses.dataclass(slots=True)
+class _Request:
+    apply: _Apply
+    future: asyncio.Future[Any]
+
+
+class _Transaction:
+    """One batch's view of the writer connection: tentative states plus buffered rows."""
+
+    def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.store = store
+        self.changes = Changes(store._load_state, store._publish_state, store._next_global)
+        self.rows: list[tuple[int, int, int, str, bytes, int]] = []
+        self.global_moved = False
+
+    def stream_id(self, state: StreamState) -> int:
+        if state.id is None:
+            cursor = self.conn.execute("INSERT INTO streams (name) VALUES (?)", (state.name,))
+            state.id = cursor.lastrowid
+        assert state.id is not None
+        return state.id
+
+    def flush_rows(self) -> None:
+        if self.rows:
+            self.conn.executemany(INSERT_RECORD, self.rows)
+            self.rows.clear()
+
+    def update_stream(self, state: StreamState) -> None:
+        self.flush_rows()
+        self.conn.execute(
+            "UPDATE streams SET first_position = ?, epoch = ?, snapshot_position = ? "
+            "WHERE id = ?",
+            (state.first, state.epoch, state.snapshot, self.stream_id(state)),
+        )
+
+
+class SqliteStore(StoreBase):
+    """A `Store` in one SQLite file (WAL mode), safe across process crashes.
+
+    Open it with ``await SqliteStore.open(path)`` and close it with ``await store.close()``
+    (or ``async with``). ``durability="full"`` (the default) syncs every commit, so an
+    acknowledged append survives a power loss; ``"normal"`` survives a process crash but may
+    lose the last commits on power loss. One process at a time may open a file.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("open a store with `await SqliteStore.open(path)`")
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "full",
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_bytes: int | None = None,
+        readers: int = 2,
+    ) -> SqliteStore:
+        """Open (creating if needed) the journal file at ``path``.
+
+        ``max_bytes`` caps the file's size (appends past it fail with
+        `StorageFullError`); ``readers`` is the number of read connections.
+        """
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+        self = object.__new__(cls)
+        self._path = os.fspath(path)
+        self.durability = durability
+        self.max_record_bytes = max_record_bytes
+        self.stats = CommitStats()
+        self._states: dict[str, StreamState] = {}
+        self._pending: list[_Request] = []
+        self._wakeup = asyncio.Event()
+        self._lock = _FileLock(self._path + ".lock")
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers: list[aiosqlite.Connection] = []
+        self._writer: aiosqlite.Connection | None = None
+        try:
+            await self._connect(durability, max_bytes, readers)
+        except BaseException:
+            await self._release()
+            raise
+        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop())
+        return self
+
+    async def _connect(self, durability: Durability, max_bytes: int | None, readers: int) -> None:
+        self._lock.acquire()
+        self._writer = await aiosqlite.connect(self._path, isolation_level=None)
+
+        def setup(conn: sqlite3.Connection) -> int:
+            prepare(conn, self._path, durability)
+            if max_bytes is not None:
+                page = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page)}")
+            return int(
+                conn.execute(
+                    "SELECT max(coalesce((SELECT max(global_position) FROM records), 0),"
+                    " (SELECT value FROM meta WHERE key = 'global_high_water'))"
+                ).fetchone()[0]
+            )
+
+        try:
+            self._next_global = await _on_thread(self._writer, setup) + 1
+        except sqlite3.Error as exc:
+            raise translate(exc, self._path, "opening the journal") from exc
+        for _ in range(max(1, readers)):
+            reader = await aiosqlite.connect(self._path, isolation_level=None)
+            await reader.execute("PRAGMA query_only = 1")
+            self._all_readers.append(reader)
+            self._readers.put_nowait(reader)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def _submit(self, apply: _Apply) -> Any:
+        self._check_open()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(apply, future))
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH_REQUESTS]
+                del self._pending[:MAX_BATCH_REQUESTS]
+                outcomes = await self._commit(batch)
+                for request, outcome in zip(batch, outcomes, strict=True):
+                    if request.future.done():
+                        continue  # the caller gave up waiting; its write stands or not as is
+                    if isinstance(outcome, BaseException):
+                        request.future.set_exception(outcome)
+                    else:
+                        request.future.set_result(outcome)
+            if self._closed:
+                return
+
+    async def _commit(self, batch: list[_Request]) -> list[Any]:
+        assert self._writer is not None
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            txn = _Transaction(self, conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = [self._apply_one(request.apply, txn) for request in batch]
+                txn.flush_rows()
+                if txn.global_moved:
+                    conn.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'global_high_water'",
+                        (txn.changes.next_global - 1,),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            txn.changes.commit()
+            self._next_global = txn.changes.next_global
+            return outcomes
+
+        records_before = self._next_global
+        try:
+            outcomes = await _on_thread(self._writer, run)
+        except sqlite3.Error as exc:
+            error = translate(exc, self._path, "committing appends")
+            return [error] * len(batch)
+        except Exception as exc:  # a bug: fail the callers loudly rather than hang them
+            return [exc] * len(batch)
+        records = self._next_global - records_before
+        self.stats.commits += 1
+        self.stats.requests += len(batch)
+        self.stats.records += records
+        self.stats.batch_sizes[records] += 1
+        return outcomes
+
+    @staticmethod
+    def _apply_one(apply: _Apply, txn: _Transaction) -> Any:
+        try:
+            return apply(txn)
+        except JournalError as refused:  # this request is refused; the batch goes on
+            return refused
+
+    def _load_state(self, stream: str) -> StreamState | None:
+        state = self._states.get(stream)
+        if state is not None:
+            return state
+        assert self._writer is not None
+        row = self._writer._conn.execute(
+            "SELECT id, first_position, epoch, snapshot_position, "
+            "(SELECT max(position) FROM records WHERE stream_id = streams.id) "
+            "FROM streams WHERE name = ?",
+            (stream,),
+        ).fetchone()
+        if row is None:
+            return None
+        sid, first, epoch, snap, last = row
+        state = StreamState(stream, sid, max(last or 0, first - 1), first, epoch, snap)
+        self._states[stream] = state
+        return state
+
+    def _publish_state(self, state: StreamState) -> None:
+        self._states[state.name] = state
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+        """Append to several streams in one transaction: every part is written, or none."""
+        self._check_appends(appends)
+        parts = list(appends)
+
+        def apply(txn: _Transaction) -> list[Appended]:
+            txn.changes.check_appends(parts)
+            results = []
+            for part in parts:
+                state, first, first_global = txn.changes.append(part)
+                sid = txn.stream_id(state)
+                stream = part.stream
+                txn.rows.extend(
+                    (
+                        first_global + i,
+                        sid,
+                        first + i,
+                        new.type,
+                        new.data,
+                        checksum(stream, first + i, new.type, new.data),
+                    )
+                    for i, new in enumerate(part.records)
+                )
+                results.append(Appended(stream, first, state.last, txn.changes.next_global - 1))
+            return results
+
+        result: list[Appended] = await self._submit(apply)
+        return result
+
+    async def claim(self, stream: str) -> int:
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        check_stream_name(stream)
+
+        def apply(txn: _Transaction) -> int:
+            epoch = txn.changes.claim(stream)
+            txn.update_stream(txn.changes.state(stream))
+            return epoch
+
+        epoch: int = await self._submit(apply)
+        return epoch
+
+    async def save_snapshot(
+        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+    ) -> None:
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        check_position(stream, "position", position, 1)
+        payload = bytes(data)
+
+        def apply(txn: _Transaction) -> None:
+            state = txn.changes.snapshot(stream, position, epoch)
+            txn.update_stream(state)
+            txn.conn.execute(
+                "INSERT OR REPLACE INTO snapshots (stream_id, position, data, checksum) "
+                "VALUES (?, ?, ?, ?)",
+                (state.id, position, payload, snapshot_checksum(stream, position, payload)),
+            )
+
+        await self._submit(apply)
+
+    async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:
+        """Delete the stream's records up to ``through``, which a snapshot must cover."""
+        check_position(stream, "through", through, 0)
+
+        def apply(txn: _Transaction) -> int:
+            state, old_first = txn.changes.truncate(stream, through, epoch)
+            if state.first == old_first:
+                return 0
+            txn.update_stream(state)
+            deleted = txn.conn.execute(
+                "DELETE FROM records WHERE stream_id = ? AND position < ?",
+                (state.id, state.first),
+            ).rowcount
+            txn.global_moved = True
+            return int(deleted)
+
+        deleted: int = await self._submit(apply)
+        return deleted
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        self._check_open()
+        reader = await self._readers.get()
+        try:
+            return await _on_thread(reader, fn)
+        except sqlite3.Error as exc:
+            raise translate(exc, self._path, doing) from exc
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def read(self, stream: str, from_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over ``stream``'s records from ``from_position`` on, in order.
+
+        Records come in batches of `READ_BATCH`, so memory stays bounded however long the
+        stream is. A damaged record raises `CorruptionError` when the iteration reaches it.
+        """
+        check_position(stream, "from_position", from_position, 1)
+        sql = (
+            "SELECT r.position, r.global_position, r.type, r.data, r.checksum FROM records r "
+            "WHERE r.stream_id = (SELECT id FROM streams WHERE name = ?) AND r.position >= ? "
+            f"ORDER BY r.position LIMIT {READ_BATCH}"
+        )
+        while True:
+
+            def fetch(conn: sqlite3.Connection, start: int = from_position) -> _Batch:
+                rows = conn.execute(sql, (stream, start)).fetchall()
+                return _verified(rows, lambda row: stream)
+
+            batch, error = await self._read(fetch, f"reading stream {stream!r}")
+            for record in batch:
+                yield record
+            if error is not None:
+                raise error
+            if len(batch) < READ_BATCH:
+                return
+            from_position = batch[-1].position + 1
+
+    async def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over every stored record in global (commit) order."""
+        check_position("<global>", "from_global_position", from_global_position, 1)
+        sql = (
+            "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
+            "FROM records r JOIN streams s ON s.id = r.stream_id "
+            f"WHERE r.global_position >= ? ORDER BY r.global_position LIMIT {READ_BATCH}"
+        )
+        while True:
+
+            def fetch(conn: sqlite3.Connection, start: int = from_global_position) -> _Batch:
+                rows = conn.execute(sql, (start,)).fetchall()
+                return _verified(rows, lambda row: str(row[5]))
+
+            batch, error = await self._read(fetch, "reading the global log")
+            for record in batch:
+                yield record
+            if error is not None:
+                raise error
+            if len(batch) < READ_BATCH:
+                return
+            from_global_position = batch[-1].global_position + 1
+
+    async def last_position(self, stream: str) -> int:
+        """The stream's last position (0 for a stream never written)."""
+        return (await self.stream_info(stream)).last_position
+
+    async def stream_info(self, stream: str) -> StreamInfo:
+        """Positions, owner epoch and snapshot position of ``stream``."""
+        check_stream_name(stream)
+
+        def fetch(conn: sqlite3.Connection) -> StreamInfo:
+            row = conn.execute(
+                "SELECT first_position, epoch, snapshot_position, "
+                "(SELECT max(position) FROM records WHERE stream_id = streams.id) "
+                "FROM streams WHERE name = ?",
+                (stream,),
+            ).fetchone()
+            if row is None:
+                return StreamInfo(stream, 0, 1, 0, 0)
+            first, epoch, snap, last = row
+            return StreamInfo(stream, max(last or 0, first - 1), first, epoch, snap)
+
+        return await self._read(fetch, f"reading stream {stream!r}")
+
+    async def list_streams(self, prefix: str = "") -> list[str]:
+        """Names of the streams holding (or having held) records, starting with ``prefix``."""
+
+        def fetch(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT name FROM streams WHERE name >= ? AND name < ? AND "
+                "(first_position > 1 OR EXISTS (SELECT 1 FROM records WHERE stream_id = id)) "
+                "ORDER BY name",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+            return [str(name) for (name,) in rows]
+
+        return await self._read(fetch, "listing streams")
+
+    async def load_snapshot(self, stream: str) -> Snapshot | None:
+        """The latest snapshot of ``stream``, or None; a damaged one raises `CorruptionError`."""
+        check_stream_name(stream)
+
+        def fetch(conn: sqlite3.Connection) -> tuple[int, bytes, int] | None:
+            row: tuple[int, bytes, int] | None = conn.execute(
+                "SELECT position, data, checksum FROM snapshots "
+                "WHERE stream_id = (SELECT id FROM streams WHERE name = ?)",
+                (stream,),
+            ).fetchone()
+            return row
+
+        row = await self._read(fetch, f"loading the snapshot of {stream!r}")
+        if row is None:
+            return None
+        position, data, stored = row
+        if snapshot_checksum(stream, position, data) != stored:
+            raise CorruptionError(stream, position, "snapshot checksum mismatch")
+        return Snapshot(stream, position, data)
+
+    async def verify(self) -> VerifyReport:
+        """Check every record's checksum, every stream's gapless positions, every snapshot,
+        and SQLite's own structure; report every problem found."""
+        return await self._read(_verify_all, "verifying the journal")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Commit everything queued, then close; later calls raise `StoreClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        with contextlib.suppress(Exception):
+            await self._writer_task
+        await self._release()
+
+    async def _release(self) -> None:
+        for conn in [*self._all_readers, self._writer]:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._all_readers.clear()
+        self._writer = None
+        self._lock.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"SqliteStore({self._path!r})")
+
+
+_Batch = tuple[list[Record], CorruptionError | None]
+
+
+def _verified(rows: list[Any], name_of: Callable[[Any], str]) -> _Batch:
+    """Records from rows, stopping at the first whose checksum does not match."""
+    out: list[Record] = []
+    for row in rows:
+        position, global_position, kind, data, stored = row[:5]
+        stream = name_of(row)
+        if checksum(stream, position, kind, data) != stored:
+            return out, CorruptionError(stream, position, "checksum mismatch")
+        out.append(Record(stream, position, global_position, kind, data))
+    return out, None
+
+
+def _verify_all(conn: sqlite3.Connection) -> VerifyReport:
+    problems: list[Problem] = []
+    for (message,) in conn.execute("PRAGMA quick_check"):
+        if message != "ok":
+            problems.append(Problem("", 0, "sqlite", str(message)))
+    streams = conn.execute("SELECT id, name, first_position FROM streams ORDER BY id").fetchall()
+    records = 0
+    for sid, name, first in streams:
+        expected = first
+        for position, kind, data, stored in conn.execute(
+            "SELECT position, type, data, checksum FROM records WHERE stream_id = ? "
+            "ORDER BY position",
+            (sid,),
+        ):
+            records += 1
+            if position != expected:
+                problems.append(
+                    Problem(name, expected, "gap", f"expected position {expected}, found {position}")
+                )
+            if checksum(name, position, kind, data) != stored:
+                problems.append(Problem(name, position, "checksum", "record checksum mismatch"))
+            expected = position + 1
+    for name, position, data, stored in conn.execute(
+        "SELECT s.name, p.position, p.data, p.checksum FROM snapshots p "
+        "JOIN streams s ON s.id = p.stream_id"
+    ):
+        if snapshot_checksum(name, position, data) != stored:
+            problems.append(Problem(name, position, "snapshot", "snapshot checksum mismatch"))
+    return VerifyReport(len(streams), records, tuple(problems))
+
+
+class _FileLock:
+    """An exclusive advisory lock on a side file: one writing process per journal.
+
+    SQLite's own locks are per transaction; the writer also caches stream positions between
+    transactions, which is only right while no other process writes the file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no advisory locks on this platform
+            return
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self._path[:-5]} is open for writing in another process; one process at a "
+                f"time may write a journal file. Stop the other process first."
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+

@@ -1,0 +1,127 @@
+"""The SQLite journal's file format: schema, version checks, pragmas, error translation.
+
+Layout (schema version 1):
+
+- ``streams``: one row per stream name, with its owner epoch, latest snapshot position and
+  first stored position (moved forward by truncation). A stream's last position is the
+  highest stored position, or ``first_position - 1`` once everything was truncated.
+- ``records``: the rowid *is* the global position; ``(stream_id, position)`` is unique.
+  A rowid table with a secondary unique index measured about five times faster to fill
+  from interleaved streams than a ``WITHOUT ROWID`` table keyed by (stream, position).
+- ``snapshots``: the latest snapshot per stream.
+- ``meta``: the global high-water mark, so that global positions never repeat even when
+  truncation deletes the newest rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Literal
+
+from journal._errors import (
+    SchemaVersionError,
+    StorageError,
+    StorageFullError,
+    StoreConfigurationError,
+)
+
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of actorflow journal files ("afj1").
+APPLICATION_ID = 0x616A6631
+
+_SCHEMA = """
+CREATE TABLE streams (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    first_position INTEGER NOT NULL DEFAULT 1,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    snapshot_position INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE records (
+    global_position INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    checksum INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX records_by_stream ON records (stream_id, position);
+CREATE TABLE snapshots (
+    stream_id INTEGER PRIMARY KEY,
+    position INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    checksum INTEGER NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('global_high_water', 0);
+"""
+
+_SYNCHRONOUS = {"full": 2, "normal": 1}
+
+INSERT_RECORD = (
+    "INSERT INTO records (global_position, stream_id, position, type, data, checksum) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def prepare(conn: sqlite3.Connection, path: str, durability: Literal["full", "normal"]) -> None:
+    """Check the file is ours (creating the schema in a new file) and apply the pragmas.
+
+    Every pragma the guarantees rest on is read back: a setting SQLite silently ignored
+    (a file system without shared memory for WAL, say) must stop us, not weaken us.
+    """
+    conn.execute("PRAGMA busy_timeout = 10000")
+    _check_or_create_schema(conn, path)
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreConfigurationError(
+            f"{path}: SQLite refused WAL mode (journal_mode is {mode!r}); the journal needs "
+            f"WAL for concurrent reads and group commit. Put the file on a local file system."
+        )
+    wanted = _SYNCHRONOUS[durability]
+    conn.execute(f"PRAGMA synchronous = {wanted}")
+    # macOS only syncs to the platter with F_FULLFSYNC; elsewhere these are no-ops.
+    conn.execute(f"PRAGMA fullfsync = {int(durability == 'full')}")
+    conn.execute(f"PRAGMA checkpoint_fullfsync = {int(durability == 'full')}")
+    got = conn.execute("PRAGMA synchronous").fetchone()[0]
+    if got != wanted:
+        raise StoreConfigurationError(
+            f"{path}: SQLite did not apply synchronous={wanted} (it reports {got}); "
+            f"refusing to run with weaker durability than {durability!r} promises."
+        )
+
+
+def _check_or_create_schema(conn: sqlite3.Connection, path: str) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if app_id == 0 and version == 0 and tables == 0:
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id = {APPLICATION_ID}; "
+            f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+        return
+    if app_id != APPLICATION_ID:
+        raise SchemaVersionError(
+            f"{path} is a SQLite file but not an actorflow journal (application_id "
+            f"{app_id:#x}); refusing to touch it. Point the store at a new or journal file."
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} was written by a newer journal schema (version {version}; this code "
+            f"knows up to {SCHEMA_VERSION}); it was not modified. Upgrade actorflow to open it."
+        )
+    if version < 1:
+        raise SchemaVersionError(f"{path}: journal schema version {version} is not valid")
+
+
+def translate(exc: sqlite3.Error, path: str, doing: str) -> Exception:
+    """Turn a driver error into the journal's error family, keeping SQLite's words."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return StorageFullError(
+            f"{path}: the disk or the journal's size limit is full while {doing}: {exc}. "
+            f"The write was rolled back and nothing acknowledged was lost; free space "
+            f"(or raise max_bytes) and retry."
+        )
+    return StorageError(f"{path}: SQLite failed while {doing}: {exc}")

@@ -1,0 +1,145 @@
+"""The `Store` protocol every journal backend implements, and the shared front half of one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Literal, Protocol, Self, runtime_checkable
+
+from journal._errors import InvalidStreamError, StoreClosedError
+from journal._records import (
+    Appended,
+    NewRecord,
+    Record,
+    Snapshot,
+    StreamAppend,
+    StreamInfo,
+    VerifyReport,
+    check_stream_name,
+)
+from journal._streams import check_sizes
+
+#: How hard a store works to keep acknowledged appends; see docs/journal.md.
+Durability = Literal["full", "normal"]
+
+#: Default largest record payload, in bytes.
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Ordered, durable, named streams of records, with fencing and snapshots."""
+
+    async def append(
+        self,
+        stream: str,
+        records: Sequence[NewRecord],
+        *,
+        expected_position: int | None = None,
+        epoch: int | None = None,
+    ) -> Appended:
+        """Append ``records`` to ``stream`` atomically; return where they landed."""
+        ...
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+        """Append to several streams in one transaction: every part is written, or none."""
+        ...
+
+    def read(self, stream: str, from_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over ``stream``'s records from ``from_position`` on, in order."""
+        ...
+
+    def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over every stored record in global (commit) order."""
+        ...
+
+    async def last_position(self, stream: str) -> int:
+        """The stream's last position (0 for a stream never written)."""
+        ...
+
+    async def stream_info(self, stream: str) -> StreamInfo:
+        """Positions, owner epoch and snapshot position of ``stream``."""
+        ...
+
+    async def list_streams(self, prefix: str = "") -> list[str]:
+        """Names of the streams holding (or having held) records, starting with ``prefix``."""
+        ...
+
+    async def claim(self, stream: str) -> int:
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        ...
+
+    async def save_snapshot(
+        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+    ) -> None:
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        ...
+
+    async def load_snapshot(self, stream: str) -> Snapshot | None:
+        """The latest snapshot of ``stream``, or None."""
+        ...
+
+    async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:
+        """Delete the stream's records up to ``through``, which a snapshot must cover."""
+        ...
+
+    async def verify(self) -> VerifyReport:
+        """Check every record and snapshot; report every problem found."""
+        ...
+
+    async def close(self) -> None:
+        """Flush pending writes and release the store; later calls raise `StoreClosedError`."""
+        ...
+
+
+class StoreBase:
+    """Argument checks and conveniences that every store shares."""
+
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    _closed: bool = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(type(self).__name__)
+
+    def _check_appends(self, appends: Sequence[StreamAppend]) -> None:
+        self._check_open()
+        check_sizes(appends, self.max_record_bytes)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+        raise NotImplementedError
+
+    async def append(
+        self,
+        stream: str,
+        records: Sequence[NewRecord],
+        *,
+        expected_position: int | None = None,
+        epoch: int | None = None,
+    ) -> Appended:
+        """Append ``records`` to ``stream`` atomically; return where they landed."""
+        part = StreamAppend(stream, tuple(records), expected_position, epoch)
+        return (await self.append_many([part]))[0]
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def check_position(stream: str, name: str, value: int, minimum: int) -> None:
+    """Refuse a position argument that is not an int at least ``minimum``."""
+    check_stream_name(stream)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidStreamError(
+            f"stream {stream!r}: {name} must be an integer >= {minimum}, got {value!r}"
+        )

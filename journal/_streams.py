@@ -1,0 +1,126 @@
+"""Stream bookkeeping shared by every store: positions, epochs, snapshots, and the rules.
+
+Each store keeps a `StreamState` per stream and runs every write through a `Changes`
+overlay: the rules (expected positions, fencing, snapshot and truncation bounds) are checked
+there, against tentative copies, so a refused or rolled-back write leaves the committed
+states untouched. Holding the rules in one place is what makes the stores behave alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+
+from journal._errors import ConflictError, FencingError, RecordTooLargeError, SnapshotError
+from journal._records import StreamAppend, check_stream_name
+
+
+@dataclasses.dataclass(slots=True)
+class StreamState:
+    """What a store knows about one stream besides its records."""
+
+    name: str
+    id: int | None = None  # the backend's key for the stream, once it has one
+    last: int = 0  # last position ever appended (0 for none)
+    first: int = 1  # first position still stored (last + 1 when all were truncated)
+    epoch: int = 0  # current owner epoch (0 until first claimed)
+    snapshot: int = 0  # position covered by the latest snapshot (0 for none)
+
+
+def check_sizes(appends: Iterable[StreamAppend], limit: int) -> None:
+    """Refuse the whole request if any payload is over ``limit`` bytes, before any write."""
+    for part in appends:
+        check_stream_name(part.stream)
+        for record in part.records:
+            if len(record.data) > limit:
+                raise RecordTooLargeError(part.stream, len(record.data), limit)
+
+
+class Changes:
+    """Tentative stream states for one transaction; `commit` publishes them."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str], StreamState | None],
+        publish: Callable[[StreamState], None],
+        next_global: int,
+    ) -> None:
+        self._lookup = lookup
+        self._publish = publish
+        self.touched: dict[str, StreamState] = {}
+        self.next_global = next_global
+
+    def state(self, stream: str) -> StreamState:
+        """The tentative state of ``stream`` (a fresh one if the stream is new)."""
+        state = self.touched.get(stream)
+        if state is None:
+            base = self._lookup(stream)
+            state = dataclasses.replace(base) if base else StreamState(name=stream)
+            self.touched[stream] = state
+        return state
+
+    def _fence(self, state: StreamState, epoch: int | None) -> None:
+        if epoch is not None and epoch != state.epoch:
+            raise FencingError(state.name, epoch, state.epoch)
+
+    def check_appends(self, appends: Iterable[StreamAppend]) -> None:
+        """Check a multi-stream append against tentative states without changing them."""
+        moved: dict[str, int] = {}
+        for part in appends:
+            state = self.state(part.stream)
+            at = moved.get(part.stream, state.last)
+            if part.expected_position is not None and part.expected_position != at:
+                raise ConflictError(part.stream, part.expected_position, at)
+            self._fence(state, part.epoch)
+            moved[part.stream] = at + len(part.records)
+
+    def append(self, part: StreamAppend) -> tuple[StreamState, int, int]:
+        """Apply one (checked) append; return the state, first position and first global."""
+        state = self.state(part.stream)
+        first, first_global = state.last + 1, self.next_global
+        state.last += len(part.records)
+        self.next_global += len(part.records)
+        return state, first, first_global
+
+    def claim(self, stream: str) -> int:
+        """Give ``stream`` a new owner epoch, higher than every earlier one."""
+        state = self.state(stream)
+        state.epoch += 1
+        return state.epoch
+
+    def snapshot(self, stream: str, position: int, epoch: int | None) -> StreamState:
+        """Check and record a snapshot covering ``stream`` up to ``position``."""
+        state = self.state(stream)
+        self._fence(state, epoch)
+        if not 1 <= position <= state.last:
+            raise SnapshotError(
+                f"stream {stream!r}: cannot snapshot at position {position}; the stream holds "
+                f"positions 1 to {state.last}. A snapshot covers records that exist."
+            )
+        if position < state.snapshot:
+            raise SnapshotError(
+                f"stream {stream!r}: cannot snapshot at position {position}, a newer snapshot "
+                f"at position {state.snapshot} exists; snapshots only move forward."
+            )
+        state.snapshot = position
+        return state
+
+    def truncate(self, stream: str, through: int, epoch: int | None) -> tuple[StreamState, int]:
+        """Check a truncation through ``through``; return the state and the old first position."""
+        state = self.state(stream)
+        self._fence(state, epoch)
+        if through > state.snapshot:
+            raise SnapshotError(
+                f"stream {stream!r}: cannot delete records through position {through}, the "
+                f"latest snapshot covers only through position {state.snapshot}; save a "
+                f"snapshot first so that no state is lost."
+            )
+        old_first = state.first
+        state.first = max(state.first, through + 1)
+        return state, old_first
+
+    def commit(self) -> None:
+        """Publish every tentative state (call only once the backend has committed)."""
+        for state in self.touched.values():
+            self._publish(state)
+        self.touched.clear()
