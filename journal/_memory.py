@@ -56,7 +56,9 @@ class MemoryStore(StoreBase):
             state, first, first_global = changes.append(part)
             stored = self._streams.setdefault(part.stream, [])
             for offset, new in enumerate(part.records):
-                record = Record(part.stream, first + offset, first_global + offset, new.type, new.data)
+                record = Record(
+                    part.stream, first + offset, first_global + offset, new.type, new.data
+                )
                 stored.append(record)
                 self._log.append(record)
             results.append(Appended(part.stream, first, state.last, changes.next_global - 1))
@@ -85,7 +87,9 @@ class MemoryStore(StoreBase):
         check_position("<global>", "from_global_position", from_global_position, 1)
         while True:
             self._check_open()
-            index = bisect.bisect_left(self._log, from_global_position, key=lambda r: r.global_position)
+            index = bisect.bisect_left(
+                self._log, from_global_position, key=lambda r: r.global_position
+            )
             batch = self._log[index : index + _READ_BATCH]
             if not batch:
                 return

@@ -16,6 +16,7 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -23,6 +24,7 @@ import aiosqlite
 from journal._errors import CorruptionError, JournalError, StoreClosedError, StoreLockedError
 from journal._records import (
     Appended,
+    NewRecord,
     Problem,
     Record,
     Snapshot,
@@ -42,7 +44,7 @@ T = TypeVar("T")
 #: Records fetched per reader hop.
 READ_BATCH = 2048
 #: Largest number of requests committed in one transaction.
-MAX_BATCH_REQUESTS = 4096
+MAX_BATCH_REQUESTS = 1024
 
 
 async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -53,7 +55,7 @@ async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connectio
     transaction in one; this is the only place that relies on it.
     """
     raw: sqlite3.Connection = conn._conn
-    result: T = await conn._execute(fn, raw)
+    result: T = await conn._execute(fn, raw)  # type: ignore[no-untyped-call]
     return result
 
 
@@ -103,8 +105,7 @@ class _Transaction:
     def update_stream(self, state: StreamState) -> None:
         self.flush_rows()
         self.conn.execute(
-            "UPDATE streams SET first_position = ?, epoch = ?, snapshot_position = ? "
-            "WHERE id = ?",
+            "UPDATE streams SET first_position = ?, epoch = ?, snapshot_position = ? WHERE id = ?",
             (state.first, state.epoch, state.snapshot, self.stream_id(state)),
         )
 
@@ -118,8 +119,28 @@ class SqliteStore(StoreBase):
     lose the last commits on power loss. One process at a time may open a file.
     """
 
-    def __init__(self) -> None:
-        raise TypeError("open a store with `await SqliteStore.open(path)`")
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "full",
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+        self._path = os.fspath(path)
+        self.durability: Durability = durability
+        self.max_record_bytes = max_record_bytes
+        self.stats = CommitStats()
+        self._states: dict[str, StreamState] = {}
+        self._pending: list[_Request] = []
+        self._wakeup = asyncio.Event()
+        self._lock = _FileLock(self._path + ".lock")
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers: list[aiosqlite.Connection] = []
+        self._writer: aiosqlite.Connection | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._next_global = 1
 
     @classmethod
     async def open(
@@ -136,20 +157,7 @@ class SqliteStore(StoreBase):
         ``max_bytes`` caps the file's size (appends past it fail with
         `StorageFullError`); ``readers`` is the number of read connections.
         """
-        if durability not in ("full", "normal"):
-            raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
-        self = object.__new__(cls)
-        self._path = os.fspath(path)
-        self.durability = durability
-        self.max_record_bytes = max_record_bytes
-        self.stats = CommitStats()
-        self._states: dict[str, StreamState] = {}
-        self._pending: list[_Request] = []
-        self._wakeup = asyncio.Event()
-        self._lock = _FileLock(self._path + ".lock")
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._all_readers: list[aiosqlite.Connection] = []
-        self._writer: aiosqlite.Connection | None = None
+        self = cls(path, durability=durability, max_record_bytes=max_record_bytes)
         try:
             await self._connect(durability, max_bytes, readers)
         except BaseException:
@@ -194,23 +202,31 @@ class SqliteStore(StoreBase):
         return await future
 
     async def _write_loop(self) -> None:
-        assert self._writer is not None
+        """Commit queued requests in batches, pipelined with waking the previous batch.
+
+        The next commit starts on the writer thread *before* the callers of the previous
+        one are woken, so the event loop runs those callers (who queue their next appends)
+        while the thread syncs. Capping a batch at `MAX_BATCH_REQUESTS` keeps two batches
+        alternating under heavy load instead of one large batch with each side idle in turn.
+        """
+        loop = asyncio.get_running_loop()
+        finished: tuple[list[_Request], list[Any]] | None = None
         while True:
-            await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
+            if self._pending:
                 batch = self._pending[:MAX_BATCH_REQUESTS]
                 del self._pending[:MAX_BATCH_REQUESTS]
-                outcomes = await self._commit(batch)
-                for request, outcome in zip(batch, outcomes, strict=True):
-                    if request.future.done():
-                        continue  # the caller gave up waiting; its write stands or not as is
-                    if isinstance(outcome, BaseException):
-                        request.future.set_exception(outcome)
-                    else:
-                        request.future.set_result(outcome)
-            if self._closed:
+                commit = loop.create_task(self._commit(batch))
+                if finished is not None:
+                    _resolve(*finished)
+                finished = (batch, await commit)
+            elif finished is not None:
+                _resolve(*finished)
+                finished = None
+            elif self._closed:
                 return
+            else:
+                await self._wakeup.wait()
 
     async def _commit(self, batch: list[_Request]) -> list[Any]:
         assert self._writer is not None
@@ -262,7 +278,7 @@ class SqliteStore(StoreBase):
         if state is not None:
             return state
         assert self._writer is not None
-        row = self._writer._conn.execute(
+        row: tuple[int, int, int, int, int | None] | None = self._writer._conn.execute(
             "SELECT id, first_position, epoch, snapshot_position, "
             "(SELECT max(position) FROM records WHERE stream_id = streams.id) "
             "FROM streams WHERE name = ?",
@@ -278,33 +294,28 @@ class SqliteStore(StoreBase):
     def _publish_state(self, state: StreamState) -> None:
         self._states[state.name] = state
 
+    async def append(
+        self,
+        stream: str,
+        records: Sequence[NewRecord],
+        *,
+        expected_position: int | None = None,
+        epoch: int | None = None,
+    ) -> Appended:
+        """Append ``records`` to ``stream`` atomically; return where they landed.
+
+        Returns once the records are durable (per the store's durability setting).
+        """
+        part = StreamAppend(stream, tuple(records), expected_position, epoch)
+        self._check_appends((part,))
+        result: list[Appended] = await self._submit(partial(_apply_appends, (part,)))
+        return result[0]
+
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         """Append to several streams in one transaction: every part is written, or none."""
-        self._check_appends(appends)
-        parts = list(appends)
-
-        def apply(txn: _Transaction) -> list[Appended]:
-            txn.changes.check_appends(parts)
-            results = []
-            for part in parts:
-                state, first, first_global = txn.changes.append(part)
-                sid = txn.stream_id(state)
-                stream = part.stream
-                txn.rows.extend(
-                    (
-                        first_global + i,
-                        sid,
-                        first + i,
-                        new.type,
-                        new.data,
-                        checksum(stream, first + i, new.type, new.data),
-                    )
-                    for i, new in enumerate(part.records)
-                )
-                results.append(Appended(stream, first, state.last, txn.changes.next_global - 1))
-            return results
-
-        result: list[Appended] = await self._submit(apply)
+        parts = tuple(appends)
+        self._check_appends(parts)
+        result: list[Appended] = await self._submit(partial(_apply_appends, parts))
         return result
 
     async def claim(self, stream: str) -> int:
@@ -487,8 +498,9 @@ class SqliteStore(StoreBase):
             return
         self._closed = True
         self._wakeup.set()
-        with contextlib.suppress(Exception):
-            await self._writer_task
+        if self._writer_task is not None:
+            with contextlib.suppress(Exception):
+                await self._writer_task
         await self._release()
 
     async def _release(self) -> None:
@@ -501,8 +513,42 @@ class SqliteStore(StoreBase):
         self._lock.release()
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._writer_task is None:
             raise StoreClosedError(f"SqliteStore({self._path!r})")
+
+
+def _resolve(batch: list[_Request], outcomes: list[Any]) -> None:
+    """Hand each caller its outcome (a caller who stopped waiting gets nothing)."""
+    for request, outcome in zip(batch, outcomes, strict=True):
+        if request.future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)
+
+
+def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[Appended]:
+    """Check and stage a (multi-stream) append within the batch's transaction."""
+    changes = txn.changes
+    changes.check_appends(parts)
+    rows = txn.rows
+    results = []
+    for part in parts:
+        state, position, global_position = changes.append(part)
+        sid = txn.stream_id(state)
+        stream = part.stream
+        for new in part.records:
+            kind, data = new.type, new.data
+            rows.append(
+                (global_position, sid, position, kind, data, checksum(stream, position, kind, data))
+            )
+            position += 1
+            global_position += 1
+        results.append(
+            Appended(stream, position - len(part.records), state.last, global_position - 1)
+        )
+    return results
 
 
 _Batch = tuple[list[Record], CorruptionError | None]
@@ -537,7 +583,9 @@ def _verify_all(conn: sqlite3.Connection) -> VerifyReport:
             records += 1
             if position != expected:
                 problems.append(
-                    Problem(name, expected, "gap", f"expected position {expected}, found {position}")
+                    Problem(
+                        name, expected, "gap", f"expected position {expected}, found {position}"
+                    )
                 )
             if checksum(name, position, kind, data) != stored:
                 problems.append(Problem(name, position, "checksum", "record checksum mismatch"))
@@ -582,4 +630,3 @@ class _FileLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
