@@ -5,8 +5,9 @@
   file per run. Figure: records / wall seconds. Ceiling: stdlib ``sqlite3`` inserting the
   same rows into the same schema with the same pragmas, in transactions of the sizes the
   store's group commit actually formed (``store.stats.batch_sizes``).
-- ``replay``: one long stream read back with ``async for record in store.read(stream)`` and
-  decoded with the `Codec`. Ceiling: one raw ``SELECT data ... ORDER BY position`` whose
+- ``replay``: one long stream read back with ``store.read_batches(stream)`` (how the
+  runtime replays: one await per batch) and decoded with the `Codec`; ``replay-records``
+  reads it with ``async for record in store.read(stream)`` (one await per record). Ceiling: one raw ``SELECT data ... ORDER BY position`` whose
   payloads are decoded by a typed msgspec Decoder.
 
 Everything runs under uvloop, each measurement is repeated and the middle run reported.
@@ -252,19 +253,29 @@ async def fill_stream(path: Path, records: int) -> None:
         await store.close()
 
 
-async def replay_with_store(path: Path, records: int) -> float:
-    """Time reading the whole stream back through the store and decoding every record."""
+async def replay_with_store(path: Path, records: int, *, batches: bool) -> float:
+    """Time reading the whole stream back through the store and decoding every record.
+
+    ``batches`` reads with `read_batches` (one await per batch: how replay reads);
+    otherwise with `read` (one await per record).
+    """
     store = await SqliteStore.open(path)
     try:
         count = 0
         start = time.perf_counter()
-        async for record in store.read(REPLAY_STREAM):
-            CODEC.decode(record)
-            count += 1
+        if batches:
+            async for batch in store.read_batches(REPLAY_STREAM):
+                for record in batch:
+                    CODEC.decode(record)
+                count += len(batch)
+        else:
+            async for record in store.read(REPLAY_STREAM):
+                CODEC.decode(record)
+                count += 1
         elapsed = time.perf_counter() - start
     finally:
         await store.close()
-    check_count("SqliteStore.read", count, records)
+    check_count("SqliteStore.read_batches" if batches else "SqliteStore.read", count, records)
     return elapsed
 
 
@@ -286,28 +297,33 @@ def replay_ceiling(path: Path, records: int) -> float:
     return elapsed
 
 
-async def replay_scenario(records: int, repeats: int, progress: Progress) -> Result:
-    """Reading one long stream back, against a raw SELECT and decode."""
+async def replay_scenario(records: int, repeats: int, progress: Progress) -> list[Result]:
+    """Reading one long stream back, by batches and by records, against a raw SELECT."""
     progress.scenario(f"replay, {records:,} records")
-    store_runs, ceilings = [], []
+    batched, single, ceilings = [], [], []
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-") as tmp:
         path = Path(tmp, "replay.db")
         progress.step("writing the stream (not timed)")
         await fill_stream(path, records)
         for n in range(1, repeats + 1):
-            progress.step(f"run {n}/{repeats}, SqliteStore")
-            store_runs.append(await replay_with_store(path, records))
+            progress.step(f"run {n}/{repeats}, SqliteStore.read_batches")
+            batched.append(await replay_with_store(path, records, batches=True))
+            progress.step(f"run {n}/{repeats}, SqliteStore.read")
+            single.append(await replay_with_store(path, records, batches=False))
             progress.step(f"run {n}/{repeats}, raw sqlite3")
             ceilings.append(replay_ceiling(path, records))
-    return {
-        "scenario": "replay",
-        "store": "sqlite",
-        "durability": "full",
-        "writers": 1,
-        "records": records,
-        **rates(records, middle(store_runs), middle(ceilings)),
-        "repeats": repeats,
-    }
+    return [
+        {
+            "scenario": scenario,
+            "store": "sqlite",
+            "durability": "full",
+            "writers": 1,
+            "records": records,
+            **rates(records, middle(runs), middle(ceilings)),
+            "repeats": repeats,
+        }
+        for scenario, runs in (("replay", batched), ("replay-records", single))
+    ]
 
 
 # -- figures and targets ------------------------------------------------------------------
@@ -383,7 +399,7 @@ async def measure(quick: bool, repeats: int) -> list[Result]:
         for writers in WRITERS:
             records = APPEND_RECORDS[durability, writers][quick]
             results.append(await append_scenario(durability, writers, records, repeats, progress))
-    results.append(await replay_scenario(REPLAY_RECORDS[quick], repeats, progress))
+    results.extend(await replay_scenario(REPLAY_RECORDS[quick], repeats, progress))
     progress.finish()
     return results
 

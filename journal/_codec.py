@@ -69,6 +69,12 @@ class Codec(Generic[T]):
 
     def decode(self, record: Record) -> T:
         """Decode a stored record; raise `DecodeError` if its tag or bytes don't fit."""
+        decoder = self._decoders.get(record.type)
+        if decoder is not None:
+            try:
+                return typing.cast(T, decoder.decode(record.data))
+            except msgspec.DecodeError:
+                pass  # decode_payload raises the error naming the stream and position
         return self.decode_payload(record.type, record.data, record.stream, record.position)
 
     def decode_payload(self, record_type: str, data: bytes, stream: str, position: int) -> T:

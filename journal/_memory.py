@@ -39,10 +39,7 @@ class MemoryStore(StoreBase):
         self._next_global = 1
 
     def _changes(self) -> Changes:
-        return Changes(self._states.get, self._publish, self._next_global)
-
-    def _publish(self, state: StreamState) -> None:
-        self._states[state.name] = state
+        return Changes(self._states, _absent, self._next_global)
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         """Append to several streams atomically: every part is written, or none."""
@@ -66,10 +63,11 @@ class MemoryStore(StoreBase):
         changes.commit()
         return results
 
-    async def read(self, stream: str, from_position: int = 1) -> AsyncIterator[Record]:
-        """Iterate over ``stream``'s records from ``from_position`` on, in order."""
+    async def read_batches(
+        self, stream: str, from_position: int = 1
+    ) -> AsyncIterator[list[Record]]:
+        """Iterate over ``stream``'s records in order, a list at a time."""
         check_position(stream, "from_position", from_position, 1)
-        index = 0
         while True:
             self._check_open()
             stored = self._streams.get(stream, [])
@@ -77,8 +75,7 @@ class MemoryStore(StoreBase):
             batch = stored[index : index + _READ_BATCH]
             if not batch:
                 return
-            for record in batch:
-                yield record
+            yield batch
             from_position = batch[-1].position + 1
             await anyio.lowlevel.checkpoint()
 
@@ -119,9 +116,9 @@ class MemoryStore(StoreBase):
         check_stream_name(stream)
         self._check_open()
         changes = self._changes()
-        epoch = changes.claim(stream)
+        state = changes.claim(stream)
         changes.commit()
-        return epoch
+        return state.epoch
 
     async def save_snapshot(
         self, stream: str, position: int, data: bytes, *, epoch: int | None = None
@@ -170,3 +167,8 @@ class MemoryStore(StoreBase):
     async def close(self) -> None:
         """Close the store; later calls raise `StoreClosedError`."""
         self._closed = True
+
+
+def _absent(stream: str) -> StreamState | None:
+    """A memory store holds every state it has; there is nothing to load."""
+    return None

@@ -15,6 +15,7 @@ Layout (schema version 1):
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Literal
 
@@ -62,6 +63,34 @@ INSERT_RECORD = (
     "INSERT INTO records (global_position, stream_id, position, type, data, checksum) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+#: Rows per multi-row INSERT; batches are cut into statements of power-of-two sizes up to
+#: this, so a few cached statements serve every batch size.
+INSERT_CHUNK = 256
+
+
+@functools.lru_cache(maxsize=16)
+def insert_records(rows: int) -> str:
+    """An INSERT of ``rows`` records in one statement.
+
+    One statement runs in one `sqlite3_step`, during which Python's GIL is released once;
+    ``executemany`` takes and releases it around every row, which starves the writer
+    thread while the event loop is busy (the pipelined writer overlaps the two).
+    """
+    return INSERT_RECORD + ", (?, ?, ?, ?, ?, ?)" * (rows - 1)
+
+
+def chunk_sizes(total: int) -> list[int]:
+    """Statement sizes covering ``total`` rows: full chunks, then powers of two."""
+    sizes = [INSERT_CHUNK] * (total // INSERT_CHUNK)
+    rest = total % INSERT_CHUNK
+    bit = INSERT_CHUNK >> 1
+    while rest:
+        if rest >= bit:
+            sizes.append(bit)
+            rest -= bit
+        bit >>= 1
+    return sizes
 
 
 def prepare(conn: sqlite3.Connection, path: str, durability: Literal["full", "normal"]) -> None:

@@ -49,6 +49,10 @@ class Store(Protocol):
         """Iterate over ``stream``'s records from ``from_position`` on, in order."""
         ...
 
+    def read_batches(self, stream: str, from_position: int = 1) -> AsyncIterator[list[Record]]:
+        """Like `read`, a list of records at a time (one await per batch, for replay)."""
+        ...
+
     def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
         """Iterate over every stored record in global (commit) order."""
         ...
@@ -120,6 +124,19 @@ class StoreBase:
         """Append ``records`` to ``stream`` atomically; return where they landed."""
         part = StreamAppend(stream, tuple(records), expected_position, epoch)
         return (await self.append_many([part]))[0]
+
+    def read_batches(self, stream: str, from_position: int = 1) -> AsyncIterator[list[Record]]:
+        raise NotImplementedError
+
+    async def read(self, stream: str, from_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over ``stream``'s records from ``from_position`` on, in order.
+
+        Batches are fetched behind the scenes, so memory stays bounded however long the
+        stream; a damaged record raises `CorruptionError` when the iteration reaches it.
+        """
+        async for batch in self.read_batches(stream, from_position):
+            for record in batch:
+                yield record
 
     async def close(self) -> None:
         raise NotImplementedError

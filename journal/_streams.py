@@ -41,27 +41,48 @@ def check_sizes(appends: Iterable[StreamAppend], limit: int) -> None:
 
 
 class Changes:
-    """Tentative stream states for one transaction; `commit` publishes them."""
+    """One transaction's changes to the stream states, undone by `rollback`.
+
+    States are changed in place (no copies on the hot path); every change first saves the
+    state's fields in an undo log, so a transaction the backend failed to commit leaves the
+    states as they were. Rules are checked before anything changes, so a refused request
+    needs no undo.
+    """
 
     def __init__(
         self,
-        lookup: Callable[[str], StreamState | None],
-        publish: Callable[[StreamState], None],
+        states: dict[str, StreamState],
+        load: Callable[[str], StreamState | None],
         next_global: int,
     ) -> None:
-        self._lookup = lookup
-        self._publish = publish
-        self.touched: dict[str, StreamState] = {}
+        self._states = states
+        self._load = load
+        self._undo: list[tuple[StreamState, int | None, int, int, int, int]] = []
         self.next_global = next_global
 
     def state(self, stream: str) -> StreamState:
-        """The tentative state of ``stream`` (a fresh one if the stream is new)."""
-        state = self.touched.get(stream)
+        """The current state of ``stream`` (a fresh one if the stream is new)."""
+        state = self._states.get(stream)
         if state is None:
-            base = self._lookup(stream)
-            state = base.copy() if base else StreamState(stream)
-            self.touched[stream] = state
+            state = self._load(stream) or StreamState(stream)
+            self._states[stream] = state
         return state
+
+    def touch(self, state: StreamState) -> StreamState:
+        """Save ``state``'s fields for `rollback` before changing it; return it."""
+        self._undo.append((state, state.id, state.last, state.first, state.epoch, state.snapshot))
+        return state
+
+    def rollback(self) -> None:
+        """Restore every state changed in this transaction."""
+        for state, sid, last, first, epoch, snapshot in reversed(self._undo):
+            state.id, state.last, state.first, state.epoch = sid, last, first, epoch
+            state.snapshot = snapshot
+        self._undo.clear()
+
+    def commit(self) -> None:
+        """Keep the changes (call once the backend has committed)."""
+        self._undo.clear()
 
     def _fence(self, state: StreamState, epoch: int | None) -> None:
         if epoch is not None and epoch != state.epoch:
@@ -89,17 +110,17 @@ class Changes:
 
     def append(self, part: StreamAppend) -> tuple[StreamState, int, int]:
         """Apply one (checked) append; return the state, first position and first global."""
-        state = self.state(part.stream)
+        state = self.touch(self.state(part.stream))
         first, first_global = state.last + 1, self.next_global
         state.last += len(part.records)
         self.next_global += len(part.records)
         return state, first, first_global
 
-    def claim(self, stream: str) -> int:
+    def claim(self, stream: str) -> StreamState:
         """Give ``stream`` a new owner epoch, higher than every earlier one."""
-        state = self.state(stream)
+        state = self.touch(self.state(stream))
         state.epoch += 1
-        return state.epoch
+        return state
 
     def snapshot(self, stream: str, position: int, epoch: int | None) -> StreamState:
         """Check and record a snapshot covering ``stream`` up to ``position``."""
@@ -115,7 +136,7 @@ class Changes:
                 f"stream {stream!r}: cannot snapshot at position {position}, a newer snapshot "
                 f"at position {state.snapshot} exists; snapshots only move forward."
             )
-        state.snapshot = position
+        self.touch(state).snapshot = position
         return state
 
     def truncate(self, stream: str, through: int, epoch: int | None) -> tuple[StreamState, int]:
@@ -129,11 +150,5 @@ class Changes:
                 f"snapshot first so that no state is lost."
             )
         old_first = state.first
-        state.first = max(state.first, through + 1)
+        self.touch(state).first = max(state.first, through + 1)
         return state, old_first
-
-    def commit(self) -> None:
-        """Publish every tentative state (call only once the backend has committed)."""
-        for state in self.touched.values():
-            self._publish(state)
-        self.touched.clear()
