@@ -114,12 +114,48 @@ def check_stream_name(stream: object) -> str:
     """Return ``stream`` if it is a usable stream name, else raise `InvalidStreamError`."""
     if not isinstance(stream, str):
         raise InvalidStreamError(f"stream name must be a str, got {type(stream).__name__}")
-    if not stream or len(stream) > MAX_STREAM_NAME or "\x00" in stream:
+    if not stream or len(stream) > MAX_STREAM_NAME or "\x00" in stream or not is_utf8(stream):
         raise InvalidStreamError(
             f"stream name {stream[:80]!r} is not usable: it must be 1 to {MAX_STREAM_NAME} "
-            f"characters with no NUL character"
+            f"characters of Unicode text (encodable as UTF-8) with no NUL character"
         )
     return stream
+
+
+def check_new_record(stream: str, record: object) -> None:
+    """Refuse anything but a `NewRecord` with a usable type tag and bytes payload."""
+    if not isinstance(record, NewRecord):
+        raise InvalidStreamError(
+            f"stream {stream!r}: records to append must be NewRecord, got {type(record).__name__}"
+        )
+    kind = record.type
+    if not isinstance(kind, str) or not kind or "\x00" in kind or not is_utf8(kind):
+        raise InvalidStreamError(
+            f"stream {stream!r}: record type {kind!r} must be non-empty Unicode text "
+            f"(encodable as UTF-8) with no NUL character"
+        )
+    if not isinstance(record.data, bytes):
+        raise InvalidStreamError(
+            f"stream {stream!r}: record payload must be bytes, got {type(record.data).__name__}; "
+            f"encode it first (a Codec does)"
+        )
+
+
+def check_counter(stream: str, name: str, value: object) -> None:
+    """Refuse an expected position or epoch that is neither None nor an int >= 0."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise InvalidStreamError(
+            f"stream {stream!r}: {name} must be None or an integer >= 0, got {value!r}"
+        )
+
+
+def is_utf8(text: str) -> bool:
+    """True when ``text`` can be stored (encoded as UTF-8: no lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class StreamInfo(msgspec.Struct, frozen=True):

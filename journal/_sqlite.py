@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from journal._errors import CorruptionError, JournalError, StoreClosedError, StoreLockedError
+from journal._errors import (
+    CorruptionError,
+    InvalidStreamError,
+    JournalError,
+    StoreClosedError,
+    StoreLockedError,
+)
 from journal._records import (
     POSITION_MIX,
     Appended,
@@ -36,6 +42,7 @@ from journal._records import (
     check_stream_name,
     checksum,
     head_crc,
+    is_utf8,
     snapshot_checksum,
 )
 from journal._sqlite_schema import chunk_sizes, insert_records, prepare, translate
@@ -443,13 +450,15 @@ class SqliteStore(StoreBase):
 
         def fetch(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
-                "SELECT name FROM streams WHERE name >= ? AND name < ? AND "
+                "SELECT name FROM streams WHERE name >= ? AND substr(name, 1, ?) = ? AND "
                 "(first_position > 1 OR EXISTS (SELECT 1 FROM records WHERE stream_id = id)) "
                 "ORDER BY name",
-                (prefix, prefix + "\U0010ffff"),
+                (prefix, len(prefix), prefix),
             ).fetchall()
             return [str(name) for (name,) in rows]
 
+        if not isinstance(prefix, str) or not is_utf8(prefix):
+            raise InvalidStreamError(f"list_streams prefix must be Unicode text, got {prefix!r}")
         return await self._read(fetch, "listing streams")
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:

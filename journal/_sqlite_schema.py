@@ -147,6 +147,11 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: str) -> None:
 def translate(exc: sqlite3.Error, path: str, doing: str) -> Exception:
     """Turn a driver error into the journal's error family, keeping SQLite's words."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_NOTADB:
+        return SchemaVersionError(
+            f"{path} is not a SQLite database (SQLite says: {exc}); refusing to touch it. "
+            f"Point the store at a new file or an actorflow journal."
+        )
     if code == sqlite3.SQLITE_FULL:
         return StorageFullError(
             f"{path}: the disk or the journal's size limit is full while {doing}: {exc}. "

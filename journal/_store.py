@@ -17,7 +17,7 @@ from journal._records import (
     VerifyReport,
     check_stream_name,
 )
-from journal._streams import check_sizes
+from journal._streams import check_request
 
 #: How hard a store works to keep acknowledged appends; see docs/journal.md.
 Durability = Literal["full", "normal"]
@@ -108,7 +108,7 @@ class StoreBase:
 
     def _check_appends(self, appends: Sequence[StreamAppend]) -> None:
         self._check_open()
-        check_sizes(appends, self.max_record_bytes)
+        check_request(appends, self.max_record_bytes)
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         raise NotImplementedError

@@ -11,8 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
-from journal._errors import ConflictError, FencingError, RecordTooLargeError, SnapshotError
-from journal._records import StreamAppend, check_stream_name
+from journal._errors import (
+    ConflictError,
+    FencingError,
+    InvalidStreamError,
+    RecordTooLargeError,
+    SnapshotError,
+)
+from journal._records import StreamAppend, check_counter, check_new_record, check_stream_name
 
 
 @dataclasses.dataclass(slots=True)
@@ -31,13 +37,19 @@ class StreamState:
         return StreamState(self.name, self.id, self.last, self.first, self.epoch, self.snapshot)
 
 
-def check_sizes(appends: Iterable[StreamAppend], limit: int) -> None:
-    """Refuse the whole request if any payload is over ``limit`` bytes, before any write."""
+def check_request(appends: Iterable[StreamAppend], limit: int) -> None:
+    """Refuse a malformed or oversized append before it is queued: it fails alone, and
+    nothing is written."""
     for part in appends:
-        check_stream_name(part.stream)
+        if not isinstance(part, StreamAppend):
+            raise InvalidStreamError(f"append_many takes StreamAppend parts, got {part!r}")
+        stream = check_stream_name(part.stream)
+        check_counter(stream, "expected_position", part.expected_position)
+        check_counter(stream, "epoch", part.epoch)
         for record in part.records:
+            check_new_record(stream, record)
             if len(record.data) > limit:
-                raise RecordTooLargeError(part.stream, len(record.data), limit)
+                raise RecordTooLargeError(stream, len(record.data), limit)
 
 
 class Changes:
