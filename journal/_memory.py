@@ -15,6 +15,7 @@ from journal._records import (
     StreamAppend,
     StreamInfo,
     VerifyReport,
+    check_prefix,
     check_stream_name,
 )
 from journal._store import DEFAULT_MAX_RECORD_BYTES, StoreBase, check_position
@@ -108,6 +109,7 @@ class MemoryStore(StoreBase):
 
     async def list_streams(self, prefix: str = "") -> list[str]:
         """Names of the streams holding (or having held) records, starting with ``prefix``."""
+        check_prefix(prefix)
         self._check_open()
         return sorted(s.name for s in self._states.values() if s.last and s.name.startswith(prefix))
 

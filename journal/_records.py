@@ -122,6 +122,13 @@ def check_stream_name(stream: object) -> str:
     return stream
 
 
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it can prefix stream names, else raise `InvalidStreamError`."""
+    if not isinstance(prefix, str) or "\x00" in prefix or not is_utf8(prefix):
+        raise InvalidStreamError(f"a stream name prefix must be Unicode text, got {prefix!r}")
+    return prefix
+
+
 def check_new_record(stream: str, record: object) -> None:
     """Refuse anything but a `NewRecord` with a usable type tag and bytes payload."""
     if not isinstance(record, NewRecord):

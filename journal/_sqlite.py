@@ -24,7 +24,6 @@ import aiosqlite
 
 from journal._errors import (
     CorruptionError,
-    InvalidStreamError,
     JournalError,
     StoreClosedError,
     StoreLockedError,
@@ -39,10 +38,10 @@ from journal._records import (
     StreamAppend,
     StreamInfo,
     VerifyReport,
+    check_prefix,
     check_stream_name,
     checksum,
     head_crc,
-    is_utf8,
     snapshot_checksum,
 )
 from journal._sqlite_schema import chunk_sizes, insert_records, prepare, translate
@@ -457,8 +456,7 @@ class SqliteStore(StoreBase):
             ).fetchall()
             return [str(name) for (name,) in rows]
 
-        if not isinstance(prefix, str) or not is_utf8(prefix):
-            raise InvalidStreamError(f"list_streams prefix must be Unicode text, got {prefix!r}")
+        check_prefix(prefix)
         return await self._read(fetch, "listing streams")
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:

@@ -1,0 +1,446 @@
+"""What only the SQLite store does: its file, its lock, group commit, damage and a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sqlite3
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from journal import (
+    ConflictError,
+    CorruptionError,
+    JournalError,
+    NewRecord,
+    Problem,
+    Record,
+    SchemaVersionError,
+    SqliteStore,
+    StorageError,
+    StorageFullError,
+    StoreLockedError,
+)
+
+pytestmark = pytest.mark.anyio
+
+APPLICATION_ID = 0x616A6631  # "afj1", the journal's PRAGMA application_id
+
+
+@pytest.fixture
+def path(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path / "journal.db"
+
+
+# -- helpers (file access is synchronous on purpose: these are test set-up steps) --------------
+
+
+@contextlib.contextmanager
+def raw(path: pathlib.Path) -> Iterator[sqlite3.Connection]:
+    """A plain stdlib connection to ``path``, closed on leaving."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def pragma(path: pathlib.Path, name: str) -> object:
+    with raw(path) as conn:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def contents(path: pathlib.Path) -> bytes:
+    return path.read_bytes()
+
+
+def overwrite(path: pathlib.Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def flip(path: pathlib.Path, marker: bytes, offsets: list[int]) -> bytes:
+    """Invert the bytes at ``offsets`` into the one place ``marker`` sits in the file.
+
+    Returns the damaged file's bytes.
+    """
+    original = contents(path)
+    at = original.find(marker)
+    assert at >= 0, "the marker's bytes were not in the main file after close"
+    assert original.find(marker, at + 1) == -1, "the marker is in the file twice"
+    damaged = bytearray(original)
+    for offset in offsets:
+        damaged[at + offset] ^= 0xFF
+    overwrite(path, bytes(damaged))
+    return bytes(damaged)
+
+
+async def read_list(store: SqliteStore, stream: str, from_position: int = 1) -> list[Record]:
+    return [r async for r in store.read(stream, from_position)]
+
+
+async def read_all_list(store: SqliteStore) -> list[Record]:
+    return [r async for r in store.read_all()]
+
+
+async def make_journal(path: pathlib.Path) -> None:
+    """A small, healthy, closed journal file."""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"kept")])
+    finally:
+        await store.close()
+
+
+# -- the file ---------------------------------------------------------------------------------
+
+
+async def test_open_sets_wal_and_marks_the_file_as_a_journal(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"x")])
+
+        assert pragma(path, "journal_mode") == "wal"
+        assert pragma(path, "application_id") == APPLICATION_ID
+        assert pragma(path, "user_version") == 1
+        assert store.durability == "full"
+    finally:
+        await store.close()
+
+
+async def test_unknown_durability_is_refused_before_touching_the_file(path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="bogus"):
+        await SqliteStore.open(path, durability="bogus")  # type: ignore[arg-type]
+
+    assert list(path.parent.iterdir()) == []  # no journal, no lock file
+
+
+async def test_a_file_from_a_newer_schema_is_refused_and_left_untouched(
+    path: pathlib.Path,
+) -> None:
+    await make_journal(path)
+    with raw(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    before = contents(path)
+
+    with pytest.raises(SchemaVersionError) as refused:
+        await SqliteStore.open(path)
+
+    assert str(path) in str(refused.value)
+    assert "version 99" in str(refused.value)
+    assert contents(path) == before
+    assert pragma(path, "user_version") == 99
+
+
+async def test_a_foreign_sqlite_file_is_refused_and_left_untouched(path: pathlib.Path) -> None:
+    with raw(path) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('mine')")
+    before = contents(path)
+
+    with pytest.raises(SchemaVersionError) as refused:
+        await SqliteStore.open(path)
+
+    assert str(path) in str(refused.value)
+    assert "not an actorflow journal" in str(refused.value)
+    assert contents(path) == before
+    with raw(path) as conn:
+        assert conn.execute("SELECT body FROM notes").fetchall() == [("mine",)]
+
+
+async def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(
+    path: pathlib.Path,
+) -> None:
+    overwrite(path, b"these are my notes, not a database\n" * 200)
+    before = contents(path)
+
+    with pytest.raises(SchemaVersionError) as refused:
+        await SqliteStore.open(path)
+
+    assert str(path) in str(refused.value)
+    assert contents(path) == before
+
+
+async def test_a_second_open_of_an_open_file_is_refused(path: pathlib.Path) -> None:
+    first = await SqliteStore.open(path)
+    try:
+        with pytest.raises(StoreLockedError) as refused:
+            await SqliteStore.open(path)
+
+        assert str(path) in str(refused.value)
+        await first.append("s", [NewRecord("t", b"first still works")])
+    finally:
+        await first.close()
+
+    second = await SqliteStore.open(path)
+    try:
+        assert [r.data for r in await read_list(second, "s")] == [b"first still works"]
+    finally:
+        await second.close()
+
+
+# -- group commit -----------------------------------------------------------------------------
+
+
+async def test_concurrent_appends_share_commits(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(store.append, f"s{n % 7}", [NewRecord("t", b"%d" % n)])
+
+        stats = store.stats
+        assert stats.records == 200
+        assert stats.requests == 200
+        assert stats.commits < 200
+        assert sum(stats.batch_sizes.values()) == stats.commits
+        assert sum(size * count for size, count in stats.batch_sizes.items()) == 200
+        assert sum([await store.last_position(f"s{k}") for k in range(7)]) == 200
+    finally:
+        await store.close()
+
+
+async def test_a_refused_request_fails_alone_in_its_commit(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("contended", [NewRecord("t", b"base")])
+        commits_before = store.stats.commits
+        refused: list[ConflictError] = []
+
+        async def write(stream: str, expected: int | None) -> None:
+            try:
+                await store.append(stream, [NewRecord("t", b"x")], expected_position=expected)
+            except ConflictError as exc:
+                refused.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "a", None)
+            tg.start_soon(write, "contended", 0)  # wrong: the stream is at 1
+            tg.start_soon(write, "b", None)
+
+        assert [(c.stream, c.expected, c.actual) for c in refused] == [("contended", 0, 1)]
+        assert await store.last_position("a") == 1
+        assert await store.last_position("b") == 1
+        assert await store.last_position("contended") == 1
+        assert store.stats.commits - commits_before < 3  # they did share a commit
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("stream", "bad"),
+    [
+        ("bad", NewRecord("t", "text, not bytes")),  # type: ignore[arg-type]
+        ("bad \ud800", NewRecord("t", b"x")),
+        ("bad", NewRecord("type \ud800", b"x")),
+    ],
+    ids=["payload-not-bytes", "unencodable-stream-name", "unencodable-type"],
+)
+async def test_a_malformed_request_does_not_fail_its_neighbours(
+    path: pathlib.Path, stream: str, bad: NewRecord
+) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        landed: list[str] = []
+        innocent_failures: list[str] = []
+        malformed_failures: list[BaseException] = []
+
+        async def good(name: str) -> None:
+            try:
+                await store.append(name, [NewRecord("t", name.encode())])
+            except Exception as exc:
+                innocent_failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            else:
+                landed.append(name)
+
+        async def malformed() -> None:
+            try:
+                await store.append(stream, [bad])
+            except (TypeError, ValueError, JournalError) as exc:
+                malformed_failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(good, "innocent/1")
+            tg.start_soon(malformed)
+            tg.start_soon(good, "innocent/2")
+
+        assert innocent_failures == []
+        assert len(malformed_failures) == 1
+        assert sorted(landed) == ["innocent/1", "innocent/2"]
+        assert await store.list_streams() == ["innocent/1", "innocent/2"]
+        assert (await store.verify()).ok
+    finally:
+        await store.close()
+
+
+# -- reads beside the writer ------------------------------------------------------------------
+
+
+async def test_reads_proceed_while_the_writer_waits(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"committed")])
+        written = anyio.Event()
+
+        async def write() -> None:
+            await store.append("s", [NewRecord("t", b"queued")])
+            written.set()
+
+        with raw(path) as blocker:
+            blocker.execute("BEGIN IMMEDIATE")  # holds SQLite's write lock: the writer waits
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write)
+                try:
+                    assert [r.data for r in await read_list(store, "s")] == [b"committed"]
+                    assert await store.last_position("s") == 1
+                    assert await store.list_streams() == ["s"]
+                    assert (await store.verify()).ok
+                    assert not written.is_set()
+                finally:
+                    blocker.execute("ROLLBACK")
+
+        assert written.is_set()
+        assert [r.data for r in await read_list(store, "s")] == [b"committed", b"queued"]
+    finally:
+        await store.close()
+
+
+async def test_an_open_read_does_not_hold_a_reader_between_batches(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path, readers=1)
+    try:
+        for first in range(0, 6000, 1000):
+            for stream in ("a", "b"):
+                batch = [NewRecord("t", b"%d" % n) for n in range(first, first + 1000)]
+                await store.append(stream, batch)
+
+        a, b = store.read("a"), store.read("b")
+        pairs = []
+        with anyio.fail_after(30):  # a reader held across batches would deadlock here
+            for _ in range(6000):
+                pairs.append(((await anext(a)).position, (await anext(b)).position))
+                if len(pairs) % 1500 == 0:
+                    assert await store.last_position("a") == 6000
+            for exhausted in (a, b):
+                with pytest.raises(StopAsyncIteration):
+                    await anext(exhausted)
+
+        assert pairs == [(n, n) for n in range(1, 6001)]
+    finally:
+        await store.close()
+
+
+# -- damage -----------------------------------------------------------------------------------
+
+
+async def test_a_damaged_record_is_reported_and_nothing_is_written(path: pathlib.Path) -> None:
+    marker = b"<<unique-marker-7f3a9c-" + b"0123456789" * 4 + b">>"
+    victim = [b"v1", b"v2", b"pad" * 30 + marker + b"pad" * 30, b"v4", b"v5"]
+    store = await SqliteStore.open(path)
+    try:
+        for data in victim:
+            await store.append("victim", [NewRecord("t", data)])
+        await store.append("bystander", [NewRecord("t", b"b1"), NewRecord("t", b"b2")])
+    finally:
+        await store.close()
+    damaged = flip(path, marker, [20, 21])
+
+    store = await SqliteStore.open(path)
+    try:
+        seen: list[int] = []
+
+        async def read_victim() -> None:
+            async for r in store.read("victim"):
+                seen.append(r.position)
+
+        with pytest.raises(CorruptionError) as damage:
+            await read_victim()
+        after = await read_list(store, "victim", 4)
+        bystander = await read_list(store, "bystander")
+        with pytest.raises(CorruptionError) as in_log:
+            await read_all_list(store)
+        report = await store.verify()
+    finally:
+        await store.close()
+
+    assert seen == [1, 2]
+    assert (damage.value.stream, damage.value.position) == ("victim", 3)
+    assert "'victim'" in str(damage.value)
+    assert "position 3" in str(damage.value)
+    assert [(r.position, r.data) for r in after] == [(4, b"v4"), (5, b"v5")]
+    assert [r.data for r in bystander] == [b"b1", b"b2"]
+    assert (in_log.value.stream, in_log.value.position) == ("victim", 3)
+    assert not report.ok
+    assert [(p.stream, p.position, p.kind) for p in report.problems] == [("victim", 3, "checksum")]
+    assert all(isinstance(p, Problem) for p in report.problems)
+    assert contents(path) == damaged, "reading a damaged journal wrote to it"
+
+
+async def test_a_damaged_snapshot_is_reported(path: pathlib.Path) -> None:
+    marker = b"<<snapshot-marker-51c0e2-" + b"abcdefghij" * 4 + b">>"
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+        await store.save_snapshot("s", 2, marker)
+    finally:
+        await store.close()
+    damaged = flip(path, marker, [30])
+
+    store = await SqliteStore.open(path)
+    try:
+        with pytest.raises(CorruptionError) as damage:
+            await store.load_snapshot("s")
+        report = await store.verify()
+        records = await read_list(store, "s")
+    finally:
+        await store.close()
+
+    assert (damage.value.stream, damage.value.position) == ("s", 2)
+    assert [(p.stream, p.position, p.kind) for p in report.problems] == [("s", 2, "snapshot")]
+    assert [r.data for r in records] == [b"1", b"2"]
+    assert contents(path) == damaged, "reading a damaged journal wrote to it"
+
+
+# -- a full disk ------------------------------------------------------------------------------
+
+
+async def test_a_full_journal_refuses_appends_and_keeps_what_it_acknowledged(
+    path: pathlib.Path,
+) -> None:
+    acknowledged: list[bytes] = []
+
+    async def fill(store: SqliteStore) -> None:
+        for n in range(1000):  # 4 MB in all: far past the cap
+            data = b"%05d:" % n + bytes([n % 251]) * 4000
+            await store.append("fill", [NewRecord("t", data)])
+            acknowledged.append(data)
+
+    store = await SqliteStore.open(path, max_bytes=256 * 1024)
+    try:
+        with pytest.raises(StorageFullError) as full:
+            await fill(store)
+        with pytest.raises(StorageFullError):
+            await store.append("fill", [NewRecord("t", b"y" * 8000)])
+        kept = await read_list(store, "fill")
+    finally:
+        await store.close()
+
+    message = str(full.value)
+    assert str(path) in message
+    assert "full" in message
+    assert "max_bytes" in message
+    assert isinstance(full.value, StorageError)
+    assert 0 < len(acknowledged) < 1000
+    assert [r.data for r in kept] == acknowledged
+    assert [r.position for r in kept] == list(range(1, len(acknowledged) + 1))
+
+    store = await SqliteStore.open(path)
+    try:
+        assert [r.data for r in await read_list(store, "fill")] == acknowledged
+        later = await store.append("fill", [NewRecord("t", b"room again")])
+        assert later.first_position == len(acknowledged) + 1
+        report = await store.verify()
+        assert report.ok
+        assert report.records == len(acknowledged) + 1
+    finally:
+        await store.close()
