@@ -1,3 +1,69 @@
-"""actorflow: an asyncio actor runtime with an event-sourced journal."""
+"""actorflow: an asyncio actor runtime with an event-sourced journal.
+
+Define agents as `Actor` subclasses with `@handler` methods, host them in a `Runtime` over a
+journal store, and every step they take through ``self.ctx`` is journaled: after a crash or
+a deploy, replay rebuilds each actor at the exact step where it stopped, and no completed
+step runs again.
+"""
+
+from actorflow._actor import Actor as Actor
+from actorflow._actor import ShutdownStrategy as ShutdownStrategy
+from actorflow._actor import handler as handler
+from actorflow._clock import Clock as Clock
+from actorflow._clock import ManualClock as ManualClock
+from actorflow._clock import SystemClock as SystemClock
+from actorflow._context import ActorRef as ActorRef
+from actorflow._context import Context as Context
+from actorflow._context import Happened as Happened
+from actorflow._context import Retry as Retry
+from actorflow._errors import ActorDefinitionError as ActorDefinitionError
+from actorflow._errors import ActorflowError as ActorflowError
+from actorflow._errors import ActorStuckError as ActorStuckError
+from actorflow._errors import HandlerFailed as HandlerFailed
+from actorflow._errors import InvalidMessageError as InvalidMessageError
+from actorflow._errors import InvalidResultError as InvalidResultError
+from actorflow._errors import NonDeterminismError as NonDeterminismError
+from actorflow._errors import RuntimeClosedError as RuntimeClosedError
+from actorflow._errors import StepError as StepError
+from actorflow._errors import StepFailed as StepFailed
+from actorflow._errors import StepOutcomeUnknown as StepOutcomeUnknown
+from actorflow._errors import Suspended as Suspended
+from actorflow._errors import UnknownActorError as UnknownActorError
+from actorflow._errors import UnknownHandlerError as UnknownHandlerError
+from actorflow._runtime import ActorHandle as ActorHandle
+from actorflow._runtime import ActorStatus as ActorStatus
+from actorflow._runtime import JournalEntry as JournalEntry
+from actorflow._runtime import Runtime as Runtime
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "ActorDefinitionError",
+    "ActorHandle",
+    "ActorRef",
+    "ActorStatus",
+    "ActorStuckError",
+    "ActorflowError",
+    "Clock",
+    "Context",
+    "HandlerFailed",
+    "Happened",
+    "InvalidMessageError",
+    "InvalidResultError",
+    "JournalEntry",
+    "ManualClock",
+    "NonDeterminismError",
+    "Retry",
+    "Runtime",
+    "RuntimeClosedError",
+    "ShutdownStrategy",
+    "StepError",
+    "StepFailed",
+    "StepOutcomeUnknown",
+    "Suspended",
+    "SystemClock",
+    "UnknownActorError",
+    "UnknownHandlerError",
+    "handler",
+]

@@ -1,0 +1,241 @@
+"""The `Actor` base class, the `@handler` decorator, and checks on actor definitions.
+
+A misdefined actor fails when its class is created, with every problem listed at once,
+never at its first message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import msgspec
+
+from actorflow._errors import ActorDefinitionError, InvalidMessageError, InvalidResultError
+
+if TYPE_CHECKING:
+    from actorflow._context import Context
+
+#: How a running turn of an actor type is stopped at shutdown (see docs/deploys.md).
+ShutdownStrategy = Literal["drain", "checkpoint", "compensate"]
+
+KEY_PATTERN = re.compile(r"[A-Za-z0-9._~:@+=-]{1,200}")
+TYPE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
+_HANDLER_MARK = "__actorflow_handler__"
+
+
+@dataclasses.dataclass(frozen=True)
+class HandlerOptions:
+    """What `@handler` declares beyond the method itself."""
+
+    deadline: float | None = None
+    compensate_on_error: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class HandlerInfo:
+    """A checked handler: its name, the msgspec types of its arguments and result."""
+
+    name: str
+    fn: Callable[..., Any]
+    params: type[msgspec.Struct]
+    result_type: Any
+    options: HandlerOptions
+    _decoder: msgspec.msgpack.Decoder[Any]
+    _result_decoder: msgspec.msgpack.Decoder[Any]
+
+    def encode_args(self, actor_type: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Validate call arguments against the annotations; return them as MessagePack."""
+        fields = self.params.__struct_fields__
+        if len(args) > len(fields):
+            raise InvalidMessageError(
+                f"{actor_type}.{self.name}() takes {len(fields)} arguments, got {len(args)}"
+            )
+        named = dict(zip(fields, args, strict=False))
+        for key, value in kwargs.items():
+            if key in named:
+                raise InvalidMessageError(f"{actor_type}.{self.name}() got {key!r} twice")
+            named[key] = value
+        return self.validate_mapping(actor_type, named)
+
+    def validate_mapping(self, actor_type: str, named: dict[str, Any]) -> bytes:
+        """Validate a mapping of argument names to values; return them as MessagePack."""
+        try:
+            value = msgspec.convert(named, self.params, from_attributes=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidMessageError(
+                f"invalid arguments for {actor_type}.{self.name}: {exc}"
+            ) from None
+        return msgspec.msgpack.encode(value)
+
+    def decode_args(self, data: bytes) -> dict[str, Any]:
+        """The keyword arguments stored in a message."""
+        value = self._decoder.decode(data)
+        return {name: getattr(value, name) for name in self.params.__struct_fields__}
+
+    def encode_result(self, actor_type: str, value: Any) -> bytes:
+        """Check a handler's return value against its annotation and encode it."""
+        try:
+            data = msgspec.msgpack.encode(value)
+            self._result_decoder.decode(data)
+        except (TypeError, msgspec.ValidationError) as exc:
+            raise InvalidResultError(
+                f"{actor_type}.{self.name} returned a value that does not match its return "
+                f"annotation or cannot be encoded with msgspec: {exc}"
+            ) from None
+        return data
+
+    def decode_result(self, data: bytes) -> Any:
+        """A journaled result, as the annotated type."""
+        return self._result_decoder.decode(data)
+
+
+def handler(
+    fn: Callable[..., Any] | None = None,
+    *,
+    deadline: float | None = None,
+    compensate_on_error: bool = True,
+) -> Any:
+    """Mark an async method of an `Actor` as a handler: one message, one turn.
+
+    ``deadline`` (seconds) bounds a whole turn of this handler; past it the turn is
+    cancelled and its compensations run. ``compensate_on_error`` runs the compensations
+    registered by completed steps, in reverse order, when the handler raises.
+    """
+    options = HandlerOptions(deadline, compensate_on_error)
+
+    def mark(method: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(method, _HANDLER_MARK, options)
+        return method
+
+    return mark(fn) if fn is not None else mark
+
+
+class Actor:
+    """Base class of every agent: subclass it, and mark async methods with `@handler`.
+
+    Class keywords: ``name`` (the type name in actor ids; default the class name),
+    ``state`` (a msgspec Struct with defaults; available as ``self.state``, snapshotted at
+    turn boundaries), ``shutdown`` ("checkpoint" by default, or "drain", "compensate").
+    Inside a handler, ``self.ctx`` is the only door to anything non-deterministic.
+    """
+
+    __actorflow_name__: ClassVar[str]
+    __actorflow_handlers__: ClassVar[dict[str, HandlerInfo]]
+    __actorflow_state__: ClassVar[type[msgspec.Struct] | None]
+    __actorflow_shutdown__: ClassVar[ShutdownStrategy]
+
+    ctx: Context
+    key: str
+    state: Any
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        state: type[msgspec.Struct] | None = None,
+        shutdown: ShutdownStrategy = "checkpoint",
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        problems: list[str] = []
+        type_name = name or cls.__name__
+        if not TYPE_NAME_PATTERN.fullmatch(type_name):
+            problems.append(f"actor type name {type_name!r} must match {TYPE_NAME_PATTERN.pattern}")
+        if shutdown not in ("drain", "checkpoint", "compensate"):
+            problems.append(f"shutdown={shutdown!r}; use 'drain', 'checkpoint' or 'compensate'")
+        _check_state(state, problems)
+        handlers = _collect_handlers(cls, problems)
+        if not handlers and not problems:
+            problems.append("it has no handlers; mark its async methods with @actorflow.handler")
+        if problems:
+            listed = "\n".join(f"  - {p}" for p in problems)
+            raise ActorDefinitionError(f"actor class {cls.__qualname__} is misdefined:\n{listed}")
+        cls.__actorflow_name__ = type_name
+        cls.__actorflow_handlers__ = handlers
+        cls.__actorflow_state__ = state
+        cls.__actorflow_shutdown__ = shutdown
+
+
+def _check_state(state: Any, problems: list[str]) -> None:
+    if state is None:
+        return
+    if not (isinstance(state, type) and issubclass(state, msgspec.Struct)):
+        problems.append(f"state={state!r} must be a msgspec.Struct subclass")
+        return
+    try:
+        state()
+        msgspec.msgpack.Decoder(state)
+    except TypeError as exc:
+        problems.append(f"state {state.__name__} must be constructible with no arguments: {exc}")
+
+
+def _collect_handlers(cls: type, problems: list[str]) -> dict[str, HandlerInfo]:
+    handlers: dict[str, HandlerInfo] = {}
+    for base in reversed(cls.__mro__):
+        for attr, value in vars(base).items():
+            options = getattr(value, _HANDLER_MARK, None)
+            if options is None:
+                continue
+            info = _check_handler(cls, attr, value, options, problems)
+            if info is not None:
+                handlers[attr] = info
+    return handlers
+
+
+def _check_handler(
+    cls: type, attr: str, fn: Any, options: HandlerOptions, problems: list[str]
+) -> HandlerInfo | None:
+    where = f"handler {cls.__name__}.{attr}"
+    before = len(problems)
+    if attr.startswith("_"):
+        problems.append(f"{where}: handler names must not start with '_'")
+    if not inspect.iscoroutinefunction(fn):
+        problems.append(f"{where} must be declared `async def`")
+        return None
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        problems.append(f"{where}: cannot resolve its annotations ({exc})")
+        return None
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for param in list(inspect.signature(fn).parameters.values())[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            problems.append(f"{where}: parameter {param.name!r} must be a plain named parameter")
+            continue
+        if param.name not in hints:
+            problems.append(f"{where}: annotate parameter {param.name!r} with its type")
+            continue
+        if param.default is param.empty:
+            fields.append((param.name, hints[param.name]))
+        else:
+            fields.append((param.name, hints[param.name], param.default))
+    result_type = hints.get("return", Any)
+    try:
+        params = msgspec.defstruct(f"{cls.__name__}.{attr}.args", fields, kw_only=True)
+        decoder = msgspec.msgpack.Decoder(params)
+    except TypeError as exc:
+        problems.append(f"{where}: its parameter types are not msgspec-encodable ({exc})")
+        return None
+    try:
+        result_decoder = msgspec.msgpack.Decoder(result_type)
+    except TypeError as exc:
+        problems.append(f"{where}: its return type is not msgspec-encodable ({exc})")
+        return None
+    if len(problems) > before:
+        return None
+    return HandlerInfo(attr, fn, params, result_type, options, decoder, result_decoder)
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a valid actor key, else raise `InvalidMessageError`."""
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+        raise InvalidMessageError(
+            f"actor key {key!r} is not valid: use 1 to 200 characters from "
+            f"A-Z a-z 0-9 and . _ ~ : @ + = -"
+        )
+    return key

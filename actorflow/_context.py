@@ -1,0 +1,331 @@
+"""`Context`: inside a handler, the only door to anything non-deterministic.
+
+The context is a thin, documented surface over a `TurnOps` protocol defined here. The
+replay engine implements the protocol for the running turn; this module never imports it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import uuid as uuid_module
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from actorflow._errors import ActorflowError
+
+if TYPE_CHECKING:
+    from actorflow._actor import Actor
+
+R = TypeVar("R")
+
+#: The idempotency key of the step whose function is running (see `Context.idempotency_key`).
+current_step_key: contextvars.ContextVar[str] = contextvars.ContextVar("actorflow_step_key")
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """How a step is retried before its error is journaled.
+
+    ``attempts`` counts the first try. Delays grow from ``initial`` by ``factor`` up to
+    ``maximum``, each stretched by up to ``jitter`` (a fraction) drawn deterministically
+    from the step's idempotency key. Only exceptions that are instances of ``retry_on``
+    are retried; only the final outcome is journaled.
+    """
+
+    attempts: int = 3
+    initial: float = 0.1
+    factor: float = 2.0
+    maximum: float = 30.0
+    jitter: float = 0.1
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"Retry(attempts={self.attempts}) must allow at least one attempt")
+        if self.initial < 0 or self.factor < 1 or self.maximum < 0 or not 0 <= self.jitter <= 1:
+            raise ValueError(f"{self!r}: delays must be >= 0, factor >= 1, 0 <= jitter <= 1")
+
+    def delay(self, attempt: int, draw: float) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.maximum, self.initial * self.factor ** (attempt - 1))
+        return base * (1 + self.jitter * draw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Happened:
+    """A reconcile probe's answer: the step's effect did happen, with this result."""
+
+    result: Any = None
+
+
+#: What a reconcile probe returns: `Happened(result)`, or None when the effect did not happen.
+ReconcileProbe = Callable[[str], "Happened | Awaitable[Happened | None] | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """Everything `Context.run` was asked besides the function and its arguments."""
+
+    name: str
+    retry: Retry | None = None
+    compensate: Callable[[Any], Any] | None = None
+    irreversible: bool = False
+    reconcile: ReconcileProbe | None = None
+    at_most_once: bool = False
+    result_type: Any = None
+
+
+class TurnOps(Protocol):
+    """What the running turn provides to its `Context` (implemented by the replay engine)."""
+
+    actor_id: str
+    key: str
+    invocation: str
+    turn: int
+
+    async def run(self, fn: Callable[..., Any], args: tuple[Any, ...], options: StepOptions) -> Any:
+        """Run a step once (or hand back its journaled outcome)."""
+        ...
+
+    def now(self) -> float:
+        """The turn's logical time."""
+        ...
+
+    def entropy(self) -> bytes:
+        """16 deterministic random bytes, new at each call."""
+        ...
+
+    async def sleep(self, seconds: float, name: str) -> None:
+        """A durable timer ``seconds`` from now."""
+        ...
+
+    async def sleep_until(self, deadline: float, name: str) -> None:
+        """A durable timer until ``deadline``."""
+        ...
+
+    async def wait_for(self, name: str, timeout: float | None, kind: Any) -> Any:
+        """Wait durably for a named event."""
+        ...
+
+    async def send(
+        self,
+        target: ActorRef,
+        handler: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        call: bool,
+    ) -> Any:
+        """Message another actor exactly once (and, for a call, await its reply)."""
+        ...
+
+    async def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new branch of a versioning patch."""
+        ...
+
+    async def gather(self, awaitables: tuple[Awaitable[Any], ...], first: bool) -> Any:
+        """Run awaitables as concurrent branches with deterministic step ids."""
+        ...
+
+    async def compensate(self) -> list[str]:
+        """Run the turn's registered compensations in reverse order."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorRef:
+    """The address of an actor: its type name and key (``Researcher/job-42``)."""
+
+    type_name: str
+    key: str
+
+    @property
+    def id(self) -> str:
+        """``Type/key``."""
+        return f"{self.type_name}/{self.key}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def handler_name(handler: str | Callable[..., Any]) -> str:
+    """A handler given by name or as the method itself (``Researcher.research``)."""
+    if isinstance(handler, str):
+        return handler
+    name = getattr(handler, "__name__", None)
+    if not isinstance(name, str):
+        raise TypeError(f"handler must be a handler method or its name, got {handler!r}")
+    return name
+
+
+def type_name_of(actor: str | type[Actor]) -> str:
+    """An actor type given by name or as the class."""
+    if isinstance(actor, str):
+        return actor
+    name = getattr(actor, "__actorflow_name__", None)
+    if not isinstance(name, str):
+        raise TypeError(f"{actor!r} is not an actorflow.Actor subclass or type name")
+    return name
+
+
+class Context:
+    """The running turn's door to time, randomness, side effects, timers, events and
+    other actors. Everything it returns is journaled (or derived from the journal), so a
+    replay after a crash or deploy sees exactly what the first run saw.
+    """
+
+    def __init__(self, ops: TurnOps) -> None:
+        self._ops = ops
+
+    @property
+    def actor_id(self) -> str:
+        """This actor's id, ``Type/key``."""
+        return self._ops.actor_id
+
+    @property
+    def key(self) -> str:
+        """This actor's key."""
+        return self._ops.key
+
+    @property
+    def invocation(self) -> str:
+        """The id of the invocation this turn is processing."""
+        return self._ops.invocation
+
+    @property
+    def turn(self) -> int:
+        """This turn's number in the actor's life (1 for its first message)."""
+        return self._ops.turn
+
+    async def run(
+        self,
+        fn: Callable[..., Awaitable[R]] | Callable[..., R],
+        *args: Any,
+        name: str | None = None,
+        retry: Retry | None = None,
+        compensate: Callable[[Any], Any] | None = None,
+        irreversible: bool = False,
+        reconcile: ReconcileProbe | None = None,
+        at_most_once: bool = False,
+        result_type: Any = None,
+    ) -> R:
+        """Run a side effect once: journal its result (or error), and on replay hand that
+        back without calling ``fn`` again.
+
+        ``fn`` is a sync or async function called with ``args`` (bind keyword arguments
+        with `functools.partial`); if it accepts a keyword argument ``idempotency_key``
+        it receives the step's key. Its result must be msgspec-encodable; it is decoded
+        as ``result_type`` (default: ``fn``'s return annotation). ``name`` defaults to
+        the function's name. ``compensate`` is called with the result to undo the step
+        if the turn later fails or is cancelled; ``irreversible`` marks the turn's point
+        of no return. ``reconcile`` (a probe called with the idempotency key) or
+        ``at_most_once`` decide what happens to this step if it was in flight at a crash.
+        """
+        if not callable(fn):
+            raise TypeError(f"ctx.run needs a function to call, got {fn!r}")
+        if reconcile is not None and at_most_once:
+            raise ValueError("a step takes reconcile= or at_most_once=True, not both")
+        step_name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        options = StepOptions(
+            step_name, retry, compensate, irreversible, reconcile, at_most_once, result_type
+        )
+        result: R = await self._ops.run(fn, args, options)
+        return result
+
+    @property
+    def idempotency_key(self) -> str:
+        """The running step's idempotency key: the same on every re-execution of that step.
+
+        Pass it to APIs that deduplicate (payment providers, the examples' ledgers) so
+        the step's effect happens exactly once however often the step runs.
+        """
+        try:
+            return current_step_key.get()
+        except LookupError:
+            raise ActorflowError(
+                "ctx.idempotency_key is only defined while a step's function runs "
+                "(inside the function given to ctx.run)"
+            ) from None
+
+    def now(self) -> float:
+        """The turn's time (seconds since the epoch): when its latest step completed, or
+        when it started. Deterministic: replay sees the same value."""
+        return self._ops.now()
+
+    def random(self) -> float:
+        """A random float in [0, 1), the same on replay."""
+        return int.from_bytes(self._ops.entropy()[:7], "big") / float(1 << 56)
+
+    def uuid(self) -> uuid_module.UUID:
+        """A random UUID (version 4 layout), the same on replay."""
+        return uuid_module.UUID(bytes=self._ops.entropy(), version=4)
+
+    async def sleep(self, seconds: float, *, name: str = "sleep") -> None:
+        """A durable timer: after a restart only the remaining time is waited, and a timer
+        that expired while the process was down fires at once."""
+        if not seconds >= 0:
+            raise ValueError(f"ctx.sleep takes seconds >= 0, got {seconds!r}")
+        await self._ops.sleep(float(seconds), name)
+
+    async def sleep_until(self, deadline: float, *, name: str = "sleep") -> None:
+        """A durable timer until ``deadline`` (seconds since the epoch)."""
+        await self._ops.sleep_until(float(deadline), name)
+
+    async def wait_for(self, name: str, *, timeout: float | None = None, type: Any = Any) -> Any:
+        """Wait durably for the next outside event called ``name`` and return its payload
+        (decoded as ``type``). Events delivered before the handler waits are kept, in
+        order. With ``timeout`` (seconds, durable), raises `TimeoutError` when it passes.
+        """
+        if not isinstance(name, str) or not name or name.startswith("\x00"):
+            raise ValueError(f"event names are non-empty strings, got {name!r}")
+        return await self._ops.wait_for(name, timeout, type)
+
+    def ref(self, actor: str | type[Actor], key: str) -> ActorRef:
+        """The address of another actor."""
+        return ActorRef(type_name_of(actor), key)
+
+    async def send(
+        self, target: ActorRef, handler: str | Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> str:
+        """Send a message to another actor's handler, exactly once; return the invocation id
+        without waiting for it to run."""
+        invocation: str = await self._ops.send(target, handler_name(handler), args, kwargs, False)
+        return invocation
+
+    async def call(
+        self, target: ActorRef, handler: str | Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Send a message to another actor's handler exactly once and wait durably for its
+        result (its error is raised as `HandlerFailed`)."""
+        return await self._ops.send(target, handler_name(handler), args, kwargs, True)
+
+    async def patched(self, patch_id: str) -> bool:
+        """Versioning: True when this run may take the new code path marked ``patch_id``.
+
+        Runs journaled before the patch was deployed replay with False (the old path);
+        runs reaching this point live get True, and the marker is journaled.
+        """
+        return await self._ops.patched(patch_id)
+
+    async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
+        """Run ``ctx`` operations concurrently; return their results in argument order.
+
+        Every branch runs to its end; then the first error, by argument order, is raised.
+        Steps started by plain task groups are refused: their order is not deterministic.
+        """
+        result: list[Any] = await self._ops.gather(awaitables, False)
+        return result
+
+    async def first(self, *awaitables: Awaitable[Any]) -> tuple[int, Any]:
+        """Race ``ctx`` operations; return ``(index, result)`` of the first to finish.
+
+        Which one won is journaled, so replay takes the same branch; the others are
+        cancelled.
+        """
+        result: tuple[int, Any] = await self._ops.gather(awaitables, True)
+        return result
+
+    async def compensate(self) -> list[str]:
+        """Undo this turn's completed steps that registered ``compensate=``, newest first;
+        each compensation runs exactly once (journaled). Returns the undone step names."""
+        return await self._ops.compensate()

@@ -1,0 +1,107 @@
+"""actorflow's error family, and the control-flow signals that user code must not swallow."""
+
+from __future__ import annotations
+
+
+class ActorflowError(Exception):
+    """Root of every error actorflow raises on purpose."""
+
+
+class ActorDefinitionError(ActorflowError, TypeError):
+    """An actor class is misdefined; raised when the class is created, listing every problem."""
+
+
+class UnknownActorError(ActorflowError, LookupError):
+    """A message names an actor type the runtime does not host."""
+
+
+class UnknownHandlerError(ActorflowError, LookupError):
+    """A message names a handler the actor type does not have."""
+
+
+class InvalidMessageError(ActorflowError, ValueError):
+    """A message's arguments do not match the handler's annotations; nothing was accepted."""
+
+
+class InvalidResultError(ActorflowError, TypeError):
+    """A handler or step returned a value that cannot be journaled as its annotation says."""
+
+
+class NonDeterminismError(ActorflowError):
+    """Replayed code asked for something other than what the journal recorded.
+
+    The actor is marked stuck and resumes once code that matches its journal is deployed.
+    """
+
+    def __init__(self, actor: str, position: int, recorded: str, requested: str) -> None:
+        self.actor = actor
+        self.position = position
+        self.recorded = recorded
+        self.requested = requested
+        super().__init__(
+            f"actor {actor}: non-deterministic replay at journal position {position}: the "
+            f"journal recorded {recorded}, but the code now does {requested}. The actor is "
+            f"stuck until code that matches its journal runs; branch new behaviour with "
+            f"ctx.patched(...) instead of changing what old runs do."
+        )
+
+
+class StepFailed(ActorflowError):
+    """A step raised an exception that is journaled by type name and message.
+
+    Exceptions whose class derives from `StepError` (or is a built-in exception) are
+    re-raised as themselves; any other exception surfaces as `StepFailed` - live and on
+    replay alike, so a handler sees the same thing both times.
+    """
+
+    def __init__(self, step: str, error_type: str, message: str) -> None:
+        self.step = step
+        self.error_type = error_type
+        self.message = message
+        super().__init__(f"step {step!r} failed with {error_type}: {message}")
+
+
+class StepError(Exception):
+    """Base for exceptions that steps raise and handlers catch by type.
+
+    Subclasses are registered by qualified name and rebuilt from the journal on replay
+    (their constructor arguments must be msgspec-encodable).
+    """
+
+
+class StepOutcomeUnknown(ActorflowError):
+    """An at-most-once step was in flight at a crash: whether it happened is unknown."""
+
+    def __init__(self, step: str, idempotency_key: str) -> None:
+        self.step = step
+        self.idempotency_key = idempotency_key
+        super().__init__(
+            f"step {step!r} (idempotency key {idempotency_key!r}) was running when the "
+            f"process stopped and is declared at-most-once, so it was not run again; check "
+            f"the outside system for that key, or give the step a reconcile= probe."
+        )
+
+
+class HandlerFailed(ActorflowError):
+    """An invocation's handler raised; this is what its caller receives."""
+
+    def __init__(self, invocation: str, error_type: str, message: str) -> None:
+        self.invocation = invocation
+        self.error_type = error_type
+        self.message = message
+        super().__init__(f"invocation {invocation} failed with {error_type}: {message}")
+
+
+class ActorStuckError(ActorflowError):
+    """The actor cannot make progress until its code or journal is fixed."""
+
+
+class RuntimeClosedError(ActorflowError):
+    """The runtime is not running."""
+
+
+class Suspended(BaseException):
+    """Raised inside a handler to stop its turn at a step boundary (shutdown, passivation).
+
+    Derives from BaseException so that handler code catching Exception does not swallow it.
+    """

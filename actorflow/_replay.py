@@ -1,0 +1,149 @@
+"""The deterministic core: a turn's recorded steps, matched against what the code asks for.
+
+No I/O here. A `RecordedTurn` holds what the journal recorded for one turn, keyed by step
+id; each request from the handler is checked against it: a match hands back the record,
+a request past the end runs live, and anything else is non-determinism, reported with the
+journal position, what was recorded and what the code did.
+
+Step ids are paths: ``"3"`` is the main handler's third step; ``"4.1.2"`` is the second
+step of the first branch that the handler's fourth operation (a ``ctx.gather``) started.
+Keying steps by path rather than by arrival order is what lets concurrent steps complete
+in any order, live or on replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from actorflow._errors import NonDeterminismError
+from actorflow._events import (
+    StepCompleted,
+    StepEntry,
+    StepFailed,
+    StepStarted,
+    TimerStarted,
+    TurnEnd,
+    TurnStarted,
+)
+
+
+@dataclasses.dataclass(slots=True)
+class Recorded:
+    """What the journal holds for one step id."""
+
+    position: int  # journal position of the first record of this step
+    name: str
+    kind: str
+    fingerprint: int = 0
+    started: StepStarted | None = None
+    timer: TimerStarted | None = None
+    outcome: StepCompleted | StepFailed | None = None
+
+
+def describe(kind: str, name: str, step: str) -> str:
+    """How a step is named in non-determinism reports."""
+    return f"{kind} step {name!r} (step id {step})"
+
+
+class RecordedTurn:
+    """The journal of one turn, consumed step by step as the handler replays."""
+
+    def __init__(
+        self,
+        actor: str,
+        started: TurnStarted,
+        position: int,
+        steps: list[tuple[int, StepEntry]],
+        end: TurnEnd | None = None,
+        end_position: int = 0,
+    ) -> None:
+        self.actor = actor
+        self.started = started
+        self.position = position
+        self.end = end
+        self.end_position = end_position
+        self._steps: dict[str, Recorded] = {}
+        self._consumed: set[str] = set()
+        self._abandoned: list[str] = []
+        for at, entry in steps:
+            self._add(at, entry)
+
+    def _add(self, at: int, entry: StepEntry) -> None:
+        found = self._steps.get(entry.step)
+        kind = entry.kind
+        if found is None:
+            fingerprint = getattr(entry, "fingerprint", 0)
+            found = self._steps[entry.step] = Recorded(at, entry.name, kind, fingerprint)
+        if isinstance(entry, StepStarted):
+            found.started = entry
+        elif isinstance(entry, TimerStarted):
+            found.timer = entry
+        else:
+            found.outcome = entry
+
+    def take(self, step: str, name: str, kind: str, fingerprint: int = 0) -> Recorded | None:
+        """The record of ``step`` if the journal has one that matches the request.
+
+        Returns None when the journal has nothing for this step (it runs live); raises
+        `NonDeterminismError` when the journal recorded something else there.
+        """
+        found = self._steps.get(step)
+        if found is None:
+            if self.end is not None:
+                raise NonDeterminismError(
+                    self.actor,
+                    self.end_position,
+                    f"the end of turn {self.started.turn}",
+                    describe(kind, name, step),
+                )
+            return None
+        if found.name != name or found.kind != kind:
+            raise NonDeterminismError(
+                self.actor,
+                found.position,
+                describe(found.kind, found.name, step),
+                describe(kind, name, step),
+            )
+        if fingerprint and found.fingerprint and fingerprint != found.fingerprint:
+            raise NonDeterminismError(
+                self.actor,
+                found.position,
+                f"{describe(found.kind, found.name, step)} with inputs {found.fingerprint:#x}",
+                f"the same step with different inputs ({fingerprint:#x})",
+            )
+        self._consumed.add(step)
+        return found
+
+    def has(self, step: str) -> bool:
+        """Whether the journal holds anything for ``step`` (without consuming it)."""
+        return step in self._steps
+
+    def has_beyond(self, prefix: str, seq: int) -> bool:
+        """Whether the journal holds steps of branch ``prefix`` numbered ``seq`` or later."""
+        for step in self._steps:
+            head, _, last = step.rpartition(".")
+            if head == prefix and last.isdigit() and int(last) >= seq:
+                return True
+        return False
+
+    def abandon(self, prefix: str) -> None:
+        """Exempt a branch's records from the end-of-turn check (a lost race in ctx.first)."""
+        self._abandoned.append(prefix + ".")
+
+    def unconsumed(self) -> list[tuple[str, Recorded]]:
+        """Recorded steps the code never asked for (non-determinism at turn end)."""
+        return [
+            (step, found)
+            for step, found in self._steps.items()
+            if step not in self._consumed
+            and not any(step.startswith(prefix) for prefix in self._abandoned)
+        ]
+
+    def check_complete(self, doing: str) -> None:
+        """Raise `NonDeterminismError` if recorded steps were skipped by the code."""
+        left = self.unconsumed()
+        if left:
+            step, found = min(left, key=lambda item: item[1].position)
+            raise NonDeterminismError(
+                self.actor, found.position, describe(found.kind, found.name, step), doing
+            )
