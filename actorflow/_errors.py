@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class ActorflowError(Exception):
     """Root of every error actorflow raises on purpose."""
@@ -64,9 +66,15 @@ class StepFailed(ActorflowError):
 class StepError(Exception):
     """Base for exceptions that steps raise and handlers catch by type.
 
-    Subclasses are registered by qualified name and rebuilt from the journal on replay
-    (their constructor arguments must be msgspec-encodable).
+    Subclasses are registered by qualified name when defined, and rebuilt from the journal
+    (live and on replay alike) from their arguments, which must be msgspec-encodable.
     """
+
+    registry: ClassVar[dict[str, type[StepError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        StepError.registry[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
 
 class StepOutcomeUnknown(ActorflowError):

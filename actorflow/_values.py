@@ -16,7 +16,6 @@ from actorflow._errors import InvalidResultError, StepError, StepFailed
 from actorflow._events import ErrorInfo
 
 _encoder = msgspec.msgpack.Encoder()
-_STEP_ERRORS: dict[str, type[StepError]] = {}
 
 
 def encode(value: Any) -> bytes:
@@ -71,11 +70,6 @@ def derive(*parts: str, size: int = 16) -> bytes:
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=size).digest()
 
 
-def register_step_error(cls: type[StepError]) -> None:
-    """Make a `StepError` subclass rebuildable from the journal by its qualified name."""
-    _STEP_ERRORS[qualified_name(cls)] = cls
-
-
 def qualified_name(cls: type) -> str:
     """``module.QualName`` of a class."""
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -102,7 +96,7 @@ def rebuild_error(step: str, info: ErrorInfo) -> Exception:
         if isinstance(found, type) and issubclass(found, Exception):
             cls = found
     else:
-        cls = _STEP_ERRORS.get(info.type)
+        cls = StepError.registry.get(info.type)
     if cls is not None and info.args:
         try:
             error = cls(*msgspec.msgpack.decode(info.args))
