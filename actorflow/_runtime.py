@@ -153,6 +153,7 @@ class Runtime:
         idle_timeout: float = 60.0,
         version: str = "",
         keep_results: int = 1000,
+        grace: float = 25.0,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -160,6 +161,7 @@ class Runtime:
         self.idle_timeout = idle_timeout
         self.version = version
         self.keep_results = keep_results
+        self.grace = grace
         self.metrics = Metrics()
         self._types: dict[str, type[Actor]] = {}
         for cls in actors:
@@ -173,6 +175,8 @@ class Runtime:
         self._waiters: dict[str, list[anyio.Event]] = {}
         self._group: anyio.abc.TaskGroup | None = None
         self._running = False
+        self._live_hosts = 0
+        self._all_stopped = anyio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -193,12 +197,26 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._running = False
-        for host in list(self._hosts.values()):
-            host.suspending.set()
+        await self.stop()
         assert self._group is not None
         group, self._group = self._group, None
         await group.__aexit__(exc_type, exc, tb)
+
+    async def stop(self) -> None:
+        """Checkpoint every running turn at its next step boundary and stop the actors.
+
+        What the turns journaled stays; the next runtime on this journal replays them and
+        goes on from the exact step. A step still running after ``grace`` seconds is
+        abandoned (cancelled); it runs again later under the same idempotency key.
+        """
+        self._running = False
+        for host in list(self._hosts.values()):
+            host.suspending.set()
+        if self._live_hosts:
+            with anyio.move_on_after(self.grace):
+                await self._all_stopped.wait()
+        if self._live_hosts and self._group is not None:
+            self._group.cancel_scope.cancel()
 
     async def recover(self) -> int:
         """Activate every actor with an unfinished turn or unprocessed messages."""
@@ -243,9 +261,14 @@ class Runtime:
         return host
 
     async def _run_host(self, host: ActorHost) -> None:
+        self._live_hosts += 1
         try:
             await host.run()
         finally:
+            self._live_hosts -= 1
+            if not self._live_hosts:
+                self._all_stopped.set()
+                self._all_stopped = anyio.Event()
             if host.state != "stuck" and self._hosts.get(host.actor_id) is host:
                 del self._hosts[host.actor_id]
                 if host.notified_late and self._running:

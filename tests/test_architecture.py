@@ -76,3 +76,51 @@ def test_journal_public_surface_is_pinned() -> None:
 def test_every_journal_error_derives_from_journal_error() -> None:
     errors = [getattr(journal, n) for n in journal.__all__ if n.endswith("Error")]
     assert all(issubclass(e, journal.JournalError) for e in errors)
+
+
+#: The deterministic core: replay must see the same values, so no entropy or clocks here.
+DETERMINISTIC = ["_actor.py", "_context.py", "_replay.py", "_turn.py", "_events.py"]
+ENTROPY = {
+    ("time", "time"),
+    ("time", "monotonic"),
+    ("time", "perf_counter"),
+    ("uuid", "uuid1"),
+    ("uuid", "uuid4"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("os", "urandom"),
+}
+
+
+def test_deterministic_modules_take_no_entropy_or_time_except_through_ctx() -> None:
+    offenders = []
+    for name in DETERMINISTIC:
+        path = ROOT / "actorflow" / name
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.module in {"random", "secrets"}:
+                    offenders.append(f"{name}: imports {node.module}")
+                offenders += [f"{name}: imports {m}" for m in modules if m in {"random", "secrets"}]
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if (node.value.id, node.attr) in ENTROPY:
+                    offenders.append(f"{name}: uses {node.value.id}.{node.attr}")
+    assert not offenders, offenders
+
+
+def test_replay_core_does_no_io() -> None:
+    imports = {module for _, module in imported_modules("actorflow") if module}
+    replay = {m for f, m in imported_modules("actorflow") if f.endswith("_replay.py")}
+    assert replay <= {"__future__", "dataclasses", "actorflow"}, replay
+    assert "pickle" not in imports and "marshal" not in imports
+
+
+def test_context_never_imports_the_engine() -> None:
+    tree = ast.parse((ROOT / "actorflow" / "_context.py").read_text())
+    names = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not names & {"actorflow._turn", "actorflow._host", "actorflow._runtime"}
