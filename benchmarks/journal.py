@@ -7,8 +7,9 @@
   store's group commit actually formed (``store.stats.batch_sizes``).
 - ``replay``: one long stream read back with ``store.read_batches(stream)`` (how the
   runtime replays: one await per batch) and decoded with the `Codec`; ``replay-records``
-  reads it with ``async for record in store.read(stream)`` (one await per record). Ceiling: one raw ``SELECT data ... ORDER BY position`` whose
-  payloads are decoded by a typed msgspec Decoder.
+  reads it with ``async for record in store.read(stream)`` (one await per record).
+  Ceiling: one raw ``SELECT data ... ORDER BY position`` whose payloads are decoded by a
+  typed msgspec Decoder.
 
 Everything runs under uvloop, each measurement is repeated and the middle run reported.
 Files live in a temporary directory, removed afterwards; set ``TMPDIR`` to measure
