@@ -29,8 +29,10 @@ def decoder_for(kind: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(kind)
 
 
+@functools.lru_cache(maxsize=1024)
 def result_type_of(fn: Callable[..., Any]) -> Any:
-    """The return annotation of ``fn`` (``Any`` when absent or unresolvable)."""
+    """The return annotation of ``fn`` (``Any`` when absent or unresolvable); cached, as
+    resolving annotations costs more than the rest of a replayed step."""
     target = getattr(fn, "func", fn)  # functools.partial
     try:
         return typing.get_type_hints(target).get("return", Any)

@@ -16,6 +16,7 @@ from benchmarks._report import SuiteReport, render, write_json
 #: Suite name -> the module that runs it.
 SUITES = {
     "journal": "benchmarks.journal",
+    "runtime": "benchmarks.runtime",
 }
 
 

@@ -1,18 +1,22 @@
-"""What every suite shares: the progress line, the results table, targets, the JSON file."""
+"""What every suite shares: the progress line, the results table, targets, the JSON file,
+the event loop and the median."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import importlib.metadata
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 Result = dict[str, Any]
+T = TypeVar("T")
 
 
 # -- formatting cells ---------------------------------------------------------------------
@@ -122,6 +126,8 @@ class SuiteReport:
     targets: list[Target]
     #: Lines printed under the title: what was measured and how.
     notes: Sequence[str] = ()
+    #: Lines printed under the table: figures quoted for comparison, not measured here.
+    context: Sequence[str] = ()
     #: Extra top-level JSON fields describing the run (library versions, event loop, ...).
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -130,6 +136,8 @@ def render(report: SuiteReport) -> str:
     """The report as text: a heading, the results table, and the targets section."""
     heading = f"{report.title}{' [--quick]' if report.quick else ''}"
     parts = [heading, *report.notes, "", table(report.columns, report.results)]
+    if report.context:
+        parts += ["", *report.context]
     if report.targets:
         width = max(len(target.describe()) for target in report.targets)
         parts += ["", "targets (from the issue; reported, not enforced):"]
@@ -163,6 +171,31 @@ def write_json(report: SuiteReport, path: Path) -> None:
         "targets": [target.as_json() for target in report.targets],
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def middle(values: Sequence[float]) -> float:
+    """The median, taking the upper one of two middles so that it is a run that happened."""
+    return sorted(values)[len(values) // 2]
+
+
+def on_uvloop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop, or on plain asyncio where uvloop isn't installed (Windows)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def loop_name() -> str:
+    """Which event loop `on_uvloop` runs."""
+    try:
+        return f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "asyncio"
 
 
 # -- progress -----------------------------------------------------------------------------

@@ -21,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib.metadata
 import sqlite3
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +38,9 @@ from benchmarks._report import (
     SuiteReport,
     Target,
     fraction,
+    loop_name,
+    middle,
+    on_uvloop,
     one_decimal,
     seconds,
     whole,
@@ -330,11 +332,6 @@ async def replay_scenario(records: int, repeats: int, progress: Progress) -> lis
 # -- figures and targets ------------------------------------------------------------------
 
 
-def middle(values: Sequence[float]) -> float:
-    """The median, taking the upper one of two middles so that it is a run that happened."""
-    return sorted(values)[len(values) // 2]
-
-
 def rates(records: int, store_seconds: float, ceiling_seconds: float) -> Result:
     """The store's and the ceiling's records/s, their ratio, and the store's seconds."""
     per_s = records / store_seconds
@@ -403,23 +400,6 @@ async def measure(quick: bool, repeats: int) -> list[Result]:
     results.extend(await replay_scenario(REPLAY_RECORDS[quick], repeats, progress))
     progress.finish()
     return results
-
-
-def on_uvloop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop, or on plain asyncio where uvloop isn't installed (Windows)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
-def loop_name() -> str:
-    """Which event loop `on_uvloop` runs."""
-    try:
-        return f"uvloop {importlib.metadata.version('uvloop')}"
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        return "asyncio"
 
 
 def run(*, quick: bool, repeats: int) -> SuiteReport:

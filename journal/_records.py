@@ -158,6 +158,8 @@ def check_counter(stream: str, name: str, value: object) -> None:
 
 def is_utf8(text: str) -> bool:
     """True when ``text`` can be stored (encoded as UTF-8: no lone surrogates)."""
+    if text.isascii():  # O(1) for the usual names
+        return True
     try:
         text.encode()
     except UnicodeEncodeError:
