@@ -10,7 +10,7 @@ import contextvars
 import dataclasses
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from actorflow._errors import ActorflowError
 
@@ -197,9 +197,10 @@ class Context:
         """This turn's number in the actor's life (1 for its first message)."""
         return self._ops.turn
 
+    @overload
     async def run(
         self,
-        fn: Callable[..., Awaitable[R]] | Callable[..., R],
+        fn: Callable[..., Awaitable[R]],
         *args: Any,
         name: str | None = None,
         retry: Retry | None = None,
@@ -208,7 +209,34 @@ class Context:
         reconcile: ReconcileProbe | None = None,
         at_most_once: bool = False,
         result_type: Any = None,
-    ) -> R:
+    ) -> R: ...
+
+    @overload
+    async def run(
+        self,
+        fn: Callable[..., R],
+        *args: Any,
+        name: str | None = None,
+        retry: Retry | None = None,
+        compensate: Callable[[Any], Any] | None = None,
+        irreversible: bool = False,
+        reconcile: ReconcileProbe | None = None,
+        at_most_once: bool = False,
+        result_type: Any = None,
+    ) -> R: ...
+
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        retry: Retry | None = None,
+        compensate: Callable[[Any], Any] | None = None,
+        irreversible: bool = False,
+        reconcile: ReconcileProbe | None = None,
+        at_most_once: bool = False,
+        result_type: Any = None,
+    ) -> Any:
         """Run a side effect once: journal its result (or error), and on replay hand that
         back without calling ``fn`` again.
 
@@ -229,8 +257,7 @@ class Context:
         options = StepOptions(
             step_name, retry, compensate, irreversible, reconcile, at_most_once, result_type
         )
-        result: R = await self._ops.run(fn, args, options)
-        return result
+        return await self._ops.run(fn, args, options)
 
     @property
     def idempotency_key(self) -> str:
