@@ -113,3 +113,15 @@ class Suspended(BaseException):
 
     Derives from BaseException so that handler code catching Exception does not swallow it.
     """
+
+
+class TurnCancelled(BaseException):
+    """Raised inside a handler to cancel its turn (by request, deadline or shutdown).
+
+    The runtime then runs the turn's compensations and records it as cancelled. Derives
+    from BaseException so that handler code catching Exception does not swallow it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

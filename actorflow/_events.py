@@ -38,7 +38,8 @@ class ReplyTo(msgspec.Struct, frozen=True):
 
 
 class TurnStarted(msgspec.Struct, tag="turn", frozen=True):
-    """A turn began processing the inbox message at ``inbox``."""
+    """A turn began processing the inbox message at ``inbox``; ``deadline`` (seconds
+    since the epoch) is when it is cancelled if still running."""
 
     turn: int
     invocation: str
@@ -142,7 +143,8 @@ TurnEnd = TurnCompleted | TurnFailed
 
 
 class MessageAccepted(msgspec.Struct, tag="message", frozen=True):
-    """A message to one of the actor's handlers, accepted durably."""
+    """A message to one of the actor's handlers, accepted durably. ``deadline`` is in
+    seconds from the start of its turn."""
 
     invocation: str
     handler: str
@@ -178,6 +180,8 @@ class Reply(msgspec.Struct, frozen=True):
     result: bytes = b"\xc0"  # MessagePack of the result (nil by default)
     error: ErrorInfo | None = None
     handler: str = ""
+    cancelled: bool = False
+    compensated: tuple[str, ...] = ()
 
 
 class ActorSnapshot(msgspec.Struct, frozen=True):

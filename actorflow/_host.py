@@ -22,6 +22,7 @@ from actorflow._errors import (
     ActorflowError,
     NonDeterminismError,
     Suspended,
+    TurnCancelled,
 )
 from actorflow._events import (
     ACTOR_CODEC,
@@ -107,6 +108,11 @@ class ActorHost:
         self._inbox_lock = anyio.Lock()
         self.closing = False
         self.notified_late = False
+        self.turn: Turn | None = None
+        self.cancels: set[str] = set()
+        #: Why the runtime is stopping (set by `Runtime.shutdown`), or None.
+        self.stopping: str | None = None
+        self.draining = anyio.Event()
 
     # -- the TurnHost protocol ------------------------------------------------------------
 
@@ -202,7 +208,17 @@ class ActorHost:
             if position not in self._consumed:
                 self._events.setdefault(entry.name, collections.deque()).append((position, entry))
         elif isinstance(entry, InvocationCancelled):
-            pass  # acted on by the server's cancellation (a later issue)
+            self.cancel(entry.invocation)
+
+    def queued(self, invocation: str) -> bool:
+        """Whether ``invocation`` waits in the inbox for its turn."""
+        return any(message.invocation == invocation for _, message in self._messages)
+
+    def cancel(self, invocation: str) -> None:
+        """Cancel ``invocation``: now if it is running, else when its turn starts."""
+        self.cancels.add(invocation)
+        if self.turn is not None and self.turn.invocation == invocation:
+            self.turn.cancel("cancelled by request")
 
     # -- activation and replay ------------------------------------------------------------
 
@@ -269,30 +285,48 @@ class ActorHost:
 
     async def _next_turn(self) -> None:
         position, message = self._messages[0]
+        now = self.clock.now()
+        limits = [message.deadline, self._handler_deadline(message.handler)]
+        budget = min((d for d in limits if d is not None), default=None)
         started = TurnStarted(
             self.turns + 1,
             message.invocation,
             position,
             message.handler,
             message.args,
-            self.clock.now(),
+            now,
             self.runtime.version,
             message.reply_to,
-            message.deadline,
+            None if budget is None else now + budget,
         )
         self._take_message(position)
         at = self._position + 1
         await self.journal([started])
         await self._run_turn(started, RecordedTurn(self.actor_id, started, at, []))
 
+    def _handler_deadline(self, handler: str) -> float | None:
+        info = self.cls.__actorflow_handlers__.get(handler)
+        return info.options.deadline if info is not None else None
+
     async def _run_turn(self, started: TurnStarted, recorded: RecordedTurn) -> None:
         """Run (or replay) one turn to its end; journal the end unless it was journaled."""
         self.turns = started.turn
         self.current = started.invocation
         self.state = "running"
-        turn = Turn(self, self.key, started.turn, started.invocation, started.at, recorded)
+        deadline = started.deadline if recorded.end is None else None
+        turn = Turn(
+            self, self.key, started.turn, started.invocation, started.at, recorded, deadline
+        )
+        self.turn = turn
         self.instance.ctx = turn.context
-        reply = await self._outcome(turn, started)
+        if started.invocation in self.cancels:
+            turn.cancel("cancelled by request")
+        elif self.stopping is not None and self.cls.__actorflow_shutdown__ == "compensate":
+            turn.cancel(self.stopping)
+        try:
+            reply = await self._outcome(turn, started)
+        finally:
+            self.turn = None
         if turn.diverged is not None:
             raise turn.diverged
         end = recorded.end
@@ -302,6 +336,9 @@ class ActorHost:
             recorded.check_complete(f"the end of turn {started.turn}")
             await self._journal_end(started, reply, turn)
         self._finish(started.invocation, reply)
+        if self.stopping is not None:
+            outcome = "compensated" if reply.cancelled else "finished"
+            self.runtime.stopped_turn(self.actor_id, outcome)
 
     async def _outcome(self, turn: Turn, started: TurnStarted) -> Reply:
         """Run the handler; its result or error as a reply (compensating on error)."""
@@ -312,11 +349,25 @@ class ActorHost:
             return Reply(True, data, handler=started.handler)
         except (NonDeterminismError, Suspended):
             raise
+        except TurnCancelled as cancelled:
+            turn.compensating = True
+            if turn.compensations_pending and turn.point_of_no_return is None:
+                await turn.compensate()
+            error = ErrorInfo("actorflow.Cancelled", cancelled.reason)
+            return Reply(
+                False,
+                error=error,
+                handler=started.handler,
+                cancelled=True,
+                compensated=tuple(turn.undone),
+            )
         except Exception as exc:
             if turn.diverged is not None:
                 raise turn.diverged from exc
             await self._compensate_on_error(turn, started)
-            return Reply(False, error=error_info(exc), handler=started.handler)
+            failure = error_info(exc)
+            undone = tuple(turn.undone)
+            return Reply(False, error=failure, handler=started.handler, compensated=undone)
 
     async def _compensate_on_error(self, turn: Turn, started: TurnStarted) -> None:
         handlers = self.cls.__actorflow_handlers__
@@ -327,6 +378,7 @@ class ActorHost:
             and turn.compensations_pending
             and turn.point_of_no_return is None
         ):
+            turn.compensating = True
             await turn.compensate()
 
     def _check_same_end(self, recorded: RecordedTurn, end: TurnEnd, reply: Reply) -> None:
@@ -346,7 +398,6 @@ class ActorHost:
 
     async def _journal_end(self, started: TurnStarted, reply: Reply, turn: Turn) -> None:
         at = self.clock.now()
-        compensated = tuple(turn.undone)
         entry: TurnEnd
         if reply.ok:
             result = msgspec.Raw(reply.result)
@@ -354,7 +405,13 @@ class ActorHost:
         else:
             error = reply.error or ErrorInfo("builtins.Exception", "unknown")
             entry = TurnFailed(
-                started.turn, started.invocation, error, at, started.inbox, compensated
+                started.turn,
+                started.invocation,
+                error,
+                at,
+                started.inbox,
+                reply.compensated,
+                reply.cancelled,
             )
         extra: list[StreamAppend] = []
         if started.reply_to is not None:
@@ -406,6 +463,8 @@ class ActorHost:
                 await self._run_turn(resume.started, self._recorded(resume))
             await self._serve()
         except Suspended:
+            if self.current is not None:
+                self.runtime.stopped_turn(self.actor_id, "checkpointed")
             self.state = "stopped"
         except NonDeterminismError as exc:
             self.stuck = exc
@@ -417,7 +476,7 @@ class ActorHost:
             log.exception("actor %s stopped: %s", self.actor_id, exc)
 
     async def _serve(self) -> None:
-        while not self.suspending.is_set():
+        while not self.suspending.is_set() and not self.draining.is_set():
             notified = self._notified
             await self.read_new()
             if self._messages:
@@ -425,8 +484,8 @@ class ActorHost:
                 continue
             self.state = "idle"
             with anyio.move_on_after(self.runtime.idle_timeout):
-                await _first_of(notified, self.suspending)
-            if not notified.is_set() and not self.suspending.is_set():
+                await _first_of(notified, self.suspending, self.draining)
+            if not (notified.is_set() or self.suspending.is_set() or self.draining.is_set()):
                 self.closing = True  # from here a notification re-activates the actor
                 await self.read_inbox()
                 if not self._messages:

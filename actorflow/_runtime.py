@@ -36,11 +36,13 @@ from actorflow._events import (
     INBOX_CODEC,
     EventDelivered,
     IdempotencyClaim,
+    InvocationCancelled,
     MessageAccepted,
     Reply,
     ReplyTo,
     TurnCompleted,
     TurnFailed,
+    TurnStarted,
     actor_stream,
     idempotency_stream,
     inbox_stream,
@@ -67,6 +69,30 @@ class Metrics:
     appends: int = 0
     activations: int = 0
     recovered: int = 0
+
+
+class ShutdownReport(msgspec.Struct, frozen=True):
+    """What `Runtime.shutdown` did with the turns that were running."""
+
+    running: int
+    checkpointed: int = 0
+    finished: int = 0
+    compensated: int = 0
+    abandoned: int = 0
+    seconds: float = 0.0
+
+
+class InvocationStatus(msgspec.Struct, frozen=True):
+    """Where an invocation is: ``queued``, ``running``, ``completed``, ``failed`` or
+    ``cancelled`` (with what was compensated)."""
+
+    invocation: str
+    actor: str
+    state: str
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    compensated: tuple[str, ...] = ()
 
 
 class ActorStatus(msgspec.Struct, frozen=True):
@@ -177,6 +203,8 @@ class Runtime:
         self._running = False
         self._live_hosts = 0
         self._all_stopped = anyio.Event()
+        self._accepting = False
+        self._stop_outcomes: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -184,6 +212,7 @@ class Runtime:
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
         self._running = True
+        self._accepting = True
         try:
             await self.recover()
         except BaseException:
@@ -209,7 +238,7 @@ class Runtime:
         goes on from the exact step. A step still running after ``grace`` seconds is
         abandoned (cancelled); it runs again later under the same idempotency key.
         """
-        self._running = False
+        self._running = self._accepting = False
         for host in list(self._hosts.values()):
             host.suspending.set()
         if self._live_hosts:
@@ -217,6 +246,58 @@ class Runtime:
                 await self._all_stopped.wait()
         if self._live_hosts and self._group is not None:
             self._group.cancel_scope.cancel()
+
+    async def shutdown(self, budget: float | None = None) -> ShutdownReport:
+        """Stop within ``budget`` seconds (default: ``grace``), each actor type by its
+        declared strategy; see docs/deploys.md.
+
+        New sends are refused at once. ``checkpoint`` turns stop at their next step
+        boundary; ``drain`` turns may finish; ``compensate`` turns are cancelled and their
+        compensations run (a turn past its point of no return finishes instead). Shortly
+        before the budget ends, whatever still runs is checkpointed; a step still running
+        when it ends is abandoned and re-run later under the same idempotency key.
+        """
+        budget = self.grace if budget is None else budget
+        self._running = self._accepting = False
+        started = anyio.current_time()
+        running: dict[str, str] = {
+            h.actor_id: h.cls.__actorflow_shutdown__ for h in self._hosts.values() if h.turn
+        }
+        for host in list(self._hosts.values()):
+            self._begin_stop(host)
+        margin = min(1.0, budget * 0.2)
+        if self._live_hosts:
+            with anyio.move_on_after(max(0.0, budget - margin)):
+                await self._all_stopped.wait()
+        for host in list(self._hosts.values()):
+            host.suspending.set()  # what has not finished by now is checkpointed
+        if self._live_hosts:
+            with anyio.move_on_after(max(0.0, budget - (anyio.current_time() - started))):
+                await self._all_stopped.wait()
+        abandoned = self._live_hosts
+        if abandoned and self._group is not None:
+            self._group.cancel_scope.cancel()
+        return self._report(running, abandoned, anyio.current_time() - started)
+
+    def _begin_stop(self, host: ActorHost) -> None:
+        host.stopping = "cancelled at shutdown"
+        strategy = host.cls.__actorflow_shutdown__
+        if strategy == "checkpoint":
+            host.suspending.set()
+            return
+        host.draining.set()
+        if strategy == "compensate" and host.turn is not None:
+            host.turn.cancel(host.stopping)
+
+    def stopped_turn(self, actor_id: str, outcome: str) -> None:
+        """A host says what became of its running turn during shutdown."""
+        self._stop_outcomes.setdefault(actor_id, outcome)
+
+    def _report(self, running: dict[str, str], abandoned: int, seconds: float) -> ShutdownReport:
+        outcome: dict[str, int] = {"checkpointed": 0, "finished": 0, "compensated": 0}
+        for actor_id in running:
+            outcome[self._stop_outcomes.get(actor_id, "checkpointed")] += 1
+        return ShutdownReport(len(running), abandoned=abandoned, seconds=seconds, **outcome)
 
     async def recover(self) -> int:
         """Activate every actor with an unfinished turn or unprocessed messages."""
@@ -316,11 +397,16 @@ class Runtime:
         invocation: str,
         reply_to: ReplyTo | None = None,
         idempotency_key: str | None = None,
+        deadline: float | None = None,
     ) -> StreamAppend:
         """Validate a message and return the inbox append that accepts it."""
         check_key(target.key)
         info = self.handler_info(target.type_name, handler)
         data = info.encode_args(target.type_name, args, kwargs)
+        if deadline is not None and not (isinstance(deadline, int | float) and deadline > 0):
+            raise InvalidMessageError(
+                f"deadline must be a positive number of seconds, got {deadline!r}"
+            )
         message = MessageAccepted(
             invocation,
             handler,
@@ -328,6 +414,7 @@ class Runtime:
             self.clock.now(),
             reply_to,
             idempotency_key,
+            None if deadline is None else float(deadline),
         )
         return StreamAppend(inbox_stream(target.id), (INBOX_CODEC.encode(message),))
 
@@ -339,15 +426,18 @@ class Runtime:
         kwargs: dict[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        deadline: float | None = None,
     ) -> str:
         """Accept a message for ``target`` durably; return its invocation id.
 
         A retry with the same ``idempotency_key`` (per actor) returns the first send's
-        invocation instead of sending again.
+        invocation instead of sending again. ``deadline`` (seconds) bounds the whole turn:
+        past it the turn is cancelled and its compensations run.
         """
+        self._check_accepting()
         invocation = f"{target.id}#{uuid.uuid4().hex[:24]}"
         accept = self.accept_message(
-            target, handler, args, kwargs or {}, invocation, None, idempotency_key
+            target, handler, args, kwargs or {}, invocation, None, idempotency_key, deadline
         )
         parts = [accept]
         if idempotency_key is not None:
@@ -366,8 +456,39 @@ class Runtime:
         self.notify(target.id)
         return invocation
 
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise RuntimeClosedError(
+                "the runtime is not accepting messages (it is stopped or shutting down); "
+                "retry against the next process"
+            )
+
+    async def cancel(self, invocation: str) -> None:
+        """Cancel an invocation: a running turn stops at its next step boundary and its
+        compensations run; a queued one is cancelled when its turn starts. Durable."""
+        actor_id = self._actor_of(invocation)
+        entry = InvocationCancelled(invocation, self.clock.now())
+        await self.store.append(inbox_stream(actor_id), [INBOX_CODEC.encode(entry)])
+        host = self._hosts.get(actor_id)
+        if host is not None:
+            host.cancel(invocation)
+        else:
+            self.notify(actor_id)
+
+    def _actor_of(self, invocation: str) -> str:
+        actor_id, sep, _ = invocation.rpartition("#")
+        type_name, slash, key = actor_id.partition("/")
+        if not (sep and slash) or type_name not in self._types:
+            raise InvalidMessageError(
+                f"{invocation!r} is not an invocation id of this runtime's actors "
+                f"(they look like Type/key#hex)"
+            )
+        check_key(key)
+        return actor_id
+
     async def deliver(self, target: ActorRef, name: str, payload: Any = None) -> None:
         """Deliver the event ``name`` to ``target`` durably (kept until it is waited for)."""
+        self._check_accepting()
         check_key(target.key)
         if target.type_name not in self._types:
             raise UnknownActorError(self._unknown_type(target.type_name))
@@ -391,10 +512,7 @@ class Runtime:
 
     async def result(self, invocation: str, *, timeout: float | None = None) -> Any:
         """Wait for an invocation's result (raise `HandlerFailed` for its error)."""
-        actor_id, _, _ = invocation.rpartition("#")
-        type_name = actor_id.partition("/")[0]
-        if type_name not in self._types:
-            raise UnknownActorError(f"invocation {invocation!r}: {self._unknown_type(type_name)}")
+        actor_id = self._actor_of(invocation)
         with anyio.fail_after(math.inf if timeout is None else timeout):
             while True:
                 host = self._activate(actor_id)
@@ -417,6 +535,83 @@ class Runtime:
         return decoder_for(kind).decode(reply.result)
 
     # -- inspection -----------------------------------------------------------------------
+
+    async def invocation(self, invocation: str) -> InvocationStatus | None:
+        """Where an invocation is, and its result or error once it ended; None if unknown."""
+        actor_id = self._actor_of(invocation)
+        host = self._hosts.get(actor_id)
+        if host is not None:
+            reply = host.results.get(invocation)
+            if reply is not None:
+                return self._ended(invocation, actor_id, reply)
+            if host.current == invocation:
+                return InvocationStatus(invocation, actor_id, "running")
+            if host.queued(invocation):
+                return InvocationStatus(invocation, actor_id, "queued")
+        return await self._invocation_from_journal(invocation, actor_id)
+
+    def _ended(self, invocation: str, actor_id: str, reply: Reply) -> InvocationStatus:
+        if reply.ok:
+            return InvocationStatus(
+                invocation, actor_id, "completed", self._unwrap(invocation, reply)
+            )
+        error = reply.error
+        state = "cancelled" if reply.cancelled else "failed"
+        return InvocationStatus(
+            invocation,
+            actor_id,
+            state,
+            None,
+            error.message if error else None,
+            error.type if error else None,
+            reply.compensated,
+        )
+
+    async def _invocation_from_journal(
+        self, invocation: str, actor_id: str
+    ) -> InvocationStatus | None:
+        handler = None
+        async for batch in self.store.read_batches(actor_stream(actor_id)):
+            for record in batch:
+                entry = ACTOR_CODEC.decode(record)
+                if getattr(entry, "invocation", None) != invocation:
+                    continue
+                if isinstance(entry, TurnStarted):
+                    handler = entry.handler
+                elif isinstance(entry, TurnCompleted):
+                    reply = Reply(True, bytes(entry.result), handler=handler or "")
+                    return self._ended(invocation, actor_id, reply)
+                elif isinstance(entry, TurnFailed):
+                    reply = Reply(
+                        False,
+                        error=entry.error,
+                        cancelled=entry.cancelled,
+                        compensated=entry.compensated,
+                    )
+                    return self._ended(invocation, actor_id, reply)
+        if handler is not None:
+            return InvocationStatus(invocation, actor_id, "running")
+        async for batch in self.store.read_batches(inbox_stream(actor_id)):
+            for record in batch:
+                message = INBOX_CODEC.decode(record)
+                if isinstance(message, MessageAccepted) and message.invocation == invocation:
+                    return InvocationStatus(invocation, actor_id, "queued")
+        return None
+
+    async def list_actors(
+        self, type_name: str | None = None, state: str | None = None
+    ) -> list[ActorStatus]:
+        """Every actor that has an inbox (of ``type_name``, in ``state`` if given)."""
+        prefix = "inbox/" if type_name is None else f"inbox/{type_name}/"
+        found = []
+        for stream in await self.store.list_streams(prefix):
+            type_of, _, key = stream.removeprefix("inbox/").partition("/")
+            if type_of not in self._types:
+                continue
+            status = await self.status(ActorRef(type_of, key))
+            if state is None or status.state == state:
+                found.append(status)
+        return found
 
     async def status(self, target: ActorRef) -> ActorStatus:
         """What the actor is doing (see `ActorStatus`)."""

@@ -27,6 +27,7 @@ from actorflow._errors import (
     NonDeterminismError,
     StepOutcomeUnknown,
     Suspended,
+    TurnCancelled,
 )
 from actorflow._events import (
     ActorEntry,
@@ -37,6 +38,7 @@ from actorflow._events import (
     StepFailed,
     StepStarted,
     TimerStarted,
+    TurnFailed,
 )
 from actorflow._replay import Recorded, RecordedTurn
 from actorflow._values import (
@@ -131,6 +133,7 @@ class Turn:
         invocation: str,
         started_at: float,
         recorded: RecordedTurn,
+        deadline: float | None = None,
     ) -> None:
         self.host = host
         self.actor_id = host.actor_id
@@ -143,12 +146,18 @@ class Turn:
         self.point_of_no_return: str | None = None
         self._seed = derive(self.actor_id, str(turn), invocation)
         self._counters: dict[str, int] = {}
-        self._owners: dict[str, asyncio.Task[Any] | None] = {}
+        # Which task may take steps on each branch: the turn's own task for the handler,
+        # and the task ctx.gather/ctx.first started for each of their branches.
+        self._owners: dict[str, asyncio.Task[Any] | None] = {"": asyncio.current_task()}
         self._times: dict[str, float] = {"": started_at}
         self._entropy: dict[str, int] = {}
         self._compensations: list[tuple[tuple[int, ...], str, str, Callable[[Any], Any], Any]] = []
         self._compensated: set[str] = set()
         self.undone: list[str] = []
+        self.cancel_reason: str | None = None
+        self._cancel = anyio.Event()
+        self.compensating = False
+        self.deadline = deadline
 
     # -- step ids, time, checks ----------------------------------------------------------
 
@@ -157,8 +166,7 @@ class Turn:
             raise self.diverged
         branch = _branch.get()
         task = asyncio.current_task()
-        owner = self._owners.setdefault(branch, task)
-        if owner is not task:
+        if self._owners.get(branch) is not task:
             raise ActorflowError(
                 f"actor {self.actor_id}: a ctx operation ran in a task that ctx.gather or "
                 f"ctx.first did not start; the order of such steps is not deterministic. "
@@ -169,16 +177,49 @@ class Turn:
         return branch, f"{branch}.{seq}" if branch else str(seq)
 
     def _take(self, step: str, name: str, kind: str, fp: int = 0) -> Recorded | None:
+        end = self.recorded.end
+        if isinstance(end, TurnFailed) and end.cancelled and not self.recorded.has(step):
+            raise TurnCancelled(end.error.message)  # replay: this is where it was cancelled
         try:
             return self.recorded.take(step, name, kind, fp)
         except NonDeterminismError as exc:
             self.diverged = exc
             raise
 
+    def cancel(self, reason: str) -> None:
+        """Cancel the turn at its next step boundary (or wait), unless it has passed its
+        point of no return; its compensations then run."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+            self._cancel.set()
+
+    @property
+    def _cancellable(self) -> bool:
+        return (
+            self.cancel_reason is not None
+            and self.point_of_no_return is None
+            and not self.compensating
+        )
+
     def _live(self) -> None:
-        """About to do something live: stop here if the turn is being checkpointed."""
+        """About to do something live: stop here if the turn is checkpointed or cancelled."""
         if self.host.suspending.is_set():
             raise Suspended()
+        if self.deadline is not None and self.host.clock.now() >= self.deadline:
+            self.cancel("deadline exceeded")
+        if self._cancellable:
+            raise TurnCancelled(self.cancel_reason or "cancelled")
+
+    async def _expire(self, deadline: float) -> None:
+        await self.host.clock.sleep_until(deadline)
+        self.cancel("deadline exceeded")
+
+    def _cancelled_here(self, branch: str) -> bool:
+        """Replaying a cancelled turn: was it cancelled while waiting at this step?"""
+        end = self.recorded.end
+        if not (isinstance(end, TurnFailed) and end.cancelled):
+            return False
+        return not self.recorded.has_beyond(branch, self._counters.get(branch, 0) + 1)
 
     def _advance(self, branch: str, at: float) -> None:
         if at > self._times.get(branch, 0.0):
@@ -203,7 +244,8 @@ class Turn:
         return f"{self.actor_id}/t{self.turn}/s{step}"
 
     async def _until_suspended(self, waiter: Callable[[], Awaitable[Any]]) -> Any:
-        """Await ``waiter()`` unless the turn is checkpointed first (then raise Suspended)."""
+        """Await ``waiter()`` unless the turn is checkpointed (raise Suspended) or
+        cancelled (raise TurnCancelled) first."""
         outcome: list[Any] = []
         async with anyio.create_task_group() as group:
 
@@ -211,15 +253,20 @@ class Turn:
                 outcome.append(await waiter())
                 group.cancel_scope.cancel()
 
-            async def watch() -> None:
-                await self.host.suspending.wait()
+            async def watch(event: anyio.Event) -> None:
+                await event.wait()
                 group.cancel_scope.cancel()
 
             group.start_soon(wait)
-            group.start_soon(watch)
+            group.start_soon(watch, self.host.suspending)
+            if self.point_of_no_return is None and not self.compensating:
+                group.start_soon(watch, self._cancel)
+                if self.deadline is not None:
+                    group.start_soon(self._expire, self.deadline)
         if outcome:
             return outcome[0]
-        raise Suspended()
+        self._live()
+        raise Suspended()  # not reached: _live raised
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -364,6 +411,8 @@ class Turn:
         branch, step = self._next()
         rec = self._take(step, name, "sleep")
         if rec is not None and rec.timer is not None:
+            if self._cancelled_here(branch):
+                raise TurnCancelled(self.cancel_reason or "cancelled")
             fire_at = rec.timer.fire_at
         else:
             self._live()
@@ -396,6 +445,8 @@ class Turn:
             self.host.consumed_event(rec.outcome.ref)
             return bytes(rec.outcome.value)
         deadline: float | None = None
+        if rec is not None and self._cancelled_here(branch):
+            raise TurnCancelled(self.cancel_reason or "cancelled")
         if rec is not None and rec.timer is not None:
             deadline = rec.timer.fire_at
         elif timeout is not None:
@@ -551,7 +602,9 @@ class Turn:
         context = contextvars.copy_context()
         context.run(_branch.set, name)
         self._times[name] = now
-        return asyncio.get_running_loop().create_task(_await(awaitable), context=context)
+        task = asyncio.get_running_loop().create_task(_await(awaitable), context=context)
+        self._owners[name] = task
+        return task
 
     async def _replay_winner(
         self, awaitables: tuple[Awaitable[Any], ...], names: list[str], winner: int
