@@ -216,13 +216,17 @@ def _check_handler(
             fields.append((param.name, hints[param.name], param.default))
     result_type = hints.get("return", Any)
     try:
-        params = msgspec.defstruct(f"{cls.__name__}.{attr}.args", fields, kw_only=True)
+        params = msgspec.defstruct(
+            f"{cls.__name__}.{attr}.args", fields, kw_only=True, forbid_unknown_fields=True
+        )
         decoder = msgspec.msgpack.Decoder(params)
+        msgspec.json.schema(params)  # refuses custom classes msgspec would only half-handle
     except TypeError as exc:
         problems.append(f"{where}: its parameter types are not msgspec-encodable ({exc})")
         return None
     try:
         result_decoder = msgspec.msgpack.Decoder(result_type)
+        msgspec.json.schema(result_type)
     except TypeError as exc:
         problems.append(f"{where}: its return type is not msgspec-encodable ({exc})")
         return None

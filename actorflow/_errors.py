@@ -60,7 +60,10 @@ class StepFailed(ActorflowError):
         self.step = step
         self.error_type = error_type
         self.message = message
-        super().__init__(f"step {step!r} failed with {error_type}: {message}")
+        super().__init__(step, error_type, message)
+
+    def __str__(self) -> str:
+        return f"step {self.step!r} failed with {self.error_type}: {self.message}"
 
 
 class StepError(Exception):
@@ -83,10 +86,14 @@ class StepOutcomeUnknown(ActorflowError):
     def __init__(self, step: str, idempotency_key: str) -> None:
         self.step = step
         self.idempotency_key = idempotency_key
-        super().__init__(
-            f"step {step!r} (idempotency key {idempotency_key!r}) was running when the "
-            f"process stopped and is declared at-most-once, so it was not run again; check "
-            f"the outside system for that key, or give the step a reconcile= probe."
+        super().__init__(step, idempotency_key)  # the args rebuild it from the journal
+
+    def __str__(self) -> str:
+        return (
+            f"step {self.step!r} (idempotency key {self.idempotency_key!r}) was running "
+            f"when the process stopped and is declared at-most-once, so it was not run "
+            f"again; check the outside system for that key, or give the step a reconcile= "
+            f"probe."
         )
 
 
@@ -97,7 +104,10 @@ class HandlerFailed(ActorflowError):
         self.invocation = invocation
         self.error_type = error_type
         self.message = message
-        super().__init__(f"invocation {invocation} failed with {error_type}: {message}")
+        super().__init__(invocation, error_type, message)
+
+    def __str__(self) -> str:
+        return f"invocation {self.invocation} failed with {self.error_type}: {self.message}"
 
 
 class ActorStuckError(ActorflowError):
@@ -125,3 +135,11 @@ class TurnCancelled(BaseException):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+#: Exceptions of actorflow's own that a journaled step outcome can hold, rebuilt as
+#: themselves (live and on replay alike) from their arguments.
+JOURNALED_ERRORS: dict[str, type[Exception]] = {
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (StepOutcomeUnknown, InvalidResultError, HandlerFailed, StepFailed)
+}

@@ -470,10 +470,12 @@ class ActorHost:
             self.stuck = exc
             self.state = "stuck"
             log.error("%s", exc)
+            self.runtime.actor_stuck(self.actor_id)
         except Exception as exc:
             self.stuck = exc if isinstance(exc, ActorflowError) else ActorflowError(str(exc))
             self.state = "stuck"
             log.exception("actor %s stopped: %s", self.actor_id, exc)
+            self.runtime.actor_stuck(self.actor_id)
 
     async def _serve(self) -> None:
         while not self.suspending.is_set() and not self.draining.is_set():

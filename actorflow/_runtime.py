@@ -504,6 +504,13 @@ class Runtime:
 
     # -- results --------------------------------------------------------------------------
 
+    def actor_stuck(self, actor_id: str) -> None:
+        """Wake everyone waiting for a result of an actor that got stuck."""
+        prefix = actor_id + "#"
+        for invocation in [i for i in self._waiters if i.startswith(prefix)]:
+            for event in self._waiters.pop(invocation):
+                event.set()
+
     def invocation_ended(self, invocation: str, reply: Reply) -> None:
         """A host finished an invocation: wake whoever waits for it."""
         self.metrics.turns += 1

@@ -9,6 +9,7 @@ the handler sees it. Everything the turn writes goes through its `TurnHost`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -297,7 +298,8 @@ class Turn:
         try:
             value, attempts = await self._execute(fn, args, options, key)
         except Exception as exc:
-            raise await self._failed(branch, step, options.name, "run", fp, exc, 1) from exc
+            attempts = getattr(exc, "__actorflow_attempts__", 1)
+            raise await self._failed(branch, step, options.name, "run", fp, exc, attempts) from exc
         return await self._completed(branch, step, options, fp, value, kind, attempts)
 
     async def _execute(
@@ -320,6 +322,8 @@ class Turn:
                     or attempt >= retry.attempts
                     or not isinstance(exc, retry.retry_on)
                 ):
+                    with contextlib.suppress(AttributeError):  # some exceptions refuse attributes
+                        exc.__actorflow_attempts__ = attempt  # type: ignore[attr-defined]
                     raise
                 draw = int.from_bytes(derive(key, str(attempt), size=4), "big") / 2**32
                 delay = retry.delay(attempt, draw)

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from actorflow._errors import InvalidResultError, StepError, StepFailed
+from actorflow._errors import JOURNALED_ERRORS, InvalidResultError, StepError, StepFailed
 from actorflow._events import ErrorInfo
 
 _encoder = msgspec.msgpack.Encoder()
@@ -98,7 +98,7 @@ def rebuild_error(step: str, info: ErrorInfo) -> Exception:
         if isinstance(found, type) and issubclass(found, Exception):
             cls = found
     else:
-        cls = StepError.registry.get(info.type)
+        cls = StepError.registry.get(info.type) or JOURNALED_ERRORS.get(info.type)
     if cls is not None and info.args:
         try:
             error = cls(*msgspec.msgpack.decode(info.args))
