@@ -9,6 +9,10 @@ step runs again.
 from actorflow._actor import Actor as Actor
 from actorflow._actor import ShutdownStrategy as ShutdownStrategy
 from actorflow._actor import handler as handler
+from actorflow._client import Client as Client
+from actorflow._client import ClientError as ClientError
+from actorflow._client import RemoteActor as RemoteActor
+from actorflow._client import SyncClient as SyncClient
 from actorflow._clock import Clock as Clock
 from actorflow._clock import ManualClock as ManualClock
 from actorflow._clock import SystemClock as SystemClock
@@ -28,12 +32,15 @@ from actorflow._errors import StepError as StepError
 from actorflow._errors import StepFailed as StepFailed
 from actorflow._errors import StepOutcomeUnknown as StepOutcomeUnknown
 from actorflow._errors import Suspended as Suspended
+from actorflow._errors import TurnCancelled as TurnCancelled
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
 from actorflow._runtime import ActorHandle as ActorHandle
 from actorflow._runtime import ActorStatus as ActorStatus
+from actorflow._runtime import InvocationStatus as InvocationStatus
 from actorflow._runtime import JournalEntry as JournalEntry
 from actorflow._runtime import Runtime as Runtime
+from actorflow._runtime import ShutdownReport as ShutdownReport
 
 __version__ = "0.1.0"
 
@@ -45,24 +52,31 @@ __all__ = [
     "ActorStatus",
     "ActorStuckError",
     "ActorflowError",
+    "Client",
+    "ClientError",
     "Clock",
     "Context",
     "HandlerFailed",
     "Happened",
     "InvalidMessageError",
     "InvalidResultError",
+    "InvocationStatus",
     "JournalEntry",
     "ManualClock",
     "NonDeterminismError",
+    "RemoteActor",
     "Retry",
     "Runtime",
     "RuntimeClosedError",
+    "ShutdownReport",
     "ShutdownStrategy",
     "StepError",
     "StepFailed",
     "StepOutcomeUnknown",
     "Suspended",
+    "SyncClient",
     "SystemClock",
+    "TurnCancelled",
     "UnknownActorError",
     "UnknownHandlerError",
     "handler",

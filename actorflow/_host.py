@@ -35,7 +35,9 @@ from actorflow._events import (
     MessageAccepted,
     Reply,
     ReplyTo,
+    StepCompleted,
     StepEntry,
+    StepFailed,
     TurnCompleted,
     TurnEnd,
     TurnFailed,
@@ -126,7 +128,10 @@ class ActorHost:
         self._position += len(records)
         part = StreamAppend(self.stream, records, expected, self._epoch)
         await self.store.append_many([part, *extra])
-        self.runtime.metrics.appends += 1
+        metrics = self.runtime.metrics
+        metrics.appends += 1
+        if isinstance(entries[0], StepCompleted | StepFailed):
+            metrics.steps += 1
 
     def take_event(self, name: str) -> tuple[int, EventDelivered] | None:
         """The oldest unconsumed event called ``name`` (removed from the buffer)."""
@@ -303,6 +308,7 @@ class ActorHost:
         at = self._position + 1
         await self.journal([started])
         await self._run_turn(started, RecordedTurn(self.actor_id, started, at, []))
+        self.runtime.metrics.turn_seconds.observe(self.clock.now() - now)
 
     def _handler_deadline(self, handler: str) -> float | None:
         info = self.cls.__actorflow_handlers__.get(handler)

@@ -7,7 +7,6 @@ status. The actors' turns run in its task group.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import uuid
@@ -48,6 +47,7 @@ from actorflow._events import (
     inbox_stream,
 )
 from actorflow._host import ActorHost, ActorState
+from actorflow._metrics import Metrics
 from actorflow._values import decoder_for, encode
 from journal import ConflictError, Store, StreamAppend
 
@@ -59,16 +59,6 @@ R = TypeVar("R")
 
 #: Idempotency keys: 1 to 200 printable characters.
 _MAX_IDEMPOTENCY_KEY = 200
-
-
-@dataclasses.dataclass
-class Metrics:
-    """Counters for the status and metrics endpoints."""
-
-    turns: int = 0
-    appends: int = 0
-    activations: int = 0
-    recovered: int = 0
 
 
 class ShutdownReport(msgspec.Struct, frozen=True):
@@ -205,6 +195,16 @@ class Runtime:
         self._all_stopped = anyio.Event()
         self._accepting = False
         self._stop_outcomes: dict[str, str] = {}
+
+    @property
+    def actor_types(self) -> dict[str, type[Actor]]:
+        """The hosted actor classes by type name."""
+        return dict(self._types)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the runtime accepts new messages (False once stopping)."""
+        return self._accepting
 
     # -- lifecycle ------------------------------------------------------------------------
 

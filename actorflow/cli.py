@@ -1,11 +1,354 @@
-"""The `actorflow` command line."""
+"""The `actorflow` command line: `serve`, and commands that talk to a running server."""
 
 from __future__ import annotations
 
+import datetime
+import json
+import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import msgspec
+
+from actorflow._client import DEFAULT_URL, ClientError, SyncClient
+from actorflow._errors import HandlerFailed
+from actorflow._runtime import JournalEntry
+from actorflow.server import DEFAULT_PORT, ServeConfig, ServeError, serve
+
+TOKEN_ENV = "ACTORFLOW_TOKEN"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `actorflow` console script."""
-    print("actorflow: the runtime and `actorflow serve` are not built yet", file=sys.stderr)
-    return 2
+def _token(token_file: Path | None) -> str | None:
+    if token_file is not None:
+        token = token_file.read_text().strip()
+        if not token:
+            raise click.BadParameter(f"{token_file} is empty", param_hint="--token-file")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _json_argument(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f'not valid JSON ({exc}); quote it, e.g. \'{{"topic": "x"}}\'', param_hint=what
+        ) from None
+
+
+def _print(value: Any) -> None:
+    click.echo(json.dumps(msgspec.to_builtins(value), indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="actorflow")
+def main() -> None:
+    """actorflow: long-running agents as actors on an event-sourced journal.
+
+    Start a server with `actorflow serve APP`; the other commands talk to it
+    (--url, default http://127.0.0.1:8787; token from --token-file or ACTORFLOW_TOKEN).
+    """
+
+
+@main.command("serve")
+@click.argument("app")
+@click.option("--journal", default="actorflow.db", show_default=True, help="SQLite journal file.")
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    help="full: survives power loss; normal: survives a process crash.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--grace",
+    type=float,
+    default=25.0,
+    show_default=True,
+    help="Seconds to stop in after SIGTERM (keep under Kubernetes' terminationGracePeriodSeconds).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"File holding the bearer token clients must send (or set {TOKEN_ENV}).",
+)
+@click.option(
+    "--allow-public-without-token",
+    is_flag=True,
+    help="Listen beyond loopback without a token (only behind an authenticating proxy).",
+)
+@click.option("--max-body-bytes", type=int, default=1024 * 1024, show_default=True)
+@click.option(
+    "--snapshot-every",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Snapshot actors with state every N turns (0: never).",
+)
+def serve_command(
+    app: str,
+    journal: str,
+    durability: str,
+    host: str,
+    port: int,
+    grace: float,
+    log_level: str,
+    token_file: Path | None,
+    allow_public_without_token: bool,
+    max_body_bytes: int,
+    snapshot_every: int,
+) -> None:
+    """Serve the actors defined in APP (a module like `examples.agents`, or a file).
+
+    SIGTERM or Ctrl-C stops it within --grace seconds without losing work: each actor
+    type drains, checkpoints or compensates its running turns as it declares, and the
+    next `actorflow serve` on the same journal continues them.
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    config = ServeConfig(
+        app,
+        journal,
+        "normal" if durability == "normal" else "full",
+        host,
+        port,
+        grace,
+        log_level,
+        _token(token_file),
+        allow_public_without_token,
+        max_body_bytes,
+        snapshot_every,
+    )
+    try:
+        code = _run(config)
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+def _run(config: ServeConfig) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        import asyncio
+
+        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))
+
+
+def _client_options(fn: Any) -> Any:
+    fn = click.option(
+        "--url",
+        envvar="ACTORFLOW_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help="The server (or set ACTORFLOW_URL).",
+    )(fn)
+    return click.option(
+        "--token-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=f"Bearer token file (or set {TOKEN_ENV}).",
+    )(fn)
+
+
+def _client(url: str, token_file: Path | None) -> SyncClient:
+    return SyncClient(url, token=_token(token_file))
+
+
+def _fail(exc: Exception) -> NoReturn:
+    if isinstance(exc, ClientError):
+        raise click.ClickException(f"{exc.message} (HTTP {exc.status}, {exc.kind})")
+    raise click.ClickException(
+        f"cannot reach the server: {exc}. Is `actorflow serve` running at that --url?"
+    )
+
+
+@main.command()
+@click.argument("actor")
+@click.argument("handler")
+@click.argument("arguments", required=False)
+@click.option("--wait", type=float, help="Wait up to this many seconds for the result.")
+@click.option("--idempotency-key", help="Retries with the same key return the same invocation.")
+@click.option(
+    "--deadline", type=float, help="Cancel (and compensate) the turn after this many seconds."
+)
+@_client_options
+def send(
+    actor: str,
+    handler: str,
+    arguments: str | None,
+    wait: float | None,
+    idempotency_key: str | None,
+    deadline: float | None,
+    url: str,
+    token_file: Path | None,
+) -> None:
+    """Send a message to ACTOR (Type/key): HANDLER with ARGUMENTS as a JSON object.
+
+    Example: actorflow send Researcher/job-1 research '{"topic": "batteries"}' --wait 5
+    """
+    args = _json_argument(arguments, "ARGUMENTS") or {}
+    if not isinstance(args, dict):
+        raise click.BadParameter(
+            "must be a JSON object of argument names to values", param_hint="ARGUMENTS"
+        )
+    try:
+        with _client(url, token_file) as client:
+            _print(
+                client.send(
+                    actor,
+                    handler,
+                    args,
+                    idempotency_key=idempotency_key,
+                    wait=wait,
+                    deadline=deadline,
+                )
+            )
+    except (ClientError, OSError, ValueError) as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("invocation")
+@click.option("--wait", type=float, help="Wait up to this many seconds for it to finish.")
+@_client_options
+def show(invocation: str, wait: float | None, url: str, token_file: Path | None) -> None:
+    """Show an invocation (Type/key#id): its state, result or error."""
+    try:
+        with _client(url, token_file) as client:
+            _print(client.invocation(invocation, wait=wait))
+    except (ClientError, OSError, ValueError) as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("actor")
+@_client_options
+def status(actor: str, url: str, token_file: Path | None) -> None:
+    """Show what ACTOR (Type/key) is doing."""
+    try:
+        with _client(url, token_file) as client:
+            _print(client.status(actor))
+    except (ClientError, OSError, ValueError) as exc:
+        _fail(exc)
+
+
+@main.command("journal")
+@click.argument("actor")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@_client_options
+def journal_command(actor: str, as_json: bool, url: str, token_file: Path | None) -> None:
+    """Show ACTOR's journal: time, entry, step name and how long it took."""
+    try:
+        with _client(url, token_file) as client:
+            entries = client.journal(actor)
+    except (ClientError, OSError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        _print(entries)
+        return
+    for line in journal_lines(entries):
+        click.echo(line)
+
+
+def journal_lines(entries: list[JournalEntry]) -> list[str]:
+    """The journal as a person reads it: one line per entry, durations between steps."""
+    lines = []
+    previous: dict[int, float] = {}
+    for entry in entries:
+        turn = entry.data.get("turn")
+        at = (
+            datetime.datetime.fromtimestamp(entry.at).strftime("%H:%M:%S.%f")[:-3]
+            if entry.at
+            else "-"
+        )
+        took = ""
+        if isinstance(turn, int) and entry.at:
+            if turn in previous:
+                took = f"+{entry.at - previous[turn]:.3f}s"
+            previous[turn] = entry.at
+        lines.append(
+            f"{entry.stream:5} {entry.position:>5}  {at}  {entry.type:12} "
+            f"{_describe(entry):50} {took}"
+        )
+    return lines
+
+
+def _describe(entry: JournalEntry) -> str:
+    data = entry.data
+    if entry.type == "turn":
+        return f"turn {data['turn']}: {data['handler']}({_short(data['args'])})"
+    if entry.type in ("step", "step_failed", "step_started", "timer"):
+        detail = data.get("value", data.get("error", data.get("fire_at", "")))
+        return f"turn {data['turn']} step {data['step']} {data['name']}: {_short(detail)}"
+    if entry.type in ("turn_done", "turn_failed"):
+        return f"turn {data['turn']} -> {_short(data.get('result', data.get('error')))}"
+    if entry.type == "message":
+        return f"{data['handler']}({_short(data['args'])}) as {data['invocation']}"
+    return _short(data)
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(msgspec.to_builtins(value), default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@main.command("list")
+@click.option("--type", "type_name", help="Only actors of this type.")
+@click.option("--state", help="Only actors in this state (idle, running, waiting-timer, ...).")
+@_client_options
+def list_command(
+    type_name: str | None, state: str | None, url: str, token_file: Path | None
+) -> None:
+    """List actors with their states."""
+    try:
+        with _client(url, token_file) as client:
+            found = client.list_actors(type_name, state)
+    except (ClientError, OSError, ValueError) as exc:
+        _fail(exc)
+    for actor in found:
+        click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
+
+
+@main.command()
+@click.argument("actor")
+@click.argument("name")
+@click.argument("payload", required=False)
+@_client_options
+def deliver(actor: str, name: str, payload: str | None, url: str, token_file: Path | None) -> None:
+    """Deliver the event NAME (with a JSON PAYLOAD) to ACTOR, for ctx.wait_for."""
+    value = _json_argument(payload, "PAYLOAD")
+    try:
+        with _client(url, token_file) as client:
+            client.deliver(actor, name, value)
+    except (ClientError, OSError, ValueError) as exc:
+        _fail(exc)
+    click.echo(f"delivered {name} to {actor}")
+
+
+@main.command()
+@click.argument("invocation")
+@_client_options
+def cancel(invocation: str, url: str, token_file: Path | None) -> None:
+    """Cancel an invocation: its turn stops and its compensations run."""
+    try:
+        with _client(url, token_file) as client:
+            _print(client.cancel(invocation))
+    except (ClientError, OSError, ValueError, HandlerFailed) as exc:
+        _fail(exc)

@@ -1,0 +1,406 @@
+"""`Client` and `SyncClient`: the HTTP API of `actorflow serve`, from Python.
+
+Both build the same requests and read the same answers; `Client` is async (httpx's
+AsyncClient), `SyncClient` blocks (for scripts). Typed references feel like the embedded
+runtime's: ``await client.ref(Researcher, "job-1").call(Researcher.research, "topic")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
+
+import httpx
+import msgspec
+
+from actorflow._actor import Actor, HandlerInfo
+from actorflow._context import ActorRef, handler_name, type_name_of
+from actorflow._errors import ActorflowError, HandlerFailed
+from actorflow._runtime import ActorStatus, InvocationStatus, JournalEntry
+
+A = TypeVar("A", bound=Actor)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+#: Longest one request waits server-side for a result before the client asks again.
+POLL_WAIT = 20.0
+
+
+class ClientError(ActorflowError):
+    """The server refused a request; ``status`` and ``kind`` say how."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        self.status = status
+        self.kind = kind
+        self.message = message
+        super().__init__(f"HTTP {status} {kind}: {message}")
+
+
+class _ErrorBody(msgspec.Struct):
+    type: str
+    message: str
+
+
+class _Error(msgspec.Struct):
+    error: _ErrorBody
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """One HTTP request, and how to read its answer."""
+
+    method: str
+    path: str
+    params: dict[str, str] = dataclasses.field(default_factory=dict)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body: bytes | None = None
+    answer: Any = Any
+
+
+def _actor_path(ref: ActorRef) -> str:
+    return f"/v1/actors/{ref.type_name}/{ref.key}"
+
+
+def _invocation_path(invocation: str) -> str:
+    actor, sep, tail = invocation.rpartition("#")
+    if not sep:
+        raise ValueError(f"{invocation!r} is not an invocation id (Type/key#hex)")
+    return f"/v1/actors/{actor}/invocations/{tail}"
+
+
+def _read(response: httpx.Response, answer: Any) -> Any:
+    if response.status_code >= 400:
+        try:
+            error = msgspec.json.decode(response.content, type=_Error).error
+        except msgspec.DecodeError:
+            raise ClientError(response.status_code, "http", response.text[:200]) from None
+        raise ClientError(response.status_code, error.type, error.message)
+    return msgspec.json.decode(response.content, type=answer)
+
+
+def _as_ref(actor: ActorRef | str) -> ActorRef:
+    if isinstance(actor, ActorRef):
+        return actor
+    type_name, slash, key = actor.partition("/")
+    if not slash:
+        raise ValueError(f"actors are named Type/key, got {actor!r}")
+    return ActorRef(type_name, key)
+
+
+class _Requests:
+    """The requests of the API (shared by both clients)."""
+
+    @staticmethod
+    def send(
+        actor: ActorRef | str,
+        handler: str,
+        arguments: dict[str, Any],
+        idempotency_key: str | None,
+        wait: float | None,
+        deadline: float | None,
+    ) -> _Call:
+        params = {}
+        if wait:
+            params["wait"] = str(wait)
+        if deadline is not None:
+            params["deadline"] = str(deadline)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        path = f"{_actor_path(_as_ref(actor))}/messages/{handler}"
+        body = msgspec.json.encode(arguments)
+        return _Call("POST", path, params, headers, body, InvocationStatus)
+
+    @staticmethod
+    def invocation(invocation: str, wait: float | None = None) -> _Call:
+        params = {"wait": str(wait)} if wait else {}
+        return _Call("GET", _invocation_path(invocation), params, answer=InvocationStatus)
+
+    @staticmethod
+    def cancel(invocation: str) -> _Call:
+        path = _invocation_path(invocation) + "/cancel"
+        return _Call("POST", path, answer=InvocationStatus)
+
+    @staticmethod
+    def deliver(actor: ActorRef | str, name: str, payload: Any) -> _Call:
+        path = f"{_actor_path(_as_ref(actor))}/events/{name}"
+        return _Call("POST", path, body=msgspec.json.encode(payload))
+
+    @staticmethod
+    def status(actor: ActorRef | str) -> _Call:
+        return _Call("GET", _actor_path(_as_ref(actor)), answer=ActorStatus)
+
+    @staticmethod
+    def journal(actor: ActorRef | str) -> _Call:
+        path = _actor_path(_as_ref(actor)) + "/journal"
+        return _Call("GET", path, answer=list[JournalEntry])
+
+    @staticmethod
+    def list_actors(type_name: str | None, state: str | None) -> _Call:
+        params = {k: v for k, v in (("type", type_name), ("state", state)) if v}
+        return _Call("GET", "/v1/actors", params, answer=list[ActorStatus])
+
+
+def _outcome(status: InvocationStatus, result_type: Any = Any) -> Any:
+    if status.state == "completed":
+        return (
+            msgspec.convert(status.result, result_type) if result_type is not Any else status.result
+        )
+    raise HandlerFailed(status.invocation, status.error_type or status.state, status.error or "")
+
+
+def _positional(
+    cls: type[Actor], handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], HandlerInfo]:
+    info = cls.__actorflow_handlers__[handler]
+    named = dict(zip(info.params.__struct_fields__, args, strict=False))
+    named.update(kwargs)
+    return msgspec.to_builtins(named), info
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class Client:
+    """An async client of `actorflow serve` (use ``async with Client(url) as client``)."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=url, headers=_headers(token), timeout=timeout + POLL_WAIT
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def _do(self, call: _Call) -> Any:
+        response = await self._http.request(
+            call.method, call.path, params=call.params, headers=call.headers, content=call.body
+        )
+        return _read(response, call.answer)
+
+    def ref(self, cls: type[A], key: str) -> RemoteActor[A]:
+        """A typed reference to a remote actor."""
+        return RemoteActor(self, cls, key)
+
+    async def send(
+        self,
+        actor: ActorRef | str,
+        handler: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+        deadline: float | None = None,
+    ) -> InvocationStatus:
+        """Send a message; the status of its invocation (finished if ``wait`` sufficed)."""
+        status: InvocationStatus = await self._do(
+            _Requests.send(actor, handler, arguments or {}, idempotency_key, wait, deadline)
+        )
+        return status
+
+    async def invocation(self, invocation: str, *, wait: float | None = None) -> InvocationStatus:
+        """An invocation's status (waiting up to ``wait`` seconds for it to finish)."""
+        status: InvocationStatus = await self._do(_Requests.invocation(invocation, wait))
+        return status
+
+    async def result(
+        self, invocation: str, *, timeout: float | None = None, result_type: Any = Any
+    ) -> Any:
+        """Wait for an invocation's result (its error raises `HandlerFailed`)."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_WAIT if give_up is None else min(POLL_WAIT, give_up - time.monotonic())
+            status = await self.invocation(invocation, wait=max(0.0, left))
+            if status.state not in ("queued", "running"):
+                return _outcome(status, result_type)
+            if give_up is not None and time.monotonic() >= give_up:
+                raise TimeoutError(f"invocation {invocation} is still {status.state}")
+
+    async def cancel(self, invocation: str) -> InvocationStatus:
+        """Cancel an invocation (its compensations run)."""
+        status: InvocationStatus = await self._do(_Requests.cancel(invocation))
+        return status
+
+    async def deliver(self, actor: ActorRef | str, name: str, payload: Any = None) -> None:
+        """Deliver an event to an actor (for ``ctx.wait_for``)."""
+        await self._do(_Requests.deliver(actor, name, payload))
+
+    async def status(self, actor: ActorRef | str) -> ActorStatus:
+        """An actor's status."""
+        status: ActorStatus = await self._do(_Requests.status(actor))
+        return status
+
+    async def journal(self, actor: ActorRef | str) -> list[JournalEntry]:
+        """An actor's journal as readable entries."""
+        entries: list[JournalEntry] = await self._do(_Requests.journal(actor))
+        return entries
+
+    async def list_actors(
+        self, type_name: str | None = None, state: str | None = None
+    ) -> list[ActorStatus]:
+        """Actors by type and state."""
+        found: list[ActorStatus] = await self._do(_Requests.list_actors(type_name, state))
+        return found
+
+
+class RemoteActor(Generic[A]):
+    """A typed reference to an actor behind `Client`."""
+
+    def __init__(self, client: Client, cls: type[A], key: str) -> None:
+        self._client = client
+        self._cls = cls
+        self.ref = ActorRef(type_name_of(cls), key)
+
+    async def send(
+        self,
+        handler: Callable[Concatenate[A, P], Coroutine[Any, Any, Any]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> str:
+        """Send a message; return its invocation id."""
+        arguments, _ = _positional(self._cls, handler_name(handler), args, kwargs)
+        status = await self._client.send(self.ref, handler_name(handler), arguments)
+        return status.invocation
+
+    async def call(
+        self,
+        handler: Callable[Concatenate[A, P], Coroutine[Any, Any, R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Send a message and wait for its result, decoded as the handler's return type."""
+        name = handler_name(handler)
+        arguments, info = _positional(self._cls, name, args, kwargs)
+        status = await self._client.send(self.ref, name, arguments, wait=POLL_WAIT)
+        if status.state in ("queued", "running"):
+            result: R = await self._client.result(status.invocation, result_type=info.result_type)
+            return result
+        done: R = _outcome(status, info.result_type)
+        return done
+
+
+class SyncClient:
+    """A blocking client of `actorflow serve`, for scripts (``with SyncClient(url) as c``)."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=url, headers=_headers(token), timeout=timeout + POLL_WAIT
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def _do(self, call: _Call) -> Any:
+        response = self._http.request(
+            call.method, call.path, params=call.params, headers=call.headers, content=call.body
+        )
+        return _read(response, call.answer)
+
+    def send(
+        self,
+        actor: ActorRef | str,
+        handler: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+        deadline: float | None = None,
+    ) -> InvocationStatus:
+        """Send a message; the status of its invocation (finished if ``wait`` sufficed)."""
+        status: InvocationStatus = self._do(
+            _Requests.send(actor, handler, arguments or {}, idempotency_key, wait, deadline)
+        )
+        return status
+
+    def call(
+        self,
+        actor: ActorRef | str,
+        handler: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Send a message and wait for its result (its error raises `HandlerFailed`)."""
+        status = self.send(
+            actor, handler, arguments, idempotency_key=idempotency_key, wait=POLL_WAIT
+        )
+        return (
+            self.result(status.invocation)
+            if status.state in ("queued", "running")
+            else _outcome(status)
+        )
+
+    def invocation(self, invocation: str, *, wait: float | None = None) -> InvocationStatus:
+        """An invocation's status (waiting up to ``wait`` seconds for it to finish)."""
+        status: InvocationStatus = self._do(_Requests.invocation(invocation, wait))
+        return status
+
+    def result(self, invocation: str, *, timeout: float | None = None) -> Any:
+        """Wait for an invocation's result (its error raises `HandlerFailed`)."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_WAIT if give_up is None else min(POLL_WAIT, give_up - time.monotonic())
+            status = self.invocation(invocation, wait=max(0.0, left))
+            if status.state not in ("queued", "running"):
+                return _outcome(status)
+            if give_up is not None and time.monotonic() >= give_up:
+                raise TimeoutError(f"invocation {invocation} is still {status.state}")
+
+    def cancel(self, invocation: str) -> InvocationStatus:
+        """Cancel an invocation (its compensations run)."""
+        status: InvocationStatus = self._do(_Requests.cancel(invocation))
+        return status
+
+    def deliver(self, actor: ActorRef | str, name: str, payload: Any = None) -> None:
+        """Deliver an event to an actor (for ``ctx.wait_for``)."""
+        self._do(_Requests.deliver(actor, name, payload))
+
+    def status(self, actor: ActorRef | str) -> ActorStatus:
+        """An actor's status."""
+        status: ActorStatus = self._do(_Requests.status(actor))
+        return status
+
+    def journal(self, actor: ActorRef | str) -> list[JournalEntry]:
+        """An actor's journal as readable entries."""
+        entries: list[JournalEntry] = self._do(_Requests.journal(actor))
+        return entries
+
+    def list_actors(
+        self, type_name: str | None = None, state: str | None = None
+    ) -> list[ActorStatus]:
+        """Actors by type and state."""
+        found: list[ActorStatus] = self._do(_Requests.list_actors(type_name, state))
+        return found

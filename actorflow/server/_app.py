@@ -1,0 +1,381 @@
+"""The HTTP JSON API over a `Runtime`: a Starlette app, bodies in and out with msgspec.
+
+Every error is a JSON body ``{"error": {"type": ..., "message": ...}}`` with the status
+that fits; bad input is refused before anything is accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from actorflow._actor import check_key
+from actorflow._context import ActorRef
+from actorflow._errors import (
+    ActorflowError,
+    ActorStuckError,
+    HandlerFailed,
+    InvalidMessageError,
+    RuntimeClosedError,
+    UnknownActorError,
+    UnknownHandlerError,
+)
+from actorflow._runtime import Runtime
+from actorflow.server._metrics import render_metrics
+from actorflow.server._openapi import openapi_document
+from journal import JournalError
+
+API = "/v1"
+#: Longest a send may wait for its result before answering 202.
+MAX_WAIT = 60.0
+
+_json = msgspec.json.Encoder()
+
+
+class ServerState:
+    """What the app needs besides the runtime: settings and the shutdown flag."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        token: str | None = None,
+        max_body_bytes: int = 1024 * 1024,
+        retry_after: int = 5,
+    ) -> None:
+        self.runtime = runtime
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.retry_after = retry_after
+        self.shutting_down = anyio.Event()
+        self.requests = 0
+
+
+class ApiError(Exception):
+    """An error answered as JSON with an HTTP status."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response encoded by msgspec."""
+    return Response(_json.encode(value), status, headers, media_type="application/json")
+
+
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> Response:
+    """The JSON body every error gets."""
+    body = {"error": {"type": error.kind, "message": error.message}}
+    return json_response(body, error.status, headers)
+
+
+def _translate(exc: Exception) -> ApiError:
+    """Map runtime errors to HTTP."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UnknownActorError | UnknownHandlerError):
+        kind = "unknown_actor_type" if isinstance(exc, UnknownActorError) else "unknown_handler"
+        return ApiError(404, kind, str(exc))
+    if isinstance(exc, InvalidMessageError):
+        return ApiError(400, "invalid_message", str(exc))
+    if isinstance(exc, RuntimeClosedError):
+        return ApiError(503, "shutting_down", str(exc))
+    if isinstance(exc, ActorStuckError):
+        return ApiError(409, "actor_stuck", str(exc))
+    if isinstance(exc, ActorflowError | JournalError):
+        return ApiError(500, type(exc).__name__, str(exc))
+    return ApiError(500, "internal", f"{type(exc).__name__}: {exc}")
+
+
+Endpoint = Callable[[Request, ServerState], Awaitable[Response]]
+
+
+def endpoint(fn: Endpoint, state: ServerState, *, public: bool = False) -> Any:
+    """Wrap an endpoint with auth, error translation and shutdown refusal."""
+
+    async def handle(request: Request) -> Response:
+        state.requests += 1
+        if not public and state.token is not None:
+            _check_token(request, state.token)
+        try:
+            return await fn(request, state)
+        except Exception as exc:
+            failure = _translate(exc)
+            retry = failure.status == 503
+            return error_response(
+                failure, {"Retry-After": str(state.retry_after)} if retry else None
+            )
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handle(request)
+        except ApiError as error:
+            return error_response(error, {"WWW-Authenticate": "Bearer"})
+
+    return guarded
+
+
+def _check_token(request: Request, token: str) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this server needs a token: send the header 'Authorization: Bearer <token>'",
+        )
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "the bearer token is not valid for this server")
+
+
+async def _body(request: Request, state: ServerState) -> Any:
+    """The request's JSON body (None when empty), refused if too large or malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
+        raise _too_large(state)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > state.max_body_bytes:
+            raise _too_large(state)
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data.strip():
+        return None
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ApiError(
+            400, "malformed_json", f"the request body is not valid JSON: {exc}"
+        ) from None
+
+
+def _too_large(state: ServerState) -> ApiError:
+    return ApiError(
+        413,
+        "body_too_large",
+        f"the request body is larger than {state.max_body_bytes} bytes "
+        f"(raise it with actorflow serve --max-body-bytes)",
+    )
+
+
+def _refuse_while_stopping(state: ServerState) -> None:
+    if state.shutting_down.is_set():
+        raise ApiError(
+            503,
+            "shutting_down",
+            "this server is shutting down and accepts no new work; retry shortly "
+            "(the next instance takes over the same journal)",
+        )
+
+
+def _ref(request: Request) -> ActorRef:
+    return ActorRef(request.path_params["type"], request.path_params["key"])
+
+
+def _query_float(request: Request, name: str, maximum: float | None = None) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_query", f"?{name}= takes a number of seconds, got {raw!r}"
+        ) from None
+    if not value >= 0:
+        raise ApiError(400, "invalid_query", f"?{name}= must be >= 0, got {raw!r}")
+    return value if maximum is None else min(value, maximum)
+
+
+# -- endpoints ------------------------------------------------------------------------------
+
+
+async def send(request: Request, state: ServerState) -> Response:
+    """POST /v1/actors/{type}/{key}/messages/{handler}: accept a message."""
+    _refuse_while_stopping(state)
+    args = await _body(request, state)
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ApiError(400, "invalid_message", "the body must be a JSON object of arguments")
+    wait = _query_float(request, "wait", MAX_WAIT)
+    deadline = _query_float(request, "deadline")
+    invocation = await state.runtime.send(
+        _ref(request),
+        request.path_params["handler"],
+        (),
+        args,
+        idempotency_key=request.headers.get("idempotency-key"),
+        deadline=deadline,
+    )
+    if wait:
+        with anyio.move_on_after(wait):
+            await _result_or_shutdown(state, invocation)
+    status = await state.runtime.invocation(invocation)
+    code = 200 if status is not None and status.state not in ("queued", "running") else 202
+    return json_response(status, code, {"Location": _invocation_url(invocation)})
+
+
+async def _result_or_shutdown(state: ServerState, invocation: str) -> None:
+    async with anyio.create_task_group() as group:
+
+        async def result() -> None:
+            with contextlib.suppress(HandlerFailed, ActorflowError):
+                await state.runtime.result(invocation)
+            group.cancel_scope.cancel()
+
+        async def shutdown() -> None:
+            await state.shutting_down.wait()
+            group.cancel_scope.cancel()
+
+        group.start_soon(result)
+        group.start_soon(shutdown)
+
+
+def _invocation_url(invocation: str) -> str:
+    actor, _, tail = invocation.rpartition("#")
+    return f"{API}/actors/{actor}/invocations/{tail}"
+
+
+def _invocation_id(request: Request) -> str:
+    params = request.path_params
+    return f"{params['type']}/{params['key']}#{params['invocation']}"
+
+
+async def show_invocation(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors/{type}/{key}/invocations/{id}[?wait=S]: status and result."""
+    invocation = _invocation_id(request)
+    status = await state.runtime.invocation(invocation)
+    if status is None:
+        raise ApiError(404, "unknown_invocation", f"no invocation {invocation!r} was accepted")
+    wait = _query_float(request, "wait", MAX_WAIT)
+    if wait and status.state in ("queued", "running"):
+        with anyio.move_on_after(wait):
+            await _result_or_shutdown(state, invocation)
+        status = await state.runtime.invocation(invocation) or status
+    return json_response(status)
+
+
+async def cancel(request: Request, state: ServerState) -> Response:
+    """POST /v1/actors/{type}/{key}/invocations/{id}/cancel: cancel it (compensating)."""
+    invocation = _invocation_id(request)
+    status = await state.runtime.invocation(invocation)
+    if status is None:
+        raise ApiError(404, "unknown_invocation", f"no invocation {invocation!r} was accepted")
+    if status.state in ("queued", "running"):
+        await state.runtime.cancel(invocation)
+    return json_response(await state.runtime.invocation(invocation), 202)
+
+
+async def deliver(request: Request, state: ServerState) -> Response:
+    """POST /v1/actors/{type}/{key}/events/{name}: deliver an event for ctx.wait_for."""
+    _refuse_while_stopping(state)
+    payload = await _body(request, state)
+    await state.runtime.deliver(_ref(request), request.path_params["name"], payload)
+    return json_response({"delivered": request.path_params["name"]}, 202)
+
+
+async def actor_status(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors/{type}/{key}: what the actor is doing."""
+    ref = _ref(request)
+    _check_ref(state, ref)
+    return json_response(await state.runtime.status(ref))
+
+
+async def actor_journal(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors/{type}/{key}/journal: the actor's journal as readable entries."""
+    ref = _ref(request)
+    _check_ref(state, ref)
+    return json_response(await state.runtime.journal(ref))
+
+
+def _check_ref(state: ServerState, ref: ActorRef) -> None:
+    check_key(ref.key)
+    if ref.type_name not in state.runtime.actor_types:
+        raise UnknownActorError(f"unknown actor type {ref.type_name!r}")
+
+
+async def list_actors(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors?type=&state=: actors by type and state."""
+    type_name = request.query_params.get("type")
+    if type_name is not None and type_name not in state.runtime.actor_types:
+        raise UnknownActorError(f"unknown actor type {type_name!r}")
+    wanted = request.query_params.get("state")
+    return json_response(await state.runtime.list_actors(type_name, wanted))
+
+
+async def livez(request: Request, state: ServerState) -> Response:
+    """GET /livez: the process is alive."""
+    return json_response({"status": "alive"})
+
+
+async def readyz(request: Request, state: ServerState) -> Response:
+    """GET /readyz: ready for traffic (fails as soon as shutdown begins)."""
+    if state.shutting_down.is_set():
+        return json_response({"status": "shutting down"}, 503)
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: Request, state: ServerState) -> Response:
+    """GET /metrics: Prometheus text format."""
+    text = render_metrics(state.runtime, state.requests)
+    return Response(text, media_type="text/plain; version=0.0.4")
+
+
+async def openapi(request: Request, state: ServerState) -> Response:
+    """GET /openapi.json: this API, with a request schema per hosted handler."""
+    return json_response(openapi_document(state.runtime))
+
+
+def create_app(state: ServerState) -> Starlette:
+    """The ASGI app serving ``state.runtime``."""
+    actor = f"{API}/actors/{{type}}/{{key}}"
+
+    def route(path: str, fn: Endpoint, methods: list[str], public: bool = False) -> Route:
+        return Route(path, endpoint(fn, state, public=public), methods=methods)
+
+    routes = [
+        route("/livez", livez, ["GET"], public=True),
+        route("/readyz", readyz, ["GET"]),
+        route("/metrics", metrics, ["GET"]),
+        route("/openapi.json", openapi, ["GET"]),
+        route(f"{API}/actors", list_actors, ["GET"]),
+        route(actor, actor_status, ["GET"]),
+        route(f"{actor}/journal", actor_journal, ["GET"]),
+        route(f"{actor}/messages/{{handler}}", send, ["POST"]),
+        route(f"{actor}/events/{{name}}", deliver, ["POST"]),
+        route(f"{actor}/invocations/{{invocation}}", show_invocation, ["GET"]),
+        route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.add_exception_handler(404, _not_found)
+    app.add_exception_handler(405, _not_allowed)
+    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(
+        ApiError(404, "not_found", f"no endpoint {request.url.path}; see /openapi.json")
+    )
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(
+        ApiError(
+            405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+        )
+    )

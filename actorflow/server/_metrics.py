@@ -1,0 +1,31 @@
+"""The /metrics endpoint's body: runtime and journal figures in Prometheus' text format."""
+
+from __future__ import annotations
+
+from actorflow._metrics import batch_histogram, counter, gauge
+from actorflow._runtime import Runtime
+
+
+def render_metrics(runtime: Runtime, requests: int) -> str:
+    """Every metric, as Prometheus text."""
+    metrics = runtime.metrics
+    states = list(runtime.hosted().values())
+    lines = [
+        *counter("actorflow_turns_total", "Turns finished (live and replayed).", metrics.turns),
+        *counter("actorflow_steps_total", "Step outcomes journaled.", metrics.steps),
+        *counter("actorflow_journal_appends_total", "Journal appends by actors.", metrics.appends),
+        *counter("actorflow_activations_total", "Actor activations.", metrics.activations),
+        *counter("actorflow_recovered_total", "Actors recovered at start.", metrics.recovered),
+        *counter("actorflow_http_requests_total", "HTTP requests served.", requests),
+        *gauge("actorflow_actors_active", "Actors in memory.", len(states)),
+        *gauge("actorflow_actors_stuck", "Actors stuck.", states.count("stuck")),
+        *metrics.turn_seconds.render("actorflow_turn_duration_seconds", "Wall time of live turns."),
+    ]
+    stats = getattr(runtime.store, "stats", None)
+    if stats is not None:
+        lines += counter("actorflow_journal_commits_total", "Group commits.", stats.commits)
+        lines += counter("actorflow_journal_records_total", "Records committed.", stats.records)
+        lines += batch_histogram(stats.batch_sizes.items()).render(
+            "actorflow_journal_commit_batch_records", "Records per group commit."
+        )
+    return "\n".join(lines) + "\n"

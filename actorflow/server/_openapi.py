@@ -1,0 +1,96 @@
+"""The OpenAPI document the server serves at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actorflow._runtime import ActorStatus, InvocationStatus, JournalEntry, Runtime
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["type", "message"],
+        }
+    },
+}
+
+
+def openapi_document(runtime: Runtime) -> dict[str, Any]:
+    """OpenAPI 3.1 for the API, with each hosted handler's argument schema."""
+    (status, invocation, entry), components = msgspec.json.schema_components(
+        [ActorStatus, InvocationStatus, JournalEntry], ref_template="#/components/schemas/{name}"
+    )
+    paths: dict[str, Any] = {}
+    for type_name, cls in sorted(runtime.actor_types.items()):
+        for name, info in sorted(cls.__actorflow_handlers__.items()):
+            (args,), extra = msgspec.json.schema_components(
+                [info.params], ref_template="#/components/schemas/{name}"
+            )
+            components.update(extra)
+            paths[f"/v1/actors/{type_name}/{{key}}/messages/{name}"] = {
+                "post": _send(type_name, name, info.fn.__doc__ or "", args, invocation)
+            }
+    actor = "/v1/actors/{type}/{key}"
+    paths.update(
+        {
+            actor: {"get": _get("An actor's status.", status)},
+            f"{actor}/journal": {"get": _get("An actor's journal.", _array(entry))},
+            f"{actor}/invocations/{{id}}": {"get": _get("An invocation.", invocation)},
+            f"{actor}/invocations/{{id}}/cancel": {"post": _get("Cancel it.", invocation)},
+            f"{actor}/events/{{name}}": {"post": _get("Deliver an event.", {"type": "object"})},
+            "/v1/actors": {"get": _get("Actors by ?type= and ?state=.", _array(status))},
+            "/livez": {"get": _get("Liveness.", {"type": "object"})},
+            "/readyz": {"get": _get("Readiness (503 while shutting down).", {"type": "object"})},
+            "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {}}}},
+        }
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "actorflow", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _array(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _get(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "responses": {"200": _json(schema), "default": _json(_ERROR)},
+    }
+
+
+def _send(
+    type_name: str, handler: str, doc: str, args: dict[str, Any], invocation: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "summary": f"Send {type_name}.{handler}: {doc.strip().splitlines()[0] if doc else ''}",
+        "parameters": [
+            {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "wait", "in": "query", "schema": {"type": "number", "maximum": 60}},
+            {"name": "deadline", "in": "query", "schema": {"type": "number"}},
+            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+        ],
+        "requestBody": {"required": False, **_json(args)},
+        "responses": {
+            "200": _json(invocation),
+            "202": _json(invocation),
+            "default": _json(_ERROR),
+        },
+    }

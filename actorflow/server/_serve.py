@@ -1,0 +1,254 @@
+"""`actorflow serve`: load the app's actors, open the journal, serve HTTP, stop gracefully.
+
+On the first SIGTERM or SIGINT: readiness fails at once, new sends get 503 with
+Retry-After, each actor type stops by its strategy within the grace budget, the journal is
+flushed and the process exits 0. A second signal exits at once; everything acknowledged
+was already durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import uvicorn
+
+from actorflow._actor import Actor
+from actorflow._errors import ActorflowError
+from actorflow._runtime import Runtime
+from actorflow.server._app import ServerState, create_app
+from journal import Durability, SqliteStore
+
+log = logging.getLogger("actorflow.serve")
+
+DEFAULT_PORT = 8787
+DEFAULT_JOURNAL = "actorflow.db"
+#: Kept back from the grace budget for closing HTTP connections and the journal.
+EXIT_MARGIN = 0.5
+
+
+class ServeError(ActorflowError):
+    """`actorflow serve` cannot start as configured; the message says what to change."""
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """Everything `actorflow serve` is told (see `actorflow serve --help`)."""
+
+    app: str
+    journal: str = DEFAULT_JOURNAL
+    durability: Durability = "full"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    grace: float = 25.0
+    log_level: str = "info"
+    token: str | None = None
+    allow_public: bool = False
+    max_body_bytes: int = 1024 * 1024
+    snapshot_every: int = 100
+    idle_timeout: float = 60.0
+    version: str = ""
+
+
+def load_actors(spec: str) -> list[type[Actor]]:
+    """The actor classes named by ``spec``: ``package.module``, ``path/to/file.py``, or
+    either followed by ``:NAME`` (a class, or a list of classes). Without ``:NAME``,
+    the module's ``ACTORS`` list if it has one, else every Actor class it holds."""
+    target, _, attr = spec.partition(":")
+    module = _import(target)
+    if attr:
+        found = getattr(module, attr, None)
+        if found is None:
+            raise ServeError(f"{target} has no attribute {attr!r}")
+        classes = list(found) if isinstance(found, list | tuple) else [found]
+    elif hasattr(module, "ACTORS"):
+        classes = list(module.ACTORS)
+    else:
+        classes = [
+            value
+            for value in vars(module).values()
+            if inspect.isclass(value) and issubclass(value, Actor) and value is not Actor
+        ]
+    bad = [c for c in classes if not (inspect.isclass(c) and issubclass(c, Actor))]
+    if bad or not classes:
+        raise ServeError(
+            f"{spec} names no actor classes (found {bad or 'none'}); point actorflow serve "
+            f"at a module that defines actorflow.Actor subclasses, e.g. examples.agents"
+        )
+    return classes
+
+
+def _import(target: str) -> ModuleType:
+    if target.endswith(".py") or os.sep in target:
+        path = Path(target).resolve()
+        if not path.is_file():
+            raise ServeError(f"no such file: {target}")
+        sys.path.insert(0, str(path.parent))
+        loaded = importlib.util.spec_from_file_location(path.stem, path)
+        if loaded is None or loaded.loader is None:
+            raise ServeError(f"cannot import {target}")
+        module = importlib.util.module_from_spec(loaded)
+        sys.modules[path.stem] = module
+        loaded.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        raise ServeError(f"cannot import {target!r}: {exc}") from exc
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(config: ServeConfig) -> None:
+    """Refuse to listen beyond this machine without a token (unless told to)."""
+    if is_loopback(config.host) or config.token or config.allow_public:
+        return
+    raise ServeError(
+        f"refusing to listen on {config.host} without an auth token: anyone who can reach "
+        f"it could run your agents. Set a token with --token-file PATH or the "
+        f"ACTORFLOW_TOKEN environment variable, or pass --allow-public-without-token "
+        f"if something in front of this server authenticates."
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: `serve` owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def event(name: str, **fields: Any) -> None:
+    """A lifecycle log line: ``event=name key=value ...``."""
+    details = " ".join(f"{key}={value}" for key, value in fields.items())
+    log.info("event=%s %s", name, details)
+
+
+async def serve(config: ServeConfig) -> int:
+    """Run the server until a signal stops it; return the process exit code."""
+    check_binding(config)
+    actors = load_actors(config.app)
+    names = ",".join(sorted(cls.__actorflow_name__ for cls in actors))
+    started = time.monotonic()
+    store = await SqliteStore.open(config.journal, durability=config.durability)
+    try:
+        runtime = Runtime(
+            store,
+            actors,
+            snapshot_every=config.snapshot_every,
+            idle_timeout=config.idle_timeout,
+            version=config.version,
+            grace=config.grace,
+        )
+        async with runtime:
+            event(
+                "start",
+                actors=names,
+                journal=config.journal,
+                durability=config.durability,
+                recovered=runtime.metrics.recovered,
+            )
+            await _serve_until_signal(config, runtime)
+    finally:
+        await store.close()
+    event("exit", code=0, uptime_s=f"{time.monotonic() - started:.1f}")
+    return 0
+
+
+async def _serve_until_signal(config: ServeConfig, runtime: Runtime) -> None:
+    state = ServerState(runtime, token=config.token, max_body_bytes=config.max_body_bytes)
+    server = _Server(
+        uvicorn.Config(
+            create_app(state),
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+    )
+    sock = _bind(config)
+    stop = anyio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            event("exit-now", signal=signal.Signals(signum).name, reason="second signal")
+            logging.shutdown()
+            os._exit(128 + signum)
+        stop.set()
+
+    loop = _running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    async with anyio.create_task_group() as group:
+        group.start_soon(server.serve, [sock])
+        event("listening", url=f"http://{config.host}:{sock.getsockname()[1]}")
+        await stop.wait()
+        began = time.monotonic()
+        state.shutting_down.set()
+        name = signal.Signals(received[0]).name
+        event("draining", signal=name, budget_s=config.grace, running=len(runtime.hosted()))
+        budget = max(0.0, config.grace - EXIT_MARGIN)
+        report = await runtime.shutdown(budget)
+        event(
+            "stopped-turns",
+            running=report.running,
+            checkpointed=report.checkpointed,
+            finished=report.finished,
+            compensated=report.compensated,
+            abandoned=report.abandoned,
+            seconds=f"{time.monotonic() - began:.2f}",
+        )
+        server.should_exit = True
+
+
+def _bind(config: ServeConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror}; is another "
+            f"server running there? Choose another --port."
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _running_loop() -> Any:
+    import asyncio
+
+    return asyncio.get_running_loop()
