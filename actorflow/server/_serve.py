@@ -32,7 +32,7 @@ from actorflow._actor import Actor
 from actorflow._errors import ActorflowError
 from actorflow._runtime import Runtime
 from actorflow.server._app import ServerState, create_app
-from journal import Durability, SqliteStore
+from journal import Durability, SqliteStore, StoreLockedError
 
 log = logging.getLogger("actorflow.serve")
 
@@ -63,6 +63,7 @@ class ServeConfig:
     snapshot_every: int = 100
     idle_timeout: float = 60.0
     version: str = ""
+    lock_wait: float = 60.0
 
 
 def load_actors(spec: str) -> list[type[Actor]]:
@@ -156,7 +157,7 @@ async def serve(config: ServeConfig) -> int:
     actors = load_actors(config.app)
     names = ",".join(sorted(cls.__actorflow_name__ for cls in actors))
     started = time.monotonic()
-    store = await SqliteStore.open(config.journal, durability=config.durability)
+    store = await _open_journal(config)
     try:
         runtime = Runtime(
             store,
@@ -179,6 +180,26 @@ async def serve(config: ServeConfig) -> int:
         await store.close()
     event("exit", code=0, uptime_s=f"{time.monotonic() - started:.1f}")
     return 0
+
+
+async def _open_journal(config: ServeConfig) -> SqliteStore:
+    """Open the journal, waiting (up to ``lock_wait`` seconds) while the previous process
+    still holds it: during a deploy the new process may start before the old one exits."""
+    give_up = time.monotonic() + config.lock_wait
+    waiting = False
+    while True:
+        try:
+            return await SqliteStore.open(config.journal, durability=config.durability)
+        except StoreLockedError:
+            if time.monotonic() >= give_up:
+                raise ServeError(
+                    f"{config.journal} is still held by another process after "
+                    f"{config.lock_wait:g} s; stop it, or point --journal elsewhere"
+                ) from None
+            if not waiting:
+                event("waiting-for-journal", journal=config.journal)
+                waiting = True
+            await anyio.sleep(0.1)
 
 
 async def _serve_until_signal(config: ServeConfig, runtime: Runtime) -> None:
