@@ -11,7 +11,7 @@ import inspect
 import re
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import msgspec
 
@@ -92,6 +92,19 @@ class HandlerInfo:
     def decode_result(self, data: bytes) -> Any:
         """A journaled result, as the annotated type."""
         return self._result_decoder.decode(data)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def handler(fn: F, /) -> F: ...
+
+
+@overload
+def handler(
+    *, deadline: float | None = None, compensate_on_error: bool = True
+) -> Callable[[F], F]: ...
 
 
 def handler(

@@ -104,7 +104,8 @@ class ActorHost:
         self._messages: collections.deque[tuple[int, MessageAccepted]] = collections.deque()
         self._events: dict[str, collections.deque[tuple[int, EventDelivered]]] = {}
         self._consumed: set[int] = set()
-        self._since_snapshot = 0
+        self._snapshot_turn = 0  # the turn the latest snapshot was taken after
+        self.activated = anyio.Event()  # set once activation and replay are over
         self._notified = anyio.Event()
         self._unread = False
         self._inbox_lock = anyio.Lock()
@@ -248,7 +249,7 @@ class ActorHost:
         state_type = self.cls.__actorflow_state__
         if state_type is not None:
             self.instance.state = msgspec.msgpack.decode(snapshot.state, type=state_type)
-        self.turns = snapshot.turn
+        self.turns = self._snapshot_turn = snapshot.turn
         self._message_done = snapshot.inbox_done
         self._consumed = set(snapshot.events)
         self.results.update(snapshot.results)
@@ -440,9 +441,9 @@ class ActorHost:
         self.runtime.invocation_ended(invocation, reply)
 
     async def _maybe_snapshot(self) -> None:
-        self._since_snapshot += 1
         every = self.runtime.snapshot_every
-        if self.cls.__actorflow_state__ is None or not every or self._since_snapshot < every:
+        due = every and self.turns - self._snapshot_turn >= every
+        if self.cls.__actorflow_state__ is None or not due:
             return
         snapshot = ActorSnapshot(
             self.turns,
@@ -456,14 +457,17 @@ class ActorHost:
             self.stream, position, msgspec.msgpack.encode(snapshot), epoch=self._epoch
         )
         await self.store.truncate(self.stream, position, epoch=self._epoch)
-        self._since_snapshot = 0
+        self._snapshot_turn = self.turns
 
     # -- the actor's life -----------------------------------------------------------------
 
     async def run(self) -> None:
         """Activate, then process turns until idle long enough, stuck, or stopped."""
         try:
-            resume = await self.activate()
+            try:
+                resume = await self.activate()
+            finally:
+                self.activated.set()
             if resume is not None:
                 self._take_message(resume.started.inbox)
                 await self._run_turn(resume.started, self._recorded(resume))

@@ -226,9 +226,15 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
         assert self._group is not None
-        group, self._group = self._group, None
+        group = self._group
+        try:
+            await self.stop()
+        except BaseException as stopping:  # cancelled from outside: still close the group
+            self._group = None
+            await group.__aexit__(type(stopping), stopping, stopping.__traceback__)
+            raise
+        self._group = None
         await group.__aexit__(exc_type, exc, tb)
 
     async def stop(self) -> None:
@@ -523,6 +529,7 @@ class Runtime:
         with anyio.fail_after(math.inf if timeout is None else timeout):
             while True:
                 host = self._activate(actor_id)
+                await host.activated.wait()  # its snapshot may hold the result
                 reply = host.results.get(invocation)
                 if reply is not None:
                     return self._unwrap(invocation, reply)

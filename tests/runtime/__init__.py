@@ -1,0 +1,1 @@
+"""Behaviour tests of the actor runtime: actors, ctx, replay, recovery, status, snapshots."""
