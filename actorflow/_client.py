@@ -18,7 +18,7 @@ import msgspec
 
 from actorflow._actor import Actor, HandlerInfo
 from actorflow._context import ActorRef, handler_name, type_name_of
-from actorflow._errors import ActorflowError, HandlerFailed
+from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
 from actorflow._runtime import ActorStatus, InvocationStatus, JournalEntry
 
 A = TypeVar("A", bound=Actor)
@@ -154,10 +154,13 @@ def _outcome(status: InvocationStatus, result_type: Any = Any) -> Any:
 def _positional(
     cls: type[Actor], handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[dict[str, Any], HandlerInfo]:
-    info = cls.__actorflow_handlers__[handler]
-    named = dict(zip(info.params.__struct_fields__, args, strict=False))
-    named.update(kwargs)
-    return msgspec.to_builtins(named), info
+    """Named, JSON-ready arguments, checked against the handler's signature here first."""
+    info = cls.__actorflow_handlers__.get(handler)
+    if info is None:
+        raise UnknownHandlerError(f"{cls.__name__} has no handler {handler!r}")
+    data = info.encode_args(type_name_of(cls), args, kwargs)
+    named: dict[str, Any] = msgspec.to_builtins(msgspec.msgpack.decode(data))
+    return named, info
 
 
 def _headers(token: str | None) -> dict[str, str]:

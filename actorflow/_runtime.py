@@ -484,11 +484,12 @@ class Runtime:
     def _actor_of(self, invocation: str) -> str:
         actor_id, sep, _ = invocation.rpartition("#")
         type_name, slash, key = actor_id.partition("/")
-        if not (sep and slash) or type_name not in self._types:
+        if not (sep and slash):
             raise InvalidMessageError(
-                f"{invocation!r} is not an invocation id of this runtime's actors "
-                f"(they look like Type/key#hex)"
+                f"{invocation!r} is not an invocation id (they look like Type/key#hex)"
             )
+        if type_name not in self._types:
+            raise UnknownActorError(f"invocation {invocation!r}: {self._unknown_type(type_name)}")
         check_key(key)
         return actor_id
 

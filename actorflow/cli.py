@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import httpx
 import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, SyncClient
-from actorflow._errors import HandlerFailed
 from actorflow._runtime import JournalEntry
 from actorflow.server import DEFAULT_PORT, ServeConfig, ServeError, serve
 
@@ -171,9 +171,15 @@ def _client(url: str, token_file: Path | None) -> SyncClient:
     return SyncClient(url, token=_token(token_file))
 
 
+#: What talking to the server can raise: refusals, network failures, bad names.
+CLIENT_ERRORS = (ClientError, httpx.HTTPError, OSError, ValueError)
+
+
 def _fail(exc: Exception) -> NoReturn:
     if isinstance(exc, ClientError):
         raise click.ClickException(f"{exc.message} (HTTP {exc.status}, {exc.kind})")
+    if isinstance(exc, ValueError):
+        raise click.ClickException(str(exc))
     raise click.ClickException(
         f"cannot reach the server: {exc}. Is `actorflow serve` running at that --url?"
     )
@@ -220,7 +226,7 @@ def send(
                     deadline=deadline,
                 )
             )
-    except (ClientError, OSError, ValueError) as exc:
+    except CLIENT_ERRORS as exc:
         _fail(exc)
 
 
@@ -233,7 +239,7 @@ def show(invocation: str, wait: float | None, url: str, token_file: Path | None)
     try:
         with _client(url, token_file) as client:
             _print(client.invocation(invocation, wait=wait))
-    except (ClientError, OSError, ValueError) as exc:
+    except CLIENT_ERRORS as exc:
         _fail(exc)
 
 
@@ -245,7 +251,7 @@ def status(actor: str, url: str, token_file: Path | None) -> None:
     try:
         with _client(url, token_file) as client:
             _print(client.status(actor))
-    except (ClientError, OSError, ValueError) as exc:
+    except CLIENT_ERRORS as exc:
         _fail(exc)
 
 
@@ -258,7 +264,7 @@ def journal_command(actor: str, as_json: bool, url: str, token_file: Path | None
     try:
         with _client(url, token_file) as client:
             entries = client.journal(actor)
-    except (ClientError, OSError, ValueError) as exc:
+    except CLIENT_ERRORS as exc:
         _fail(exc)
     if as_json:
         _print(entries)
@@ -294,7 +300,10 @@ def _describe(entry: JournalEntry) -> str:
     data = entry.data
     if entry.type == "turn":
         return f"turn {data['turn']}: {data['handler']}({_short(data['args'])})"
-    if entry.type in ("step", "step_failed", "step_started", "timer"):
+    if entry.type == "timer":
+        fires = datetime.datetime.fromtimestamp(data["fire_at"]).strftime("%H:%M:%S.%f")[:-3]
+        return f"turn {data['turn']} step {data['step']} {data['name']}: fires at {fires}"
+    if entry.type in ("step", "step_failed", "step_started"):
         detail = data.get("value", data.get("error", data.get("fire_at", "")))
         return f"turn {data['turn']} step {data['step']} {data['name']}: {_short(detail)}"
     if entry.type in ("turn_done", "turn_failed"):
@@ -320,7 +329,7 @@ def list_command(
     try:
         with _client(url, token_file) as client:
             found = client.list_actors(type_name, state)
-    except (ClientError, OSError, ValueError) as exc:
+    except CLIENT_ERRORS as exc:
         _fail(exc)
     for actor in found:
         click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
@@ -337,7 +346,7 @@ def deliver(actor: str, name: str, payload: str | None, url: str, token_file: Pa
     try:
         with _client(url, token_file) as client:
             client.deliver(actor, name, value)
-    except (ClientError, OSError, ValueError) as exc:
+    except CLIENT_ERRORS as exc:
         _fail(exc)
     click.echo(f"delivered {name} to {actor}")
 
@@ -350,5 +359,5 @@ def cancel(invocation: str, url: str, token_file: Path | None) -> None:
     try:
         with _client(url, token_file) as client:
             _print(client.cancel(invocation))
-    except (ClientError, OSError, ValueError, HandlerFailed) as exc:
+    except CLIENT_ERRORS as exc:
         _fail(exc)

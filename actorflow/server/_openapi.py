@@ -36,19 +36,19 @@ def openapi_document(runtime: Runtime) -> dict[str, Any]:
                 "post": _send(type_name, name, info.fn.__doc__ or "", args, invocation)
             }
     actor = "/v1/actors/{type}/{key}"
-    paths.update(
-        {
-            actor: {"get": _get("An actor's status.", status)},
-            f"{actor}/journal": {"get": _get("An actor's journal.", _array(entry))},
-            f"{actor}/invocations/{{id}}": {"get": _get("An invocation.", invocation)},
-            f"{actor}/invocations/{{id}}/cancel": {"post": _get("Cancel it.", invocation)},
-            f"{actor}/events/{{name}}": {"post": _get("Deliver an event.", {"type": "object"})},
-            "/v1/actors": {"get": _get("Actors by ?type= and ?state=.", _array(status))},
-            "/livez": {"get": _get("Liveness.", {"type": "object"})},
-            "/readyz": {"get": _get("Readiness (503 while shutting down).", {"type": "object"})},
-            "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {}}}},
-        }
-    )
+    endpoints: list[tuple[str, str, str, dict[str, Any]]] = [
+        (actor, "get", "An actor's status.", status),
+        (f"{actor}/journal", "get", "An actor's journal.", _array(entry)),
+        (f"{actor}/invocations/{{id}}", "get", "An invocation (?wait=S).", invocation),
+        (f"{actor}/invocations/{{id}}/cancel", "post", "Cancel an invocation.", invocation),
+        (f"{actor}/events/{{name}}", "post", "Deliver an event.", {"type": "object"}),
+        ("/v1/actors", "get", "Actors by ?type= and ?state=.", _array(status)),
+        ("/livez", "get", "Liveness.", {"type": "object"}),
+        ("/readyz", "get", "Readiness (503 while shutting down).", {"type": "object"}),
+    ]
+    for path, method, summary, schema in endpoints:
+        paths[path] = {method: _get(summary, schema, path)}
+    paths["/metrics"] = {"get": {"summary": "Prometheus metrics.", "responses": {"200": {}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "actorflow", "version": "1"},
@@ -69,11 +69,21 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _get(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _get(summary: str, schema: dict[str, Any], path: str = "") -> dict[str, Any]:
     return {
         "summary": summary,
+        "parameters": _path_parameters(path),
         "responses": {"200": _json(schema), "default": _json(_ERROR)},
     }
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    """Every ``{name}`` in a path template, declared as a required string parameter."""
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in names
+    ]
 
 
 def _send(

@@ -157,7 +157,12 @@ async def serve(config: ServeConfig) -> int:
     actors = load_actors(config.app)
     names = ",".join(sorted(cls.__actorflow_name__ for cls in actors))
     started = time.monotonic()
-    store = await _open_journal(config)
+    sock = _bind(config)  # before anything else, so a busy port is a plain error
+    try:
+        store = await _open_journal(config)
+    except BaseException:
+        sock.close()
+        raise
     try:
         runtime = Runtime(
             store,
@@ -175,7 +180,7 @@ async def serve(config: ServeConfig) -> int:
                 durability=config.durability,
                 recovered=runtime.metrics.recovered,
             )
-            await _serve_until_signal(config, runtime)
+            await _serve_until_signal(config, runtime, sock)
     finally:
         await store.close()
     event("exit", code=0, uptime_s=f"{time.monotonic() - started:.1f}")
@@ -202,7 +207,7 @@ async def _open_journal(config: ServeConfig) -> SqliteStore:
             await anyio.sleep(0.1)
 
 
-async def _serve_until_signal(config: ServeConfig, runtime: Runtime) -> None:
+async def _serve_until_signal(config: ServeConfig, runtime: Runtime, sock: socket.socket) -> None:
     state = ServerState(runtime, token=config.token, max_body_bytes=config.max_body_bytes)
     server = _Server(
         uvicorn.Config(
@@ -215,7 +220,6 @@ async def _serve_until_signal(config: ServeConfig, runtime: Runtime) -> None:
             timeout_graceful_shutdown=1,
         )
     )
-    sock = _bind(config)
     stop = anyio.Event()
     received: list[int] = []
 

@@ -1,0 +1,89 @@
+"""Small actors for the server tests: served in-process and by `actorflow serve`.
+
+Module-level lists record the effects of steps, so an in-process test can count them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import msgspec
+
+from actorflow import Actor, handler
+
+#: Greetings actually computed (by the step, not replayed), by name.
+greeted: Counter[str] = Counter()
+#: Reservations made and released, in order.
+reserved: list[str] = []
+released: list[str] = []
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """What a human decided about a request."""
+
+    what: str
+    by: str
+    approved: bool
+
+
+def greeting(name: str, times: int) -> str:
+    greeted[name] += 1
+    return " ".join([f"hello {name}"] * times)
+
+
+def reserve(destination: str) -> str:
+    reserved.append(destination)
+    return f"seat-to-{destination}"
+
+
+def release(seat: str) -> None:
+    released.append(seat)
+
+
+class Greeter(Actor):
+    """Answers at once."""
+
+    @handler
+    async def greet(self, name: str, times: int = 1) -> str:
+        """Greet someone, ``times`` times."""
+        return await self.ctx.run(greeting, name, times, name="greeting")
+
+
+class Approval(Actor):
+    """Waits for a human's decision."""
+
+    @handler
+    async def request(self, what: str) -> Decision:
+        """Ask for approval of ``what`` and wait for the ``decision`` event."""
+        decision = await self.ctx.wait_for("decision", type=dict[str, str | bool])
+        return Decision(what, str(decision["by"]), bool(decision["approved"]))
+
+
+class Broken(Actor):
+    """Always fails."""
+
+    @handler
+    async def explode(self, reason: str) -> str:
+        """Raise."""
+        raise ValueError(f"boom: {reason}")
+
+
+class Booking(Actor):
+    """Reserves a seat (undone on cancel), then waits an hour for departure."""
+
+    @handler
+    async def trip(self, destination: str) -> str:
+        """Reserve, then sleep until departure."""
+        await self.ctx.run(reserve, destination, name="reserve", compensate=release)
+        await self.ctx.sleep(3600, name="departure")
+        return f"departed to {destination}"
+
+
+ACTORS = [Greeter, Approval, Broken, Booking]
+
+
+def reset() -> None:
+    """Forget the effects recorded so far."""
+    greeted.clear()
+    reserved.clear()
+    released.clear()

@@ -1,0 +1,384 @@
+"""`actorflow serve` as a real process, and the CLI commands against it over loopback HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from actorflow import ClientError, SyncClient
+from actorflow.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ACTORFLOW = str(pathlib.Path(sys.executable).parent / "actorflow")
+APP = "tests.server.app_under_test"
+#: The grace budget the servers here run with.
+GRACE = 3.0
+#: Longest a server may take to answer /livez after it is started.
+START_DEADLINE = 20.0
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once by the OS, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment, without actorflow settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+    return env | extra
+
+
+@dataclasses.dataclass
+class Server:
+    """A running `actorflow serve` process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: pathlib.Path
+
+    def stop(self) -> int:
+        """SIGTERM it and wait for it to exit; its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=GRACE + 10)
+
+    def logged(self) -> str:
+        """What it wrote to stderr so far."""
+        return self.log.read_text()
+
+
+def _wait_until_live(server: Server) -> None:
+    give_up = time.monotonic() + START_DEADLINE
+    while time.monotonic() < give_up:
+        if server.process.poll() is not None:
+            raise AssertionError(f"actorflow serve exited early:\n{server.logged()}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{server.url}/livez", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"actorflow serve did not answer /livez in time:\n{server.logged()}")
+
+
+@contextlib.contextmanager
+def served(
+    workdir: pathlib.Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """`actorflow serve` of the test app on a free loopback port; killed if still running."""
+    port = free_port()
+    log = workdir / f"serve-{port}.log"
+    command = [ACTORFLOW, "serve", APP, "--port", str(port), "--grace", str(GRACE)]
+    command += ["--journal", str(workdir / "journal.db"), *options]
+    with open(workdir / f"serve-{port}.out", "wb") as out, open(log, "wb") as err:
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=out, stderr=err, env=env or clean_env()
+        )
+        server = Server(process, f"http://127.0.0.1:{port}", log)
+        try:
+            _wait_until_live(server)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run an `actorflow` command; its exit code and output."""
+    return subprocess.run(
+        [ACTORFLOW, *args],
+        cwd=ROOT,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def ok(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run an `actorflow` command that must succeed; its stdout."""
+    done = cli(*args, env=env)
+    assert done.returncode == 0, f"actorflow {' '.join(args)}:\n{done.stderr}"
+    return done.stdout
+
+
+def ok_json(*args: str) -> Any:
+    """Run an `actorflow` command that prints JSON; the value."""
+    return json.loads(ok(*args))
+
+
+def wait_for_state(url: str, actor: str, state: str) -> None:
+    """Poll the server until ``actor`` is in ``state``."""
+    give_up = time.monotonic() + 10
+    with SyncClient(url) as client:
+        while client.status(actor).state != state:
+            assert time.monotonic() < give_up, f"{actor} never became {state!r}"
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server shared by the CLI tests of this module."""
+    with served(tmp_path_factory.mktemp("serve"), "--max-body-bytes", "4096") as running:
+        yield running
+        assert running.stop() == 0
+        assert re.search(r"event=exit code=0\b", running.logged())
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def test_send_with_wait_prints_the_result_and_show_prints_the_invocation(server: Server) -> None:
+    url = ("--url", server.url)
+    sent = ok_json(
+        "send", "Greeter/cli", "greet", '{"name": "ann", "times": 2}', "--wait", "5", *url
+    )
+    assert sent["state"] == "completed"
+    assert sent["result"] == "hello ann hello ann"
+    assert sent["invocation"].startswith("Greeter/cli#")
+    shown = ok_json("show", sent["invocation"], *url)
+    assert shown == sent
+    assert ok_json("show", sent["invocation"], "--wait", "1", *url) == sent
+
+
+def test_status_journal_list_and_cancel_of_a_running_trip(server: Server) -> None:
+    url = ("--url", server.url)
+    sent = ok_json("send", "Booking/cli", "trip", '{"destination": "oslo"}', *url)
+    assert sent["state"] in ("queued", "running")
+    invocation = sent["invocation"]
+    wait_for_state(server.url, "Booking/cli", "waiting-timer")
+
+    status = ok_json("status", "Booking/cli", *url)
+    assert status["state"] == "waiting-timer"
+    assert status["invocation"] == invocation
+
+    lines = ok("journal", "Booking/cli", *url).splitlines()
+    assert len(lines) == 4, lines
+    clock = r"\d\d:\d\d:\d\d\.\d{3}"
+    assert re.match(rf"actor\s+1\s+{clock}\s+turn\s+turn 1: trip\(", lines[0]), lines[0]
+    assert re.match(rf"actor\s+2\s+{clock}\s+step\s+turn 1 step 1 reserve: ", lines[1]), lines[1]
+    assert re.search(r"\+\d+\.\d{3}s$", lines[1]), lines[1]
+    assert re.match(rf"actor\s+3\s+{clock}\s+timer\s+turn 1 step 2 departure: ", lines[2]), lines[2]
+    assert re.match(rf"inbox\s+1\s+{clock}\s+message\s+trip\(", lines[3]), lines[3]
+    assert invocation in lines[3]
+    as_json = json.loads(ok("journal", "Booking/cli", "--json", *url))
+    assert [entry["type"] for entry in as_json] == ["turn", "step", "timer", "message"]
+
+    listed = ok("list", "--type", "Booking", *url).splitlines()
+    assert [line.split() for line in listed] == [["Booking/cli", "waiting-timer", invocation]]
+    by_state = ok("list", "--state", "waiting-timer", *url)
+    assert "Booking/cli" in by_state
+    assert "Greeter/" not in by_state
+
+    cancelled = ok_json("cancel", invocation, *url)
+    assert cancelled["invocation"] == invocation
+    ended = ok_json("show", invocation, "--wait", "5", *url)
+    assert ended["state"] == "cancelled"
+    assert ended["compensated"] == ["reserve"]
+
+
+def test_deliver_hands_an_event_to_a_waiting_handler(server: Server) -> None:
+    url = ("--url", server.url)
+    sent = ok_json("send", "Approval/cli", "request", '{"what": "deploy"}', *url)
+    delivered = ok("deliver", "Approval/cli", "decision", '{"by": "ops", "approved": true}', *url)
+    assert delivered.strip() == "delivered decision to Approval/cli"
+    ended = ok_json("show", sent["invocation"], "--wait", "5", *url)
+    assert ended["state"] == "completed"
+    assert ended["result"] == {"what": "deploy", "by": "ops", "approved": True}
+
+
+def test_an_unknown_handler_fails_with_a_message_naming_the_handlers(server: Server) -> None:
+    done = cli("send", "Greeter/cli", "shout", '{"name": "a"}', "--url", server.url)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "has no handler 'shout'" in done.stderr
+    assert "its handlers: greet" in done.stderr
+    assert "HTTP 404" in done.stderr
+    assert done.stdout == ""
+
+
+def test_arguments_that_are_not_json_fail_with_an_example(server: Server) -> None:
+    done = cli("send", "Greeter/cli", "greet", "{name: a}", "--url", server.url)
+    assert done.returncode == 2
+    assert "not valid JSON" in done.stderr
+    assert '{"topic": "x"}' in done.stderr
+    listed = cli("send", "Greeter/cli", "greet", '["a"]', "--url", server.url)
+    assert listed.returncode == 2
+    assert "JSON object" in listed.stderr
+
+
+def test_an_actor_named_without_a_key_fails_saying_how_to_name_it(server: Server) -> None:
+    done = cli("status", "Greeter", "--url", server.url)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Type/key" in done.stderr
+    assert "cannot reach the server" not in done.stderr  # it was reached; the name was wrong
+
+
+def test_a_server_that_is_not_there_fails_saying_what_to_check() -> None:
+    done = cli("list", "--url", f"http://127.0.0.1:{free_port()}")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Is `actorflow serve` running" in done.stderr
+
+
+def test_bodies_over_the_limit_are_refused_over_real_http(server: Server) -> None:
+    url = f"{server.url}/v1/actors/Greeter/big/messages/greet"
+    declared = httpx.post(url, content=b" " * 5000)
+    assert declared.status_code == 413
+    assert declared.json()["error"]["type"] == "body_too_large"
+    chunked = httpx.post(url, content=iter([b" " * 1024] * 8))
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413
+    assert chunked.json()["error"]["type"] == "body_too_large"
+    with SyncClient(server.url) as client:
+        assert "Greeter/big" not in [actor.actor for actor in client.list_actors("Greeter")]
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    overview = runner.invoke(main, ["--help"])
+    assert overview.exit_code == 0
+    commands = ["serve", "send", "show", "status", "journal", "list", "deliver", "cancel"]
+    assert set(commands) <= set(main.commands)
+    for name in commands:
+        assert name in overview.output
+        shown = runner.invoke(main, [name, "--help"], prog_name="actorflow")
+        assert shown.exit_code == 0, name
+        assert shown.output.startswith(f"Usage: actorflow {name}"), name
+        description = shown.output.split("\n\n")[1].strip()
+        assert len(description) > 10, (name, shown.output)
+        if name != "serve":
+            assert "--url" in shown.output, name
+    serve_help = runner.invoke(main, ["serve", "--help"]).output
+    for option in ("--journal", "--host", "--port", "--grace", "--log-level", "--token-file"):
+        assert option in serve_help
+    assert "ACTORFLOW_TOKEN" in serve_help
+
+
+# -- the server process -----------------------------------------------------------------------
+
+
+def test_sigterm_stops_a_server_mid_run_with_exit_code_0(tmp_path: pathlib.Path) -> None:
+    with served(tmp_path) as server:
+        with SyncClient(server.url) as client:
+            client.send("Booking/b", "trip", {"destination": "rome"})
+        wait_for_state(server.url, "Booking/b", "waiting-timer")
+        began = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - began < GRACE
+        logged = server.logged()
+    assert "event=start" in logged
+    assert "event=listening" in logged
+    assert "event=draining signal=SIGTERM" in logged
+    assert re.search(r"event=stopped-turns running=1 checkpointed=1 ", logged), logged
+    assert re.search(r"event=exit code=0\b", logged), logged
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path: pathlib.Path) -> None:
+    journal = tmp_path / "journal.db"
+    port = str(free_port())
+    command = [
+        ACTORFLOW,
+        "serve",
+        APP,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        port,
+        "--journal",
+        str(journal),
+    ]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "refusing to listen on 0.0.0.0" in done.stderr
+    assert "--token-file" in done.stderr
+    assert "ACTORFLOW_TOKEN" in done.stderr
+    assert "--allow-public-without-token" in done.stderr
+    assert "event=listening" not in done.stderr
+    assert not journal.exists()
+
+
+def test_a_token_from_the_environment_guards_every_endpoint_but_livez(
+    tmp_path: pathlib.Path,
+) -> None:
+    token = "tok-" + "x" * 20
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    with served(tmp_path, env=clean_env(ACTORFLOW_TOKEN=token)) as server:
+        assert httpx.get(f"{server.url}/livez").status_code == 200
+        refused = httpx.get(f"{server.url}/v1/actors")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert refused.json()["error"]["type"] == "unauthorized"
+        wrong = httpx.get(f"{server.url}/readyz", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+        with SyncClient(server.url, token=token) as client:
+            assert client.call("Greeter/tok", "greet", {"name": "tok"}) == "hello tok"
+        with SyncClient(server.url) as anonymous, pytest.raises(ClientError) as failure:
+            anonymous.status("Greeter/tok")
+        assert (failure.value.status, failure.value.kind) == (401, "unauthorized")
+
+        listed = ok("list", "--url", server.url, "--token-file", str(token_file))
+        assert "Greeter/tok" in listed
+        by_env = ok("list", "--url", server.url, env=clean_env(ACTORFLOW_TOKEN=token))
+        assert "Greeter/tok" in by_env
+        without = cli("list", "--url", server.url)
+        assert without.returncode == 1
+        assert "Authorization: Bearer" in without.stderr
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("app", "says"),
+    [
+        ("nosuch.module", "cannot import 'nosuch.module'"),
+        ("json", "names no actor classes"),
+        ("tests/server/nowhere.py", "no such file"),
+    ],
+)
+def test_serve_explains_an_app_it_cannot_load(tmp_path: pathlib.Path, app: str, says: str) -> None:
+    journal = tmp_path / "journal.db"
+    done = cli("serve", app, "--port", str(free_port()), "--journal", str(journal))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert says in done.stderr
+    assert not journal.exists()
+
+
+def test_serve_explains_a_port_already_in_use(tmp_path: pathlib.Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = cli("serve", APP, "--port", port, "--journal", str(tmp_path / "journal.db"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Choose another --port" in done.stderr
