@@ -69,7 +69,7 @@ class StepOptions:
 
     name: str
     retry: Retry | None = None
-    compensate: Callable[[Any], Any] | None = None
+    compensate: Callable[..., Any] | None = None
     irreversible: bool = False
     reconcile: ReconcileProbe | None = None
     at_most_once: bool = False
@@ -204,7 +204,7 @@ class Context:
         *args: Any,
         name: str | None = None,
         retry: Retry | None = None,
-        compensate: Callable[[Any], Any] | None = None,
+        compensate: Callable[..., Any] | None = None,
         irreversible: bool = False,
         reconcile: ReconcileProbe | None = None,
         at_most_once: bool = False,
@@ -218,7 +218,7 @@ class Context:
         *args: Any,
         name: str | None = None,
         retry: Retry | None = None,
-        compensate: Callable[[Any], Any] | None = None,
+        compensate: Callable[..., Any] | None = None,
         irreversible: bool = False,
         reconcile: ReconcileProbe | None = None,
         at_most_once: bool = False,
@@ -231,7 +231,7 @@ class Context:
         *args: Any,
         name: str | None = None,
         retry: Retry | None = None,
-        compensate: Callable[[Any], Any] | None = None,
+        compensate: Callable[..., Any] | None = None,
         irreversible: bool = False,
         reconcile: ReconcileProbe | None = None,
         at_most_once: bool = False,

@@ -104,6 +104,16 @@ class TimerStarted(msgspec.Struct, tag="timer", frozen=True):
     at: float = 0.0
 
 
+class TurnCancelling(msgspec.Struct, tag="turn_cancelling", frozen=True):
+    """The turn was cancelled at this point (by request, deadline or shutdown): from here
+    on only its compensations run. Journaled before the first of them, so that a turn
+    stopped mid-compensation resumes compensating instead of going forward."""
+
+    turn: int
+    reason: str
+    at: float = 0.0
+
+
 class TurnCompleted(msgspec.Struct, tag="turn_done", frozen=True):
     """The turn returned ``result``."""
 
@@ -129,6 +139,7 @@ class TurnFailed(msgspec.Struct, tag="turn_failed", frozen=True):
 
 ActorEntry = (
     TurnStarted
+    | TurnCancelling
     | StepStarted
     | StepCompleted
     | StepFailed

@@ -38,6 +38,7 @@ from actorflow._events import (
     StepCompleted,
     StepEntry,
     StepFailed,
+    TurnCancelling,
     TurnCompleted,
     TurnEnd,
     TurnFailed,
@@ -71,6 +72,7 @@ class _TurnGroup:
         self.steps: list[tuple[int, StepEntry]] = []
         self.end: TurnEnd | None = None
         self.end_position = 0
+        self.cancelled: str | None = None
 
 
 class ActorHost:
@@ -106,6 +108,7 @@ class ActorHost:
         self._consumed: set[int] = set()
         self._snapshot_turn = 0  # the turn the latest snapshot was taken after
         self.activated = anyio.Event()  # set once activation and replay are over
+        self.scope = anyio.CancelScope()  # cancelled to abandon the actor at shutdown
         self._notified = anyio.Event()
         self._unread = False
         self._inbox_lock = anyio.Lock()
@@ -268,13 +271,21 @@ class ActorHost:
                     )
                 elif isinstance(entry, TurnCompleted | TurnFailed):
                     groups[-1].end, groups[-1].end_position = entry, record.position
+                elif isinstance(entry, TurnCancelling):
+                    groups[-1].cancelled = entry.reason
                 else:
                     groups[-1].steps.append((record.position, entry))
         return groups
 
     def _recorded(self, group: _TurnGroup) -> RecordedTurn:
         return RecordedTurn(
-            self.actor_id, group.started, group.position, group.steps, group.end, group.end_position
+            self.actor_id,
+            group.started,
+            group.position,
+            group.steps,
+            group.end,
+            group.end_position,
+            group.cancelled,
         )
 
     async def _replay(self, group: _TurnGroup) -> None:
@@ -358,6 +369,9 @@ class ActorHost:
             raise
         except TurnCancelled as cancelled:
             turn.compensating = True
+            if turn.recorded.cancelled is None:  # live: journal it before compensating
+                marker = TurnCancelling(started.turn, cancelled.reason, self.clock.now())
+                await self.journal([marker])
             if turn.compensations_pending and turn.point_of_no_return is None:
                 await turn.compensate()
             error = ErrorInfo("actorflow.Cancelled", cancelled.reason)

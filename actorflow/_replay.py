@@ -23,6 +23,7 @@ from actorflow._events import (
     StepStarted,
     TimerStarted,
     TurnEnd,
+    TurnFailed,
     TurnStarted,
 )
 
@@ -56,12 +57,17 @@ class RecordedTurn:
         steps: list[tuple[int, StepEntry]],
         end: TurnEnd | None = None,
         end_position: int = 0,
+        cancelled: str | None = None,
     ) -> None:
         self.actor = actor
         self.started = started
         self.position = position
         self.end = end
         self.end_position = end_position
+        #: Why the turn was cancelled, if its journal says it was (None otherwise).
+        self.cancelled = cancelled
+        if cancelled is None and isinstance(end, TurnFailed) and end.cancelled:
+            self.cancelled = end.error.message
         self._steps: dict[str, Recorded] = {}
         self._consumed: set[str] = set()
         self._abandoned: list[str] = []

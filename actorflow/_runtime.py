@@ -250,8 +250,7 @@ class Runtime:
         if self._live_hosts:
             with anyio.move_on_after(self.grace):
                 await self._all_stopped.wait()
-        if self._live_hosts and self._group is not None:
-            self._group.cancel_scope.cancel()
+        await self._abandon()
 
     async def shutdown(self, budget: float | None = None) -> ShutdownReport:
         """Stop within ``budget`` seconds (default: ``grace``), each actor type by its
@@ -281,9 +280,17 @@ class Runtime:
             with anyio.move_on_after(max(0.0, budget - (anyio.current_time() - started))):
                 await self._all_stopped.wait()
         abandoned = self._live_hosts
-        if abandoned and self._group is not None:
-            self._group.cancel_scope.cancel()
+        await self._abandon()
         return self._report(running, abandoned, anyio.current_time() - started)
+
+    async def _abandon(self) -> None:
+        """Cancel the actors still running (their steps run again later, under the same
+        idempotency keys), and wait until they are gone."""
+        if not self._live_hosts:
+            return
+        for host in list(self._hosts.values()):
+            host.scope.cancel()
+        await self._all_stopped.wait()
 
     def _begin_stop(self, host: ActorHost) -> None:
         host.stopping = "cancelled at shutdown"
@@ -350,7 +357,8 @@ class Runtime:
     async def _run_host(self, host: ActorHost) -> None:
         self._live_hosts += 1
         try:
-            await host.run()
+            with host.scope:
+                await host.run()
         finally:
             self._live_hosts -= 1
             if not self._live_hosts:
@@ -656,6 +664,10 @@ class Runtime:
                     at = float(data.pop("at", 0.0) or 0.0)
                     entries.append(JournalEntry(label, record.position, record.type, at, data))  # type: ignore[arg-type]
         return entries
+
+    def running_turns(self) -> int:
+        """How many actors are in the middle of a turn."""
+        return sum(1 for host in self._hosts.values() if host.turn is not None)
 
     def hosted(self) -> dict[str, ActorState]:
         """The actors in memory now, and their states."""

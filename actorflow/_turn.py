@@ -39,7 +39,6 @@ from actorflow._events import (
     StepFailed,
     StepStarted,
     TimerStarted,
-    TurnFailed,
 )
 from actorflow._replay import Recorded, RecordedTurn
 from actorflow._values import (
@@ -178,9 +177,9 @@ class Turn:
         return branch, f"{branch}.{seq}" if branch else str(seq)
 
     def _take(self, step: str, name: str, kind: str, fp: int = 0) -> Recorded | None:
-        end = self.recorded.end
-        if isinstance(end, TurnFailed) and end.cancelled and not self.recorded.has(step):
-            raise TurnCancelled(end.error.message)  # replay: this is where it was cancelled
+        cancelled = self.recorded.cancelled
+        if cancelled is not None and not self.recorded.has(step) and not step.endswith("~undo"):
+            raise TurnCancelled(cancelled)  # replay: this is where it was cancelled
         try:
             return self.recorded.take(step, name, kind, fp)
         except NonDeterminismError as exc:
@@ -217,8 +216,7 @@ class Turn:
 
     def _cancelled_here(self, branch: str) -> bool:
         """Replaying a cancelled turn: was it cancelled while waiting at this step?"""
-        end = self.recorded.end
-        if not (isinstance(end, TurnFailed) and end.cancelled):
+        if self.recorded.cancelled is None:
             return False
         return not self.recorded.has_beyond(branch, self._counters.get(branch, 0) + 1)
 
@@ -416,7 +414,7 @@ class Turn:
         rec = self._take(step, name, "sleep")
         if rec is not None and rec.timer is not None:
             if self._cancelled_here(branch):
-                raise TurnCancelled(self.cancel_reason or "cancelled")
+                raise TurnCancelled(self.recorded.cancelled or "cancelled")
             fire_at = rec.timer.fire_at
         else:
             self._live()
@@ -449,8 +447,8 @@ class Turn:
             self.host.consumed_event(rec.outcome.ref)
             return bytes(rec.outcome.value)
         deadline: float | None = None
-        if rec is not None and self._cancelled_here(branch):
-            raise TurnCancelled(self.cancel_reason or "cancelled")
+        if rec is not None and rec.outcome is None and self._cancelled_here(branch):
+            raise TurnCancelled(self.recorded.cancelled or "cancelled")
         if rec is not None and rec.timer is not None:
             deadline = rec.timer.fire_at
         elif timeout is not None:

@@ -241,7 +241,7 @@ async def _serve_until_signal(config: ServeConfig, runtime: Runtime, sock: socke
         began = time.monotonic()
         state.shutting_down.set()
         name = signal.Signals(received[0]).name
-        event("draining", signal=name, budget_s=config.grace, running=len(runtime.hosted()))
+        event("draining", signal=name, budget_s=config.grace, running=runtime.running_turns())
         budget = max(0.0, config.grace - EXIT_MARGIN)
         report = await runtime.shutdown(budget)
         event(
