@@ -19,8 +19,6 @@ import httpx
 import pytest
 
 from tests.deploy.support import (
-
-pytestmark = pytest.mark.deploy
     CLIENT_TIMEOUT,
     effects_of,
     free_port,
@@ -32,6 +30,8 @@ pytestmark = pytest.mark.deploy
     wait_for,
     wait_for_ledger,
 )
+
+pytestmark = pytest.mark.deploy
 
 GRACE = 3.0
 

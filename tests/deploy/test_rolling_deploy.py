@@ -34,8 +34,6 @@ import pytest
 
 from tests.deploy.app import AGENT_STEPS, agent_result, amount_for
 from tests.deploy.support import (
-
-pytestmark = pytest.mark.deploy
     CLIENT_TIMEOUT,
     EXIT_SLACK,
     TERMINAL,
@@ -51,6 +49,8 @@ pytestmark = pytest.mark.deploy
     read_ledger,
     servers,
 )
+
+pytestmark = pytest.mark.deploy
 
 #: Agent runs sent in all, and how fast (per second) the client sends them.
 RUNS = 240

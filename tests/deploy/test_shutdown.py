@@ -19,8 +19,6 @@ import pytest
 
 from tests.deploy.app import work_result
 from tests.deploy.support import (
-
-pytestmark = pytest.mark.deploy
     CLIENT_TIMEOUT,
     EXIT_SLACK,
     Attempt,
@@ -36,6 +34,8 @@ pytestmark = pytest.mark.deploy
     wait_for,
     wait_for_ledger,
 )
+
+pytestmark = pytest.mark.deploy
 
 
 def _until_not_ready(client: httpx.Client, timeout: float = 2.0) -> float:

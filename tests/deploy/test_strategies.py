@@ -33,8 +33,6 @@ import pytest
 
 from tests.deploy.app import work_result
 from tests.deploy.support import (
-
-pytestmark = pytest.mark.deploy
     CLIENT_TIMEOUT,
     EXIT_SLACK,
     TERMINAL,
@@ -53,6 +51,8 @@ pytestmark = pytest.mark.deploy
     wait_for,
     wait_for_ledger,
 )
+
+pytestmark = pytest.mark.deploy
 
 GRACE = 4.0
 DRAIN_STEPS, DRAIN_NAP = 8, 0.2
