@@ -195,6 +195,11 @@ class ActorHost:
         notified, self._notified = self._notified, anyio.Event()
         notified.set()
 
+    def wake(self) -> None:
+        """Wake the actor if it idles (the runtime is stopping it)."""
+        notified, self._notified = self._notified, anyio.Event()
+        notified.set()
+
     async def read_new(self) -> None:
         """Read the inbox if a notification came since the last read."""
         if self._unread:
@@ -510,7 +515,7 @@ class ActorHost:
                 continue
             self.state = "idle"
             with anyio.move_on_after(self.runtime.idle_timeout):
-                await _first_of(notified, self.suspending, self.draining)
+                await notified.wait()  # new messages, or `wake` when the runtime stops
             if not (notified.is_set() or self.suspending.is_set() or self.draining.is_set()):
                 self.closing = True  # from here a notification re-activates the actor
                 await self.read_inbox()
@@ -531,14 +536,3 @@ class ActorHost:
         if reply is None or reply.ok or reply.error is None:
             return None
         return rebuild_error(invocation, reply.error)
-
-
-async def _first_of(*events: anyio.Event) -> None:
-    async with anyio.create_task_group() as group:
-        for event in events:
-
-            async def wait(event: anyio.Event = event) -> None:
-                await event.wait()
-                group.cancel_scope.cancel()
-
-            group.start_soon(wait)

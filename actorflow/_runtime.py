@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
+import os
 from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Self, TypeVar
@@ -247,6 +247,7 @@ class Runtime:
         self._running = self._accepting = False
         for host in list(self._hosts.values()):
             host.suspending.set()
+            host.wake()
         if self._live_hosts:
             with anyio.move_on_after(self.grace):
                 await self._all_stopped.wait()
@@ -276,6 +277,7 @@ class Runtime:
                 await self._all_stopped.wait()
         for host in list(self._hosts.values()):
             host.suspending.set()  # what has not finished by now is checkpointed
+            host.wake()
         if self._live_hosts:
             with anyio.move_on_after(max(0.0, budget - (anyio.current_time() - started))):
                 await self._all_stopped.wait()
@@ -295,6 +297,7 @@ class Runtime:
     def _begin_stop(self, host: ActorHost) -> None:
         host.stopping = "cancelled at shutdown"
         strategy = host.cls.__actorflow_shutdown__
+        host.wake()
         if strategy == "checkpoint":
             host.suspending.set()
             return
@@ -449,7 +452,7 @@ class Runtime:
         past it the turn is cancelled and its compensations run.
         """
         self._check_accepting()
-        invocation = f"{target.id}#{uuid.uuid4().hex[:24]}"
+        invocation = f"{target.id}#{os.urandom(12).hex()}"
         accept = self.accept_message(
             target, handler, args, kwargs or {}, invocation, None, idempotency_key, deadline
         )

@@ -17,6 +17,7 @@ from benchmarks._report import SuiteReport, render, write_json
 SUITES = {
     "journal": "benchmarks.journal",
     "runtime": "benchmarks.runtime",
+    "serve": "benchmarks.serve",
 }
 
 

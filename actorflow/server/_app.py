@@ -29,7 +29,7 @@ from actorflow._errors import (
     UnknownActorError,
     UnknownHandlerError,
 )
-from actorflow._runtime import Runtime
+from actorflow._runtime import InvocationStatus, Runtime
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
 from journal import JournalError
@@ -214,20 +214,24 @@ async def send(request: Request, state: ServerState) -> Response:
         raise ApiError(400, "invalid_message", "the body must be a JSON object of arguments")
     wait = _query_float(request, "wait", MAX_WAIT)
     deadline = _query_float(request, "deadline")
+    idempotency_key = request.headers.get("idempotency-key")
     invocation = await state.runtime.send(
         _ref(request),
         request.path_params["handler"],
         (),
         args,
-        idempotency_key=request.headers.get("idempotency-key"),
+        idempotency_key=idempotency_key,
         deadline=deadline,
     )
-    if wait:
-        with anyio.move_on_after(wait):
-            await _result_or_shutdown(state, invocation)
+    location = {"Location": _invocation_url(invocation)}
+    if not wait and idempotency_key is None:  # accepted durably: all the answer need say
+        actor = invocation.rpartition("#")[0]
+        return json_response(InvocationStatus(invocation, actor, "queued"), 202, location)
+    with anyio.move_on_after(wait):
+        await _result_or_shutdown(state, invocation)
     status = await state.runtime.invocation(invocation)
     code = 200 if status is not None and status.state not in ("queued", "running") else 202
-    return json_response(status, code, {"Location": _invocation_url(invocation)})
+    return json_response(status, code, location)
 
 
 async def _result_or_shutdown(state: ServerState, invocation: str) -> None:
