@@ -110,7 +110,10 @@ class ActorHost:
         self.activated = anyio.Event()  # set once activation and replay are over
         self.scope = anyio.CancelScope()  # cancelled to abandon the actor at shutdown
         self._notified = anyio.Event()
-        self._unread = False
+        # Notifications of new inbox entries, and how many of them a completed read covers:
+        # a read cut short (its waiter cancelled) leaves them unequal, so nothing is lost.
+        self._notifications = 0
+        self._read_up_to = 0
         self._inbox_lock = anyio.Lock()
         self.closing = False
         self.notified_late = False
@@ -161,7 +164,7 @@ class ActorHost:
     async def event_arrival(self) -> None:
         """Return once new inbox entries may have been buffered."""
         notified = self._notified
-        if not self._unread:
+        if self._notifications == self._read_up_to:
             await notified.wait()
         await self.read_new()
 
@@ -191,7 +194,7 @@ class ActorHost:
         """New inbox entries were committed for this actor."""
         if self.closing:
             self.notified_late = True
-        self._unread = True
+        self._notifications += 1
         notified, self._notified = self._notified, anyio.Event()
         notified.set()
 
@@ -201,10 +204,11 @@ class ActorHost:
         notified.set()
 
     async def read_new(self) -> None:
-        """Read the inbox if a notification came since the last read."""
-        if self._unread:
-            self._unread = False
+        """Read the inbox if a notification came since the last complete read."""
+        seen = self._notifications
+        if seen != self._read_up_to:
             await self.read_inbox()
+            self._read_up_to = max(self._read_up_to, seen)
 
     async def read_inbox(self) -> None:
         """Buffer inbox entries appended since the last read."""
@@ -359,6 +363,8 @@ class ActorHost:
             recorded.check_complete(f"the end of turn {started.turn}")
             await self._journal_end(started, reply, turn)
         self._finish(started.invocation, reply)
+        if end is None:
+            await self._maybe_snapshot()  # after _finish: the snapshot keeps this result too
         if self.stopping is not None:
             outcome = "compensated" if reply.cancelled else "finished"
             self.runtime.stopped_turn(self.actor_id, outcome)
@@ -450,7 +456,6 @@ class ActorHost:
         await self.journal([entry], extra)
         if started.reply_to is not None:
             self.runtime.notify(started.reply_to.actor)
-        await self._maybe_snapshot()
 
     def _finish(self, invocation: str, reply: Reply) -> None:
         self.results[invocation] = reply

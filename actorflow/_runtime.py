@@ -33,6 +33,7 @@ from actorflow._events import (
     ACTOR_CODEC,
     IDEMPOTENCY_CODEC,
     INBOX_CODEC,
+    ActorSnapshot,
     EventDelivered,
     IdempotencyClaim,
     InvocationCancelled,
@@ -331,10 +332,14 @@ class Runtime:
 
     async def _has_work(self, actor_id: str) -> bool:
         stream = actor_stream(actor_id)
-        last = await self.store.last_position(stream)
+        info = await self.store.stream_info(stream)
         done = 0
-        if last:
-            async for batch in self.store.read_batches(stream, last):
+        if info.last_position and info.last_position == info.snapshot_position:
+            snapshot = await self.store.load_snapshot(stream)  # everything before was truncated
+            assert snapshot is not None
+            done = msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot).inbox_done
+        elif info.last_position:
+            async for batch in self.store.read_batches(stream, info.last_position):
                 entry = ACTOR_CODEC.decode(batch[-1])
                 if not isinstance(entry, TurnCompleted | TurnFailed):
                     return True
