@@ -227,9 +227,10 @@ async def send(request: Request, state: ServerState) -> Response:
     if not wait and idempotency_key is None:  # accepted durably: all the answer need say
         actor = invocation.rpartition("#")[0]
         return json_response(InvocationStatus(invocation, actor, "queued"), 202, location)
-    with anyio.move_on_after(wait):
-        await _result_or_shutdown(state, invocation)
-    status = await state.runtime.invocation(invocation)
+    if wait:
+        with anyio.move_on_after(wait):
+            await _result_or_shutdown(state, invocation)
+    status = await state.runtime.invocation(invocation)  # a retry may find it finished
     code = 200 if status is not None and status.state not in ("queued", "running") else 202
     return json_response(status, code, location)
 

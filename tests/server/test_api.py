@@ -332,6 +332,16 @@ async def test_a_retry_with_the_same_idempotency_key_returns_the_same_invocation
         assert app_under_test.greeted["ann"] == 2  # the keyed send ran once, the other once
 
 
+async def test_a_keyed_send_answers_at_once_while_its_turn_still_waits() -> None:
+    async with serving() as api:
+        with anyio.fail_after(5):  # the answer must not wait for the turn to end
+            sent = await api.send(
+                "Approval/a", "request", {"what": "x"}, headers={"Idempotency-Key": "k"}
+            )
+        assert sent.status_code == 202
+        assert sent.json()["state"] in ("queued", "running")
+
+
 async def test_concurrent_retries_with_one_idempotency_key_make_one_invocation() -> None:
     async with serving() as api:
         answers: list[httpx.Response] = []
