@@ -89,10 +89,6 @@ class HandlerInfo:
             ) from None
         return data
 
-    def decode_result(self, data: bytes) -> Any:
-        """A journaled result, as the annotated type."""
-        return self._result_decoder.decode(data)
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 

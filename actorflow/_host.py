@@ -48,7 +48,7 @@ from actorflow._events import (
 )
 from actorflow._replay import RecordedTurn
 from actorflow._turn import Turn
-from actorflow._values import error_info, rebuild_error
+from actorflow._values import error_info
 from journal import StreamAppend
 
 if TYPE_CHECKING:
@@ -534,10 +534,3 @@ class ActorHost:
         if self.state == "running" and self.waiting_on is not None:
             return "waiting-timer" if self.waiting_on == "timer" else "waiting-event"
         return self.state
-
-    def error_for(self, invocation: str) -> Exception | None:
-        """The error a finished invocation raised, as its caller sees it."""
-        reply = self.results.get(invocation)
-        if reply is None or reply.ok or reply.error is None:
-            return None
-        return rebuild_error(invocation, reply.error)

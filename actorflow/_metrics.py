@@ -52,7 +52,6 @@ class Metrics:
     activations: int = 0
     recovered: int = 0
     turn_seconds: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BOUNDS))
-    step_seconds: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BOUNDS))
 
 
 def counter(name: str, help_text: str, value: float) -> list[str]:

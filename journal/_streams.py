@@ -1,9 +1,10 @@
 """Stream bookkeeping shared by every store: positions, epochs, snapshots, and the rules.
 
-Each store keeps a `StreamState` per stream and runs every write through a `Changes`
-overlay: the rules (expected positions, fencing, snapshot and truncation bounds) are checked
-there, against tentative copies, so a refused or rolled-back write leaves the committed
-states untouched. Holding the rules in one place is what makes the stores behave alike.
+Each store keeps a `StreamState` per stream and runs every write through `Changes`: the
+rules (expected positions, fencing, snapshot and truncation bounds) are checked there
+before anything changes, so a refused write changes nothing, and every change is recorded
+in an undo log, so a write the backend failed to commit is rolled back in memory too.
+Holding the rules in one place is what makes the stores behave alike.
 """
 
 from __future__ import annotations
@@ -31,10 +32,6 @@ class StreamState:
     first: int = 1  # first position still stored (last + 1 when all were truncated)
     epoch: int = 0  # current owner epoch (0 until first claimed)
     snapshot: int = 0  # position covered by the latest snapshot (0 for none)
-
-    def copy(self) -> StreamState:
-        """A copy to change tentatively (faster than `dataclasses.replace` on the hot path)."""
-        return StreamState(self.name, self.id, self.last, self.first, self.epoch, self.snapshot)
 
 
 def check_request(appends: Iterable[StreamAppend], limit: int) -> None:
