@@ -254,7 +254,7 @@ class ActorHost:
         groups = await self._read_turns(start)
         resume = groups.pop() if groups and groups[-1].end is None else None
         for group in groups:
-            await self._replay(group)
+            await self._rerun(group)
         return resume
 
     def _restore(self, snapshot: ActorSnapshot) -> None:
@@ -297,8 +297,9 @@ class ActorHost:
             group.cancelled,
         )
 
-    async def _replay(self, group: _TurnGroup) -> None:
-        """Re-run a finished turn against its journal; it must end as it did."""
+    async def _rerun(self, group: _TurnGroup) -> None:
+        """Re-run a journaled turn: a finished one must end as it did; an unfinished one
+        goes on live from the step where it stopped."""
         self._take_message(group.started.inbox)
         await self._run_turn(group.started, self._recorded(group))
 
@@ -383,7 +384,7 @@ class ActorHost:
             if turn.recorded.cancelled is None:  # live: journal it before compensating
                 marker = TurnCancelling(started.turn, cancelled.reason, self.clock.now())
                 await self.journal([marker])
-            if turn.compensations_pending and turn.point_of_no_return is None:
+            if turn.can_compensate:
                 await turn.compensate()
             error = ErrorInfo("actorflow.Cancelled", cancelled.reason)
             return Reply(
@@ -404,12 +405,7 @@ class ActorHost:
     async def _compensate_on_error(self, turn: Turn, started: TurnStarted) -> None:
         handlers = self.cls.__actorflow_handlers__
         info: HandlerInfo | None = handlers.get(started.handler)
-        if (
-            info is not None
-            and info.options.compensate_on_error
-            and turn.compensations_pending
-            and turn.point_of_no_return is None
-        ):
+        if info is not None and info.options.compensate_on_error and turn.can_compensate:
             turn.compensating = True
             await turn.compensate()
 
@@ -493,8 +489,7 @@ class ActorHost:
             finally:
                 self.activated.set()
             if resume is not None:
-                self._take_message(resume.started.inbox)
-                await self._run_turn(resume.started, self._recorded(resume))
+                await self._rerun(resume)
             await self._serve()
         except Suspended:
             if self.current is not None:

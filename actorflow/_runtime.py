@@ -246,13 +246,7 @@ class Runtime:
         abandoned (cancelled); it runs again later under the same idempotency key.
         """
         self._running = self._accepting = False
-        for host in list(self._hosts.values()):
-            host.suspending.set()
-            host.wake()
-        if self._live_hosts:
-            with anyio.move_on_after(self.grace):
-                await self._all_stopped.wait()
-        await self._abandon()
+        await self._checkpoint_all(self.grace)
 
     async def shutdown(self, budget: float | None = None) -> ShutdownReport:
         """Stop within ``budget`` seconds (default: ``grace``), each actor type by its
@@ -267,33 +261,33 @@ class Runtime:
         budget = self.grace if budget is None else budget
         self._running = self._accepting = False
         started = anyio.current_time()
-        running: dict[str, str] = {
-            h.actor_id: h.cls.__actorflow_shutdown__ for h in self._hosts.values() if h.turn
-        }
+        running = [host.actor_id for host in self._hosts.values() if host.turn is not None]
         for host in list(self._hosts.values()):
             self._begin_stop(host)
         margin = min(1.0, budget * 0.2)
         if self._live_hosts:
             with anyio.move_on_after(max(0.0, budget - margin)):
                 await self._all_stopped.wait()
-        for host in list(self._hosts.values()):
-            host.suspending.set()  # what has not finished by now is checkpointed
-            host.wake()
-        if self._live_hosts:
-            with anyio.move_on_after(max(0.0, budget - (anyio.current_time() - started))):
-                await self._all_stopped.wait()
-        abandoned = self._live_hosts
-        await self._abandon()
+        left = budget - (anyio.current_time() - started)
+        abandoned = await self._checkpoint_all(left)  # what has not finished by now
         return self._report(running, abandoned, anyio.current_time() - started)
 
-    async def _abandon(self) -> None:
-        """Cancel the actors still running (their steps run again later, under the same
-        idempotency keys), and wait until they are gone."""
-        if not self._live_hosts:
-            return
+    async def _checkpoint_all(self, within: float) -> int:
+        """Checkpoint every actor; cancel those still running after ``within`` seconds
+        (their steps run again later, under the same idempotency keys). Return how many
+        were cancelled."""
         for host in list(self._hosts.values()):
-            host.scope.cancel()
-        await self._all_stopped.wait()
+            host.suspending.set()
+            host.wake()
+        if self._live_hosts:
+            with anyio.move_on_after(max(0.0, within)):
+                await self._all_stopped.wait()
+        abandoned = self._live_hosts
+        if abandoned:
+            for host in list(self._hosts.values()):
+                host.scope.cancel()
+            await self._all_stopped.wait()
+        return abandoned
 
     def _begin_stop(self, host: ActorHost) -> None:
         host.stopping = "cancelled at shutdown"
@@ -310,7 +304,7 @@ class Runtime:
         """A host says what became of its running turn during shutdown."""
         self._stop_outcomes.setdefault(actor_id, outcome)
 
-    def _report(self, running: dict[str, str], abandoned: int, seconds: float) -> ShutdownReport:
+    def _report(self, running: list[str], abandoned: int, seconds: float) -> ShutdownReport:
         outcome: dict[str, int] = {"checkpointed": 0, "finished": 0, "compensated": 0}
         for actor_id in running:
             outcome[self._stop_outcomes.get(actor_id, "checkpointed")] += 1

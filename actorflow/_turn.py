@@ -656,9 +656,12 @@ class Turn:
         await self.host.journal([entry])
 
     @property
-    def compensations_pending(self) -> bool:
-        """Whether completed steps registered compensations not yet run."""
-        return any(step not in self._compensated for _, step, *_ in self._compensations)
+    def can_compensate(self) -> bool:
+        """Whether completed steps registered compensations not yet run, and the turn has
+        not passed its point of no return."""
+        return self.point_of_no_return is None and any(
+            step not in self._compensated for _, step, *_ in self._compensations
+        )
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -7,8 +7,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import httpx
@@ -19,6 +20,7 @@ from actorflow._runtime import JournalEntry
 from actorflow.server import DEFAULT_PORT, ServeConfig, ServeError, serve
 
 TOKEN_ENV = "ACTORFLOW_TOKEN"
+T = TypeVar("T")
 
 
 def _token(token_file: Path | None) -> str | None:
@@ -167,8 +169,13 @@ def _client_options(fn: Any) -> Any:
     )(fn)
 
 
-def _client(url: str, token_file: Path | None) -> SyncClient:
-    return SyncClient(url, token=_token(token_file))
+def _talk(url: str, token_file: Path | None, action: Callable[[SyncClient], T]) -> T:
+    """Run ``action`` with a client of the server; turn failures into CLI errors."""
+    try:
+        with SyncClient(url, token=_token(token_file)) as client:
+            return action(client)
+    except CLIENT_ERRORS as exc:
+        _fail(exc)
 
 
 #: What talking to the server can raise: refusals, network failures, bad names.
@@ -214,20 +221,20 @@ def send(
         raise click.BadParameter(
             "must be a JSON object of argument names to values", param_hint="ARGUMENTS"
         )
-    try:
-        with _client(url, token_file) as client:
-            _print(
-                client.send(
-                    actor,
-                    handler,
-                    args,
-                    idempotency_key=idempotency_key,
-                    wait=wait,
-                    deadline=deadline,
-                )
-            )
-    except CLIENT_ERRORS as exc:
-        _fail(exc)
+    _print(
+        _talk(
+            url,
+            token_file,
+            lambda client: client.send(
+                actor,
+                handler,
+                args,
+                idempotency_key=idempotency_key,
+                wait=wait,
+                deadline=deadline,
+            ),
+        )
+    )
 
 
 @main.command()
@@ -236,11 +243,7 @@ def send(
 @_client_options
 def show(invocation: str, wait: float | None, url: str, token_file: Path | None) -> None:
     """Show an invocation (Type/key#id): its state, result or error."""
-    try:
-        with _client(url, token_file) as client:
-            _print(client.invocation(invocation, wait=wait))
-    except CLIENT_ERRORS as exc:
-        _fail(exc)
+    _print(_talk(url, token_file, lambda client: client.invocation(invocation, wait=wait)))
 
 
 @main.command()
@@ -248,11 +251,7 @@ def show(invocation: str, wait: float | None, url: str, token_file: Path | None)
 @_client_options
 def status(actor: str, url: str, token_file: Path | None) -> None:
     """Show what ACTOR (Type/key) is doing."""
-    try:
-        with _client(url, token_file) as client:
-            _print(client.status(actor))
-    except CLIENT_ERRORS as exc:
-        _fail(exc)
+    _print(_talk(url, token_file, lambda client: client.status(actor)))
 
 
 @main.command("journal")
@@ -261,11 +260,7 @@ def status(actor: str, url: str, token_file: Path | None) -> None:
 @_client_options
 def journal_command(actor: str, as_json: bool, url: str, token_file: Path | None) -> None:
     """Show ACTOR's journal: time, entry, step name and how long it took."""
-    try:
-        with _client(url, token_file) as client:
-            entries = client.journal(actor)
-    except CLIENT_ERRORS as exc:
-        _fail(exc)
+    entries = _talk(url, token_file, lambda client: client.journal(actor))
     if as_json:
         _print(entries)
         return
@@ -326,11 +321,7 @@ def list_command(
     type_name: str | None, state: str | None, url: str, token_file: Path | None
 ) -> None:
     """List actors with their states."""
-    try:
-        with _client(url, token_file) as client:
-            found = client.list_actors(type_name, state)
-    except CLIENT_ERRORS as exc:
-        _fail(exc)
+    found = _talk(url, token_file, lambda client: client.list_actors(type_name, state))
     for actor in found:
         click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
 
@@ -343,11 +334,7 @@ def list_command(
 def deliver(actor: str, name: str, payload: str | None, url: str, token_file: Path | None) -> None:
     """Deliver the event NAME (with a JSON PAYLOAD) to ACTOR, for ctx.wait_for."""
     value = _json_argument(payload, "PAYLOAD")
-    try:
-        with _client(url, token_file) as client:
-            client.deliver(actor, name, value)
-    except CLIENT_ERRORS as exc:
-        _fail(exc)
+    _talk(url, token_file, lambda client: client.deliver(actor, name, value))
     click.echo(f"delivered {name} to {actor}")
 
 
@@ -356,8 +343,4 @@ def deliver(actor: str, name: str, payload: str | None, url: str, token_file: Pa
 @_client_options
 def cancel(invocation: str, url: str, token_file: Path | None) -> None:
     """Cancel an invocation: its turn stops and its compensations run."""
-    try:
-        with _client(url, token_file) as client:
-            _print(client.cancel(invocation))
-    except CLIENT_ERRORS as exc:
-        _fail(exc)
+    _print(_talk(url, token_file, lambda client: client.cancel(invocation)))

@@ -207,20 +207,23 @@ class SqliteStore(StoreBase):
 
     # -- writes ---------------------------------------------------------------------------
 
+    def _enqueue(self, op: Callable[[Any, _Transaction], Any], arg: Any) -> asyncio.Future[Any]:
+        """Queue a write for the next commit; its future gets the outcome."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending.append((op, arg, future))
+        self._wakeup.set()
+        return future
+
     async def _submit(self, apply: _Apply) -> Any:
         self._check_open()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((_call, apply, future))
-        self._wakeup.set()
-        return await future
+        return await self._enqueue(_call, apply)
 
     async def _write_loop(self) -> None:
         """Commit queued requests in batches, pipelined with waking the previous batch.
 
-        The next commit starts on the writer thread *before* the callers of the previous
-        one are woken, so the event loop runs those callers (who queue their next appends)
-        while the thread syncs. Capping a batch at `MAX_BATCH_REQUESTS` keeps two batches
-        alternating under heavy load instead of one large batch with each side idle in turn.
+        When requests are already waiting as a commit ends, the next commit starts on the
+        writer thread *before* the previous batch's callers are woken, so the thread syncs
+        while the event loop runs them. `MAX_BATCH_REQUESTS` bounds one transaction.
         """
         loop = asyncio.get_running_loop()
         finished: tuple[list[_Request], list[Any]] | None = None
@@ -308,19 +311,15 @@ class SqliteStore(StoreBase):
         """
         parts = (StreamAppend(stream, tuple(records), expected_position, epoch),)
         self._check_appends(parts)
-        future: asyncio.Future[list[Appended]] = self._loop.create_future()
-        self._pending.append((_apply_appends, parts, future))
-        self._wakeup.set()
-        return (await future)[0]
+        appended: list[Appended] = await self._enqueue(_apply_appends, parts)
+        return appended[0]
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         """Append to several streams in one transaction: every part is written, or none."""
         parts = tuple(appends)
         self._check_appends(parts)
-        future: asyncio.Future[list[Appended]] = self._loop.create_future()
-        self._pending.append((_apply_appends, parts, future))
-        self._wakeup.set()
-        return await future
+        appended: list[Appended] = await self._enqueue(_apply_appends, parts)
+        return appended
 
     async def claim(self, stream: str) -> int:
         """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""

@@ -107,24 +107,19 @@ def endpoint(fn: Endpoint, state: ServerState, *, public: bool = False) -> Any:
 
     async def handle(request: Request) -> Response:
         state.requests += 1
-        if not public and state.token is not None:
-            _check_token(request, state.token)
         try:
+            if not public and state.token is not None:
+                _check_token(request, state.token)
             return await fn(request, state)
         except Exception as exc:
             failure = _translate(exc)
-            retry = failure.status == 503
-            return error_response(
-                failure, {"Retry-After": str(state.retry_after)} if retry else None
-            )
+            headers = {
+                401: {"WWW-Authenticate": "Bearer"},
+                503: {"Retry-After": str(state.retry_after)},
+            }.get(failure.status)
+            return error_response(failure, headers)
 
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handle(request)
-        except ApiError as error:
-            return error_response(error, {"WWW-Authenticate": "Bearer"})
-
-    return guarded
+    return handle
 
 
 def _check_token(request: Request, token: str) -> None:
@@ -256,6 +251,13 @@ def _invocation_url(invocation: str) -> str:
     return f"{API}/actors/{actor}/invocations/{tail}"
 
 
+async def _known_invocation(state: ServerState, invocation: str) -> InvocationStatus:
+    status = await state.runtime.invocation(invocation)
+    if status is None:
+        raise ApiError(404, "unknown_invocation", f"no invocation {invocation!r} was accepted")
+    return status
+
+
 def _invocation_id(request: Request) -> str:
     params = request.path_params
     return f"{params['type']}/{params['key']}#{params['invocation']}"
@@ -264,9 +266,7 @@ def _invocation_id(request: Request) -> str:
 async def show_invocation(request: Request, state: ServerState) -> Response:
     """GET /v1/actors/{type}/{key}/invocations/{id}[?wait=S]: status and result."""
     invocation = _invocation_id(request)
-    status = await state.runtime.invocation(invocation)
-    if status is None:
-        raise ApiError(404, "unknown_invocation", f"no invocation {invocation!r} was accepted")
+    status = await _known_invocation(state, invocation)
     wait = _query_float(request, "wait", MAX_WAIT)
     if wait and status.state in ("queued", "running"):
         with anyio.move_on_after(wait):
@@ -278,9 +278,7 @@ async def show_invocation(request: Request, state: ServerState) -> Response:
 async def cancel(request: Request, state: ServerState) -> Response:
     """POST /v1/actors/{type}/{key}/invocations/{id}/cancel: cancel it (compensating)."""
     invocation = _invocation_id(request)
-    status = await state.runtime.invocation(invocation)
-    if status is None:
-        raise ApiError(404, "unknown_invocation", f"no invocation {invocation!r} was accepted")
+    status = await _known_invocation(state, invocation)
     if status.state in ("queued", "running"):
         await state.runtime.cancel(invocation)
     return json_response(await state.runtime.invocation(invocation), 202)
