@@ -129,6 +129,10 @@ def check_prefix(prefix: object) -> str:
     return prefix
 
 
+#: Record type tags that passed `check_new_record` (bounded: a program has few types).
+_usable_types: set[str] = set()
+
+
 def check_new_record(stream: str, record: object) -> None:
     """Refuse anything but a `NewRecord` with a usable type tag and bytes payload."""
     if not isinstance(record, NewRecord):
@@ -136,11 +140,14 @@ def check_new_record(stream: str, record: object) -> None:
             f"stream {stream!r}: records to append must be NewRecord, got {type(record).__name__}"
         )
     kind = record.type
-    if not isinstance(kind, str) or not kind or "\x00" in kind or not is_utf8(kind):
-        raise InvalidStreamError(
-            f"stream {stream!r}: record type {kind!r} must be non-empty Unicode text "
-            f"(encodable as UTF-8) with no NUL character"
-        )
+    if type(kind) is not str or kind not in _usable_types:
+        if not isinstance(kind, str) or not kind or "\x00" in kind or not is_utf8(kind):
+            raise InvalidStreamError(
+                f"stream {stream!r}: record type {kind!r} must be non-empty Unicode text "
+                f"(encodable as UTF-8) with no NUL character"
+            )
+        if len(_usable_types) < 4096:
+            _usable_types.add(kind)
     if not isinstance(record.data, bytes):
         raise InvalidStreamError(
             f"stream {stream!r}: record payload must be bytes, got {type(record.data).__name__}; "

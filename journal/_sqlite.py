@@ -44,7 +44,7 @@ from journal._records import (
     head_crc,
     snapshot_checksum,
 )
-from journal._sqlite_schema import chunk_sizes, insert_records, prepare, translate
+from journal._sqlite_schema import ROW_VALUES, chunk_sizes, insert_records, prepare, translate
 from journal._store import DEFAULT_MAX_RECORD_BYTES, Durability, StoreBase, check_position
 from journal._streams import Changes, StreamState
 
@@ -54,6 +54,8 @@ T = TypeVar("T")
 READ_BATCH = 2048
 #: Largest number of requests committed in one transaction.
 MAX_BATCH_REQUESTS = 1024
+#: Callers woken per event-loop turn once their commit is durable.
+WAKE_SLICE = 256
 
 
 async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -92,7 +94,8 @@ class _Transaction:
         self.conn = conn
         self.store = store
         self.changes = Changes(store._states, store._load_state, store._next_global)
-        self.rows: list[tuple[int, int, int, str, bytes, int]] = []
+        #: Buffered rows to insert, flattened: `ROW_VALUES` values per record.
+        self.params: list[Any] = []
         self.global_moved = False
 
     def stream_id(self, state: StreamState) -> int:
@@ -105,12 +108,12 @@ class _Transaction:
 
     def flush_rows(self) -> None:
         """Insert the buffered rows, a few multi-row statements per batch."""
-        rows, start = self.rows, 0
-        for size in chunk_sizes(len(rows)):
-            params = [value for row in rows[start : start + size] for value in row]
-            self.conn.execute(insert_records(size), params)
-            start += size
-        rows.clear()
+        params, start = self.params, 0
+        for size in chunk_sizes(len(params) // ROW_VALUES):
+            end = start + size * ROW_VALUES
+            self.conn.execute(insert_records(size), params[start:end])
+            start = end
+        params.clear()
 
     def update_stream(self, state: StreamState) -> None:
         self.flush_rows()
@@ -219,26 +222,34 @@ class SqliteStore(StoreBase):
         return await self._enqueue(_call, apply)
 
     async def _write_loop(self) -> None:
-        """Commit queued requests in batches, pipelined with waking the previous batch.
+        """Commit queued requests in batches, overlapping each commit with waking callers.
 
-        When requests are already waiting as a commit ends, the next commit starts on the
-        writer thread *before* the previous batch's callers are woken, so the thread syncs
-        while the event loop runs them. `MAX_BATCH_REQUESTS` bounds one transaction.
+        The writer thread commits one batch while the event loop wakes the callers of the
+        one before, so two cohorts of callers take turns: when a commit ends, the requests
+        that arrived meanwhile go straight into the next one. Callers are woken
+        `WAKE_SLICE` at a time with a yield between slices; otherwise a crowd of callers
+        that all waited on one commit would all have to run before the next commit could
+        start, and the writer thread would sit idle meanwhile. `MAX_BATCH_REQUESTS` bounds
+        one transaction.
         """
         loop = asyncio.get_running_loop()
-        finished: tuple[list[_Request], list[Any]] | None = None
+        committing: asyncio.Task[list[Any]] | None = None
+        batch: list[_Request] = []
+        waking: list[_Request] = []  # committed requests whose callers are not woken yet
+        outcomes: list[Any] = []
         while True:
             self._wakeup.clear()
-            if self._pending:
+            if committing is None and self._pending:
                 batch = self._pending[:MAX_BATCH_REQUESTS]
                 del self._pending[:MAX_BATCH_REQUESTS]
-                commit = loop.create_task(self._commit(batch))
-                if finished is not None:
-                    _resolve(*finished)
-                finished = (batch, await commit)
-            elif finished is not None:
-                _resolve(*finished)
-                finished = None
+                committing = loop.create_task(self._commit(batch))
+            if waking:
+                _resolve(waking[:WAKE_SLICE], outcomes[:WAKE_SLICE])
+                del waking[:WAKE_SLICE], outcomes[:WAKE_SLICE]
+                await asyncio.sleep(0)  # let the woken callers run (and queue again)
+            elif committing is not None:
+                outcomes = await committing
+                waking, committing = batch, None
             elif self._closed:
                 return
             else:
@@ -310,14 +321,14 @@ class SqliteStore(StoreBase):
         Returns once the records are durable (per the store's durability setting).
         """
         parts = (StreamAppend(stream, tuple(records), expected_position, epoch),)
-        self._check_appends(parts)
+        self._check_appends(parts, self._states)
         appended: list[Appended] = await self._enqueue(_apply_appends, parts)
         return appended[0]
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         """Append to several streams in one transaction: every part is written, or none."""
         parts = tuple(appends)
-        self._check_appends(parts)
+        self._check_appends(parts, self._states)
         appended: list[Appended] = await self._enqueue(_apply_appends, parts)
         return appended
 
@@ -539,17 +550,20 @@ def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[A
     """
     changes = txn.changes
     changes.check_appends(parts)
-    rows = txn.rows
+    params = txn.params
     crc32 = zlib.crc32
     results = []
     for part in parts:
         state, position, global_position = changes.append(part)
         sid = state.id if state.id is not None else txn.stream_id(state)
-        stream = part.stream
+        stream, seeds = part.stream, state.seeds
         for new in part.records:
             kind, data = new.type, new.data
-            crc = crc32(data, head_crc(stream, kind)) ^ ((position * POSITION_MIX) & 0xFFFFFFFF)
-            rows.append((global_position, sid, position, kind, data, crc))
+            seed = seeds.get(kind)
+            if seed is None:
+                seed = seeds[kind] = head_crc(stream, kind)
+            crc = crc32(data, seed) ^ ((position * POSITION_MIX) & 0xFFFFFFFF)
+            params += (global_position, sid, position, kind, data, crc)
             position += 1
             global_position += 1
         results.append(

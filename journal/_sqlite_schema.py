@@ -64,6 +64,8 @@ INSERT_RECORD = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
+#: Values per row of `INSERT_RECORD`.
+ROW_VALUES = 6
 #: Rows per multi-row INSERT; batches are cut into statements of power-of-two sizes up to
 #: this, so a few cached statements serve every batch size.
 INSERT_CHUNK = 256

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Container, Sequence
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
 
@@ -106,9 +106,11 @@ class StoreBase:
         if self._closed:
             raise StoreClosedError(type(self).__name__)
 
-    def _check_appends(self, appends: Sequence[StreamAppend]) -> None:
+    def _check_appends(
+        self, appends: Sequence[StreamAppend], known_streams: Container[str] = ()
+    ) -> None:
         self._check_open()
-        check_request(appends, self.max_record_bytes)
+        check_request(appends, self.max_record_bytes, known_streams)
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         raise NotImplementedError

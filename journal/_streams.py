@@ -10,7 +10,7 @@ Holding the rules in one place is what makes the stores behave alike.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 
 from journal._errors import (
     ConflictError,
@@ -32,17 +32,30 @@ class StreamState:
     first: int = 1  # first position still stored (last + 1 when all were truncated)
     epoch: int = 0  # current owner epoch (0 until first claimed)
     snapshot: int = 0  # position covered by the latest snapshot (0 for none)
+    #: Checksum seeds by record type (`journal._records.head_crc`), for stores that
+    #: checksum records: one dict lookup per record on the hot path.
+    seeds: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def check_request(appends: Iterable[StreamAppend], limit: int) -> None:
+def check_request(
+    appends: Iterable[StreamAppend], limit: int, known_streams: Container[str] = ()
+) -> None:
     """Refuse a malformed or oversized append before it is queued: it fails alone, and
-    nothing is written."""
+    nothing is written.
+
+    ``known_streams`` holds names that already passed `check_stream_name` (a store's
+    stream states), so the hot path skips checking them again.
+    """
     for part in appends:
         if not isinstance(part, StreamAppend):
             raise InvalidStreamError(f"append_many takes StreamAppend parts, got {part!r}")
-        stream = check_stream_name(part.stream)
-        check_counter(stream, "expected_position", part.expected_position)
-        check_counter(stream, "epoch", part.epoch)
+        stream = part.stream
+        if type(stream) is not str or stream not in known_streams:
+            check_stream_name(stream)
+        if part.expected_position is not None:
+            check_counter(stream, "expected_position", part.expected_position)
+        if part.epoch is not None:
+            check_counter(stream, "epoch", part.epoch)
         for record in part.records:
             check_new_record(stream, record)
             if len(record.data) > limit:

@@ -23,6 +23,7 @@ from journal import (
     StorageFullError,
     StoreLockedError,
 )
+from journal._sqlite import WAKE_SLICE
 
 pytestmark = pytest.mark.anyio
 
@@ -199,6 +200,42 @@ async def test_concurrent_appends_share_commits(path: pathlib.Path) -> None:
         assert sum([await store.last_position(f"s{k}") for k in range(7)]) == 200
     finally:
         await store.close()
+
+
+async def test_a_crowd_larger_than_a_wake_slice_takes_turns_in_commits(
+    path: pathlib.Path,
+) -> None:
+    """Callers of one commit are woken a slice at a time, and the next commit starts with
+    the first slice's new appends instead of waiting for the whole crowd."""
+    crowd, rounds = 3 * WAKE_SLICE, 4
+    store = await SqliteStore.open(path)
+    try:
+        landed: dict[str, list[int]] = {}
+
+        async def agent(stream: str) -> None:
+            for n in range(1, rounds + 1):
+                appended = await store.append(stream, [NewRecord("t", b"%d" % n)])
+                landed.setdefault(stream, []).append(appended.first_position)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(crowd):
+                tg.start_soon(agent, f"agent/{n:04}")
+
+        assert all(positions == [1, 2, 3, 4] for positions in landed.values())
+        assert len(landed) == crowd
+        sizes = store.stats.batch_sizes
+        assert sizes.total() == store.stats.commits
+        assert max(sizes) == crowd  # everyone's first append shares the first commit
+        assert WAKE_SLICE in sizes  # then a commit starts after the first slice is woken
+        assert store.stats.records == crowd * rounds
+    finally:
+        await store.close()
+    reopened = await SqliteStore.open(path)
+    try:
+        assert (await reopened.verify()).ok
+        assert await reopened.last_position("agent/0000") == rounds
+    finally:
+        await reopened.close()
 
 
 async def test_a_refused_request_fails_alone_in_its_commit(path: pathlib.Path) -> None:
