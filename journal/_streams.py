@@ -130,12 +130,19 @@ class Changes:
         if part.epoch is not None and part.epoch != state.epoch:
             raise FencingError(state.name, part.epoch, state.epoch)
 
-    def append(self, part: StreamAppend) -> tuple[StreamState, int, int]:
-        """Apply one (checked) append; return the state, first position and first global."""
-        state = self.touch(self.state(part.stream))
-        first, first_global = state.last + 1, self.next_global
-        state.last += len(part.records)
-        self.next_global += len(part.records)
+    def append(self, part: StreamAppend, *, check: bool = False) -> tuple[StreamState, int, int]:
+        """Apply one append; return the state, first position and first global position.
+
+        ``check`` checks it first (a single-stream append, the hot path, is checked here
+        rather than by `check_appends`, saving a second state lookup).
+        """
+        state = self._states.get(part.stream) or self.state(part.stream)
+        if check and (part.expected_position is not None or part.epoch is not None):
+            self._check(state, part, state.last)
+        self._undo.append((state, state.id, state.last, state.first, state.epoch, state.snapshot))
+        first, first_global, count = state.last + 1, self.next_global, len(part.records)
+        state.last += count
+        self.next_global += count
         return state, first, first_global
 
     def claim(self, stream: str) -> StreamState:

@@ -481,3 +481,42 @@ async def test_a_full_journal_refuses_appends_and_keeps_what_it_acknowledged(
         assert report.records == len(acknowledged) + 1
     finally:
         await store.close()
+
+
+async def test_a_crowd_filling_the_journal_gets_every_answer_and_loses_nothing(
+    path: pathlib.Path,
+) -> None:
+    """A commit that fails while the callers of the one before wait to be woken: every
+    caller still gets its answer (no hang), and each acknowledged record is kept."""
+    crowd = 2 * WAKE_SLICE + 7
+    acknowledged: dict[str, list[bytes]] = {}
+    refused: list[str] = []
+
+    async def agent(stream: str) -> None:
+        for n in range(100):  # far past the cap
+            data = b"%s:%03d:" % (stream.encode(), n) + b"x" * 1000
+            try:
+                await store.append(stream, [NewRecord("t", data)])
+            except StorageFullError:
+                refused.append(stream)
+                return
+            acknowledged.setdefault(stream, []).append(data)
+
+    store = await SqliteStore.open(path, max_bytes=1024 * 1024)
+    with anyio.fail_after(60):  # a lost answer shows as a hang
+        try:
+            async with anyio.create_task_group() as tg:
+                for n in range(crowd):
+                    tg.start_soon(agent, f"agent/{n:04}")
+        finally:
+            await store.close()
+
+    assert sorted(refused) == [f"agent/{n:04}" for n in range(crowd)]  # all got an answer
+    assert acknowledged
+    store = await SqliteStore.open(path)
+    try:
+        for stream, records in acknowledged.items():
+            assert [r.data for r in await read_list(store, stream)] == records
+        assert (await store.verify()).ok
+    finally:
+        await store.close()
