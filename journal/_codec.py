@@ -45,7 +45,8 @@ class Codec(Generic[T]):
 
     def __init__(self, union: Any) -> None:
         members = _members(union)
-        self._decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+        # Each decoder yields one member of the union, so a T (typed so for the hot path).
+        self._decoders: dict[str, msgspec.msgpack.Decoder[T]] = {}
         for kind in members:
             tag = _tag_of(kind)
             if tag in self._decoders:
@@ -72,7 +73,7 @@ class Codec(Generic[T]):
         decoder = self._decoders.get(record.type)
         if decoder is not None:
             try:
-                return typing.cast(T, decoder.decode(record.data))
+                return decoder.decode(record.data)
             except msgspec.DecodeError:
                 pass  # decode_payload raises the error naming the stream and position
         return self.decode_payload(record.type, record.data, record.stream, record.position)
@@ -86,6 +87,6 @@ class Codec(Generic[T]):
                 stream, position, record_type, f"unknown record type (this codec knows: {known})"
             )
         try:
-            return typing.cast(T, decoder.decode(data))
+            return decoder.decode(data)
         except msgspec.DecodeError as exc:  # ValidationError is a subclass
             raise DecodeError(stream, position, record_type, str(exc)) from None

@@ -20,8 +20,12 @@ class NewRecord(msgspec.Struct, frozen=True):
     data: bytes
 
 
-class Record(msgspec.Struct, frozen=True):
-    """A stored record, as read back: where it sits and what it holds."""
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """A stored record, as read back: where it sits and what it holds.
+
+    (``gc=False``: its fields are strings, ints and bytes, which cannot form cycles, so
+    replaying long streams does not feed the cycle collector.)
+    """
 
     stream: str
     position: int
