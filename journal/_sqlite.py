@@ -611,15 +611,14 @@ def _stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Batch
     """One page of a stream, checksums verified (the hot loop of replay)."""
     out: list[Record] = []
     append = out.append
-    heads: dict[str, int] = {}
-    crc32 = zlib.crc32
+    crc32, mix = zlib.crc32, POSITION_MIX
+    last_kind, head = "", 0  # consecutive records mostly share a type: reuse its seed
     for position, global_position, kind, data, stored in conn.execute(
         _STREAM_PAGE, (stream, start)
     ):
-        head = heads.get(kind)
-        if head is None:
-            head = heads[kind] = head_crc(stream, kind)
-        if crc32(data, head) ^ ((position * POSITION_MIX) & 0xFFFFFFFF) != stored:
+        if kind != last_kind:
+            last_kind, head = kind, head_crc(stream, kind)
+        if crc32(data, head) ^ ((position * mix) & 0xFFFFFFFF) != stored:
             return out, CorruptionError(stream, position, "checksum mismatch")
         append(Record(stream, position, global_position, kind, data))
     return out, None
