@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import os
 import sqlite3
 import zlib
@@ -54,6 +55,8 @@ T = TypeVar("T")
 READ_BATCH = 2048
 #: Largest number of requests committed in one transaction.
 MAX_BATCH_REQUESTS = 1024
+#: Stream states the writer keeps in memory, by default (see `SqliteStore.open`).
+DEFAULT_CACHED_STREAMS = 100_000
 #: Callers woken per event-loop turn once their commit is durable.
 WAKE_SLICE = 256
 
@@ -140,9 +143,13 @@ class SqliteStore(StoreBase):
         *,
         durability: Durability = "full",
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        cached_streams: int = DEFAULT_CACHED_STREAMS,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+        if not isinstance(cached_streams, int) or cached_streams < 1:
+            raise ValueError(f"cached_streams must be an integer >= 1, got {cached_streams!r}")
+        self.cached_streams = cached_streams
         self._path = os.fspath(path)
         self.durability: Durability = durability
         self.max_record_bytes = max_record_bytes
@@ -166,13 +173,22 @@ class SqliteStore(StoreBase):
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         max_bytes: int | None = None,
         readers: int = 2,
+        cached_streams: int = DEFAULT_CACHED_STREAMS,
     ) -> SqliteStore:
         """Open (creating if needed) the journal file at ``path``.
 
         ``max_bytes`` caps the file's size (appends past it fail with
-        `StorageFullError`); ``readers`` is the number of read connections.
+        `StorageFullError`); ``readers`` is the number of read connections;
+        ``cached_streams`` bounds how many streams' positions and epochs the writer keeps in
+        memory (those cached longest are dropped, and read back from the file when next
+        written).
         """
-        self = cls(path, durability=durability, max_record_bytes=max_record_bytes)
+        self = cls(
+            path,
+            durability=durability,
+            max_record_bytes=max_record_bytes,
+            cached_streams=cached_streams,
+        )
         self._loop = asyncio.get_running_loop()
         try:
             await self._connect(durability, max_bytes, readers)
@@ -291,6 +307,7 @@ class SqliteStore(StoreBase):
                 raise
             txn.changes.commit()
             self._next_global = txn.changes.next_global
+            self._forget_oldest_streams()
             return outcomes
 
         records_before = self._next_global
@@ -307,6 +324,19 @@ class SqliteStore(StoreBase):
         self.stats.records += records
         self.stats.batch_sizes[records] += 1
         return outcomes
+
+    def _forget_oldest_streams(self) -> None:
+        """Keep at most `cached_streams` stream states (between commits, on the writer thread).
+
+        Every state is committed by then, so the file holds the truth and `_load_state`
+        reads a dropped one back. States go in the order they were first cached, a tenth
+        of the bound beyond it in one pass, so the cost per new stream stays constant.
+        """
+        states = self._states
+        excess = len(states) - self.cached_streams
+        if excess > 0:
+            keep = itertools.islice(states.items(), excess + self.cached_streams // 10, None)
+            self._states = dict(keep)
 
     def _load_state(self, stream: str) -> StreamState | None:
         """A stream's state as stored (on the writer thread, for streams not cached yet)."""

@@ -13,6 +13,7 @@ import pytest
 from journal import (
     ConflictError,
     CorruptionError,
+    FencingError,
     JournalError,
     NewRecord,
     Problem,
@@ -520,3 +521,42 @@ async def test_a_crowd_filling_the_journal_gets_every_answer_and_loses_nothing(
         assert (await store.verify()).ok
     finally:
         await store.close()
+
+
+# -- the writer's bounded memory --------------------------------------------------------------
+
+
+async def test_the_writer_keeps_a_bounded_number_of_streams_and_reads_the_rest_back(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path, cached_streams=10)
+    try:
+        epoch = await store.claim("owned")
+        await store.append("owned", [NewRecord("t", b"1"), NewRecord("t", b"2")], epoch=epoch)
+        await store.save_snapshot("owned", 2, b"state", epoch=epoch)
+        await store.truncate("owned", 2, epoch=epoch)
+        for n in range(200):  # one-record streams push "owned" out of the writer's memory
+            await store.append(f"idempotency/{n:03}", [NewRecord("t", b"x")])
+        assert len(store._states) <= 10
+        assert "owned" not in store._states
+
+        # read back from the file: the epoch still fences, positions go on, no conflict lost
+        with pytest.raises(FencingError):
+            await store.append("owned", [NewRecord("t", b"stale")], epoch=epoch - 1)
+        with pytest.raises(ConflictError):
+            await store.append("owned", [NewRecord("t", b"late")], expected_position=1)
+        appended = await store.append(
+            "owned", [NewRecord("t", b"3")], expected_position=2, epoch=epoch
+        )
+        assert appended.first_position == 3
+        assert await store.claim("owned") == epoch + 1
+        assert [r.position for r in await read_list(store, "owned")] == [3]
+        assert await store.last_position("idempotency/000") == 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("bound", [0, -1, 1.5])
+async def test_a_useless_stream_bound_is_refused(path: pathlib.Path, bound: object) -> None:
+    with pytest.raises(ValueError, match="cached_streams"):
+        await SqliteStore.open(path, cached_streams=bound)  # type: ignore[arg-type]

@@ -399,6 +399,18 @@ class SqliteMachine(JournalMachine):
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class SqliteForgetfulMachine(SqliteMachine):
+    """A writer that keeps one stream state in memory reads the others back from the file
+    at every turn: positions, epochs, snapshots and truncation must survive that."""
+
+    async def open_store(self) -> Store:
+        return await SqliteStore.open(self.directory / "journal.db", cached_streams=1)
+
+    async def reopen_store(self, durability: str) -> Store:
+        path = self.directory / "journal.db"
+        return await SqliteStore.open(path, durability=durability, cached_streams=1)  # type: ignore[arg-type]
+
+
 class SqliteUvloopMachine(SqliteMachine):
     backend_options: ClassVar[dict[str, Any]] = {"use_uvloop": True}
 
@@ -414,5 +426,7 @@ TestMemoryStoreAgainstModel = MemoryMachine.TestCase
 TestMemoryStoreAgainstModel.settings = MODEL_SETTINGS
 TestSqliteStoreAgainstModel = SqliteMachine.TestCase
 TestSqliteStoreAgainstModel.settings = MODEL_SETTINGS
+TestForgetfulSqliteStoreAgainstModel = SqliteForgetfulMachine.TestCase
+TestForgetfulSqliteStoreAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=40)
 TestSqliteStoreOnUvloopAgainstModel = SqliteUvloopMachine.TestCase
 TestSqliteStoreOnUvloopAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=25)
