@@ -565,7 +565,9 @@ class Turn:
             rec = self._take(step, "first", "first")
             if rec is not None and isinstance(rec.outcome, StepCompleted):
                 winner = int(msgspec.msgpack.decode(rec.outcome.value, type=int))
-                return winner, await self._replay_winner(awaitables, names, winner)
+                value = await self._replay_winner(awaitables, names, winner)
+                self._advance(branch, rec.outcome.at)  # as the live run did when it journaled
+                return winner, value
         now = self.now()
         tasks = [
             self._start_branch(name, now, aw) for name, aw in zip(names, awaitables, strict=True)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import anyio
 import anyio.lowlevel
 import msgspec
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from actorflow import Actor, Context, HandlerFailed, ManualClock, Runtime, handler
@@ -505,6 +505,13 @@ def comparable(observed: Observed) -> Observed:
     programs=PROGRAMS,
     snapshot_every=st.sampled_from([1, 2, 3]),
     idle_timeout=st.sampled_from([3600.0, 0.0]),
+)
+# Found by this test: replaying ctx.first did not move the turn's logical time to when the
+# live run journaled the winner, so a later ctx.now() differed after a durable sleep.
+@example(
+    programs=[[Gather([0], 0, True), First([0], False), Draw("now")]],
+    snapshot_every=1,
+    idle_timeout=3600.0,
 )
 def test_replay_from_the_start_and_from_a_snapshot_gives_what_the_live_run_saw(
     programs: list[list[Op]], snapshot_every: int, idle_timeout: float
