@@ -14,24 +14,18 @@ mid-fsync, mid-print), then reopens the journal here and holds it to the store's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import queue
 import random
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from journal import SqliteStore
+from tests.crash._process import REAP_TIMEOUT, LineChild
 from tests.crash.journal_child import RECORD_TYPE, decode_payload, expected_payload
 
 pytestmark = pytest.mark.crash
@@ -40,12 +34,8 @@ CYCLES = 60
 SEED = 20240611
 #: Longest a cycle may take to reach its kill point; past it the test fails.
 CYCLE_TIMEOUT = 30.0
-#: Longest a killed child may take to be reaped and its pipe to drain.
-REAP_TIMEOUT = 10.0
 #: The most acknowledgements a cycle waits for before its kill.
 MAX_ACKS = 400
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,41 +63,20 @@ class ChildFailed(AssertionError):
     """The child stopped on its own or stalled instead of being killed at our chosen moment."""
 
 
-def _pump_lines(stream: Iterator[bytes], lines: queue.Queue[bytes | None]) -> None:
-    """Move every line the child prints onto ``lines``; None marks the end of its output."""
-    try:
-        for line in stream:
-            lines.put(line)
-    finally:
-        lines.put(None)
-
-
 def _parse_ack(line: bytes) -> tuple[tuple[str, int], Ack]:
     _, stream, position, txid, index, count = line.decode().split()
     return (stream, int(position)), Ack(txid, int(index), int(count))
 
 
-class Child:
-    """A running `journal_child` whose output is read on a thread, killable at any moment."""
+class Child(LineChild):
+    """A running `journal_child`, killable at any moment."""
 
     def __init__(self, path: Path, seed: int, loop: str, stderr_path: Path) -> None:
-        self._stderr_path = stderr_path
-        self._stderr = stderr_path.open("wb")
-        module = "tests.crash.journal_child"
-        command = [sys.executable, "-m", module, str(path), str(seed), "--loop", loop]
-        self.proc = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self._stderr
-        )
-        self.lines: queue.Queue[bytes | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        self._reader = threading.Thread(
-            target=_pump_lines, args=(self.proc.stdout, self.lines), daemon=True
-        )
-        self._reader.start()
+        args = [str(path), str(seed), "--loop", loop]
+        super().__init__("tests.crash.journal_child", args, stderr_path)
         self.acks: Journal = {}
         self.partial_line = b""
         self.opened = False
-        self.ended = False
 
     def wait_for(self, target_acks: int, deadline: float) -> None:
         """Read lines until ``target_acks`` ACKs (0: until the store is open) have been seen."""
@@ -119,22 +88,20 @@ class Child:
                     f"{target_acks} acknowledgements\n{self.stderr()}"
                 )
             try:
-                line = self.lines.get(timeout=remaining)
+                line = self.next_line(timeout=remaining)
             except queue.Empty:
                 continue
             if line is None:
-                self.ended = True
                 raise ChildFailed(
                     f"the child's output ended before it was killed (exit status "
                     f"{self.proc.wait(REAP_TIMEOUT)}) after {len(self.acks)} "
                     f"acknowledgements\n{self.stderr()}"
                 )
-            self._take(line)
 
     def _reached(self, target_acks: int) -> bool:
         return self.opened if target_acks == 0 else len(self.acks) >= target_acks
 
-    def _take(self, line: bytes) -> None:
+    def take(self, line: bytes) -> None:
         if not line.endswith(b"\n"):
             self.partial_line = line  # cut short by the kill: not an acknowledgement
         elif line == b"OPEN\n":
@@ -145,35 +112,6 @@ class Child:
             self.acks[key] = ack
         else:
             raise ChildFailed(f"unexpected line from the child: {line!r}\n{self.stderr()}")
-
-    def kill(self) -> None:
-        """SIGKILL the child, reap it, and read what it printed before it died."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(REAP_TIMEOUT)
-        self._reader.join(REAP_TIMEOUT)
-        assert not self._reader.is_alive(), "the child's stdout stayed open after its death"
-        while not self.ended:
-            line = self.lines.get_nowait()
-            if line is None:
-                self.ended = True
-            else:
-                self._take(line)
-
-    def stderr(self) -> str:
-        """What the child wrote to stderr so far (its traceback, if it failed)."""
-        return self._stderr_path.read_text(errors="replace")[-4000:]
-
-    def close(self) -> None:
-        """Make sure the child is dead and reaped and every pipe and file is closed."""
-        with contextlib.suppress(ProcessLookupError):
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self.proc.wait(REAP_TIMEOUT)
-        self._reader.join(REAP_TIMEOUT)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        self._stderr.close()
 
 
 def run_child_until_killed(path: Path, cycle: int, target_acks: int, workdir: Path) -> ChildRun:

@@ -26,17 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import queue
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +38,7 @@ import pytest
 
 import actorflow
 from journal import SqliteStore
+from tests.crash._process import REAP_TIMEOUT, LineChild
 from tests.crash.runtime_child import (
     AGENTS,
     MESSAGES,
@@ -66,8 +61,6 @@ MAX_CYCLES = 200
 TIME_BUDGET = 120.0
 #: Longest a cycle may take to reach its kill point (or to finish); past it the test fails.
 CYCLE_TIMEOUT = 30.0
-#: Longest a killed child may take to be reaped and its pipe to drain.
-REAP_TIMEOUT = 10.0
 #: How often the ledger is polled for the number of calls a run has made so far (seconds).
 POLL = 0.002
 #: Kills timed from OPEN land within this many seconds of it (while the runtime recovers).
@@ -84,7 +77,6 @@ EFFECTS = frozenset(
     for step in range(steps_for(agent, job))
 )
 TOTAL_EFFECTS = len(EFFECTS)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # (agent, job) names one message.
 Message = tuple[str, int]
@@ -130,36 +122,15 @@ class ChildFailed(AssertionError):
     """The child crashed, stalled, or printed something it should not have."""
 
 
-def _pump_lines(stream: Iterator[bytes], lines: queue.Queue[bytes | None]) -> None:
-    """Move every line the child prints onto ``lines``; None marks the end of its output."""
-    try:
-        for line in stream:
-            lines.put(line)
-    finally:
-        lines.put(None)
-
-
-class Child:
-    """A running `runtime_child` whose output is read on a thread, killable at any moment."""
+class Child(LineChild):
+    """A running `runtime_child`, killable at any moment."""
 
     def __init__(self, journal: Path, ledger: Path, cycle: int, plan: KillPlan, workdir: Path):
         self.out = RunOutput(cycle, plan)
         self._ledger = sqlite3.connect(ledger, timeout=CYCLE_TIMEOUT)
-        self._stderr_path = workdir / f"child-{cycle}.stderr"
-        self._stderr = self._stderr_path.open("wb")
         loop = "uvloop" if cycle % 2 else "asyncio"
-        module = "tests.crash.runtime_child"
-        command = [sys.executable, "-m", module, str(journal), str(ledger), str(cycle)]
-        self.proc = subprocess.Popen(
-            [*command, "--loop", loop], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self._stderr
-        )
-        self.lines: queue.Queue[bytes | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        self._reader = threading.Thread(
-            target=_pump_lines, args=(self.proc.stdout, self.lines), daemon=True
-        )
-        self._reader.start()
-        self.ended = False
+        args = [str(journal), str(ledger), str(cycle), "--loop", loop]
+        super().__init__("tests.crash.runtime_child", args, workdir / f"child-{cycle}.stderr")
 
     def run(self) -> RunOutput:
         """Read the child's output until its kill point (then kill it) or its end."""
@@ -184,15 +155,13 @@ class Child:
                 )
             until = min(deadline, now + POLL, kill_at or deadline)
             try:
-                line = self.lines.get(timeout=max(0.0, until - now))
+                line = self.next_line(timeout=max(0.0, until - now))
             except queue.Empty:
                 continue
             if line is None:
-                self.ended = True
                 self.out.status = self.proc.wait(REAP_TIMEOUT)
                 self.out.stderr = self.stderr()
                 return self.out
-            self._take(line)
 
     def _due(self, plan: KillPlan) -> bool:
         """Whether the kill point has come (a jitter ``plan.at`` may follow)."""
@@ -210,7 +179,7 @@ class Child:
         (count,) = self._ledger.execute(query, (self.out.cycle,)).fetchone()
         return int(count)
 
-    def _take(self, line: bytes) -> None:
+    def take(self, line: bytes) -> None:
         out = self.out
         if not line.endswith(b"\n"):
             out.partial_line = line  # cut short by the kill: not an acknowledgement
@@ -233,37 +202,15 @@ class Child:
         else:
             raise ChildFailed(f"cycle {out.cycle}: unexpected line {line!r}\n{self.stderr()}")
 
-    def kill(self) -> None:
-        """SIGKILL the child, reap it, and read what it printed before it died."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.out.killed = True
-        self.out.status = self.proc.wait(REAP_TIMEOUT)
-        self._reader.join(REAP_TIMEOUT)
-        assert not self._reader.is_alive(), "the child's stdout stayed open after its death"
-        while not self.ended:
-            line = self.lines.get_nowait()
-            if line is None:
-                self.ended = True
-            else:
-                self._take(line)
+    def kill(self) -> tuple[bool, int]:
+        """SIGKILL the child, reap it, and take what it printed before it died."""
+        killed, self.out.status = super().kill()
+        self.out.killed |= killed
         self.out.stderr = self.stderr()
-
-    def stderr(self) -> str:
-        """The tail of what the child wrote to stderr (its traceback, if it failed)."""
-        self._stderr.flush()
-        return self._stderr_path.read_text(errors="replace")[-4000:]
+        return killed, self.out.status
 
     def close(self) -> None:
-        """Make sure the child is dead and reaped and every pipe and file is closed."""
-        with contextlib.suppress(ProcessLookupError):
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self.proc.wait(REAP_TIMEOUT)
-        self._reader.join(REAP_TIMEOUT)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        self._stderr.close()
+        super().close()
         self._ledger.close()
 
 
