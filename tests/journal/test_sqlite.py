@@ -24,7 +24,7 @@ from journal import (
     StorageFullError,
     StoreLockedError,
 )
-from journal._sqlite import WAKE_SLICE
+from journal._sqlite import WAKE_SLICE, _Transaction
 
 pytestmark = pytest.mark.anyio
 
@@ -237,6 +237,43 @@ async def test_a_crowd_larger_than_a_wake_slice_takes_turns_in_commits(
         assert await reopened.last_position("agent/0000") == rounds
     finally:
         await reopened.close()
+
+
+async def test_callers_are_woken_only_once_the_next_commit_is_staged(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer thread stages a commit, the loop wakes nobody (both would need the
+    GIL): the previous commit's callers, but for the first slice whose appends formed this
+    commit, run once the writer has entered COMMIT."""
+    resumed = 0  # callers whose append has returned (counted on the event loop)
+    stagings: list[tuple[int, int]] = []  # resumed callers as each staging began and ended
+    flush_rows = _Transaction.flush_rows
+
+    def counted_flush_rows(txn: _Transaction) -> None:  # on the writer thread
+        before = resumed
+        flush_rows(txn)
+        stagings.append((before, resumed))
+
+    monkeypatch.setattr(_Transaction, "flush_rows", counted_flush_rows)
+    store = await SqliteStore.open(path)
+    try:
+
+        async def agent(stream: str) -> None:
+            nonlocal resumed
+            for n in range(3):
+                await store.append(stream, [NewRecord("t", b"%d" % n)])
+                resumed += 1
+
+        crowd = 4 * WAKE_SLICE
+        async with anyio.create_task_group() as tg:
+            for n in range(crowd):
+                tg.start_soon(agent, f"agent/{n:04}")
+        assert store.stats.records == 3 * crowd
+    finally:
+        await store.close()
+    assert stagings[0] == (0, 0)  # the whole crowd's first appends
+    assert stagings[1] == (WAKE_SLICE, WAKE_SLICE)  # only the first slice was woken
+    assert all(before == after for before, after in stagings)
 
 
 async def test_a_refused_request_fails_alone_in_its_commit(path: pathlib.Path) -> None:
