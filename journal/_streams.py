@@ -136,10 +136,10 @@ class Changes:
         ``check`` checks it first (a single-stream append, the hot path, is checked here
         rather than by `check_appends`, saving a second state lookup).
         """
-        state = self._states.get(part.stream) or self.state(part.stream)
-        if check and (part.expected_position is not None or part.epoch is not None):
+        state = self.state(part.stream)
+        if check:
             self._check(state, part, state.last)
-        self._undo.append((state, state.id, state.last, state.first, state.epoch, state.snapshot))
+        self.touch(state)
         first, first_global, count = state.last + 1, self.next_global, len(part.records)
         state.last += count
         self.next_global += count
