@@ -17,7 +17,7 @@ import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, SyncClient
 from actorflow._runtime import JournalEntry
-from actorflow.server import DEFAULT_PORT, ServeConfig, ServeError, serve
+from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 
 TOKEN_ENV = "ACTORFLOW_TOKEN"
 T = TypeVar("T")
@@ -315,7 +315,7 @@ def _short(value: Any, width: int = 40) -> str:
 
 @main.command("list")
 @click.option("--type", "type_name", help="Only actors of this type.")
-@click.option("--state", help="Only actors in this state (idle, running, waiting-timer, ...).")
+@click.option("--state", type=click.Choice(ACTOR_STATES), help="Only actors in this state.")
 @_client_options
 def list_command(
     type_name: str | None, state: str | None, url: str, token_file: Path | None

@@ -37,6 +37,19 @@ from journal import JournalError
 API = "/v1"
 #: Longest a send may wait for its result before answering 202.
 MAX_WAIT = 60.0
+#: Every state an actor's status can report; ``GET /v1/actors?state=`` and
+#: ``actorflow list --state`` take one of them.
+ACTOR_STATES = (
+    "idle",
+    "running",
+    "waiting-timer",
+    "waiting-event",
+    "waiting-retry",
+    "retrying",
+    "stuck",
+    "completed",
+    "pending",
+)
 
 _json = msgspec.json.Encoder()
 
@@ -308,16 +321,28 @@ async def actor_journal(request: Request, state: ServerState) -> Response:
 
 def _check_ref(state: ServerState, ref: ActorRef) -> None:
     check_key(ref.key)
-    if ref.type_name not in state.runtime.actor_types:
-        raise UnknownActorError(f"unknown actor type {ref.type_name!r}")
+    _check_type(state, ref.type_name)
+
+
+def _check_type(state: ServerState, type_name: str) -> None:
+    hosted = state.runtime.actor_types
+    if type_name not in hosted:
+        known = ", ".join(sorted(hosted)) or "none"
+        raise UnknownActorError(f"unknown actor type {type_name!r}; this server hosts: {known}")
 
 
 async def list_actors(request: Request, state: ServerState) -> Response:
     """GET /v1/actors?type=&state=: actors by type and state."""
-    type_name = request.query_params.get("type")
-    if type_name is not None and type_name not in state.runtime.actor_types:
-        raise UnknownActorError(f"unknown actor type {type_name!r}")
     wanted = request.query_params.get("state")
+    if wanted is not None and wanted not in ACTOR_STATES:
+        raise ApiError(
+            400,
+            "invalid_query",
+            f"?state={wanted} is not an actor state; use one of {', '.join(ACTOR_STATES)}",
+        )
+    type_name = request.query_params.get("type")
+    if type_name is not None:
+        _check_type(state, type_name)
     return json_response(await state.runtime.list_actors(type_name, wanted))
 
 
@@ -341,7 +366,7 @@ async def metrics(request: Request, state: ServerState) -> Response:
 
 async def openapi(request: Request, state: ServerState) -> Response:
     """GET /openapi.json: this API, with a request schema per hosted handler."""
-    return json_response(openapi_document(state.runtime))
+    return json_response(openapi_document(state.runtime, ACTOR_STATES))
 
 
 def create_app(state: ServerState) -> Starlette:

@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from actorflow.server import ACTOR_STATES
 from journal import SqliteStore
 from tests.server import app_under_test
 from tests.server.support import Api, error_of, reaches, serving
@@ -503,6 +504,39 @@ async def test_actors_are_listed_by_type_and_by_state() -> None:
         assert await listed(type="Broken") == []
 
 
+async def test_an_unknown_state_filter_is_refused_with_the_valid_states() -> None:
+    async with serving() as api:
+        await api.send("Greeter/g", "greet", {"name": "a"}, params={"wait": "5"})
+        for bad in ("bogus", "waiting", "IDLE", ""):
+            response = await api.http.get("/v1/actors", params={"state": bad})
+            status, kind, message = error_of(response)
+            assert (status, kind) == (400, "invalid_query"), bad
+            assert f"?state={bad} is not an actor state" in message
+            assert ", ".join(ACTOR_STATES) in message
+        unknown_type = await api.http.get("/v1/actors", params={"type": "Nobody", "state": "idle"})
+        status, kind, message = error_of(unknown_type)
+        assert (status, kind) == (404, "unknown_actor_type")
+        assert "this server hosts: Approval, Booking, Broken, Greeter" in message
+        for state in ACTOR_STATES:  # every state it names is one it takes
+            response = await api.http.get("/v1/actors", params={"state": state})
+            assert response.status_code == 200, (state, response.text)
+            assert {a["state"] for a in response.json()} <= {state}
+
+
+def test_the_actor_states_are_the_nine_the_runtime_reports() -> None:
+    assert ACTOR_STATES == (
+        "idle",
+        "running",
+        "waiting-timer",
+        "waiting-event",
+        "waiting-retry",
+        "retrying",
+        "stuck",
+        "completed",
+        "pending",
+    )
+
+
 # -- auth -------------------------------------------------------------------------------------
 
 TOKEN = "s3cret-token"
@@ -683,6 +717,11 @@ async def test_the_openapi_document_lists_each_handler_with_its_argument_schema(
     assert greet["properties"]["times"]["type"] == "integer"
     for path in ("/v1/actors", "/v1/actors/{type}/{key}", "/v1/actors/{type}/{key}/journal"):
         assert "get" in document["paths"][path]
+    enum = {"type": "string", "enum": list(ACTOR_STATES)}
+    query = {p["name"]: p for p in document["paths"]["/v1/actors"]["get"]["parameters"]}
+    assert query["state"] == {"name": "state", "in": "query", "schema": enum}
+    assert query["type"]["in"] == "query"
+    assert schemas["ActorStatus"]["properties"]["state"] == enum
     for ref in _refs(document):
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
 

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from actorflow import ClientError, SyncClient
 from actorflow.cli import main
+from actorflow.server import ACTOR_STATES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ACTORFLOW = str(pathlib.Path(sys.executable).parent / "actorflow")
@@ -230,6 +231,25 @@ def test_an_actor_named_without_a_key_fails_saying_how_to_name_it(server: Server
     assert "Traceback" not in done.stderr
     assert "Type/key" in done.stderr
     assert "cannot reach the server" not in done.stderr  # it was reached; the name was wrong
+
+
+def test_list_refuses_an_unknown_state_naming_the_valid_ones() -> None:
+    shown = CliRunner().invoke(main, ["list", "--help"])
+    assert "|".join(ACTOR_STATES) in shown.output
+    for state in ("bogus", "waiting"):
+        refused = CliRunner().invoke(
+            main, ["list", "--state", state, "--url", "http://127.0.0.1:9"]
+        )
+        assert refused.exit_code == 2, refused.output
+        assert f"Invalid value for '--state': '{state}' is not one of" in refused.output
+        assert "'waiting-retry', 'retrying'" in refused.output
+
+
+def test_list_by_state_passes_states_the_runtime_is_adding_to_the_server(server: Server) -> None:
+    for state in ("waiting-retry", "retrying"):
+        done = cli("list", "--state", state, "--url", server.url)
+        assert done.returncode == 0, (state, done.stderr)
+        assert all(line.split()[1] == state for line in done.stdout.splitlines()), done.stdout
 
 
 def test_a_server_that_is_not_there_fails_saying_what_to_check() -> None:
