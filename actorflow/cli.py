@@ -94,6 +94,14 @@ def main() -> None:
 )
 @click.option("--max-body-bytes", type=int, default=1024 * 1024, show_default=True)
 @click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another process (the previous version) to release the "
+    "journal; meanwhile /livez answers 200 and /readyz 503.",
+)
+@click.option(
     "--snapshot-every",
     type=int,
     default=100,
@@ -111,6 +119,7 @@ def serve_command(
     token_file: Path | None,
     allow_public_without_token: bool,
     max_body_bytes: int,
+    lock_wait: float,
     snapshot_every: int,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
@@ -136,6 +145,7 @@ def serve_command(
         allow_public_without_token,
         max_body_bytes,
         snapshot_every,
+        lock_wait=lock_wait,
     )
     try:
         code = _run(config)
