@@ -15,11 +15,14 @@ import click
 import httpx
 import msgspec
 
-from actorflow._client import DEFAULT_URL, ClientError, SyncClient
+from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow._runtime import JournalEntry
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 
 TOKEN_ENV = "ACTORFLOW_TOKEN"
+TIMEOUT_ENV = "ACTORFLOW_TIMEOUT"
+#: Seconds a command waits for the server's answer (beyond its --wait) by default.
+DEFAULT_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -166,6 +169,15 @@ def _run(config: ServeConfig) -> int:
 
 def _client_options(fn: Any) -> Any:
     fn = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        envvar=TIMEOUT_ENV,
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help=f"Seconds to wait for the server's answer, on top of any --wait (or set "
+        f"{TIMEOUT_ENV}).",
+    )(fn)
+    fn = click.option(
         "--url",
         envvar="ACTORFLOW_URL",
         default=DEFAULT_URL,
@@ -179,10 +191,15 @@ def _client_options(fn: Any) -> Any:
     )(fn)
 
 
-def _talk(url: str, token_file: Path | None, action: Callable[[SyncClient], T]) -> T:
+def _talk(
+    url: str,
+    token_file: Path | None,
+    timeout: float,
+    action: Callable[[SyncClient], T],
+) -> T:
     """Run ``action`` with a client of the server; turn failures into CLI errors."""
     try:
-        with SyncClient(url, token=_token(token_file)) as client:
+        with SyncClient(url, token=_token(token_file), timeout=timeout) as client:
             return action(client)
     except CLIENT_ERRORS as exc:
         _fail(exc)
@@ -193,6 +210,21 @@ CLIENT_ERRORS = (ClientError, httpx.HTTPError, OSError, ValueError)
 
 
 def _fail(exc: Exception) -> NoReturn:
+    if isinstance(exc, RequestTimeout):
+        waited = f"{exc.seconds:g} s"
+        if exc.wait:
+            waited += f" (--wait {exc.wait:g} + --timeout {exc.seconds - exc.wait:g})"
+        unsure = (
+            " The message may have been accepted: resend it with the same --idempotency-key "
+            "to be sure it is sent once."
+            if "/messages/" in exc.request
+            else ""
+        )
+        raise click.ClickException(
+            f"the server at {exc.url} did not answer {exc.request} within {waited}; is it "
+            f"overloaded or stopped? If it needs longer, raise --timeout (or {TIMEOUT_ENV})."
+            f"{unsure}"
+        )
     if isinstance(exc, ClientError):
         raise click.ClickException(f"{exc.message} (HTTP {exc.status}, {exc.kind})")
     if isinstance(exc, ValueError):
@@ -221,6 +253,7 @@ def send(
     deadline: float | None,
     url: str,
     token_file: Path | None,
+    timeout: float,
 ) -> None:
     """Send a message to ACTOR (Type/key): HANDLER with ARGUMENTS as a JSON object.
 
@@ -235,6 +268,7 @@ def send(
         _talk(
             url,
             token_file,
+            timeout,
             lambda client: client.send(
                 actor,
                 handler,
@@ -251,26 +285,31 @@ def send(
 @click.argument("invocation")
 @click.option("--wait", type=float, help="Wait up to this many seconds for it to finish.")
 @_client_options
-def show(invocation: str, wait: float | None, url: str, token_file: Path | None) -> None:
+def show(
+    invocation: str, wait: float | None, url: str, token_file: Path | None, timeout: float
+) -> None:
     """Show an invocation (Type/key#id): its state, result or error."""
-    _print(_talk(url, token_file, lambda client: client.invocation(invocation, wait=wait)))
+    found = _talk(url, token_file, timeout, lambda client: client.invocation(invocation, wait=wait))
+    _print(found)
 
 
 @main.command()
 @click.argument("actor")
 @_client_options
-def status(actor: str, url: str, token_file: Path | None) -> None:
+def status(actor: str, url: str, token_file: Path | None, timeout: float) -> None:
     """Show what ACTOR (Type/key) is doing."""
-    _print(_talk(url, token_file, lambda client: client.status(actor)))
+    _print(_talk(url, token_file, timeout, lambda client: client.status(actor)))
 
 
 @main.command("journal")
 @click.argument("actor")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @_client_options
-def journal_command(actor: str, as_json: bool, url: str, token_file: Path | None) -> None:
+def journal_command(
+    actor: str, as_json: bool, url: str, token_file: Path | None, timeout: float
+) -> None:
     """Show ACTOR's journal: time, entry, step name and how long it took."""
-    entries = _talk(url, token_file, lambda client: client.journal(actor))
+    entries = _talk(url, token_file, timeout, lambda client: client.journal(actor))
     if as_json:
         _print(entries)
         return
@@ -328,10 +367,10 @@ def _short(value: Any, width: int = 40) -> str:
 @click.option("--state", type=click.Choice(ACTOR_STATES), help="Only actors in this state.")
 @_client_options
 def list_command(
-    type_name: str | None, state: str | None, url: str, token_file: Path | None
+    type_name: str | None, state: str | None, url: str, token_file: Path | None, timeout: float
 ) -> None:
     """List actors with their states."""
-    found = _talk(url, token_file, lambda client: client.list_actors(type_name, state))
+    found = _talk(url, token_file, timeout, lambda client: client.list_actors(type_name, state))
     for actor in found:
         click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
 
@@ -341,16 +380,18 @@ def list_command(
 @click.argument("name")
 @click.argument("payload", required=False)
 @_client_options
-def deliver(actor: str, name: str, payload: str | None, url: str, token_file: Path | None) -> None:
+def deliver(
+    actor: str, name: str, payload: str | None, url: str, token_file: Path | None, timeout: float
+) -> None:
     """Deliver the event NAME (with a JSON PAYLOAD) to ACTOR, for ctx.wait_for."""
     value = _json_argument(payload, "PAYLOAD")
-    _talk(url, token_file, lambda client: client.deliver(actor, name, value))
+    _talk(url, token_file, timeout, lambda client: client.deliver(actor, name, value))
     click.echo(f"delivered {name} to {actor}")
 
 
 @main.command()
 @click.argument("invocation")
 @_client_options
-def cancel(invocation: str, url: str, token_file: Path | None) -> None:
+def cancel(invocation: str, url: str, token_file: Path | None, timeout: float) -> None:
     """Cancel an invocation: its turn stops and its compensations run."""
-    _print(_talk(url, token_file, lambda client: client.cancel(invocation)))
+    _print(_talk(url, token_file, timeout, lambda client: client.cancel(invocation)))
