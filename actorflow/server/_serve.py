@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +33,7 @@ import anyio
 import uvicorn
 
 from actorflow._actor import Actor
-from actorflow._errors import ActorflowError
+from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow._runtime import Runtime
 from actorflow.server._app import ServerState, create_app
 from journal import Durability, SqliteStore, StoreLockedError
@@ -77,7 +78,10 @@ class ServeConfig:
 def load_actors(spec: str) -> list[type[Actor]]:
     """The actor classes named by ``spec``: ``package.module``, ``path/to/file.py``, or
     either followed by ``:NAME`` (a class, or a list of classes). Without ``:NAME``,
-    the module's ``ACTORS`` list if it has one, else every Actor class it holds."""
+    the module's ``ACTORS`` list if it has one, else every Actor class it holds.
+
+    Raises `ServeError` when they cannot be loaded, saying why: the problems of a
+    misdefined actor class, or the traceback of the app's own code that failed."""
     target, _, attr = spec.partition(":")
     module = _import(target)
     if attr:
@@ -99,7 +103,25 @@ def load_actors(spec: str) -> list[type[Actor]]:
             f"{spec} names no actor classes (found {bad or 'none'}); point actorflow serve "
             f"at a module that defines actorflow.Actor subclasses, e.g. examples.agents"
         )
+    _check_names(spec, classes)
     return classes
+
+
+def _check_names(spec: str, classes: list[type[Actor]]) -> None:
+    named: dict[str, type[Actor]] = {}
+    for cls in classes:
+        name = cls.__actorflow_name__
+        other = named.setdefault(name, cls)
+        if other is not cls:
+            raise ServeError(
+                f"cannot load the app {spec}: two actor classes are both named {name!r} "
+                f"({_qualified(other)} and {_qualified(cls)}); rename one, or give it "
+                f"another type name with `class {cls.__name__}(actorflow.Actor, name=...)`"
+            )
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _import(target: str) -> ModuleType:
@@ -113,14 +135,65 @@ def _import(target: str) -> ModuleType:
             raise ServeError(f"cannot import {target}")
         module = importlib.util.module_from_spec(loaded)
         sys.modules[path.stem] = module
-        loaded.loader.exec_module(module)
+        try:
+            loaded.loader.exec_module(module)
+        except Exception as exc:
+            raise _load_failed(target, exc) from None
         return module
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
-        raise ServeError(f"cannot import {target!r}: {exc}") from exc
+        if not _names_target(exc, target):
+            raise _load_failed(target, exc) from None
+        raise ServeError(
+            f"cannot import {target!r}: {exc}; run actorflow serve from the folder that "
+            f"holds it, or give the path of its file (e.g. app/agents.py)"
+        ) from None
+    except Exception as exc:
+        raise _load_failed(target, exc) from None
+
+
+def _names_target(exc: ModuleNotFoundError, target: str) -> bool:
+    """Whether ``exc`` says the module ``target`` (or a package of it) does not exist,
+    rather than that a module it imports does not."""
+    return exc.name is not None and (target + ".").startswith(exc.name + ".")
+
+
+def _load_failed(target: str, exc: Exception) -> ServeError:
+    """The error for an app whose import raised ``exc``: a misdefined actor says its
+    problems; anything else shows the traceback of the app's own code."""
+    if isinstance(exc, ActorDefinitionError):
+        return ServeError(f"cannot load the app {target}: {exc}")
+    shown = traceback.TracebackException.from_exception(exc)
+    _drop_our_frames(shown)
+    return ServeError(
+        f"cannot load the app {target}: importing it raised {type(exc).__name__}. Fix the "
+        f"code below and start the server again.\n{''.join(shown.format()).rstrip()}"
+    )
+
+
+#: Where frames come from that are not the app's: actorflow, and the import machinery.
+_NOT_THE_APP = (str(Path(__file__).parents[1]) + os.sep, str(Path(importlib.__file__).parent) + os.sep)
+
+
+def _drop_our_frames(shown: traceback.TracebackException) -> None:
+    """Keep only the app's frames in ``shown`` and the exceptions chained to it."""
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [shown]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        kept = [
+            frame
+            for frame in current.stack
+            if not frame.filename.startswith(("<frozen ", *_NOT_THE_APP))
+        ]
+        current.stack = traceback.StackSummary.from_list(kept)
+        pending += [current.__cause__, current.__context__]
 
 
 def is_loopback(host: str) -> bool:
