@@ -56,7 +56,8 @@ def main() -> None:
     """actorflow: long-running agents as actors on an event-sourced journal.
 
     Start a server with `actorflow serve APP`; the other commands talk to it
-    (--url, default http://127.0.0.1:8787; token from --token-file or ACTORFLOW_TOKEN).
+    (--url, default http://127.0.0.1:8787; token from --token-file or ACTORFLOW_TOKEN)
+    and wait at most --timeout seconds (default 30) for its answer.
     """
 
 
@@ -71,7 +72,9 @@ def main() -> None:
     help="full: survives power loss; normal: survives a process crash.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to listen on."
+)
 @click.option(
     "--grace",
     type=float,
@@ -84,6 +87,7 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Lifecycle lines (event=start, event=draining, ...) are logged at info.",
 )
 @click.option(
     "--token-file",
@@ -95,7 +99,13 @@ def main() -> None:
     is_flag=True,
     help="Listen beyond loopback without a token (only behind an authenticating proxy).",
 )
-@click.option("--max-body-bytes", type=int, default=1024 * 1024, show_default=True)
+@click.option(
+    "--max-body-bytes",
+    type=int,
+    default=1024 * 1024,
+    show_default=True,
+    help="Larger request bodies are refused with 413.",
+)
 @click.option(
     "--lock-wait",
     type=click.FloatRange(min=0),
@@ -126,6 +136,10 @@ def serve_command(
     snapshot_every: int,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
+
+    APP may end with :NAME to name a class or a list of classes; without it, the
+    module's ACTORS list, or every Actor class in it. The port answers health checks
+    at once; the API once the journal is open and the actors are recovered.
 
     SIGTERM or Ctrl-C stops it within --grace seconds without losing work: each actor
     type drains, checkpoints or compensates its running turns as it declares, and the
@@ -238,7 +252,11 @@ def _fail(exc: Exception) -> NoReturn:
 @click.argument("actor")
 @click.argument("handler")
 @click.argument("arguments", required=False)
-@click.option("--wait", type=float, help="Wait up to this many seconds for the result.")
+@click.option(
+    "--wait",
+    type=float,
+    help="Wait up to this many seconds (at most 60) for the result.",
+)
 @click.option("--idempotency-key", help="Retries with the same key return the same invocation.")
 @click.option(
     "--deadline", type=float, help="Cancel (and compensate) the turn after this many seconds."
@@ -283,7 +301,11 @@ def send(
 
 @main.command()
 @click.argument("invocation")
-@click.option("--wait", type=float, help="Wait up to this many seconds for it to finish.")
+@click.option(
+    "--wait",
+    type=float,
+    help="Wait up to this many seconds (at most 60) for it to finish.",
+)
 @_client_options
 def show(
     invocation: str, wait: float | None, url: str, token_file: Path | None, timeout: float

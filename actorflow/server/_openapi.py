@@ -47,8 +47,13 @@ def openapi_document(runtime: Runtime, actor_states: Sequence[str]) -> dict[str,
         (f"{actor}/invocations/{{id}}/cancel", "post", "Cancel an invocation.", invocation),
         (f"{actor}/events/{{name}}", "post", "Deliver an event.", {"type": "object"}),
         ("/v1/actors", "get", "Actors by ?type= and ?state=.", _array(status)),
-        ("/livez", "get", "Liveness.", {"type": "object"}),
-        ("/readyz", "get", "Readiness (503 while shutting down).", {"type": "object"}),
+        ("/livez", "get", "Liveness (200 from the moment the port is bound).", {"type": "object"}),
+        (
+            "/readyz",
+            "get",
+            "Readiness (503 with the reason while starting, and while shutting down).",
+            {"type": "object"},
+        ),
     ]
     for path, method, summary, schema in endpoints:
         paths[path] = {method: _get(summary, schema, path)}

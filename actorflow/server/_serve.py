@@ -175,7 +175,10 @@ def _load_failed(target: str, exc: Exception) -> ServeError:
 
 
 #: Where frames come from that are not the app's: actorflow, and the import machinery.
-_NOT_THE_APP = (str(Path(__file__).parents[1]) + os.sep, str(Path(importlib.__file__).parent) + os.sep)
+_NOT_THE_APP = (
+    str(Path(__file__).parents[1]) + os.sep,
+    str(Path(importlib.__file__).parent) + os.sep,
+)
 
 
 def _drop_our_frames(shown: traceback.TracebackException) -> None:
