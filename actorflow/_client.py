@@ -189,7 +189,9 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _timed_out(http: httpx.AsyncClient | httpx.Client, call: _Call, timeout: float) -> Exception:
+def _timed_out(
+    http: httpx.AsyncClient | httpx.Client, call: _Call, timeout: float
+) -> RequestTimeout:
     url = str(http.base_url).rstrip("/")
     return RequestTimeout(url, f"{call.method} {call.path}", call.wait + timeout, call.wait)
 
