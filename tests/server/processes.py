@@ -21,8 +21,8 @@ ACTORFLOW = str(pathlib.Path(sys.executable).parent / "actorflow")
 APP = "tests.server.app_under_test"
 #: The grace budget the servers here run with.
 GRACE = 3.0
-#: Longest a server may take to answer /livez after it is started, and a poll to see
-#: what it waits for.
+#: Longest a server may take to be ready (or live) after it is started, and a poll to
+#: see what it waits for.
 START_DEADLINE = 20.0
 #: Longest one CLI command may run.
 COMMAND_DEADLINE = 30.0
@@ -60,35 +60,40 @@ class Server:
         return self.log.read_text()
 
 
-def _wait_until_live(server: Server) -> None:
+def _wait_until_answered(server: Server, path: str, token: str | None) -> None:
+    """Return once ``path`` answers 200; fail if the server exits or takes too long."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     give_up = time.monotonic() + START_DEADLINE
     while time.monotonic() < give_up:
         if server.process.poll() is not None:
             raise AssertionError(f"actorflow serve exited early:\n{server.logged()}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/livez", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}{path}", headers=headers, timeout=1).status_code == 200:
                 return
         time.sleep(0.05)
-    raise AssertionError(f"actorflow serve did not answer /livez in time:\n{server.logged()}")
+    raise AssertionError(f"actorflow serve did not answer {path} in time:\n{server.logged()}")
 
 
 @contextlib.contextmanager
 def served(
-    workdir: pathlib.Path, *options: str, env: dict[str, str] | None = None
+    workdir: pathlib.Path,
+    *options: str,
+    env: dict[str, str] | None = None,
+    until: str = "/readyz",
 ) -> Iterator[Server]:
     """`actorflow serve` of the test app on a free loopback port, with the journal
-    ``workdir/journal.db``, once it answers /livez; killed if still running at the end."""
+    ``workdir/journal.db``, once ``until`` answers 200 (by default once it is ready: it
+    answers /livez before); killed if still running at the end."""
+    env = env or clean_env()
     port = free_port()
     log = workdir / f"serve-{port}.log"
     command = [ACTORFLOW, "serve", APP, "--port", str(port), "--grace", str(GRACE)]
     command += ["--journal", str(workdir / "journal.db"), *options]
     with open(workdir / f"serve-{port}.out", "wb") as out, open(log, "wb") as err:
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=err, env=env or clean_env()
-        )
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, env=env)
         server = Server(process, f"http://127.0.0.1:{port}", log)
         try:
-            _wait_until_live(server)
+            _wait_until_answered(server, until, env.get("ACTORFLOW_TOKEN"))
             yield server
         finally:
             if process.poll() is None:

@@ -85,7 +85,7 @@ def test_a_server_waiting_for_the_journal_answers_health_checks_then_serves(
     tmp_path: pathlib.Path,
 ) -> None:
     journal = tmp_path / "journal.db"
-    with held(journal) as previous, served(tmp_path) as server:
+    with held(journal) as previous, served(tmp_path, until="/livez") as server:
         assert httpx.get(f"{server.url}/livez", timeout=5).status_code == 200
         reason = poll(server, "it waits for the journal lock", lambda: waiting_reason(server))
         assert reason == f"waiting for the journal lock on {journal}, held by another process"
@@ -132,7 +132,7 @@ def test_a_signal_while_waiting_for_the_journal_exits_0_without_waiting_more(
     tmp_path: pathlib.Path, signum: signal.Signals
 ) -> None:
     journal = tmp_path / "journal.db"
-    with held(journal), served(tmp_path, "--lock-wait", "600") as server:
+    with held(journal), served(tmp_path, "--lock-wait", "600", until="/livez") as server:
         poll(server, "it waits for the journal lock", lambda: waiting_reason(server))
         # Held for the whole test and a --lock-wait far beyond `stop`'s deadline: only the
         # signal can end the wait in time.
