@@ -28,6 +28,9 @@ R = TypeVar("R")
 DEFAULT_URL = "http://127.0.0.1:8787"
 #: Longest one request waits server-side for a result before the client asks again.
 POLL_WAIT = 20.0
+#: The clients' default ``timeout``: seconds a request may go unanswered beyond the
+#: ``wait`` it asks the server for.
+DEFAULT_TIMEOUT = 60.0
 
 
 class ClientError(ActorflowError):
@@ -38,6 +41,22 @@ class ClientError(ActorflowError):
         self.kind = kind
         self.message = message
         super().__init__(f"HTTP {status} {kind}: {message}")
+
+
+class RequestTimeout(ActorflowError, TimeoutError):
+    """The server did not answer a request within the client's ``timeout`` (plus the
+    ``wait`` the request asked for). Whether the server acted on it is unknown: retry a
+    send with the same idempotency key."""
+
+    def __init__(self, url: str, request: str, seconds: float, wait: float) -> None:
+        self.url = url
+        self.request = request
+        self.seconds = seconds
+        self.wait = wait
+        super().__init__(
+            f"the server at {url} did not answer {request} within {seconds:g} s; is it "
+            f"overloaded or stopped? Give the client a larger timeout= if it needs longer"
+        )
 
 
 class _ErrorBody(msgspec.Struct):
@@ -59,6 +78,8 @@ class _Call:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     body: bytes | None = None
     answer: Any = Any
+    #: How long the request asks the server to wait (for a result) before answering.
+    wait: float = 0.0
 
 
 def _actor_path(ref: ActorRef) -> str:
@@ -111,12 +132,13 @@ class _Requests:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         path = f"{_actor_path(_as_ref(actor))}/messages/{handler}"
         body = msgspec.json.encode(arguments)
-        return _Call("POST", path, params, headers, body, InvocationStatus)
+        return _Call("POST", path, params, headers, body, InvocationStatus, wait or 0.0)
 
     @staticmethod
     def invocation(invocation: str, wait: float | None = None) -> _Call:
         params = {"wait": str(wait)} if wait else {}
-        return _Call("GET", _invocation_path(invocation), params, answer=InvocationStatus)
+        path = _invocation_path(invocation)
+        return _Call("GET", path, params, answer=InvocationStatus, wait=wait or 0.0)
 
     @staticmethod
     def cancel(invocation: str) -> _Call:
@@ -167,15 +189,32 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _timed_out(
+    http: httpx.AsyncClient | httpx.Client, call: _Call, timeout: float
+) -> RequestTimeout:
+    url = str(http.base_url).rstrip("/")
+    return RequestTimeout(url, f"{call.method} {call.path}", call.wait + timeout, call.wait)
+
+
+def _check_timeout(timeout: float) -> float:
+    if not timeout > 0:
+        raise ValueError(f"timeout= takes a number of seconds > 0, got {timeout!r}")
+    return timeout
+
+
 class Client:
-    """An async client of `actorflow serve` (use ``async with Client(url) as client``)."""
+    """An async client of `actorflow serve` (use ``async with Client(url) as client``).
+
+    ``timeout`` is how many seconds a request may go unanswered beyond the ``wait`` it
+    asks the server for (60 by default); past it the request raises `TimeoutError`
+    (`RequestTimeout`, naming the server and the time).
+    """
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0
+        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=url, headers=_headers(token), timeout=timeout + POLL_WAIT
-        )
+        self._timeout = _check_timeout(timeout)
+        self._http = httpx.AsyncClient(base_url=url, headers=_headers(token), timeout=timeout)
 
     async def __aenter__(self) -> Self:
         return self
@@ -193,9 +232,17 @@ class Client:
         await self._http.aclose()
 
     async def _do(self, call: _Call) -> Any:
-        response = await self._http.request(
-            call.method, call.path, params=call.params, headers=call.headers, content=call.body
-        )
+        try:
+            response = await self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                headers=call.headers,
+                content=call.body,
+                timeout=call.wait + self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise _timed_out(self._http, call, self._timeout) from exc
         return _read(response, call.answer)
 
     def ref(self, cls: type[A], key: str) -> RemoteActor[A]:
@@ -302,14 +349,18 @@ class RemoteActor(Generic[A]):
 
 
 class SyncClient:
-    """A blocking client of `actorflow serve`, for scripts (``with SyncClient(url) as c``)."""
+    """A blocking client of `actorflow serve`, for scripts (``with SyncClient(url) as c``).
+
+    ``timeout`` is how many seconds a request may go unanswered beyond the ``wait`` it
+    asks the server for (60 by default); past it the request raises `TimeoutError`
+    (`RequestTimeout`, naming the server and the time).
+    """
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0
+        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self._http = httpx.Client(
-            base_url=url, headers=_headers(token), timeout=timeout + POLL_WAIT
-        )
+        self._timeout = _check_timeout(timeout)
+        self._http = httpx.Client(base_url=url, headers=_headers(token), timeout=timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -327,9 +378,17 @@ class SyncClient:
         self._http.close()
 
     def _do(self, call: _Call) -> Any:
-        response = self._http.request(
-            call.method, call.path, params=call.params, headers=call.headers, content=call.body
-        )
+        try:
+            response = self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                headers=call.headers,
+                content=call.body,
+                timeout=call.wait + self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise _timed_out(self._http, call, self._timeout) from exc
         return _read(response, call.answer)
 
     def send(

@@ -15,11 +15,14 @@ import click
 import httpx
 import msgspec
 
-from actorflow._client import DEFAULT_URL, ClientError, SyncClient
+from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow._runtime import JournalEntry
-from actorflow.server import DEFAULT_PORT, ServeConfig, ServeError, serve
+from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 
 TOKEN_ENV = "ACTORFLOW_TOKEN"
+TIMEOUT_ENV = "ACTORFLOW_TIMEOUT"
+#: Seconds a command waits for the server's answer (beyond its --wait) by default.
+DEFAULT_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -53,7 +56,8 @@ def main() -> None:
     """actorflow: long-running agents as actors on an event-sourced journal.
 
     Start a server with `actorflow serve APP`; the other commands talk to it
-    (--url, default http://127.0.0.1:8787; token from --token-file or ACTORFLOW_TOKEN).
+    (--url, default http://127.0.0.1:8787; token from --token-file or ACTORFLOW_TOKEN)
+    and wait at most --timeout seconds (default 30) for its answer.
     """
 
 
@@ -68,7 +72,9 @@ def main() -> None:
     help="full: survives power loss; normal: survives a process crash.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to listen on."
+)
 @click.option(
     "--grace",
     type=float,
@@ -81,6 +87,7 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Lifecycle lines (event=start, event=draining, ...) are logged at info.",
 )
 @click.option(
     "--token-file",
@@ -92,7 +99,21 @@ def main() -> None:
     is_flag=True,
     help="Listen beyond loopback without a token (only behind an authenticating proxy).",
 )
-@click.option("--max-body-bytes", type=int, default=1024 * 1024, show_default=True)
+@click.option(
+    "--max-body-bytes",
+    type=int,
+    default=1024 * 1024,
+    show_default=True,
+    help="Larger request bodies are refused with 413.",
+)
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another process (the previous version) to release the "
+    "journal; meanwhile /livez answers 200 and /readyz 503.",
+)
 @click.option(
     "--snapshot-every",
     type=int,
@@ -111,9 +132,14 @@ def serve_command(
     token_file: Path | None,
     allow_public_without_token: bool,
     max_body_bytes: int,
+    lock_wait: float,
     snapshot_every: int,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
+
+    APP may end with :NAME to name a class or a list of classes; without it, the
+    module's ACTORS list, or every Actor class in it. The port answers health checks
+    at once; the API once the journal is open and the actors are recovered.
 
     SIGTERM or Ctrl-C stops it within --grace seconds without losing work: each actor
     type drains, checkpoints or compensates its running turns as it declares, and the
@@ -136,6 +162,7 @@ def serve_command(
         allow_public_without_token,
         max_body_bytes,
         snapshot_every,
+        lock_wait=lock_wait,
     )
     try:
         code = _run(config)
@@ -156,6 +183,15 @@ def _run(config: ServeConfig) -> int:
 
 def _client_options(fn: Any) -> Any:
     fn = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        envvar=TIMEOUT_ENV,
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help=f"Seconds to wait for the server's answer, on top of any --wait (or set "
+        f"{TIMEOUT_ENV}).",
+    )(fn)
+    fn = click.option(
         "--url",
         envvar="ACTORFLOW_URL",
         default=DEFAULT_URL,
@@ -169,10 +205,15 @@ def _client_options(fn: Any) -> Any:
     )(fn)
 
 
-def _talk(url: str, token_file: Path | None, action: Callable[[SyncClient], T]) -> T:
+def _talk(
+    url: str,
+    token_file: Path | None,
+    timeout: float,
+    action: Callable[[SyncClient], T],
+) -> T:
     """Run ``action`` with a client of the server; turn failures into CLI errors."""
     try:
-        with SyncClient(url, token=_token(token_file)) as client:
+        with SyncClient(url, token=_token(token_file), timeout=timeout) as client:
             return action(client)
     except CLIENT_ERRORS as exc:
         _fail(exc)
@@ -183,6 +224,21 @@ CLIENT_ERRORS = (ClientError, httpx.HTTPError, OSError, ValueError)
 
 
 def _fail(exc: Exception) -> NoReturn:
+    if isinstance(exc, RequestTimeout):
+        waited = f"{exc.seconds:g} s"
+        if exc.wait:
+            waited += f" (--wait {exc.wait:g} + --timeout {exc.seconds - exc.wait:g})"
+        unsure = (
+            " The message may have been accepted: resend it with the same --idempotency-key "
+            "to be sure it is sent once."
+            if "/messages/" in exc.request
+            else ""
+        )
+        raise click.ClickException(
+            f"the server at {exc.url} did not answer {exc.request} within {waited}; is it "
+            f"overloaded or stopped? If it needs longer, raise --timeout (or {TIMEOUT_ENV})."
+            f"{unsure}"
+        )
     if isinstance(exc, ClientError):
         raise click.ClickException(f"{exc.message} (HTTP {exc.status}, {exc.kind})")
     if isinstance(exc, ValueError):
@@ -196,7 +252,11 @@ def _fail(exc: Exception) -> NoReturn:
 @click.argument("actor")
 @click.argument("handler")
 @click.argument("arguments", required=False)
-@click.option("--wait", type=float, help="Wait up to this many seconds for the result.")
+@click.option(
+    "--wait",
+    type=float,
+    help="Wait up to this many seconds (at most 60) for the result.",
+)
 @click.option("--idempotency-key", help="Retries with the same key return the same invocation.")
 @click.option(
     "--deadline", type=float, help="Cancel (and compensate) the turn after this many seconds."
@@ -211,6 +271,7 @@ def send(
     deadline: float | None,
     url: str,
     token_file: Path | None,
+    timeout: float,
 ) -> None:
     """Send a message to ACTOR (Type/key): HANDLER with ARGUMENTS as a JSON object.
 
@@ -225,6 +286,7 @@ def send(
         _talk(
             url,
             token_file,
+            timeout,
             lambda client: client.send(
                 actor,
                 handler,
@@ -239,28 +301,37 @@ def send(
 
 @main.command()
 @click.argument("invocation")
-@click.option("--wait", type=float, help="Wait up to this many seconds for it to finish.")
+@click.option(
+    "--wait",
+    type=float,
+    help="Wait up to this many seconds (at most 60) for it to finish.",
+)
 @_client_options
-def show(invocation: str, wait: float | None, url: str, token_file: Path | None) -> None:
+def show(
+    invocation: str, wait: float | None, url: str, token_file: Path | None, timeout: float
+) -> None:
     """Show an invocation (Type/key#id): its state, result or error."""
-    _print(_talk(url, token_file, lambda client: client.invocation(invocation, wait=wait)))
+    found = _talk(url, token_file, timeout, lambda client: client.invocation(invocation, wait=wait))
+    _print(found)
 
 
 @main.command()
 @click.argument("actor")
 @_client_options
-def status(actor: str, url: str, token_file: Path | None) -> None:
+def status(actor: str, url: str, token_file: Path | None, timeout: float) -> None:
     """Show what ACTOR (Type/key) is doing."""
-    _print(_talk(url, token_file, lambda client: client.status(actor)))
+    _print(_talk(url, token_file, timeout, lambda client: client.status(actor)))
 
 
 @main.command("journal")
 @click.argument("actor")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @_client_options
-def journal_command(actor: str, as_json: bool, url: str, token_file: Path | None) -> None:
+def journal_command(
+    actor: str, as_json: bool, url: str, token_file: Path | None, timeout: float
+) -> None:
     """Show ACTOR's journal: time, entry, step name and how long it took."""
-    entries = _talk(url, token_file, lambda client: client.journal(actor))
+    entries = _talk(url, token_file, timeout, lambda client: client.journal(actor))
     if as_json:
         _print(entries)
         return
@@ -315,13 +386,13 @@ def _short(value: Any, width: int = 40) -> str:
 
 @main.command("list")
 @click.option("--type", "type_name", help="Only actors of this type.")
-@click.option("--state", help="Only actors in this state (idle, running, waiting-timer, ...).")
+@click.option("--state", type=click.Choice(ACTOR_STATES), help="Only actors in this state.")
 @_client_options
 def list_command(
-    type_name: str | None, state: str | None, url: str, token_file: Path | None
+    type_name: str | None, state: str | None, url: str, token_file: Path | None, timeout: float
 ) -> None:
     """List actors with their states."""
-    found = _talk(url, token_file, lambda client: client.list_actors(type_name, state))
+    found = _talk(url, token_file, timeout, lambda client: client.list_actors(type_name, state))
     for actor in found:
         click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
 
@@ -331,16 +402,18 @@ def list_command(
 @click.argument("name")
 @click.argument("payload", required=False)
 @_client_options
-def deliver(actor: str, name: str, payload: str | None, url: str, token_file: Path | None) -> None:
+def deliver(
+    actor: str, name: str, payload: str | None, url: str, token_file: Path | None, timeout: float
+) -> None:
     """Deliver the event NAME (with a JSON PAYLOAD) to ACTOR, for ctx.wait_for."""
     value = _json_argument(payload, "PAYLOAD")
-    _talk(url, token_file, lambda client: client.deliver(actor, name, value))
+    _talk(url, token_file, timeout, lambda client: client.deliver(actor, name, value))
     click.echo(f"delivered {name} to {actor}")
 
 
 @main.command()
 @click.argument("invocation")
 @_client_options
-def cancel(invocation: str, url: str, token_file: Path | None) -> None:
+def cancel(invocation: str, url: str, token_file: Path | None, timeout: float) -> None:
     """Cancel an invocation: its turn stops and its compensations run."""
-    _print(_talk(url, token_file, lambda client: client.cancel(invocation)))
+    _print(_talk(url, token_file, timeout, lambda client: client.cancel(invocation)))

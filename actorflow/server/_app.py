@@ -37,27 +37,64 @@ from journal import JournalError
 API = "/v1"
 #: Longest a send may wait for its result before answering 202.
 MAX_WAIT = 60.0
+#: Every state an actor's status can report; ``GET /v1/actors?state=`` and
+#: ``actorflow list --state`` take one of them.
+ACTOR_STATES = (
+    "idle",
+    "running",
+    "waiting-timer",
+    "waiting-event",
+    "waiting-retry",
+    "retrying",
+    "stuck",
+    "completed",
+    "pending",
+)
 
 _json = msgspec.json.Encoder()
 
 
 class ServerState:
-    """What the app needs besides the runtime: settings and the shutdown flag."""
+    """What the app serves: the runtime once it is ready, the settings, and the lifecycle.
+
+    The app exists before the runtime: `actorflow serve` answers health checks while it
+    still waits for the journal or recovers actors. Until `ready` is called, ``/livez``
+    answers 200, ``/readyz`` 503 with the reason, and every other endpoint 503 (with
+    Retry-After).
+    """
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Runtime | None = None,
         *,
         token: str | None = None,
         max_body_bytes: int = 1024 * 1024,
         retry_after: int = 5,
     ) -> None:
-        self.runtime = runtime
+        self._runtime = runtime
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.retry_after = retry_after
         self.shutting_down = anyio.Event()
         self.requests = 0
+        #: Why the server is not ready yet (shown by /readyz and in 503 errors).
+        self.starting = "starting"
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether the runtime has started (recovery done) and endpoints serve it."""
+        return self._runtime is not None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime being served (a 503 error while the server is still starting)."""
+        if self._runtime is None:
+            raise _not_ready(self)
+        return self._runtime
+
+    def ready(self, runtime: Runtime) -> None:
+        """Serve ``runtime`` from now on: it has started and recovered its actors."""
+        self._runtime = runtime
 
 
 class ApiError(Exception):
@@ -102,14 +139,20 @@ def _translate(exc: Exception) -> ApiError:
 Endpoint = Callable[[Request, ServerState], Awaitable[Response]]
 
 
-def endpoint(fn: Endpoint, state: ServerState, *, public: bool = False) -> Any:
-    """Wrap an endpoint with auth, error translation and shutdown refusal."""
+def endpoint(
+    fn: Endpoint, state: ServerState, *, public: bool = False, before_ready: bool = False
+) -> Any:
+    """Wrap an endpoint with auth, error translation, and refusal (503) before the runtime
+    is ready unless ``before_ready``. ``public`` endpoints need no token."""
 
     async def handle(request: Request) -> Response:
         state.requests += 1
         try:
             if not public and state.token is not None:
                 _check_token(request, state.token)
+            if not (state.is_ready or before_ready):
+                _refuse_while_stopping(state)
+                raise _not_ready(state)
             return await fn(request, state)
         except Exception as exc:
             failure = _translate(exc)
@@ -175,6 +218,15 @@ def _refuse_while_stopping(state: ServerState) -> None:
             "this server is shutting down and accepts no new work; retry shortly "
             "(the next instance takes over the same journal)",
         )
+
+
+def _not_ready(state: ServerState) -> ApiError:
+    return ApiError(
+        503,
+        "starting",
+        f"this server is not ready yet ({state.starting}); retry in {state.retry_after} s, "
+        f"or wait until GET /readyz answers 200",
+    )
 
 
 def _ref(request: Request) -> ActorRef:
@@ -308,16 +360,28 @@ async def actor_journal(request: Request, state: ServerState) -> Response:
 
 def _check_ref(state: ServerState, ref: ActorRef) -> None:
     check_key(ref.key)
-    if ref.type_name not in state.runtime.actor_types:
-        raise UnknownActorError(f"unknown actor type {ref.type_name!r}")
+    _check_type(state, ref.type_name)
+
+
+def _check_type(state: ServerState, type_name: str) -> None:
+    hosted = state.runtime.actor_types
+    if type_name not in hosted:
+        known = ", ".join(sorted(hosted)) or "none"
+        raise UnknownActorError(f"unknown actor type {type_name!r}; this server hosts: {known}")
 
 
 async def list_actors(request: Request, state: ServerState) -> Response:
     """GET /v1/actors?type=&state=: actors by type and state."""
-    type_name = request.query_params.get("type")
-    if type_name is not None and type_name not in state.runtime.actor_types:
-        raise UnknownActorError(f"unknown actor type {type_name!r}")
     wanted = request.query_params.get("state")
+    if wanted is not None and wanted not in ACTOR_STATES:
+        raise ApiError(
+            400,
+            "invalid_query",
+            f"?state={wanted} is not an actor state; use one of {', '.join(ACTOR_STATES)}",
+        )
+    type_name = request.query_params.get("type")
+    if type_name is not None:
+        _check_type(state, type_name)
     return json_response(await state.runtime.list_actors(type_name, wanted))
 
 
@@ -327,9 +391,11 @@ async def livez(request: Request, state: ServerState) -> Response:
 
 
 async def readyz(request: Request, state: ServerState) -> Response:
-    """GET /readyz: ready for traffic (fails as soon as shutdown begins)."""
+    """GET /readyz: ready for traffic (503 while starting, and from the start of shutdown)."""
     if state.shutting_down.is_set():
         return json_response({"status": "shutting down"}, 503)
+    if not state.is_ready:
+        return json_response({"status": "starting", "reason": state.starting}, 503)
     return json_response({"status": "ready"})
 
 
@@ -341,19 +407,22 @@ async def metrics(request: Request, state: ServerState) -> Response:
 
 async def openapi(request: Request, state: ServerState) -> Response:
     """GET /openapi.json: this API, with a request schema per hosted handler."""
-    return json_response(openapi_document(state.runtime))
+    return json_response(openapi_document(state.runtime, ACTOR_STATES))
 
 
 def create_app(state: ServerState) -> Starlette:
-    """The ASGI app serving ``state.runtime``."""
+    """The ASGI app serving ``state.runtime`` (health checks only, until it is ready)."""
     actor = f"{API}/actors/{{type}}/{{key}}"
 
-    def route(path: str, fn: Endpoint, methods: list[str], public: bool = False) -> Route:
-        return Route(path, endpoint(fn, state, public=public), methods=methods)
+    def route(
+        path: str, fn: Endpoint, methods: list[str], public: bool = False, health: bool = False
+    ) -> Route:
+        handle = endpoint(fn, state, public=public, before_ready=health)
+        return Route(path, handle, methods=methods)
 
     routes = [
-        route("/livez", livez, ["GET"], public=True),
-        route("/readyz", readyz, ["GET"]),
+        route("/livez", livez, ["GET"], public=True, health=True),
+        route("/readyz", readyz, ["GET"], health=True),
         route("/metrics", metrics, ["GET"]),
         route("/openapi.json", openapi, ["GET"]),
         route(f"{API}/actors", list_actors, ["GET"]),

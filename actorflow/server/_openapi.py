@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -20,11 +21,14 @@ _ERROR = {
 }
 
 
-def openapi_document(runtime: Runtime) -> dict[str, Any]:
-    """OpenAPI 3.1 for the API, with each hosted handler's argument schema."""
+def openapi_document(runtime: Runtime, actor_states: Sequence[str]) -> dict[str, Any]:
+    """OpenAPI 3.1 for the API, with each hosted handler's argument schema; an actor's
+    ``state`` is one of ``actor_states``."""
     (status, invocation, entry), components = msgspec.json.schema_components(
         [ActorStatus, InvocationStatus, JournalEntry], ref_template="#/components/schemas/{name}"
     )
+    state_enum = {"type": "string", "enum": list(actor_states)}
+    components["ActorStatus"]["properties"]["state"] = state_enum
     paths: dict[str, Any] = {}
     for type_name, cls in sorted(runtime.actor_types.items()):
         for name, info in sorted(cls.__actorflow_handlers__.items()):
@@ -43,11 +47,20 @@ def openapi_document(runtime: Runtime) -> dict[str, Any]:
         (f"{actor}/invocations/{{id}}/cancel", "post", "Cancel an invocation.", invocation),
         (f"{actor}/events/{{name}}", "post", "Deliver an event.", {"type": "object"}),
         ("/v1/actors", "get", "Actors by ?type= and ?state=.", _array(status)),
-        ("/livez", "get", "Liveness.", {"type": "object"}),
-        ("/readyz", "get", "Readiness (503 while shutting down).", {"type": "object"}),
+        ("/livez", "get", "Liveness (200 from the moment the port is bound).", {"type": "object"}),
+        (
+            "/readyz",
+            "get",
+            "Readiness (503 with the reason while starting, and while shutting down).",
+            {"type": "object"},
+        ),
     ]
     for path, method, summary, schema in endpoints:
         paths[path] = {method: _get(summary, schema, path)}
+    paths["/v1/actors"]["get"]["parameters"] = [
+        {"name": "type", "in": "query", "schema": {"type": "string"}},
+        {"name": "state", "in": "query", "schema": state_enum},
+    ]
     paths["/metrics"] = {"get": {"summary": "Prometheus metrics.", "responses": {"200": {}}}}
     return {
         "openapi": "3.1.0",

@@ -1,6 +1,8 @@
 """`actorflow serve`: load the app's actors, open the journal, serve HTTP, stop gracefully.
 
-On the first SIGTERM or SIGINT: readiness fails at once, new sends get 503 with
+The port answers as soon as it is bound: /livez at once, /readyz and the API once the
+journal is open and the actors are recovered (503 with the reason until then). On the
+first SIGTERM or SIGINT: readiness fails at once, new sends get 503 with
 Retry-After, each actor type stops by its strategy within the grace budget, the journal is
 flushed and the process exits 0. A second signal exits at once; everything acknowledged
 was already durable.
@@ -8,6 +10,7 @@ was already durable.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import importlib
@@ -20,16 +23,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import uvicorn
 
 from actorflow._actor import Actor
-from actorflow._errors import ActorflowError
+from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow._runtime import Runtime
 from actorflow.server._app import ServerState, create_app
 from journal import Durability, SqliteStore, StoreLockedError
@@ -40,6 +44,11 @@ DEFAULT_PORT = 8787
 DEFAULT_JOURNAL = "actorflow.db"
 #: Kept back from the grace budget for closing HTTP connections and the journal.
 EXIT_MARGIN = 0.5
+#: How often a server waiting for the journal tries its lock again.
+LOCK_POLL = 0.1
+#: Longest the HTTP server may take to close its connections once told to stop.
+HTTP_CLOSE_WAIT = 2.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class ServeError(ActorflowError):
@@ -69,7 +78,10 @@ class ServeConfig:
 def load_actors(spec: str) -> list[type[Actor]]:
     """The actor classes named by ``spec``: ``package.module``, ``path/to/file.py``, or
     either followed by ``:NAME`` (a class, or a list of classes). Without ``:NAME``,
-    the module's ``ACTORS`` list if it has one, else every Actor class it holds."""
+    the module's ``ACTORS`` list if it has one, else every Actor class it holds.
+
+    Raises `ServeError` when they cannot be loaded, saying why: the problems of a
+    misdefined actor class, or the traceback of the app's own code that failed."""
     target, _, attr = spec.partition(":")
     module = _import(target)
     if attr:
@@ -91,7 +103,25 @@ def load_actors(spec: str) -> list[type[Actor]]:
             f"{spec} names no actor classes (found {bad or 'none'}); point actorflow serve "
             f"at a module that defines actorflow.Actor subclasses, e.g. examples.agents"
         )
+    _check_names(spec, classes)
     return classes
+
+
+def _check_names(spec: str, classes: list[type[Actor]]) -> None:
+    named: dict[str, type[Actor]] = {}
+    for cls in classes:
+        name = cls.__actorflow_name__
+        other = named.setdefault(name, cls)
+        if other is not cls:
+            raise ServeError(
+                f"cannot load the app {spec}: two actor classes are both named {name!r} "
+                f"({_qualified(other)} and {_qualified(cls)}); rename one, or give it "
+                f"another type name with `class {cls.__name__}(actorflow.Actor, name=...)`"
+            )
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _import(target: str) -> ModuleType:
@@ -105,14 +135,68 @@ def _import(target: str) -> ModuleType:
             raise ServeError(f"cannot import {target}")
         module = importlib.util.module_from_spec(loaded)
         sys.modules[path.stem] = module
-        loaded.loader.exec_module(module)
+        try:
+            loaded.loader.exec_module(module)
+        except Exception as exc:
+            raise _load_failed(target, exc) from None
         return module
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
-        raise ServeError(f"cannot import {target!r}: {exc}") from exc
+        if not _names_target(exc, target):
+            raise _load_failed(target, exc) from None
+        raise ServeError(
+            f"cannot import {target!r}: {exc}; run actorflow serve from the folder that "
+            f"holds it, or give the path of its file (e.g. app/agents.py)"
+        ) from None
+    except Exception as exc:
+        raise _load_failed(target, exc) from None
+
+
+def _names_target(exc: ModuleNotFoundError, target: str) -> bool:
+    """Whether ``exc`` says the module ``target`` (or a package of it) does not exist,
+    rather than that a module it imports does not."""
+    return exc.name is not None and (target + ".").startswith(exc.name + ".")
+
+
+def _load_failed(target: str, exc: Exception) -> ServeError:
+    """The error for an app whose import raised ``exc``: a misdefined actor says its
+    problems; anything else shows the traceback of the app's own code."""
+    if isinstance(exc, ActorDefinitionError):
+        return ServeError(f"cannot load the app {target}: {exc}")
+    shown = traceback.TracebackException.from_exception(exc)
+    _drop_our_frames(shown)
+    return ServeError(
+        f"cannot load the app {target}: importing it raised {type(exc).__name__}. Fix the "
+        f"code below and start the server again.\n{''.join(shown.format()).rstrip()}"
+    )
+
+
+#: Where frames come from that are not the app's: actorflow, and the import machinery.
+_NOT_THE_APP = (
+    str(Path(__file__).parents[1]) + os.sep,
+    str(Path(importlib.__file__).parent) + os.sep,
+)
+
+
+def _drop_our_frames(shown: traceback.TracebackException) -> None:
+    """Keep only the app's frames in ``shown`` and the exceptions chained to it."""
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [shown]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        kept = [
+            frame
+            for frame in current.stack
+            if not frame.filename.startswith(("<frozen ", *_NOT_THE_APP))
+        ]
+        current.stack = traceback.StackSummary.from_list(kept)
+        pending += [current.__cause__, current.__context__]
 
 
 def is_loopback(host: str) -> bool:
@@ -152,18 +236,42 @@ def event(name: str, **fields: Any) -> None:
 
 
 async def serve(config: ServeConfig) -> int:
-    """Run the server until a signal stops it; return the process exit code."""
+    """Run the server until a signal stops it; return the process exit code.
+
+    The port answers from the moment it is bound: health checks at once, the API once the
+    journal is open and the runtime has recovered its actors (503 with Retry-After until
+    then).
+    """
     check_binding(config)
     actors = load_actors(config.app)
-    names = ",".join(sorted(cls.__actorflow_name__ for cls in actors))
     started = time.monotonic()
     sock = _bind(config)  # before anything else, so a busy port is a plain error
+    state = ServerState(token=config.token, max_body_bytes=config.max_body_bytes)
     try:
-        store = await _open_journal(config)
-    except BaseException:
+        with _Signals(state) as signals:
+            async with _listening(config, state, sock) as http:
+                await _run(config, actors, state, signals, http)
+    finally:
         sock.close()
-        raise
+    event("exit", code=0, uptime_s=f"{time.monotonic() - started:.1f}")
+    return 0
+
+
+async def _run(
+    config: ServeConfig,
+    actors: list[type[Actor]],
+    state: ServerState,
+    signals: _Signals,
+    http: _Http,
+) -> None:
+    """Open the journal, start the runtime, serve it until a signal, then stop by strategy
+    and close HTTP while the runtime still answers the requests in progress."""
+    store = await _open_journal(config, state, signals.stop)
+    if store is None:
+        event("stopped-waiting", signal=signals.first, journal=config.journal)
+        return
     try:
+        state.starting = f"recovering actors from the journal {config.journal}"
         runtime = Runtime(
             store,
             actors,
@@ -173,23 +281,28 @@ async def serve(config: ServeConfig) -> int:
             grace=config.grace,
         )
         async with runtime:
+            state.ready(runtime)
             event(
                 "start",
-                actors=names,
+                actors=",".join(sorted(cls.__actorflow_name__ for cls in actors)),
                 journal=config.journal,
                 durability=config.durability,
                 recovered=runtime.metrics.recovered,
             )
-            await _serve_until_signal(config, runtime, sock)
+            await signals.stop.wait()
+            await _drain(config, runtime, signals)
+            await http.close()
     finally:
         await store.close()
-    event("exit", code=0, uptime_s=f"{time.monotonic() - started:.1f}")
-    return 0
 
 
-async def _open_journal(config: ServeConfig) -> SqliteStore:
+async def _open_journal(
+    config: ServeConfig, state: ServerState, stop: anyio.Event
+) -> SqliteStore | None:
     """Open the journal, waiting (up to ``lock_wait`` seconds) while the previous process
-    still holds it: during a deploy the new process may start before the old one exits."""
+    still holds it: during a deploy the new process may start before the old one exits.
+    None if ``stop`` is set first."""
+    state.starting = f"opening the journal {config.journal}"
     give_up = time.monotonic() + config.lock_wait
     waiting = False
     while True:
@@ -199,61 +312,127 @@ async def _open_journal(config: ServeConfig) -> SqliteStore:
             if time.monotonic() >= give_up:
                 raise ServeError(
                     f"{config.journal} is still held by another process after "
-                    f"{config.lock_wait:g} s; stop it, or point --journal elsewhere"
+                    f"{config.lock_wait:g} s (--lock-wait); stop that process, wait longer "
+                    f"with a larger --lock-wait, or point --journal elsewhere"
                 ) from None
-            if not waiting:
-                event("waiting-for-journal", journal=config.journal)
-                waiting = True
-            await anyio.sleep(0.1)
+        if not waiting:
+            waiting = True
+            state.starting = (
+                f"waiting for the journal lock on {config.journal}, held by another process"
+            )
+            event("waiting-for-journal", journal=config.journal)
+        with anyio.move_on_after(LOCK_POLL):
+            await stop.wait()
+        if stop.is_set():
+            return None
 
 
-async def _serve_until_signal(config: ServeConfig, runtime: Runtime, sock: socket.socket) -> None:
-    state = ServerState(runtime, token=config.token, max_body_bytes=config.max_body_bytes)
-    server = _Server(
-        uvicorn.Config(
-            create_app(state),
-            host=config.host,
-            port=config.port,
-            log_level=config.log_level,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
+async def _drain(config: ServeConfig, runtime: Runtime, signals: _Signals) -> None:
+    """Stop each actor type by its strategy within the grace budget, and say how it went."""
+    began = time.monotonic()
+    event("draining", signal=signals.first, budget_s=config.grace, running=runtime.running_turns())
+    budget = max(0.0, config.grace - EXIT_MARGIN)
+    report = await runtime.shutdown(budget)
+    event(
+        "stopped-turns",
+        running=report.running,
+        checkpointed=report.checkpointed,
+        finished=report.finished,
+        compensated=report.compensated,
+        abandoned=report.abandoned,
+        seconds=f"{time.monotonic() - began:.2f}",
     )
-    stop = anyio.Event()
-    received: list[int] = []
 
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) > 1:
+
+class _Signals:
+    """SIGTERM and SIGINT while serving: the first fails readiness at once and sets
+    ``stop``; a second one exits the process at once (everything acknowledged is durable)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.stop = anyio.Event()
+        self._state = state
+        self._received: list[int] = []
+
+    @property
+    def first(self) -> str:
+        """The name of the first signal received."""
+        return signal.Signals(self._received[0]).name
+
+    def _on_signal(self, signum: int) -> None:
+        self._received.append(signum)
+        if len(self._received) > 1:
             event("exit-now", signal=signal.Signals(signum).name, reason="second signal")
             logging.shutdown()
             os._exit(128 + signum)
-        stop.set()
+        self._state.shutting_down.set()
+        self.stop.set()
 
-    loop = _running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    async with anyio.create_task_group() as group:
-        group.start_soon(server.serve, [sock])
-        event("listening", url=f"http://{config.host}:{sock.getsockname()[1]}")
-        await stop.wait()
-        began = time.monotonic()
-        state.shutting_down.set()
-        name = signal.Signals(received[0]).name
-        event("draining", signal=name, budget_s=config.grace, running=runtime.running_turns())
-        budget = max(0.0, config.grace - EXIT_MARGIN)
-        report = await runtime.shutdown(budget)
-        event(
-            "stopped-turns",
-            running=report.running,
-            checkpointed=report.checkpointed,
-            finished=report.finished,
-            compensated=report.compensated,
-            abandoned=report.abandoned,
-            seconds=f"{time.monotonic() - began:.2f}",
+    def __enter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+class _Http:
+    """The HTTP server on the bound socket, running in the background."""
+
+    def __init__(self, server: uvicorn.Server) -> None:
+        self._server = server
+        self._stopped = anyio.Event()
+
+    async def run(self, sock: socket.socket) -> None:
+        """Serve until `close` is called."""
+        try:
+            await self._server.serve([sock])
+        finally:
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Stop accepting, and close connections once their requests are answered (waiting
+        up to ``timeout_graceful_shutdown``). Call it before the runtime stops, so that
+        requests in progress still find it."""
+        self._server.should_exit = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(HTTP_CLOSE_WAIT):
+            await self._stopped.wait()
+
+
+@contextlib.asynccontextmanager
+async def _listening(
+    config: ServeConfig, state: ServerState, sock: socket.socket
+) -> AsyncIterator[_Http]:
+    """Serve HTTP on ``sock`` for the duration of the block (closed at its end, if not
+    before)."""
+    http = _Http(
+        _Server(
+            uvicorn.Config(
+                create_app(state),
+                host=config.host,
+                port=config.port,
+                log_level=config.log_level,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+            )
         )
-        server.should_exit = True
+    )
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(http.run, sock)
+        event("listening", url=f"http://{config.host}:{sock.getsockname()[1]}")
+        try:
+            yield http
+        except Exception as exc:  # re-raised below as itself, not in an exception group
+            failure = exc
+        finally:
+            await http.close()
+    if failure is not None:
+        raise failure
 
 
 def _bind(config: ServeConfig) -> socket.socket:
@@ -271,9 +450,3 @@ def _bind(config: ServeConfig) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def _running_loop() -> Any:
-    import asyncio
-
-    return asyncio.get_running_loop()

@@ -6,7 +6,9 @@ thread, each to its own actor with its own Idempotency-Key; a send refused with 
 (shutting down) or cut off with the server is retried against the next server with the
 same key. Other client tasks long-poll accepted runs meanwhile, as waiting callers would.
 The server is stopped with SIGTERM and restarted on the same journal, several times while
-runs are in progress, then once with SIGKILL; the last server finishes everything.
+runs are in progress, then once with SIGKILL; the last server finishes everything. A
+server that is still starting answers 503 (`starting`, with Retry-After) until it has
+recovered; the client retries those.
 Checked from outside:
 
 - every SIGTERM ends with exit code 0 within the grace budget, and the log says turns were
@@ -196,6 +198,10 @@ class Client:
                 self.polls[type(exc).__name__] += 1
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
+            if _starting(response):  # the next server, still recovering: retry later
+                self.polls["starting"] += 1
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
             if response.status_code != 200:
                 self.problems.append(f"run {run}: a status read got {response.status_code}")
                 continue
@@ -206,6 +212,15 @@ class Client:
                 body["state"] == "completed" and body["result"] != want
             ):
                 self.problems.append(f"run {run}: {body}, expected a result of {want}")
+
+
+def _starting(response: httpx.Response) -> bool:
+    """Whether this is a server's 503 before it is ready (waiting for the journal or
+    recovering), which says when to retry."""
+    if response.status_code != 503 or "retry-after" not in response.headers:
+        return False
+    error: dict[str, str] = response.json().get("error", {})
+    return error.get("type") == "starting"
 
 
 @dataclasses.dataclass

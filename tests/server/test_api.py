@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 from collections.abc import AsyncIterator
@@ -11,7 +12,9 @@ import anyio
 import httpx
 import pytest
 
-from journal import SqliteStore
+from actorflow import Runtime
+from actorflow.server import ACTOR_STATES, ServerState, create_app
+from journal import MemoryStore, SqliteStore
 from tests.server import app_under_test
 from tests.server.support import Api, error_of, reaches, serving
 
@@ -503,6 +506,39 @@ async def test_actors_are_listed_by_type_and_by_state() -> None:
         assert await listed(type="Broken") == []
 
 
+async def test_an_unknown_state_filter_is_refused_with_the_valid_states() -> None:
+    async with serving() as api:
+        await api.send("Greeter/g", "greet", {"name": "a"}, params={"wait": "5"})
+        for bad in ("bogus", "waiting", "IDLE", ""):
+            response = await api.http.get("/v1/actors", params={"state": bad})
+            status, kind, message = error_of(response)
+            assert (status, kind) == (400, "invalid_query"), bad
+            assert f"?state={bad} is not an actor state" in message
+            assert ", ".join(ACTOR_STATES) in message
+        unknown_type = await api.http.get("/v1/actors", params={"type": "Nobody", "state": "idle"})
+        status, kind, message = error_of(unknown_type)
+        assert (status, kind) == (404, "unknown_actor_type")
+        assert "this server hosts: Approval, Booking, Broken, Greeter" in message
+        for state in ACTOR_STATES:  # every state it names is one it takes
+            response = await api.http.get("/v1/actors", params={"state": state})
+            assert response.status_code == 200, (state, response.text)
+            assert {a["state"] for a in response.json()} <= {state}
+
+
+def test_the_actor_states_are_the_nine_the_runtime_reports() -> None:
+    assert ACTOR_STATES == (
+        "idle",
+        "running",
+        "waiting-timer",
+        "waiting-event",
+        "waiting-retry",
+        "retrying",
+        "stuck",
+        "completed",
+        "pending",
+    )
+
+
 # -- auth -------------------------------------------------------------------------------------
 
 TOKEN = "s3cret-token"
@@ -578,6 +614,72 @@ async def test_readiness_fails_once_shutdown_begins_and_new_work_gets_503() -> N
         assert deliver.headers["retry-after"] == "7"
         assert (await api.http.get("/v1/actors/Greeter/g")).status_code == 200
         assert await api.runtime.list_actors() == []
+
+
+#: Every endpoint but the health checks.
+API = [(method, path, body) for method, path, body in GUARDED if path != "/readyz"]
+STARTING = "waiting for the journal lock on j.db, held by another process"
+
+
+@contextlib.asynccontextmanager
+async def app_of(state: ServerState, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app over ``state`` (which may have no runtime yet)."""
+    transport = httpx.ASGITransport(app=create_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", **options) as http:
+        yield http
+
+
+async def test_before_the_runtime_is_ready_only_health_checks_answer() -> None:
+    state = ServerState(retry_after=7)
+    state.starting = STARTING
+    async with app_of(state) as http:
+        assert (await http.get("/livez")).status_code == 200
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "starting", "reason": STARTING}
+        for method, path, body in API:
+            response = await http.request(method, path, json=body)
+            status, kind, message = error_of(response)
+            assert (status, kind) == (503, "starting"), (method, path)
+            assert f"not ready yet ({STARTING}); retry in 7 s" in message, (method, path)
+            assert response.headers["retry-after"] == "7", (method, path)
+
+        store = MemoryStore()
+        async with Runtime(store, app_under_test.ACTORS, grace=1) as runtime:
+            state.ready(runtime)
+            assert (await http.get("/readyz")).json() == {"status": "ready"}
+            for method, path, body in GUARDED:
+                response = await http.request(method, path, json=body)
+                assert response.status_code < 500, (method, path, response.text)
+            sent = await http.post(
+                "/v1/actors/Greeter/g/messages/greet", json={"name": "on"}, params={"wait": "5"}
+            )
+            assert sent.json()["result"] == "hello on"
+        await store.close()
+
+
+async def test_before_the_runtime_is_ready_a_token_is_still_required() -> None:
+    state = ServerState(token=TOKEN)
+    async with app_of(state) as http:
+        assert (await http.get("/livez")).status_code == 200
+        for method, path, body in GUARDED:
+            response = await http.request(method, path, json=body)
+            assert error_of(response)[:2] == (401, "unauthorized"), (method, path)
+        authorized = {"Authorization": f"Bearer {TOKEN}"}
+        ready = await http.get("/readyz", headers=authorized)
+        assert (ready.status_code, ready.json()["status"]) == (503, "starting")
+
+
+async def test_a_signal_before_the_runtime_is_ready_makes_refusals_say_shutting_down() -> None:
+    state = ServerState()
+    state.shutting_down.set()
+    async with app_of(state) as http:
+        assert (await http.get("/livez")).status_code == 200
+        ready = await http.get("/readyz")
+        assert (ready.status_code, ready.json()) == (503, {"status": "shutting down"})
+        for method, path, body in API:
+            response = await http.request(method, path, json=body)
+            assert error_of(response)[:2] == (503, "shutting_down"), (method, path)
 
 
 async def test_a_send_waiting_for_its_result_answers_when_shutdown_begins() -> None:
@@ -683,6 +785,11 @@ async def test_the_openapi_document_lists_each_handler_with_its_argument_schema(
     assert greet["properties"]["times"]["type"] == "integer"
     for path in ("/v1/actors", "/v1/actors/{type}/{key}", "/v1/actors/{type}/{key}/journal"):
         assert "get" in document["paths"][path]
+    enum = {"type": "string", "enum": list(ACTOR_STATES)}
+    query = {p["name"]: p for p in document["paths"]["/v1/actors"]["get"]["parameters"]}
+    assert query["state"] == {"name": "state", "in": "query", "schema": enum}
+    assert query["type"]["in"] == "query"
+    assert schemas["ActorStatus"]["properties"]["state"] == enum
     for ref in _refs(document):
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-import os
 import pathlib
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,94 +17,18 @@ from click.testing import CliRunner
 
 from actorflow import ClientError, SyncClient
 from actorflow.cli import main
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-ACTORFLOW = str(pathlib.Path(sys.executable).parent / "actorflow")
-APP = "tests.server.app_under_test"
-#: The grace budget the servers here run with.
-GRACE = 3.0
-#: Longest a server may take to answer /livez after it is started.
-START_DEADLINE = 20.0
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound once by the OS, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment, without actorflow settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
-    return env | extra
-
-
-@dataclasses.dataclass
-class Server:
-    """A running `actorflow serve` process."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log: pathlib.Path
-
-    def stop(self) -> int:
-        """SIGTERM it and wait for it to exit; its exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=GRACE + 10)
-
-    def logged(self) -> str:
-        """What it wrote to stderr so far."""
-        return self.log.read_text()
-
-
-def _wait_until_live(server: Server) -> None:
-    give_up = time.monotonic() + START_DEADLINE
-    while time.monotonic() < give_up:
-        if server.process.poll() is not None:
-            raise AssertionError(f"actorflow serve exited early:\n{server.logged()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/livez", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"actorflow serve did not answer /livez in time:\n{server.logged()}")
-
-
-@contextlib.contextmanager
-def served(
-    workdir: pathlib.Path, *options: str, env: dict[str, str] | None = None
-) -> Iterator[Server]:
-    """`actorflow serve` of the test app on a free loopback port; killed if still running."""
-    port = free_port()
-    log = workdir / f"serve-{port}.log"
-    command = [ACTORFLOW, "serve", APP, "--port", str(port), "--grace", str(GRACE)]
-    command += ["--journal", str(workdir / "journal.db"), *options]
-    with open(workdir / f"serve-{port}.out", "wb") as out, open(log, "wb") as err:
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=err, env=env or clean_env()
-        )
-        server = Server(process, f"http://127.0.0.1:{port}", log)
-        try:
-            _wait_until_live(server)
-            yield server
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run an `actorflow` command; its exit code and output."""
-    return subprocess.run(
-        [ACTORFLOW, *args],
-        cwd=ROOT,
-        env=env or clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+from actorflow.server import ACTOR_STATES
+from tests.server.processes import (
+    ACTORFLOW,
+    APP,
+    GRACE,
+    ROOT,
+    Server,
+    clean_env,
+    cli,
+    free_port,
+    served,
+)
 
 
 def ok(*args: str, env: dict[str, str] | None = None) -> str:
@@ -230,6 +149,25 @@ def test_an_actor_named_without_a_key_fails_saying_how_to_name_it(server: Server
     assert "Traceback" not in done.stderr
     assert "Type/key" in done.stderr
     assert "cannot reach the server" not in done.stderr  # it was reached; the name was wrong
+
+
+def test_list_refuses_an_unknown_state_naming_the_valid_ones() -> None:
+    shown = CliRunner().invoke(main, ["list", "--help"])
+    assert "|".join(ACTOR_STATES) in shown.output
+    for state in ("bogus", "waiting"):
+        refused = CliRunner().invoke(
+            main, ["list", "--state", state, "--url", "http://127.0.0.1:9"]
+        )
+        assert refused.exit_code == 2, refused.output
+        assert f"Invalid value for '--state': '{state}' is not one of" in refused.output
+        assert "'waiting-retry', 'retrying'" in refused.output
+
+
+def test_list_by_state_passes_states_the_runtime_is_adding_to_the_server(server: Server) -> None:
+    for state in ("waiting-retry", "retrying"):
+        done = cli("list", "--state", state, "--url", server.url)
+        assert done.returncode == 0, (state, done.stderr)
+        assert all(line.split()[1] == state for line in done.stdout.splitlines()), done.stdout
 
 
 def test_a_server_that_is_not_there_fails_saying_what_to_check() -> None:
