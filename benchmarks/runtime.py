@@ -18,8 +18,8 @@
 
 Everything runs under uvloop, each measurement is repeated and the middle run reported.
 Files live in a temporary directory, removed afterwards; set ``TMPDIR`` to measure
-another disk. A run that takes longer than `HANG_AFTER` seconds stops the suite with an
-error: the runtime hung, and no figure is reported.
+another disk. A run that takes longer than `benchmarks._hosting.HANG_AFTER` seconds stops
+the suite with an error: the runtime hung, and no figure is reported.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import math
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import actorflow
+from benchmarks._hosting import check, copy_database, hosted
 from benchmarks._report import (
     Column,
     Progress,
@@ -65,8 +66,6 @@ STEPS_EACH: dict[int, tuple[int, int]] = {
 #: Steps in the replayed turn: (full run, --quick run).
 REPLAY_STEPS = (10_000, 2_000)
 REPLAY_KEY = "replayed"
-#: Seconds after which a run counts as hung: far beyond the longest run (a few seconds).
-HANG_AFTER = 120.0
 DURABILITY: Durability = "full"
 
 
@@ -130,57 +129,16 @@ class Bench(actorflow.Actor):
 # -- running the runtime, with a limit ----------------------------------------------------
 
 
-class RuntimeBenchmarkError(RuntimeError):
-    """The runtime failed or hung under the benchmark: a bug to report, not a figure."""
-
-
-@contextlib.asynccontextmanager
-async def hosted(path: Path, doing: str) -> AsyncIterator[tuple[actorflow.Runtime, SqliteStore]]:
-    """A runtime over a ``full``-durability store at ``path``, both closed afterwards.
-
-    Everything inside, shutdown included, must finish within `HANG_AFTER` seconds; a hang
-    or an actorflow error becomes a `RuntimeBenchmarkError` saying what was being done.
-    """
-    started = time.perf_counter()
-    calls = TALLY.calls
-    try:
-        async with asyncio.timeout(HANG_AFTER):
-            store = await SqliteStore.open(path, durability=DURABILITY)
-            try:
-                async with actorflow.Runtime(store, [Bench], idle_timeout=600) as runtime:
-                    yield runtime, store
-            finally:
-                await store.close()
-    except TimeoutError:
-        raise RuntimeBenchmarkError(
-            f"actorflow hung while {doing}: not done after {time.perf_counter() - started:.1f}s "
-            f"(the limit is {HANG_AFTER:g}s; the step function ran {TALLY.calls - calls:,} "
-            f"times meanwhile). This is a runtime bug, not a benchmark setting; reproduce "
-            f"with `python -m benchmarks runtime --quick`."
-        ) from None
-    except (actorflow.ActorflowError, ExceptionGroup) as exc:
-        cause = first_leaf(exc)
-        raise RuntimeBenchmarkError(
-            f"actorflow failed while {doing}: {type(cause).__name__}: {cause}"
-        ) from exc
-
-
-def first_leaf(error: BaseException) -> BaseException:
-    """The first error that is not a group: what went wrong inside nested task groups."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
 def actor_key(index: int) -> str:
     """The key of the ``index``-th benchmarked actor."""
     return f"bench-{index:04d}"
 
 
-def check(ok: bool, doing: str, problem: str) -> None:
-    """Refuse a figure computed over work the runtime did not do right."""
-    if not ok:
-        raise RuntimeBenchmarkError(f"actorflow misbehaved while {doing}: {problem}")
+def host_bench(
+    path: Path, doing: str
+) -> contextlib.AbstractAsyncContextManager[tuple[actorflow.Runtime, SqliteStore]]:
+    """`hosted` for the `Bench` actor, in this suite's durability."""
+    return hosted(path, doing, [Bench], durability=DURABILITY, ran=lambda: TALLY.calls)
 
 
 # -- steps --------------------------------------------------------------------------------
@@ -198,7 +156,7 @@ class StepsRun:
 async def steps_with_runtime(path: Path, actors: int, each: int) -> StepsRun:
     """Time ``actors`` concurrent calls of `Bench.go`, ``each`` steps per call."""
     doing = f"running {actors} actors x {each} steps"
-    async with hosted(path, doing) as (runtime, store):
+    async with host_bench(path, doing) as (runtime, store):
         handles = [runtime.ref(Bench, actor_key(a)) for a in range(actors)]
         TALLY.calls = 0
         commits, records = store.stats.commits, store.stats.records
@@ -257,24 +215,15 @@ async def steps_scenario(actors: int, each: int, repeats: int, progress: Progres
 async def write_turn(path: Path, steps: int) -> None:
     """Journal one finished turn of ``steps`` steps for the replayed actor (not timed)."""
     doing = f"writing the {steps:,}-step turn to replay"
-    async with hosted(path, doing) as (runtime, _):
+    async with host_bench(path, doing) as (runtime, _):
         total = await runtime.ref(Bench, REPLAY_KEY).call(Bench.go, steps)
         check(total == expected_total(steps), doing, f"the handler returned {total}")
-
-
-def copy_database(source: Path, target: Path) -> None:
-    """Copy a closed SQLite database, so that every run replays the same journal."""
-    with (
-        contextlib.closing(sqlite3.connect(source)) as src,
-        contextlib.closing(sqlite3.connect(target)) as dst,
-    ):
-        src.backup(dst)
 
 
 async def replay_with_runtime(path: Path, steps: int) -> StepsRun:
     """Time a fresh runtime's first call to the replayed actor (replay plus a tiny turn)."""
     doing = f"replaying a {steps:,}-step turn"
-    async with hosted(path, doing) as (runtime, store):
+    async with host_bench(path, doing) as (runtime, store):
         handle = runtime.ref(Bench, REPLAY_KEY)
         TALLY.calls = 0
         commits, records = store.stats.commits, store.stats.records
