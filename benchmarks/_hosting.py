@@ -29,17 +29,18 @@ async def hosted(
     *,
     durability: Durability,
     ran: Callable[[], int],
+    limit: float = HANG_AFTER,
 ) -> AsyncIterator[tuple[actorflow.Runtime, SqliteStore]]:
     """A runtime hosting ``actors`` over a store at ``path``, both closed afterwards.
 
-    Everything inside, shutdown included, must finish within `HANG_AFTER` seconds; a hang
-    or an actorflow error becomes a `RuntimeBenchmarkError` saying what was being done.
+    Everything inside, shutdown included, must finish within ``limit`` seconds; a hang or
+    an actorflow error becomes a `RuntimeBenchmarkError` saying what was being done.
     ``ran`` counts the step function's calls, quoted when the runtime hangs.
     """
     started = time.perf_counter()
     calls = ran()
     try:
-        async with asyncio.timeout(HANG_AFTER):
+        async with asyncio.timeout(limit):
             store = await SqliteStore.open(path, durability=durability)
             try:
                 async with actorflow.Runtime(store, actors, idle_timeout=600) as runtime:
@@ -49,7 +50,7 @@ async def hosted(
     except TimeoutError:
         raise RuntimeBenchmarkError(
             f"actorflow hung while {doing}: not done after {time.perf_counter() - started:.1f}s "
-            f"(the limit is {HANG_AFTER:g}s; the step function ran {ran() - calls:,} "
+            f"(the limit is {limit:g}s; the step function ran {ran() - calls:,} "
             f"times meanwhile). This is a runtime bug, not a benchmark setting; reproduce "
             f"with `python -m benchmarks runtime --quick`."
         ) from None

@@ -24,15 +24,22 @@
   includes that one tiny live turn (four commits: the send, the claim, the turn's start and
   end). Figure: replayed steps / wall seconds.
   Ceiling: the same handler body awaiting the (async) step function directly, in process.
+- ``long-lived``: one actor living 10,000 turns (a step and an event each), measured every
+  1,000: the bytes its journal holds, the memory the runtime holds for it, the time a
+  fresh runtime takes to activate it, and its turn time; each reported first and last, with
+  last / first ("flatness", 1.0 is flat). An agent may live for months: its cost must not
+  grow with its age. Reported, never enforced; see `benchmarks._long_lived`.
 
 Every figure is refused (the suite stops with an error) unless the runtime did the work
 right: each handler returned the right total, the step function ran exactly once per live
 step and never on replay, and the journal holds every step.
 
-Everything runs under uvloop, each measurement is repeated and the middle run reported.
+Everything runs under uvloop, each steps measurement is repeated and the middle run
+reported (``long-lived`` is one life, whose activations are timed several times).
 Files live in a temporary directory, removed afterwards; set ``TMPDIR`` to measure
-another disk. A run that takes longer than `benchmarks._hosting.HANG_AFTER` seconds stops
-the suite with an error: the runtime hung, and no figure is reported.
+another disk. A run that takes longer than `benchmarks._hosting.HANG_AFTER` seconds (the
+long life: that plus 50 ms a turn) stops the suite with an error: the runtime hung, and
+no figure is reported.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
+from benchmarks import _long_lived
 from benchmarks._hosting import check, copy_database, hosted
 from benchmarks._report import (
     Column,
@@ -433,9 +441,9 @@ COLUMNS: Sequence[Column] = [
 # -- the suite ----------------------------------------------------------------------------
 
 
-async def measure(quick: bool, repeats: int) -> list[Result]:
-    """Run every scenario in turn and return their results."""
-    progress = Progress("runtime", len(ACTORS) + len(SYNC_ACTORS) + 1)
+async def measure(quick: bool, repeats: int) -> tuple[list[Result], list[Result]]:
+    """Run every scenario in turn; return the steps' results and the long-lived ones."""
+    progress = Progress("runtime", len(ACTORS) + len(SYNC_ACTORS) + 2)
     results = []
     for actors in ACTORS:  # each sync-steps run right after its async reference
         each = STEPS_EACH[actors][quick]
@@ -444,13 +452,14 @@ async def measure(quick: bool, repeats: int) -> list[Result]:
             results.append(await steps_scenario(SYNC_STEPS, actors, each, repeats, progress))
     versus_async(results)
     results.append(await replay_scenario(REPLAY_STEPS[quick], repeats, progress))
+    long_lived = await _long_lived.long_lived_scenario(quick, progress)
     progress.finish()
-    return results
+    return results, long_lived
 
 
 def run(*, quick: bool, repeats: int) -> SuiteReport:
     """Run the runtime suite."""
-    results = on_uvloop(measure(quick, repeats))
+    results, long_lived = on_uvloop(measure(quick, repeats))
     loop = loop_name()
     plural = "s" if repeats > 1 else ""
     return SuiteReport(
@@ -472,6 +481,7 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
         results=results,
         targets=targets(results),
         context=quoted_lines(),
+        sections=[_long_lived.section(long_lived, quick)],
         environment={
             "sqlite": sqlite3.sqlite_version,
             "loop": loop,
