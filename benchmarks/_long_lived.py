@@ -234,11 +234,15 @@ async def live_traced(life: Life, progress: Progress) -> None:
                 memory = traced_bytes() - baseline
                 sizes = await journal_bytes(store, handle.id)
                 check_streams(sizes, handle.id, doing)
-                copy_database(life.path, life.copy(turn))
-                taken = Checkpoint(turn, sum(sizes.values()), sizes, memory, turn_ms)
-                with life.measured.open("ab") as out:
-                    out.write(msgspec.json.encode(taken) + b"\n")
+                record(life, Checkpoint(turn, sum(sizes.values()), sizes, memory, turn_ms))
                 since = time.perf_counter()
+
+
+def record(life: Life, checkpoint: Checkpoint) -> None:
+    """Copy the journal file as it is at ``checkpoint`` and write down what it measured."""
+    copy_database(life.path, life.copy(checkpoint.turn))
+    with life.measured.open("ab") as out:
+        out.write(msgspec.json.encode(checkpoint) + b"\n")
 
 
 async def settle(handle: actorflow.ActorHandle[Elder]) -> None:
@@ -312,19 +316,21 @@ async def long_lived_scenario(quick: bool, progress: Progress) -> list[Result]:
     results = {
         name: flatness(name, [(c.turn, value(c)) for c in checkpoints]) for name, value in measures
     }
-    results["journal bytes"]["by_stream"] = [
-        {"turn": c.turn, **{kind_of(stream): size for stream, size in c.by_stream.items()}}
-        for c in checkpoints
-    ]
+    results["journal bytes"]["by_kind"] = [{"turn": c.turn, **by_kind(c)} for c in checkpoints]
     results["activation ms"]["activations"] = ACTIVATIONS[quick]
     for result in results.values():
         result.update(turns=life_turns, checkpoint_every=every, durability=DURABILITY)
     return list(results.values())
 
 
-def kind_of(stream: str) -> str:
-    """A stream's kind: the first part of its name (``actor``, ``inbox``, ``snapshots``)."""
-    return stream.partition("/")[0]
+def by_kind(checkpoint: Checkpoint) -> dict[str, int]:
+    """A checkpoint's journal bytes by stream kind: the first part of the stream's name
+    (``actor``, ``inbox``, ...), and ``snapshots``."""
+    kinds: dict[str, int] = {}
+    for stream, size in checkpoint.by_stream.items():
+        kind = stream.partition("/")[0]
+        kinds[kind] = kinds.get(kind, 0) + size
+    return kinds
 
 
 def flatness(measure: str, series: list[tuple[int, float]]) -> Result:
