@@ -1,4 +1,6 @@
-"""``python -m benchmarks SUITE [--quick] [--json PATH]``: run one benchmark suite.
+"""``python -m benchmarks SUITE [--quick] [--json PATH]``: run one benchmark suite;
+``python -m benchmarks compare SUITE [--base REV] ...``: compare two revisions with it
+(see `benchmarks._compare`).
 
 A suite is a module of this package with a ``run(*, quick, repeats)`` function returning a
 `SuiteReport`; list it in `SUITES` to make it runnable here.
@@ -8,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import _compare
 from benchmarks._report import SuiteReport, render, write_json
 
 #: Suite name -> the module that runs it.
@@ -26,6 +30,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Run one of actorflow's benchmark suites and print its results table.",
+        epilog="`python -m benchmarks compare SUITE --help`: compare the working tree with a "
+        "git revision, running SUITE for both alternately.",
     )
     parser.add_argument("suite", choices=sorted(SUITES), help="which suite to run")
     parser.add_argument(
@@ -49,7 +55,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the suite named on the command line, print its table, save its JSON."""
+    """Run the suite named on the command line, print its table, save its JSON (or run
+    ``compare``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:
+        _compare.main(argv[1:], list(SUITES))
+        return
     args = parse(argv)
     repeats = args.repeat or (1 if args.quick else 3)
     suite = importlib.import_module(SUITES[args.suite])

@@ -115,6 +115,17 @@ class Target:
 
 
 @dataclasses.dataclass
+class Section:
+    """Results that need a table of their own (other columns than the suite's main table)."""
+
+    title: str
+    columns: Sequence[Column]
+    results: list[Result]
+    #: Lines printed under the title: what was measured and how.
+    notes: Sequence[str] = ()
+
+
+@dataclasses.dataclass
 class SuiteReport:
     """Everything a suite measured, ready to print and to save."""
 
@@ -130,14 +141,23 @@ class SuiteReport:
     context: Sequence[str] = ()
     #: Extra top-level JSON fields describing the run (library versions, event loop, ...).
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Further tables, printed after the main one; their results join the JSON's.
+    sections: Sequence[Section] = ()
+
+    def all_results(self) -> list[Result]:
+        """The main table's results, then every section's."""
+        return [*self.results, *(r for section in self.sections for r in section.results)]
 
 
 def render(report: SuiteReport) -> str:
-    """The report as text: a heading, the results table, and the targets section."""
+    """The report as text: a heading, the results table, the quoted context, further
+    sections' tables, and the targets section."""
     heading = f"{report.title}{' [--quick]' if report.quick else ''}"
     parts = [heading, *report.notes, "", table(report.columns, report.results)]
     if report.context:
         parts += ["", *report.context]
+    for section in report.sections:
+        parts += ["", section.title, *section.notes, "", table(section.columns, section.results)]
     if report.targets:
         width = max(len(target.describe()) for target in report.targets)
         parts += ["", "targets (from the issue; reported, not enforced):"]
@@ -167,7 +187,7 @@ def write_json(report: SuiteReport, path: Path) -> None:
         "python": platform.python_version(),
         **report.environment,
         "machine": machine(),
-        "results": report.results,
+        "results": report.all_results(),
         "targets": [target.as_json() for target in report.targets],
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -1,41 +1,64 @@
 """The runtime suite: durable steps/s through actorflow, against plain awaits of the same steps.
 
 - ``steps``: 1, 100 and 1000 actors, each running one invocation of a handler that takes
-  S trivial steps (``ctx.run`` of a sync function returning a small int), in ``full``
+  S trivial steps (``ctx.run`` of an ``async def`` returning a small int), in ``full``
   durability, on a fresh SQLite file per run. Every actor is called concurrently
   (``ref.call``), and the clock runs from before the first send to after the last result:
   accepting the messages (durably), activating the actors and journaling their turns are
   part of the work. Figure: total steps / wall seconds. Ceiling: the same handler body in
   the same shape (as many concurrent tasks, S steps each) with every step a plain ``await``
-  of an async wrapper around the same function: nothing journaled.
+  of the same async function: nothing journaled. The step is async because async step
+  functions run on the event loop, so this figure is the runtime's own cost per step, and
+  stays comparable across runtime versions whatever they do with sync functions.
+- ``sync-steps``: as ``steps``, for 1 and 100 actors with the same step counts, but the step
+  function is a plain ``def`` doing the same work. The runtime may run sync steps in a
+  worker thread (so that a blocking tool cannot stall the loop); this scenario shows what
+  that costs. Ceiling: an ``async def`` wrapper calling the same function on the loop (the
+  ``steps`` scenario's ceiling before steps became async, so figures stay comparable with
+  runs before that change). ``vs steps``: its steps/s over the ``steps`` figure for as many
+  actors in the same run.
 - ``replay-steps``: one actor whose journal holds a finished turn of 10,000 steps (written
   live first, not timed). A fresh runtime on the reopened file is timed calling a handler
   that takes no step: activation replays the 10,000-step turn (every step handed back from
   the journal, the function never called), then runs the new turn live, so the figure
   includes that one tiny live turn (four commits: the send, the claim, the turn's start and
   end). Figure: replayed steps / wall seconds.
-  Ceiling: the same handler body awaiting the step function directly, in process.
+  Ceiling: the same handler body awaiting the (async) step function directly, in process.
+- ``long-lived``: one actor living 10,000 turns (a step and an event each), measured every
+  1,000: the bytes its journal holds, the memory the runtime holds for it, the time a
+  fresh runtime takes to activate it, and its turn time; each reported first and last, with
+  last / first ("flatness", 1.0 is flat). An agent may live for months: its cost must not
+  grow with its age. Reported, never enforced; see `benchmarks._long_lived`.
 
-Everything runs under uvloop, each measurement is repeated and the middle run reported.
+Every figure is refused (the suite stops with an error) unless the runtime did the work
+right: each handler returned the right total, the step function ran exactly once per live
+step and never on replay, and the journal holds every step.
+
+Everything runs under uvloop, each steps measurement is repeated and the middle run
+reported (``long-lived`` is one life, whose activations are timed several times).
 Files live in a temporary directory, removed afterwards; set ``TMPDIR`` to measure
-another disk. A run that takes longer than `HANG_AFTER` seconds stops the suite with an
-error: the runtime hung, and no figure is reported.
+another disk. A run that takes longer than `benchmarks._hosting.HANG_AFTER` seconds (the
+long life: that plus 50 ms a turn) stops the suite with an error: the runtime hung, and
+no figure is reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import math
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import actorflow
+from benchmarks import _long_lived
+from benchmarks._hosting import check, copy_database, hosted
 from benchmarks._report import (
     Column,
     Progress,
@@ -62,11 +85,11 @@ STEPS_EACH: dict[int, tuple[int, int]] = {
     100: (200, 20),
     1000: (100, 5),
 }
+#: Actors in the ``sync-steps`` scenario (steps each as in ``steps``).
+SYNC_ACTORS = (1, 100)
 #: Steps in the replayed turn: (full run, --quick run).
 REPLAY_STEPS = (10_000, 2_000)
 REPLAY_KEY = "replayed"
-#: Seconds after which a run counts as hung: far beyond the longest run (a few seconds).
-HANG_AFTER = 120.0
 DURABILITY: Durability = "full"
 
 
@@ -75,18 +98,44 @@ DURABILITY: Durability = "full"
 
 @dataclasses.dataclass
 class Tally:
-    """How many times the step function ran: once per live step, never on replay."""
+    """Which steps the step functions ran: one entry per call, so once per live step and
+    never on replay.
 
-    calls: int = 0
+    A list rather than a counter: ``list.append`` is atomic under the GIL, and a sync step
+    may run in a worker thread, where ``calls += 1`` could lose a count under contention.
+    """
+
+    ran: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        """How many times the step functions ran since the last `reset`."""
+        return len(self.ran)
+
+    def reset(self) -> None:
+        """Forget earlier calls."""
+        self.ran = []
 
 
 TALLY = Tally()
 
 
-def step(i: int) -> int:
-    """The trivial step: a small int derived from the step's index."""
-    TALLY.calls += 1
+async def step(i: int) -> int:
+    """The trivial step, as an ``async def`` (run on the event loop): a small int derived
+    from the step's index."""
+    TALLY.ran.append(i)
     return i % 10
+
+
+def sync_step(i: int) -> int:
+    """The same trivial step as a plain ``def`` (the runtime may run it in a worker thread)."""
+    TALLY.ran.append(i)
+    return i % 10
+
+
+StepFunction = Callable[[int], Awaitable[int]] | Callable[[int], int]
+#: How a step is run: ``ctx.run`` (journaled), or a ceiling's plain await.
+StepRunner = Callable[[Any, int], Awaitable[int]]
 
 
 def expected_total(steps: int) -> int:
@@ -94,23 +143,24 @@ def expected_total(steps: int) -> int:
     return sum(i % 10 for i in range(steps))
 
 
-class StepRunner(Protocol):
-    """How a step is run: ``ctx.run`` (journaled) or `plain_await` (the ceiling)."""
-
-    def __call__(self, fn: Callable[[int], int], /, *args: int) -> Awaitable[int]: ...
-
-
-async def take_steps(run: StepRunner, steps: int) -> int:
-    """The handler's body, shared with the ceilings: ``steps`` steps, one after another."""
+async def take_steps(run: StepRunner, fn: StepFunction, steps: int) -> int:
+    """The handler's body, shared with the ceilings: ``steps`` steps of ``fn``, one after
+    another."""
     total = 0
     for i in range(steps):
-        total += await run(step, i)
+        total += await run(fn, i)
     return total
 
 
-async def plain_await(fn: Callable[[int], int], /, *args: int) -> int:
-    """The ceiling's step: an async wrapper calling the step function, nothing journaled."""
-    return fn(*args)
+def awaited_directly(fn: Callable[[int], Awaitable[int]], i: int, /) -> Awaitable[int]:
+    """The async ceiling's step: the step function's own coroutine, which the handler's
+    body awaits; nothing journaled, no wrapper."""
+    return fn(i)
+
+
+async def called_on_the_loop(fn: Callable[[int], int], i: int, /) -> int:
+    """The sync ceiling's step: an async wrapper calling the step function on the loop."""
+    return fn(i)
 
 
 class Bench(actorflow.Actor):
@@ -118,8 +168,13 @@ class Bench(actorflow.Actor):
 
     @actorflow.handler
     async def go(self, steps: int) -> int:
-        """Take ``steps`` durable steps; return the sum of their results."""
-        return await take_steps(self.ctx.run, steps)
+        """Take ``steps`` durable (async) steps; return the sum of their results."""
+        return await take_steps(self.ctx.run, step, steps)
+
+    @actorflow.handler
+    async def go_sync(self, steps: int) -> int:
+        """Take ``steps`` durable sync steps; return the sum of their results."""
+        return await take_steps(self.ctx.run, sync_step, steps)
 
     @actorflow.handler
     async def noop(self) -> int:
@@ -127,49 +182,18 @@ class Bench(actorflow.Actor):
         return 0
 
 
-# -- running the runtime, with a limit ----------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StepKind:
+    """A flavour of step function: the scenario, its handler, and its ceiling."""
+
+    scenario: str
+    handler: Callable[[Bench, int], Awaitable[int]]
+    fn: StepFunction
+    ceiling: StepRunner
 
 
-class RuntimeBenchmarkError(RuntimeError):
-    """The runtime failed or hung under the benchmark: a bug to report, not a figure."""
-
-
-@contextlib.asynccontextmanager
-async def hosted(path: Path, doing: str) -> AsyncIterator[tuple[actorflow.Runtime, SqliteStore]]:
-    """A runtime over a ``full``-durability store at ``path``, both closed afterwards.
-
-    Everything inside, shutdown included, must finish within `HANG_AFTER` seconds; a hang
-    or an actorflow error becomes a `RuntimeBenchmarkError` saying what was being done.
-    """
-    started = time.perf_counter()
-    calls = TALLY.calls
-    try:
-        async with asyncio.timeout(HANG_AFTER):
-            store = await SqliteStore.open(path, durability=DURABILITY)
-            try:
-                async with actorflow.Runtime(store, [Bench], idle_timeout=600) as runtime:
-                    yield runtime, store
-            finally:
-                await store.close()
-    except TimeoutError:
-        raise RuntimeBenchmarkError(
-            f"actorflow hung while {doing}: not done after {time.perf_counter() - started:.1f}s "
-            f"(the limit is {HANG_AFTER:g}s; the step function ran {TALLY.calls - calls:,} "
-            f"times meanwhile). This is a runtime bug, not a benchmark setting; reproduce "
-            f"with `python -m benchmarks runtime --quick`."
-        ) from None
-    except (actorflow.ActorflowError, ExceptionGroup) as exc:
-        cause = first_leaf(exc)
-        raise RuntimeBenchmarkError(
-            f"actorflow failed while {doing}: {type(cause).__name__}: {cause}"
-        ) from exc
-
-
-def first_leaf(error: BaseException) -> BaseException:
-    """The first error that is not a group: what went wrong inside nested task groups."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+ASYNC_STEPS = StepKind("steps", Bench.go, step, awaited_directly)
+SYNC_STEPS = StepKind("sync-steps", Bench.go_sync, sync_step, called_on_the_loop)
 
 
 def actor_key(index: int) -> str:
@@ -177,10 +201,11 @@ def actor_key(index: int) -> str:
     return f"bench-{index:04d}"
 
 
-def check(ok: bool, doing: str, problem: str) -> None:
-    """Refuse a figure computed over work the runtime did not do right."""
-    if not ok:
-        raise RuntimeBenchmarkError(f"actorflow misbehaved while {doing}: {problem}")
+def host_bench(
+    path: Path, doing: str
+) -> contextlib.AbstractAsyncContextManager[tuple[actorflow.Runtime, SqliteStore]]:
+    """`hosted` for the `Bench` actor, in this suite's durability."""
+    return hosted(path, doing, [Bench], durability=DURABILITY, ran=lambda: TALLY.calls)
 
 
 # -- steps --------------------------------------------------------------------------------
@@ -195,51 +220,63 @@ class StepsRun:
     records: int
 
 
-async def steps_with_runtime(path: Path, actors: int, each: int) -> StepsRun:
-    """Time ``actors`` concurrent calls of `Bench.go`, ``each`` steps per call."""
-    doing = f"running {actors} actors x {each} steps"
-    async with hosted(path, doing) as (runtime, store):
+async def steps_with_runtime(path: Path, kind: StepKind, actors: int, each: int) -> StepsRun:
+    """Time ``actors`` concurrent calls of ``kind``'s handler, ``each`` steps per call."""
+    doing = f"running {actors} actors x {each} {kind.scenario}"
+    async with host_bench(path, doing) as (runtime, store):
         handles = [runtime.ref(Bench, actor_key(a)) for a in range(actors)]
-        TALLY.calls = 0
+        TALLY.reset()
         commits, records = store.stats.commits, store.stats.records
         start = time.perf_counter()
         async with asyncio.TaskGroup() as calls:
-            tasks = [calls.create_task(handle.call(Bench.go, each)) for handle in handles]
+            tasks = [calls.create_task(handle.call(kind.handler, each)) for handle in handles]
         elapsed = time.perf_counter() - start
         run = StepsRun(elapsed, store.stats.commits - commits, store.stats.records - records)
         totals = {task.result() for task in tasks}
         check(totals == {expected_total(each)}, doing, f"handlers returned {sorted(totals)}")
-        check(TALLY.calls == actors * each, doing, f"{TALLY.calls:,} steps ran")
+        check_ran_once(doing, actors, each)
         entries = await runtime.journal(handles[-1].ref)
         journaled = sum(entry.type == "step" for entry in entries)
         check(journaled == each, doing, f"{handles[-1].id} journaled {journaled} steps")
     return run
 
 
-async def steps_ceiling(actors: int, each: int) -> float:
+def check_ran_once(doing: str, actors: int, each: int) -> None:
+    """Refuse the run unless the step function ran once per live step: step ``i`` exactly
+    ``actors`` times for every ``i`` below ``each``."""
+    check(TALLY.calls == actors * each, doing, f"the step function ran {TALLY.calls:,} times")
+    counts = collections.Counter(TALLY.ran)
+    wrong = next((i for i in range(each) if counts[i] != actors), None)
+    check(wrong is None, doing, f"step {wrong} ran {counts[wrong]} times, not {actors}")
+
+
+async def steps_ceiling(kind: StepKind, actors: int, each: int) -> float:
     """Time the same handler body in ``actors`` concurrent tasks with plain awaits."""
     start = time.perf_counter()
     async with asyncio.TaskGroup() as tasks:
         for _ in range(actors):
-            tasks.create_task(take_steps(plain_await, each))
+            tasks.create_task(take_steps(kind.ceiling, kind.fn, each))
     return time.perf_counter() - start
 
 
-async def steps_scenario(actors: int, each: int, repeats: int, progress: Progress) -> Result:
+async def steps_scenario(
+    kind: StepKind, actors: int, each: int, repeats: int, progress: Progress
+) -> Result:
     """Durable steps by ``actors`` concurrent actors, against plain awaits in the same shape."""
     total = actors * each
     who = f"{actors} actor{'s' if actors > 1 else ''}"
-    progress.scenario(f"steps {DURABILITY}, {who} x {each:,} steps")
+    progress.scenario(f"{kind.scenario} {DURABILITY}, {who} x {each:,} steps")
     runs, ceilings = [], []
     for n in range(1, repeats + 1):
         with tempfile.TemporaryDirectory(prefix="actorflow-bench-") as tmp:
             progress.step(f"run {n}/{repeats}, Runtime")
-            runs.append(await steps_with_runtime(Path(tmp, "runtime.db"), actors, each))
+            runs.append(await steps_with_runtime(Path(tmp, "runtime.db"), kind, actors, each))
         progress.step(f"run {n}/{repeats}, plain await")
-        ceilings.append(await steps_ceiling(actors, each))
+        ceilings.append(await steps_ceiling(kind, actors, each))
+    TALLY.reset()
     run = next(r for r in runs if r.seconds == middle([r.seconds for r in runs]))
     return {
-        "scenario": "steps",
+        "scenario": kind.scenario,
         "durability": DURABILITY,
         "actors": actors,
         "steps_each": each,
@@ -251,32 +288,32 @@ async def steps_scenario(actors: int, each: int, repeats: int, progress: Progres
     }
 
 
+def versus_async(results: list[Result]) -> None:
+    """Give each ``sync-steps`` result its steps/s over the ``steps`` figure for as many
+    actors in the same run (``vs_steps``)."""
+    async_per_s = {r["actors"]: r["per_s"] for r in results if r["scenario"] == "steps"}
+    for result in results:
+        if result["scenario"] == SYNC_STEPS.scenario:
+            result["vs_steps"] = round(result["per_s"] / async_per_s[result["actors"]], 4)
+
+
 # -- replay -------------------------------------------------------------------------------
 
 
 async def write_turn(path: Path, steps: int) -> None:
     """Journal one finished turn of ``steps`` steps for the replayed actor (not timed)."""
     doing = f"writing the {steps:,}-step turn to replay"
-    async with hosted(path, doing) as (runtime, _):
+    async with host_bench(path, doing) as (runtime, _):
         total = await runtime.ref(Bench, REPLAY_KEY).call(Bench.go, steps)
         check(total == expected_total(steps), doing, f"the handler returned {total}")
-
-
-def copy_database(source: Path, target: Path) -> None:
-    """Copy a closed SQLite database, so that every run replays the same journal."""
-    with (
-        contextlib.closing(sqlite3.connect(source)) as src,
-        contextlib.closing(sqlite3.connect(target)) as dst,
-    ):
-        src.backup(dst)
 
 
 async def replay_with_runtime(path: Path, steps: int) -> StepsRun:
     """Time a fresh runtime's first call to the replayed actor (replay plus a tiny turn)."""
     doing = f"replaying a {steps:,}-step turn"
-    async with hosted(path, doing) as (runtime, store):
+    async with host_bench(path, doing) as (runtime, store):
         handle = runtime.ref(Bench, REPLAY_KEY)
-        TALLY.calls = 0
+        TALLY.reset()
         commits, records = store.stats.commits, store.stats.records
         start = time.perf_counter()
         await handle.call(Bench.noop)
@@ -291,7 +328,7 @@ async def replay_with_runtime(path: Path, steps: int) -> StepsRun:
 async def replay_ceiling(steps: int) -> float:
     """Time the same handler body awaiting the step function directly."""
     start = time.perf_counter()
-    await take_steps(plain_await, steps)
+    await take_steps(awaited_directly, step, steps)
     return time.perf_counter() - start
 
 
@@ -310,6 +347,7 @@ async def replay_scenario(steps: int, repeats: int, progress: Progress) -> Resul
             runs.append(await replay_with_runtime(path, steps))
             progress.step(f"run {n}/{repeats}, plain await")
             ceilings.append(await replay_ceiling(steps))
+    TALLY.reset()
     run = next(r for r in runs if r.seconds == middle([r.seconds for r in runs]))
     return {
         "scenario": "replay-steps",
@@ -396,27 +434,32 @@ COLUMNS: Sequence[Column] = [
     Column("commits", "commits", whole),
     Column("mean batch", "mean_batch", one_decimal),
     Column("seconds", "seconds", seconds),
+    Column("vs steps", "vs_steps", fraction),
 ]
 
 
 # -- the suite ----------------------------------------------------------------------------
 
 
-async def measure(quick: bool, repeats: int) -> list[Result]:
-    """Run every scenario in turn and return their results."""
-    progress = Progress("runtime", len(ACTORS) + 1)
+async def measure(quick: bool, repeats: int) -> tuple[list[Result], list[Result]]:
+    """Run every scenario in turn; return the steps' results and the long-lived ones."""
+    progress = Progress("runtime", len(ACTORS) + len(SYNC_ACTORS) + 2)
     results = []
-    for actors in ACTORS:
+    for actors in ACTORS:  # each sync-steps run right after its async reference
         each = STEPS_EACH[actors][quick]
-        results.append(await steps_scenario(actors, each, repeats, progress))
+        results.append(await steps_scenario(ASYNC_STEPS, actors, each, repeats, progress))
+        if actors in SYNC_ACTORS:
+            results.append(await steps_scenario(SYNC_STEPS, actors, each, repeats, progress))
+    versus_async(results)
     results.append(await replay_scenario(REPLAY_STEPS[quick], repeats, progress))
+    long_lived = await _long_lived.long_lived_scenario(quick, progress)
     progress.finish()
-    return results
+    return results, long_lived
 
 
 def run(*, quick: bool, repeats: int) -> SuiteReport:
     """Run the runtime suite."""
-    results = on_uvloop(measure(quick, repeats))
+    results, long_lived = on_uvloop(measure(quick, repeats))
     loop = loop_name()
     plural = "s" if repeats > 1 else ""
     return SuiteReport(
@@ -427,8 +470,10 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
         notes=[
             f"steps/s = steps / wall seconds from before the first send to after the last "
             f"result; SqliteStore durability={DURABILITY}; {loop}; SQLite {sqlite3.sqlite_version}",
-            "plain await (the ceiling): the same handler body and shape, each step an awaited "
-            "async wrapper of the same function; replay-steps includes one tiny live turn",
+            "plain await (the ceiling): the same handler body and shape, each step a plain "
+            "await of the same async function (sync-steps: of an async wrapper calling it)",
+            "vs steps: sync-steps' steps/s over steps' for as many actors in this run; "
+            "replay-steps includes one tiny live turn",
             "commits and mean batch (records per commit): the store's transactions in the "
             "timed part",
         ],
@@ -436,6 +481,7 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
         results=results,
         targets=targets(results),
         context=quoted_lines(),
+        sections=[_long_lived.section(long_lived, quick)],
         environment={
             "sqlite": sqlite3.sqlite_version,
             "loop": loop,
