@@ -22,8 +22,9 @@ from journal._streams import check_request
 #: How hard a store works to keep acknowledged appends; see docs/journal.md.
 Durability = Literal["full", "normal"]
 
-#: Default largest record payload, in bytes.
-DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+#: Default largest record payload, in bytes: room for the large tool results (a 10 MB web
+#: page, a file read whole) that agents journal as step results.
+DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 
 
 @runtime_checkable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import pathlib
 import sqlite3
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import anyio
 import pytest
 
 from journal import (
+    DEFAULT_MAX_RECORD_BYTES,
     ConflictError,
     CorruptionError,
     FencingError,
@@ -180,6 +182,36 @@ async def test_a_second_open_of_an_open_file_is_refused(path: pathlib.Path) -> N
         assert [r.data for r in await read_list(second, "s")] == [b"first still works"]
     finally:
         await second.close()
+
+
+# -- large records ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])  # once is enough
+async def test_a_record_at_the_default_limit_round_trips(path: pathlib.Path) -> None:
+    """Agents journal large tool results: SQLite must take a record as large as the limit.
+
+    (Compared by digest: a failing comparison of two 32 MiB values would take pytest ages
+    to explain.)
+    """
+    size = 32 * 1024 * 1024
+    big = bytes(range(256)) * (size // 256)  # varied bytes, so a cut or shifted copy shows
+    digest = hashlib.sha256(big).hexdigest()
+    store = await SqliteStore.open(path)  # with the default limit
+    try:
+        assert (store.max_record_bytes, DEFAULT_MAX_RECORD_BYTES) == (size, size)
+        await store.append("big", [NewRecord("t", big), NewRecord("t", b"after")])
+    finally:
+        await store.close()
+
+    store = await SqliteStore.open(path)
+    try:
+        stored = await read_list(store, "big")
+        assert [(r.position, len(r.data)) for r in stored] == [(1, size), (2, 5)]
+        assert hashlib.sha256(stored[0].data).hexdigest() == digest
+        assert stored[1].data == b"after"
+    finally:
+        await store.close()
 
 
 # -- group commit -----------------------------------------------------------------------------
