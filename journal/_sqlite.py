@@ -157,7 +157,7 @@ class SqliteStore(StoreBase):
         self._states: dict[str, StreamState] = {}
         self._pending: list[_Request] = []
         self._wakeup = asyncio.Event()
-        self._lock = _FileLock(self._path + ".lock")
+        self._lock = _FileLock(self._path)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
         self._writer: aiosqlite.Connection | None = None
@@ -703,11 +703,16 @@ class _FileLock:
     """An exclusive advisory lock on a side file: one writing process per journal.
 
     SQLite's own locks are per transaction; the writer also caches stream positions between
-    transactions, which is only right while no other process writes the file.
+    transactions, which is only right while no other process writes the file. The lock file
+    sits beside the journal's real path (symlinks, ``.`` and ``..`` resolved, made
+    absolute), so every way of naming one file takes the same lock. (A hard link is another
+    name for the file that no path can reveal; the writer checks fencing inside each
+    transaction for that case.)
     """
 
-    def __init__(self, path: str) -> None:
-        self._path = path
+    def __init__(self, journal: str) -> None:
+        self._journal = journal
+        self._path = os.path.realpath(journal) + ".lock"
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -720,9 +725,12 @@ class _FileLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
+            real = self._path.removesuffix(".lock")
+            named = self._journal if real == self._journal else f"{self._journal} (file {real})"
             raise StoreLockedError(
-                f"{self._path[:-5]} is open for writing in another process; one process at a "
-                f"time may write a journal file. Stop the other process first."
+                f"{named} is open for writing elsewhere (in another process, or another "
+                f"store in this one); one writer at a time may open a journal file. Close "
+                f"the other store or stop the other process first."
             ) from None
         self._fd = fd
 

@@ -6,9 +6,12 @@ import contextlib
 import hashlib
 import pathlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from journal import (
@@ -31,6 +34,7 @@ from journal._sqlite import WAKE_SLICE, _Transaction
 pytestmark = pytest.mark.anyio
 
 APPLICATION_ID = 0x616A6631  # "afj1", the journal's PRAGMA application_id
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -212,6 +216,101 @@ async def test_a_record_at_the_default_limit_round_trips(path: pathlib.Path) -> 
         assert stored[1].data == b"after"
     finally:
         await store.close()
+
+
+# -- one writer per file ---------------------------------------------------------------------
+
+
+def another_name(path: pathlib.Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Another way to name the file at ``path`` (which need not exist yet)."""
+    directory = path.parent
+    (directory / "sub").mkdir()
+    if kind == "symlink":
+        (directory / "link.db").symlink_to(path)
+        return str(directory / "link.db")
+    if kind == "symlinked-directory":
+        (directory / "linked").symlink_to(directory, target_is_directory=True)
+        return str(directory / "linked" / path.name)
+    if kind == "dot-dot":
+        return f"{directory}/sub/../{path.name}"
+    if kind == "dot":
+        return f"{directory}/./{path.name}"
+    assert kind == "relative"
+    monkeypatch.chdir(directory / "sub")
+    return f"../{path.name}"
+
+
+ALIASES = ["symlink", "symlinked-directory", "dot-dot", "dot", "relative"]
+
+
+@pytest.mark.parametrize("kind", ALIASES)
+async def test_another_name_for_an_open_file_is_refused(
+    path: pathlib.Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alias = another_name(path, kind, monkeypatch)
+    first = await SqliteStore.open(path)
+    try:
+        with pytest.raises(StoreLockedError) as refused:
+            await SqliteStore.open(alias)
+        assert alias in str(refused.value)
+        await first.append("s", [NewRecord("t", b"through the real name")])
+    finally:
+        await first.close()
+
+    second = await SqliteStore.open(alias)
+    try:
+        with pytest.raises(StoreLockedError):
+            await SqliteStore.open(path)
+        await second.append("s", [NewRecord("t", b"through the alias")])
+        assert [r.data for r in await read_list(second, "s")] == [
+            b"through the real name",
+            b"through the alias",
+        ]
+    finally:
+        await second.close()
+
+
+TRY_OPEN = """
+import asyncio, sys
+from journal import SqliteStore, StoreLockedError
+
+async def main() -> None:
+    try:
+        store = await SqliteStore.open(sys.argv[1])
+    except StoreLockedError:
+        print("locked")
+    else:
+        await store.close()
+        print("opened")
+
+asyncio.run(main())
+"""
+
+
+def try_open_in_another_process(path: str) -> str:
+    """Open ``path`` from a child process: "opened" or "locked"."""
+    child = subprocess.run(
+        [sys.executable, "-c", TRY_OPEN, path],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return child.stdout.decode().strip()
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_a_symlink_to_a_file_open_in_another_process_is_refused(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alias = another_name(path, "symlink", monkeypatch)
+    for mine, theirs in [(path, alias), (alias, str(path))]:
+        store = await SqliteStore.open(mine)
+        try:
+            assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "locked"
+        finally:
+            await store.close()
+        assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "opened"
 
 
 # -- group commit -----------------------------------------------------------------------------
