@@ -18,7 +18,13 @@ from journal._records import (
     check_prefix,
     check_stream_name,
 )
-from journal._store import DEFAULT_MAX_RECORD_BYTES, StoreBase, check_position
+from journal._store import (
+    DEFAULT_MAX_RECORD_BYTES,
+    StoreBase,
+    check_position,
+    is_identity,
+    new_identity,
+)
 from journal._streams import Changes, StreamState
 
 _READ_BATCH = 512
@@ -31,7 +37,20 @@ class MemoryStore(StoreBase):
     snapshots, truncation, size limits, closing) behaves as in `SqliteStore`.
     """
 
-    def __init__(self, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, identity: str | None = None
+    ) -> None:
+        """A new, empty journal; ``identity`` gives it a chosen identity (for tests), else
+        it gets a random one."""
+        if identity is None:
+            identity = new_identity()
+        elif not is_identity(identity):
+            raise ValueError(
+                f"identity must be 32 lowercase hex characters, got {identity!r}; leave it "
+                f"out for a random one"
+            )
+        #: The journal's identity (see `Store.identity`).
+        self.identity = identity
         self.max_record_bytes = max_record_bytes
         self._states: dict[str, StreamState] = {}
         self._streams: dict[str, list[Record]] = {}

@@ -136,6 +136,8 @@ class SqliteStore(StoreBase):
     """
 
     _loop: asyncio.AbstractEventLoop  # set by `open`
+    #: The journal's identity (see `Store.identity`), read from the file by `open`.
+    identity: str
 
     def __init__(
         self,
@@ -203,7 +205,7 @@ class SqliteStore(StoreBase):
         self._writer = await aiosqlite.connect(self._path, isolation_level=None)
 
         def setup(conn: sqlite3.Connection) -> int:
-            prepare(conn, self._path, durability)
+            self.identity = prepare(conn, self._path, durability)
             if max_bytes is not None:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page)}")

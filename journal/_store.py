@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Container, Sequence
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
@@ -27,9 +28,37 @@ Durability = Literal["full", "normal"]
 DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 
 
+def new_identity() -> str:
+    """A new journal identity: 128 random bits as 32 lowercase hex characters."""
+    return secrets.token_hex(16)
+
+
+def is_identity(value: object) -> bool:
+    """True when ``value`` has the form of a journal identity."""
+    return isinstance(value, str) and len(value) == 32 and set(value) <= _HEX_DIGITS
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 @runtime_checkable
 class Store(Protocol):
     """Ordered, durable, named streams of records, with fencing and snapshots."""
+
+    @property
+    def identity(self) -> str:
+        """The journal's identity: 32 lowercase hex characters, random, fixed for its life.
+
+        Made when the journal is created and kept with its data (a copy keeps it, a new
+        journal gets a new one): a value to mix into identifiers derived from the
+        journal's contents, so that two journals never derive the same ones.
+        """
+        ...
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record payload this store accepts, in bytes."""
+        ...
 
     async def append(
         self,

@@ -9,6 +9,7 @@ it on asyncio and on uvloop. The suite checks what docs/journal.md promises, thr
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -170,6 +171,15 @@ class StoreContract:
 
     async def test_store_implements_the_protocol(self, store: Store) -> None:
         assert isinstance(store, Store)
+
+    async def test_the_journal_has_an_identity_that_it_keeps(self, store: Store) -> None:
+        identity = store.identity
+        await store.append("s", [record(b"x")])
+
+        store = await self.reopen(store)
+
+        assert re.fullmatch("[0-9a-f]{32}", identity), identity
+        assert store.identity == identity
 
     async def test_a_stream_never_written_is_empty(self, store: Store) -> None:
         assert await store.last_position("nobody") == 0

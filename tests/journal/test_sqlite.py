@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import pathlib
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -24,11 +26,14 @@ from journal import (
     Problem,
     Record,
     SchemaVersionError,
+    Snapshot,
     SqliteStore,
     StorageError,
     StorageFullError,
     StoreLockedError,
+    StreamInfo,
 )
+from journal._records import checksum, snapshot_checksum
 from journal._sqlite import WAKE_SLICE, _Transaction
 
 pytestmark = pytest.mark.anyio
@@ -111,7 +116,7 @@ async def test_open_sets_wal_and_marks_the_file_as_a_journal(path: pathlib.Path)
 
         assert pragma(path, "journal_mode") == "wal"
         assert pragma(path, "application_id") == APPLICATION_ID
-        assert pragma(path, "user_version") == 1
+        assert pragma(path, "user_version") == 2
         assert store.durability == "full"
     finally:
         await store.close()
@@ -168,6 +173,145 @@ async def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(
 
     assert str(path) in str(refused.value)
     assert contents(path) == before
+
+
+# -- identity and schema upgrades -------------------------------------------------------------
+
+
+async def identity_of(path: pathlib.Path) -> str:
+    store = await SqliteStore.open(path)
+    identity = store.identity
+    await store.close()
+    return identity
+
+
+async def test_each_new_file_gets_its_own_identity_and_keeps_it(tmp_path: pathlib.Path) -> None:
+    first, second, copy = tmp_path / "first.db", tmp_path / "second.db", tmp_path / "copy.db"
+    await make_journal(first)
+    await make_journal(second)
+    identity = await identity_of(first)
+    assert not (tmp_path / "first.db-wal").exists()  # closing checkpointed everything
+    shutil.copyfile(first, copy)
+
+    assert re.fullmatch("[0-9a-f]{32}", identity), identity
+    assert await identity_of(first) == identity  # after another close and reopen
+    assert await identity_of(second) != identity
+    assert await identity_of(copy) == identity
+    with raw(first) as conn:
+        assert conn.execute("SELECT value FROM identity").fetchall() == [(identity,)]
+
+
+#: Version 1's tables, exactly as version 1 of the journal made them (copied here, so that
+#: the upgrade is tested on a file that the code under test did not write).
+V1_SCHEMA = """
+CREATE TABLE streams (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    first_position INTEGER NOT NULL DEFAULT 1,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    snapshot_position INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE records (
+    global_position INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    checksum INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX records_by_stream ON records (stream_id, position);
+CREATE TABLE snapshots (
+    stream_id INTEGER PRIMARY KEY,
+    position INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    checksum INTEGER NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('global_high_water', 0);
+"""
+
+
+def make_version_1_journal(path: pathlib.Path) -> None:
+    """A journal file as version 1 left it: stream "a" claimed twice, snapshotted at 2 and
+    truncated through 1; stream "b"; stream "c", whose one record (the newest in the
+    file, global position 5) was truncated away."""
+    rows = [(2, "a", 2, b"a2"), (3, "a", 3, b"a3"), (4, "b", 1, b"b1")]
+    with raw(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {V1_SCHEMA} PRAGMA application_id = {APPLICATION_ID}; "
+            f"PRAGMA user_version = 1; COMMIT;"
+        )
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO streams (id, name, first_position, epoch, snapshot_position) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(1, "a", 2, 2, 2), (2, "b", 1, 0, 0), (3, "c", 2, 0, 1)],
+        )
+        conn.executemany(
+            "INSERT INTO records VALUES (?, ?, ?, 't', ?, ?)",
+            [
+                (g, {"a": 1, "b": 2}[name], at, data, checksum(name, at, "t", data))
+                for g, name, at, data in rows
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO snapshots VALUES (?, ?, ?, ?)",
+            [
+                (1, 2, b"state-a", snapshot_checksum("a", 2, b"state-a")),
+                (3, 1, b"state-c", snapshot_checksum("c", 1, b"state-c")),
+            ],
+        )
+        conn.execute("UPDATE meta SET value = 5 WHERE key = 'global_high_water'")
+        conn.execute("COMMIT")
+
+
+async def test_a_version_1_file_is_upgraded_in_place_and_gets_an_identity(
+    path: pathlib.Path,
+) -> None:
+    make_version_1_journal(path)
+    assert pragma(path, "user_version") == 1
+
+    store = await SqliteStore.open(path)
+    try:
+        identity = store.identity
+        assert pragma(path, "user_version") == 2
+        assert [
+            (r.stream, r.position, r.global_position, r.data) for r in await read_all_list(store)
+        ] == [
+            ("a", 2, 2, b"a2"),
+            ("a", 3, 3, b"a3"),
+            ("b", 1, 4, b"b1"),
+        ]
+        assert await store.stream_info("a") == StreamInfo("a", 3, 2, 2, 2)
+        assert await store.stream_info("c") == StreamInfo("c", 1, 2, 0, 1)
+        assert await store.load_snapshot("a") == Snapshot("a", 2, b"state-a")
+        assert await store.list_streams() == ["a", "b", "c"]
+        with pytest.raises(FencingError):
+            await store.append("a", [NewRecord("t", b"stale")], epoch=1)
+        appended = await store.append("c", [NewRecord("t", b"c2")], expected_position=1)
+        assert (appended.first_position, appended.last_global_position) == (2, 6)
+        assert (await store.verify()).ok
+    finally:
+        await store.close()
+
+    assert re.fullmatch("[0-9a-f]{32}", identity), identity
+    assert await identity_of(path) == identity  # generated once, kept from then on
+    with raw(path) as conn:
+        assert conn.execute("SELECT value FROM identity").fetchall() == [(identity,)]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+async def test_a_file_that_lost_its_identity_is_refused(path: pathlib.Path) -> None:
+    await make_journal(path)
+    with raw(path) as conn:
+        conn.execute("DELETE FROM identity")
+    before = contents(path)
+
+    with pytest.raises(SchemaVersionError, match="identity is missing or malformed"):
+        await SqliteStore.open(path)
+
+    assert contents(path) == before  # a journal's identity is never silently replaced
 
 
 async def test_a_second_open_of_an_open_file_is_refused(path: pathlib.Path) -> None:

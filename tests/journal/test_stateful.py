@@ -125,6 +125,7 @@ class JournalMachine(RuleBasedStateMachine):
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
+        self.identity = self.store.identity
 
     async def open_store(self) -> Store:
         raise NotImplementedError
@@ -344,6 +345,10 @@ class JournalMachine(RuleBasedStateMachine):
         self.check_globals(log)
         start = data.draw(st.integers(min_value=1, max_value=self.high_water + 2), label="from")
         assert self.call(self.fetch_log, start) == [r for r in log if r.global_position >= start]
+
+    @invariant()
+    def identity_is_kept(self) -> None:
+        assert self.store.identity == self.identity
 
     @invariant()
     def bookkeeping_matches(self) -> None:
