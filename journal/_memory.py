@@ -78,6 +78,8 @@ class MemoryStore(StoreBase):
                 )
                 stored.append(record)
                 self._log.append(record)
+            if part.snapshot is not None:
+                self._snapshots[part.stream] = Snapshot(part.stream, state.last, part.snapshot)
             results.append(Appended(part.stream, first, state.last, changes.next_global - 1))
         self._next_global = changes.next_global
         changes.commit()

@@ -125,6 +125,16 @@ class _Transaction:
             (state.first, state.epoch, state.snapshot, self.stream_id(state)),
         )
 
+    def replace_snapshot(self, state: StreamState, data: bytes) -> None:
+        """Make ``data`` the stream's snapshot at ``state.snapshot``: one row replaced."""
+        sid, position = self.stream_id(state), state.snapshot
+        self.conn.execute("UPDATE streams SET snapshot_position = ? WHERE id = ?", (position, sid))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO snapshots (stream_id, position, data, checksum) "
+            "VALUES (?, ?, ?, ?)",
+            (sid, position, data, snapshot_checksum(state.name, position, data)),
+        )
+
 
 class SqliteStore(StoreBase):
     """A `Store` in one SQLite file (WAL mode), safe across process crashes.
@@ -399,12 +409,7 @@ class SqliteStore(StoreBase):
 
         def apply(txn: _Transaction) -> None:
             state = txn.changes.snapshot(stream, position, epoch)
-            txn.update_stream(state)
-            txn.conn.execute(
-                "INSERT OR REPLACE INTO snapshots (stream_id, position, data, checksum) "
-                "VALUES (?, ?, ?, ?)",
-                (state.id, position, payload, snapshot_checksum(stream, position, payload)),
-            )
+            txn.replace_snapshot(state, payload)
 
         await self._submit(apply)
 
@@ -619,6 +624,8 @@ def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[A
             params += (global_position, sid, position, kind, data, crc)
             position += 1
             global_position += 1
+        if part.snapshot is not None:
+            txn.replace_snapshot(state, part.snapshot)
         results.append(
             Appended(stream, position - len(part.records), state.last, global_position - 1)
         )

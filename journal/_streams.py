@@ -56,6 +56,11 @@ def check_request(
             check_counter(stream, "expected_position", part.expected_position)
         if part.epoch is not None:
             check_counter(stream, "epoch", part.epoch)
+        if part.snapshot is not None and not isinstance(part.snapshot, bytes):
+            raise InvalidStreamError(
+                f"stream {stream!r}: a snapshot must be bytes or None, got "
+                f"{type(part.snapshot).__name__}"
+            )
         for record in part.records:
             check_new_record(stream, record)
             if len(record.data) > limit:
@@ -129,9 +134,16 @@ class Changes:
             raise ConflictError(part.stream, part.expected_position, at)
         if part.epoch is not None and part.epoch != state.epoch:
             raise FencingError(state.name, part.epoch, state.epoch)
+        if part.snapshot is not None and not (at or part.records):
+            raise SnapshotError(
+                f"stream {part.stream!r}: cannot snapshot a stream that holds no records; a "
+                f"snapshot with no records covers the stream's last position, which is 0. "
+                f"Append the records that the snapshot covers in the same part."
+            )
 
     def append(self, part: StreamAppend, *, check: bool = False) -> tuple[StreamState, int, int]:
-        """Apply one append; return the state, first position and first global position.
+        """Apply one append (and its snapshot, if any); return the state, first position and
+        first global position.
 
         ``check`` checks it first (a single-stream append, the hot path, is checked here
         rather than by `check_appends`, saving a second state lookup).
@@ -143,6 +155,8 @@ class Changes:
         first, first_global, count = state.last + 1, self.next_global, len(part.records)
         state.last += count
         self.next_global += count
+        if part.snapshot is not None:
+            state.snapshot = state.last
         return state, first, first_global
 
     def claim(self, stream: str) -> StreamState:

@@ -557,6 +557,135 @@ class StoreContract:
         assert "position 4" in str(backward.value)
         assert await store.load_snapshot("s") == Snapshot("s", 4, b"state@4")
 
+    # -- snapshots written with an append -------------------------------------------------
+
+    async def test_an_append_can_replace_the_snapshot_in_the_same_step(self, store: Store) -> None:
+        await store.append("s", numbered("s", 1, 2))
+        await store.save_snapshot("s", 1, b"state@1")
+
+        [appended] = await store.append_many(
+            [StreamAppend("s", tuple(numbered("s", 3, 2)), snapshot=b"state@4")]
+        )
+
+        assert (appended.first_position, appended.last_position) == (3, 4)
+        assert await store.load_snapshot("s") == Snapshot("s", 4, b"state@4")
+        assert (await store.stream_info("s")).snapshot_position == 4
+        assert await store.truncate("s", 4) == 4  # the snapshot covers them
+        store = await self.reopen(store)
+        assert await store.load_snapshot("s") == Snapshot("s", 4, b"state@4")
+        assert await store.stream_info("s") == StreamInfo("s", 4, 5, 0, 4)
+
+    async def test_a_snapshot_with_no_records_covers_the_last_position(self, store: Store) -> None:
+        await store.append("s", numbered("s", 1, 3))
+
+        [appended] = await store.append_many([StreamAppend("s", (), snapshot=b"state@3")])
+
+        assert (appended.first_position, appended.last_position) == (4, 3)
+        assert await store.load_snapshot("s") == Snapshot("s", 3, b"state@3")
+        await store.append_many([StreamAppend("s", (), snapshot=b"again@3")])
+        assert await store.load_snapshot("s") == Snapshot("s", 3, b"again@3")
+        assert await store.last_position("s") == 3
+
+    async def test_a_snapshot_of_a_stream_with_no_records_is_refused(self, store: Store) -> None:
+        await store.claim("empty")
+
+        with pytest.raises(SnapshotError) as refused:
+            await store.append_many(
+                [
+                    StreamAppend("other", (record(b"o1"),), snapshot=b"fine"),
+                    StreamAppend("empty", (), snapshot=b"nothing to cover"),
+                ]
+            )
+
+        assert "'empty'" in str(refused.value)
+        assert "no records" in str(refused.value)
+        assert await read_all_list(store) == []
+        assert await store.load_snapshot("other") is None
+        assert await store.load_snapshot("empty") is None
+        assert await store.stream_info("empty") == StreamInfo("empty", 0, 1, 1, 0)
+
+    async def test_snapshots_of_every_part_land_together_or_not_at_all(self, store: Store) -> None:
+        await store.append("a", numbered("a", 1, 2))
+        await store.append("b", numbered("b", 1, 1))
+        await store.save_snapshot("a", 1, b"a@1")
+
+        with pytest.raises(ConflictError):
+            await store.append_many(
+                [
+                    StreamAppend("a", (record(b"a3"),), snapshot=b"a@3"),
+                    StreamAppend("b", (record(b"b2"),), expected_position=0, snapshot=b"b@2"),
+                ]
+            )
+        assert await store.load_snapshot("a") == Snapshot("a", 1, b"a@1")
+        assert await store.load_snapshot("b") is None
+        assert await store.last_position("a") == 2
+
+        await store.append_many(
+            [
+                StreamAppend("a", (record(b"a3"),), snapshot=b"a@3"),
+                StreamAppend("b", (), expected_position=1, snapshot=b"b@1"),
+                StreamAppend("c", (record(b"c1"),), expected_position=0, snapshot=b"c@1"),
+            ]
+        )
+        assert await store.load_snapshot("a") == Snapshot("a", 3, b"a@3")
+        assert await store.load_snapshot("b") == Snapshot("b", 1, b"b@1")
+        assert await store.load_snapshot("c") == Snapshot("c", 1, b"c@1")
+
+    async def test_a_stale_owner_cannot_snapshot_with_an_append(self, store: Store) -> None:
+        old = await store.claim("s")
+        await store.append_many([StreamAppend("s", (record(b"1"),), epoch=old, snapshot=b"@1")])
+        new = await store.claim("s")
+
+        with pytest.raises(FencingError) as refused:
+            await store.append_many([StreamAppend("s", (), epoch=old, snapshot=b"zombie")])
+        with pytest.raises(FencingError):
+            await store.append_many(
+                [StreamAppend("s", (record(b"2"),), epoch=old, snapshot=b"zombie@2")]
+            )
+
+        assert (refused.value.epoch, refused.value.current) == (old, new)
+        assert await store.load_snapshot("s") == Snapshot("s", 1, b"@1")
+        await store.append_many([StreamAppend("s", (record(b"2"),), epoch=new, snapshot=b"@2")])
+        assert await store.load_snapshot("s") == Snapshot("s", 2, b"@2")
+
+    async def test_parts_of_one_stream_snapshot_where_each_part_ends(self, store: Store) -> None:
+        await store.append_many(
+            [
+                StreamAppend("s", tuple(numbered("s", 1, 2)), snapshot=b"@2"),
+                StreamAppend("s", tuple(numbered("s", 3, 1))),
+            ]
+        )
+        assert await store.load_snapshot("s") == Snapshot("s", 2, b"@2")
+
+        await store.append_many(
+            [
+                StreamAppend("s", tuple(numbered("s", 4, 1)), snapshot=b"@4"),
+                StreamAppend("s", (), expected_position=4, snapshot=b"@4 again"),
+            ]
+        )
+        assert await store.load_snapshot("s") == Snapshot("s", 4, b"@4 again")
+        with pytest.raises(SnapshotError):  # snapshots still only move forward
+            await store.save_snapshot("s", 3, b"@3")
+
+    async def test_a_snapshot_that_is_not_bytes_is_refused(self, store: Store) -> None:
+        wrong = await refusals(
+            [
+                (
+                    f"snapshot={bad!r}",
+                    lambda bad=bad: store.append_many(
+                        [
+                            StreamAppend("a", (record(b"x"),)),
+                            StreamAppend("s", (record(b"x"),), snapshot=bad),
+                        ]
+                    ),
+                )
+                for bad in ["text", bytearray(b"x"), 42]
+            ]
+        )
+
+        assert wrong == []
+        assert await store.list_streams() == []
+
     # -- truncation -----------------------------------------------------------------------
 
     async def test_truncate_deletes_through_a_snapshot_and_keeps_positions(

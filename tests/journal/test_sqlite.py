@@ -27,10 +27,12 @@ from journal import (
     Record,
     SchemaVersionError,
     Snapshot,
+    SnapshotError,
     SqliteStore,
     StorageError,
     StorageFullError,
     StoreLockedError,
+    StreamAppend,
     StreamInfo,
 )
 from journal._records import checksum, snapshot_checksum
@@ -726,12 +728,17 @@ async def test_a_damaged_record_is_reported_and_nothing_is_written(path: pathlib
     assert contents(path) == damaged, "reading a damaged journal wrote to it"
 
 
-async def test_a_damaged_snapshot_is_reported(path: pathlib.Path) -> None:
+@pytest.mark.parametrize("written_by", ["save_snapshot", "append"])
+async def test_a_damaged_snapshot_is_reported(path: pathlib.Path, written_by: str) -> None:
     marker = b"<<snapshot-marker-51c0e2-" + b"abcdefghij" * 4 + b">>"
     store = await SqliteStore.open(path)
     try:
-        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
-        await store.save_snapshot("s", 2, marker)
+        if written_by == "save_snapshot":
+            await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+            await store.save_snapshot("s", 2, marker)
+        else:
+            records = (NewRecord("t", b"1"), NewRecord("t", b"2"))
+            await store.append_many([StreamAppend("s", records, snapshot=marker)])
     finally:
         await store.close()
     damaged = flip(path, marker, [30])
@@ -792,6 +799,28 @@ async def test_a_full_journal_refuses_appends_and_keeps_what_it_acknowledged(
         report = await store.verify()
         assert report.ok
         assert report.records == len(acknowledged) + 1
+    finally:
+        await store.close()
+
+
+async def test_a_failed_commit_keeps_neither_the_records_nor_their_snapshot(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path, max_bytes=256 * 1024)
+    try:
+        await store.append("s", [NewRecord("t", b"1")])
+        await store.save_snapshot("s", 1, b"state@1")
+
+        with pytest.raises(StorageFullError):
+            await store.append_many(
+                [StreamAppend("s", (NewRecord("t", b"2"),), snapshot=b"x" * 512 * 1024)]
+            )
+
+        assert await store.load_snapshot("s") == Snapshot("s", 1, b"state@1")
+        assert await store.stream_info("s") == StreamInfo("s", 1, 1, 0, 1)
+        with pytest.raises(SnapshotError):  # the writer forgot the snapshot too
+            await store.truncate("s", 2)
+        assert [r.data for r in await read_list(store, "s")] == [b"1"]
     finally:
         await store.close()
 
