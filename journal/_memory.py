@@ -135,7 +135,8 @@ class MemoryStore(StoreBase):
         return sorted(s.name for s in self._states.values() if s.last and s.name.startswith(prefix))
 
     async def claim(self, stream: str) -> int:
-        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one
+        (since the stream was last deleted)."""
         check_stream_name(stream)
         self._check_open()
         changes = self._changes()
@@ -171,10 +172,32 @@ class MemoryStore(StoreBase):
         deleted = len(stored) - len(kept)
         if deleted:
             self._streams[stream] = kept
-            gone = {r.global_position for r in stored[:deleted]}
-            self._log = [r for r in self._log if r.global_position not in gone]
+            self._drop_from_log(stored[:deleted])
         changes.commit()
         return deleted
+
+    async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
+        """Remove ``stream`` whole (records, snapshot, epoch); return whether it existed."""
+        check_stream_name(stream)
+        self._check_open()
+        changes = self._changes()
+        _, _, existed = changes.delete(stream, epoch)
+        changes.commit()
+        del self._states[stream]
+        self._snapshots.pop(stream, None)
+        self._drop_from_log(self._streams.pop(stream, []))
+        return existed
+
+    def _drop_from_log(self, records: list[Record]) -> None:
+        """Remove ``records`` from the global log: one by one when they are few (the usual
+        deletion of a small stream), else in one pass over the log."""
+        log, key = self._log, _global_position
+        if len(records) > 32:
+            gone = {r.global_position for r in records}
+            self._log = [r for r in log if r.global_position not in gone]
+            return
+        for record in records:
+            del log[bisect.bisect_left(log, record.global_position, key=key)]
 
     async def verify(self) -> VerifyReport:
         """Check that every stream's stored positions are gapless; report every problem."""
@@ -190,6 +213,10 @@ class MemoryStore(StoreBase):
     async def close(self) -> None:
         """Close the store; later calls raise `StoreClosedError`."""
         self._closed = True
+
+
+def _global_position(record: Record) -> int:
+    return record.global_position
 
 
 def _absent(stream: str) -> StreamState | None:

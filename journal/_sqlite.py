@@ -45,7 +45,14 @@ from journal._records import (
     head_crc,
     snapshot_checksum,
 )
-from journal._sqlite_schema import ROW_VALUES, chunk_sizes, insert_records, prepare, translate
+from journal._sqlite_schema import (
+    DELETE_STREAM,
+    ROW_VALUES,
+    chunk_sizes,
+    insert_records,
+    prepare,
+    translate,
+)
 from journal._store import DEFAULT_MAX_RECORD_BYTES, Durability, StoreBase, check_position
 from journal._streams import Changes, StreamState
 
@@ -100,6 +107,8 @@ class _Transaction:
         #: Buffered rows to insert, flattened: `ROW_VALUES` values per record.
         self.params: list[Any] = []
         self.global_moved = False
+        #: States of the streams deleted in this batch (see `SqliteStore._forget_deleted`).
+        self.deleted: list[StreamState] = []
 
     def stream_id(self, state: StreamState) -> int:
         if state.id is None:
@@ -319,6 +328,7 @@ class SqliteStore(StoreBase):
                 raise
             txn.changes.commit()
             self._next_global = txn.changes.next_global
+            self._forget_deleted(txn.deleted)
             self._forget_oldest_streams()
             return outcomes
 
@@ -349,6 +359,17 @@ class SqliteStore(StoreBase):
         if excess > 0:
             keep = itertools.islice(states.items(), excess + self.cached_streams // 10, None)
             self._states = dict(keep)
+
+    def _forget_deleted(self, deleted: list[StreamState]) -> None:
+        """Drop the states of streams deleted (and not written again) in a committed batch.
+
+        The file has nothing of them, so `_load_state` gives the same fresh state; a loop
+        deleting expired streams then does not push live streams out of the cache.
+        """
+        states = self._states
+        for state in deleted:
+            if state.id is None and states.get(state.name) is state:
+                del states[state.name]
 
     def _load_state(self, stream: str) -> StreamState | None:
         """A stream's state as stored (on the writer thread, for streams not cached yet)."""
@@ -389,7 +410,8 @@ class SqliteStore(StoreBase):
         return appended
 
     async def claim(self, stream: str) -> int:
-        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one
+        (since the stream was last deleted)."""
         check_stream_name(stream)
 
         def apply(txn: _Transaction) -> int:
@@ -431,6 +453,27 @@ class SqliteStore(StoreBase):
 
         deleted: int = await self._submit(apply)
         return deleted
+
+    async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
+        """Remove ``stream`` whole: its records, its snapshot and the stream itself.
+
+        Afterwards it reads as a stream never written (last position 0, epoch 0, not
+        listed). Returns whether it existed. Global positions are not reused.
+        """
+        check_stream_name(stream)
+
+        def apply(txn: _Transaction) -> bool:
+            state, sid, existed = txn.changes.delete(stream, epoch)
+            txn.deleted.append(state)
+            if sid is not None:
+                txn.flush_rows()  # rows staged earlier in this batch go too
+                for statement in DELETE_STREAM:
+                    txn.conn.execute(statement, (sid,))
+                txn.global_moved = True  # keep the high-water mark if these were the newest
+            return existed
+
+        existed: bool = await self._submit(apply)
+        return existed
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -705,6 +748,12 @@ def _verify_all(conn: sqlite3.Connection) -> VerifyReport:
     ):
         if snapshot_checksum(name, position, data) != stored:
             problems.append(Problem(name, position, "snapshot", "snapshot checksum mismatch"))
+    for table in ("records", "snapshots"):
+        (orphans,) = conn.execute(
+            f"SELECT count(*) FROM {table} WHERE stream_id NOT IN (SELECT id FROM streams)"
+        ).fetchone()
+        if orphans:
+            problems.append(Problem("", 0, "orphan", f"{orphans} {table} belong to no stream"))
     return VerifyReport(len(streams), records, tuple(problems))
 
 

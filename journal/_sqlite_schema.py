@@ -83,6 +83,14 @@ INSERT_RECORD = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
+#: Deleting a stream whole, each statement by an index (the records by
+#: ``records_by_stream``), all with the stream's id as the one parameter.
+DELETE_STREAM = (
+    "DELETE FROM records WHERE stream_id = ?",
+    "DELETE FROM snapshots WHERE stream_id = ?",
+    "DELETE FROM streams WHERE id = ?",
+)
+
 #: Values per row of `INSERT_RECORD`.
 ROW_VALUES = 6
 #: Rows per multi-row INSERT; batches are cut into statements of power-of-two sizes up to

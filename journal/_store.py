@@ -100,7 +100,8 @@ class Store(Protocol):
         ...
 
     async def claim(self, stream: str) -> int:
-        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one
+        (since the stream was last deleted)."""
         ...
 
     async def save_snapshot(
@@ -115,6 +116,10 @@ class Store(Protocol):
 
     async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:
         """Delete the stream's records up to ``through``, which a snapshot must cover."""
+        ...
+
+    async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
+        """Remove ``stream`` whole (records, snapshot, epoch); return whether it existed."""
         ...
 
     async def verify(self) -> VerifyReport:

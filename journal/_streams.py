@@ -182,6 +182,19 @@ class Changes:
         self.touch(state).snapshot = position
         return state
 
+    def delete(self, stream: str, epoch: int | None) -> tuple[StreamState, int | None, bool]:
+        """Check and apply deleting ``stream``: its state reads as never written again.
+
+        Returns the state, the backend key it had (None if it had none), and whether the
+        stream held anything (records, positions or an owner epoch).
+        """
+        state = self.state(stream)
+        self._fence(state, epoch)
+        old_id, existed = state.id, bool(state.last or state.epoch)
+        self.touch(state)
+        state.id, state.last, state.first, state.epoch, state.snapshot = None, 0, 1, 0, 0
+        return state, old_id, existed
+
     def truncate(self, stream: str, through: int, epoch: int | None) -> tuple[StreamState, int]:
         """Check a truncation through ``through``; return the state and the old first position."""
         state = self.state(stream)

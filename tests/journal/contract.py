@@ -83,6 +83,7 @@ STREAM_CALLS: dict[str, StreamCall] = {
     "save_snapshot": lambda store, name: store.save_snapshot(name, 1, b"state"),
     "load_snapshot": lambda store, name: store.load_snapshot(name),
     "truncate": lambda store, name: store.truncate(name, 0),
+    "delete_stream": lambda store, name: store.delete_stream(name),
 }
 
 # Every store call, with valid arguments, on stream "s" (which holds records).
@@ -767,6 +768,100 @@ class StoreContract:
         )
         assert await store.last_position("b") == 3
         assert (await store.append("b", [record(b"b#4")])).first_position == 4
+
+    # -- deleting streams -----------------------------------------------------------------
+
+    async def test_a_deleted_stream_reads_as_never_written(self, store: Store) -> None:
+        await store.append("keep", numbered("keep", 1, 2))
+        epoch = await store.claim("gone")
+        await store.append("gone", numbered("gone", 1, 3), epoch=epoch)
+        await store.save_snapshot("gone", 2, b"state@2", epoch=epoch)
+        await store.append("keep", numbered("keep", 3, 1))
+
+        assert await store.delete_stream("gone") is True
+
+        assert await store.stream_info("gone") == StreamInfo("gone", 0, 1, 0, 0)
+        assert await store.last_position("gone") == 0
+        assert await read_list(store, "gone") == []
+        assert await store.load_snapshot("gone") is None
+        assert await store.list_streams() == ["keep"]
+        assert [(r.stream, r.position) for r in await read_all_list(store)] == [
+            ("keep", 1),
+            ("keep", 2),
+            ("keep", 3),
+        ]
+        assert payloads(await read_list(store, "keep")) == [b"keep#1", b"keep#2", b"keep#3"]
+
+    async def test_delete_stream_says_whether_the_stream_existed(self, store: Store) -> None:
+        await store.claim("claimed")
+        await store.append("emptied", numbered("emptied", 1, 2))
+        await store.save_snapshot("emptied", 2, b"state")
+        await store.truncate("emptied", 2)
+        await store.append("written", [record(b"x")])
+
+        assert await store.delete_stream("never") is False
+        assert await store.delete_stream("claimed") is True
+        assert await store.delete_stream("emptied") is True
+        assert await store.delete_stream("written") is True
+        assert await store.delete_stream("written") is False
+        assert await store.list_streams() == []
+
+    async def test_a_deleted_stream_starts_over(self, store: Store) -> None:
+        await store.claim("s")
+        newest = await store.append("s", numbered("s", 1, 3))  # the newest records in the store
+        await store.delete_stream("s")
+
+        store = await self.reopen(store)
+        again = await store.append("s", [record(b"again")], expected_position=0)
+
+        assert (again.first_position, again.last_position) == (1, 1)
+        assert again.last_global_position > newest.last_global_position  # never reused
+        assert [(r.position, r.data) for r in await read_list(store, "s")] == [(1, b"again")]
+        assert await store.claim("s") == 1  # the epoch went with the stream
+        assert await store.list_streams() == ["s"]
+
+    async def test_a_stale_owner_cannot_delete_a_stream(self, store: Store) -> None:
+        old = await store.claim("s")
+        await store.append("s", numbered("s", 1, 2), epoch=old)
+        new = await store.claim("s")
+
+        with pytest.raises(FencingError) as refused:
+            await store.delete_stream("s", epoch=old)
+        with pytest.raises(FencingError):
+            await store.delete_stream("never", epoch=1)
+
+        assert (refused.value.stream, refused.value.epoch, refused.value.current) == ("s", old, new)
+        assert positions(await read_list(store, "s")) == [1, 2]
+        assert (await store.stream_info("s")).epoch == new
+        assert await store.delete_stream("s", epoch=new) is True
+        assert await store.delete_stream("never", epoch=0) is False
+        assert await store.stream_info("s") == StreamInfo("s", 0, 1, 0, 0)
+
+    async def test_deleting_many_small_streams_leaves_a_clean_store(self, store: Store) -> None:
+        for n in range(300):
+            await store.append_many(
+                [
+                    StreamAppend(f"claim/{n:03}", (record(b"claimed"),), expected_position=0),
+                    StreamAppend(f"work/{n % 7}", (record(b"%d" % n),)),
+                ]
+            )
+        await store.save_snapshot("claim/007", 1, b"state")
+        await store.save_snapshot("claim/008", 1, b"state of a stream to delete")
+
+        deleted = [await store.delete_stream(f"claim/{n:03}") for n in range(0, 300, 2)]
+        assert await store.delete_stream("work/0") is True  # and a longer one
+
+        assert all(deleted)
+        assert await store.list_streams("claim/") == [f"claim/{n:03}" for n in range(1, 300, 2)]
+        assert await store.list_streams("work/") == [f"work/{n}" for n in range(1, 7)]
+        report = await store.verify()
+        assert report.ok, report.problems
+        assert (report.streams, report.records) == (150 + 6, 150 + 300 - 43)
+        assert await store.load_snapshot("claim/007") == Snapshot("claim/007", 1, b"state")
+        log = await read_all_list(store)
+        assert len(log) == 150 + 300 - 43
+        assert not [r for r in log if r.stream.startswith("claim/") and int(r.stream[6:]) % 2 == 0]
+        assert not [r for r in log if r.stream == "work/0"]
 
     # -- size limits ----------------------------------------------------------------------
 

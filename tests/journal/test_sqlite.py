@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 import anyio.to_thread
@@ -37,6 +37,7 @@ from journal import (
 )
 from journal._records import checksum, snapshot_checksum
 from journal._sqlite import WAKE_SLICE, _Transaction
+from journal._sqlite_schema import DELETE_STREAM
 
 pytestmark = pytest.mark.anyio
 
@@ -626,6 +627,107 @@ async def test_a_malformed_request_does_not_fail_its_neighbours(
         await store.close()
 
 
+# -- deleting streams -------------------------------------------------------------------------
+
+
+async def test_deleting_a_stream_finds_its_rows_by_index(path: pathlib.Path) -> None:
+    await make_journal(path)
+    with raw(path) as conn:
+        plans = {
+            statement: " ".join(
+                row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", (1,))
+            )
+            for statement in DELETE_STREAM
+        }
+
+    records, snapshots, streams = DELETE_STREAM
+    assert "USING INDEX records_by_stream (stream_id=?)" in plans[records]
+    assert "USING INTEGER PRIMARY KEY (rowid=?)" in plans[snapshots]
+    assert "USING INTEGER PRIMARY KEY (rowid=?)" in plans[streams]
+    assert not [plan for plan in plans.values() if "SCAN" in plan]
+
+
+async def test_a_delete_in_a_commit_applies_in_order_with_the_appends_around_it(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("deleted-last", [NewRecord("t", b"old")])
+        await store.append("deleted-first", [NewRecord("t", b"old")])
+        await store.claim("deleted-first")
+        commits = store.stats.commits
+        done: list[object] = []
+
+        async def call(fn: Callable[[], Awaitable[object]]) -> None:
+            done.append(await fn())
+
+        async with anyio.create_task_group() as tg:  # queued in this order, in one commit
+            for fn in [
+                lambda: store.append("deleted-last", [NewRecord("t", b"staged")]),
+                lambda: store.delete_stream("deleted-last"),
+                lambda: store.delete_stream("deleted-first"),
+                lambda: store.append("deleted-first", [NewRecord("t", b"new")]),
+            ]:
+                tg.start_soon(call, fn)
+
+        assert store.stats.commits == commits + 1
+        assert await store.stream_info("deleted-last") == StreamInfo("deleted-last", 0, 1, 0, 0)
+        assert [(r.position, r.data) for r in await read_list(store, "deleted-first")] == [
+            (1, b"new")
+        ]
+        assert await store.list_streams() == ["deleted-first"]
+        assert (await store.verify()).ok
+        assert await store.claim("deleted-first") == 1  # the writer forgot the old epoch too
+    finally:
+        await store.close()
+    with raw(path) as conn:  # nothing staged before the delete was left behind
+        assert conn.execute("SELECT data FROM records").fetchall() == [(b"new",)]
+
+
+async def test_a_failed_commit_deletes_nothing(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path, max_bytes=256 * 1024)
+    try:
+        epoch = await store.claim("s")
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")], epoch=epoch)
+        refused: list[BaseException] = []
+
+        async def call(fn: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await fn()
+            except StorageFullError as exc:
+                refused.append(exc)
+
+        async with anyio.create_task_group() as tg:  # one commit, which the disk cannot take
+            tg.start_soon(call, lambda: store.delete_stream("s", epoch=epoch))
+            tg.start_soon(call, lambda: store.append("big", [NewRecord("t", b"x" * 512 * 1024)]))
+
+        assert len(refused) == 2
+        assert await store.stream_info("s") == StreamInfo("s", 2, 1, epoch, 0)
+        # the writer's memory was rolled back with the file: the stream goes on where it was
+        appended = await store.append("s", [NewRecord("t", b"3")], expected_position=2, epoch=epoch)
+        assert appended.first_position == 3
+        assert await store.delete_stream("s", epoch=epoch) is True
+    finally:
+        await store.close()
+
+
+async def test_deleted_streams_do_not_crowd_the_writers_memory(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path, cached_streams=1000)
+    try:
+        await store.append("live", [NewRecord("t", b"x")])
+        for n in range(500):
+            await store.append(f"claim/{n}", [NewRecord("t", b"x")])
+            await store.delete_stream(f"claim/{n}")
+
+        assert list(store._states) == ["live"]
+        assert await store.list_streams() == ["live"]
+        with raw(path) as conn:
+            assert conn.execute("SELECT count(*) FROM streams").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
+    finally:
+        await store.close()
+
+
 # -- reads beside the writer ------------------------------------------------------------------
 
 
@@ -756,6 +858,28 @@ async def test_a_damaged_snapshot_is_reported(path: pathlib.Path, written_by: st
     assert [(p.stream, p.position, p.kind) for p in report.problems] == [("s", 2, "snapshot")]
     assert [r.data for r in records] == [b"1", b"2"]
     assert contents(path) == damaged, "reading a damaged journal wrote to it"
+
+
+async def test_verify_reports_rows_that_belong_to_no_stream(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+        await store.save_snapshot("s", 2, b"state")
+    finally:
+        await store.close()
+    with raw(path) as conn:
+        conn.execute("DELETE FROM streams")
+
+    store = await SqliteStore.open(path)
+    try:
+        report = await store.verify()
+    finally:
+        await store.close()
+
+    assert [(p.kind, p.detail) for p in report.problems] == [
+        ("orphan", "2 records belong to no stream"),
+        ("orphan", "1 snapshots belong to no stream"),
+    ]
 
 
 # -- a full disk ------------------------------------------------------------------------------

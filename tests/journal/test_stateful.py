@@ -96,6 +96,13 @@ class Model:
         self.log = [(name, p) for name, p in self.log if not (name == stream and p <= through)]
         return len(gone)
 
+    def delete(self, stream: str) -> bool:
+        s = self.streams[stream]
+        existed = bool(s.last or s.epoch)
+        self.streams[stream] = ModelStream()
+        self.log = [(name, p) for name, p in self.log if name != stream]
+        return existed
+
     def listed(self) -> list[str]:
         return sorted(name for name, s in self.streams.items() if s.last > 0)
 
@@ -316,6 +323,21 @@ class JournalMachine(RuleBasedStateMachine):
             return
         deleted = self.call(self.store.truncate, stream, through, epoch=epoch)
         assert deleted == self.model.truncate(stream, through)
+
+    @rule(stream=streams, fence=fencings, data=st.data())
+    def delete_stream(self, stream: str, fence: str, data: st.DataObject) -> None:
+        s = self.model.streams[stream]
+        epoch = self.epoch(stream, fence, data)
+
+        if epoch is not None and epoch != s.epoch:
+            with pytest.raises(FencingError) as refused:
+                self.call(self.store.delete_stream, stream, epoch=epoch)
+            assert (refused.value.epoch, refused.value.current) == (epoch, s.epoch)
+            return
+        existed = self.call(self.store.delete_stream, stream, epoch=epoch)
+        assert existed == self.model.delete(stream)
+        # the stream's positions start over; their global positions will be new ones
+        self.globals = {key: g for key, g in self.globals.items() if key[0] != stream}
 
     @rule(stream=st.sampled_from(["", "x\x00y", "z" * 1025]))
     def append_to_an_invalid_stream(self, stream: str) -> None:
