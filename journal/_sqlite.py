@@ -27,13 +27,12 @@ from journal._errors import (
     CorruptionError,
     JournalError,
     StoreClosedError,
-    StoreLockedError,
 )
+from journal._file_lock import FileLock
 from journal._records import (
     POSITION_MIX,
     Appended,
     NewRecord,
-    Problem,
     Record,
     Snapshot,
     StreamAppend,
@@ -41,10 +40,10 @@ from journal._records import (
     VerifyReport,
     check_prefix,
     check_stream_name,
-    checksum,
     head_crc,
     snapshot_checksum,
 )
+from journal._sqlite_reads import READ_BATCH, global_page, stream_page, verify_all
 from journal._sqlite_schema import (
     DELETE_STREAM,
     ROW_VALUES,
@@ -58,8 +57,6 @@ from journal._streams import Changes, StreamState
 
 T = TypeVar("T")
 
-#: Records fetched per reader hop.
-READ_BATCH = 2048
 #: Largest number of requests committed in one transaction.
 MAX_BATCH_REQUESTS = 1024
 #: Stream states the writer keeps in memory, by default (see `SqliteStore.open`).
@@ -178,7 +175,7 @@ class SqliteStore(StoreBase):
         self._states: dict[str, StreamState] = {}
         self._pending: list[_Request] = []
         self._wakeup = asyncio.Event()
-        self._lock = _FileLock(self._path)
+        self._lock = FileLock(self._path)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
         self._writer: aiosqlite.Connection | None = None
@@ -501,7 +498,7 @@ class SqliteStore(StoreBase):
         doing = f"reading stream {stream!r}"
         while True:
             batch, error = await self._read(
-                partial(_stream_page, stream, start=from_position), doing
+                partial(stream_page, stream, start=from_position), doing
             )
             if batch:
                 yield batch
@@ -516,7 +513,7 @@ class SqliteStore(StoreBase):
         check_position("<global>", "from_global_position", from_global_position, 1)
         while True:
             page, error = await self._read(
-                partial(_global_page, start=from_global_position), "reading the global log"
+                partial(global_page, start=from_global_position), "reading the global log"
             )
             for record in page:
                 yield record
@@ -586,7 +583,7 @@ class SqliteStore(StoreBase):
     async def verify(self) -> VerifyReport:
         """Check every record's checksum, every stream's gapless positions, every snapshot,
         and SQLite's own structure; report every problem found."""
-        return await self._read(_verify_all, "verifying the journal")
+        return await self._read(verify_all, "verifying the journal")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -673,126 +670,3 @@ def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[A
             Appended(stream, position - len(part.records), state.last, global_position - 1)
         )
     return results
-
-
-_Batch = tuple[list[Record], CorruptionError | None]
-
-_STREAM_PAGE = (
-    "SELECT position, global_position, type, data, checksum FROM records "
-    "WHERE stream_id = (SELECT id FROM streams WHERE name = ?) AND position >= ? "
-    f"ORDER BY position LIMIT {READ_BATCH}"
-)
-_GLOBAL_PAGE = (
-    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
-    "FROM records r JOIN streams s ON s.id = r.stream_id "
-    f"WHERE r.global_position >= ? ORDER BY r.global_position LIMIT {READ_BATCH}"
-)
-
-
-def _stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Batch:
-    """One page of a stream, checksums verified (the hot loop of replay)."""
-    out: list[Record] = []
-    append = out.append
-    crc32, mix = zlib.crc32, POSITION_MIX
-    last_kind, head = "", 0  # consecutive records mostly share a type: reuse its seed
-    for position, global_position, kind, data, stored in conn.execute(
-        _STREAM_PAGE, (stream, start)
-    ):
-        if kind != last_kind:
-            last_kind, head = kind, head_crc(stream, kind)
-        if crc32(data, head) ^ ((position * mix) & 0xFFFFFFFF) != stored:
-            return out, CorruptionError(stream, position, "checksum mismatch")
-        append(Record(stream, position, global_position, kind, data))
-    return out, None
-
-
-def _global_page(conn: sqlite3.Connection, start: int) -> _Batch:
-    """One page of the global log, checksums verified."""
-    out: list[Record] = []
-    for position, global_position, kind, data, stored, stream in conn.execute(
-        _GLOBAL_PAGE, (start,)
-    ):
-        if checksum(stream, position, kind, data) != stored:
-            return out, CorruptionError(stream, position, "checksum mismatch")
-        out.append(Record(stream, position, global_position, kind, data))
-    return out, None
-
-
-def _verify_all(conn: sqlite3.Connection) -> VerifyReport:
-    problems: list[Problem] = []
-    for (message,) in conn.execute("PRAGMA quick_check"):
-        if message != "ok":
-            problems.append(Problem("", 0, "sqlite", str(message)))
-    streams = conn.execute("SELECT id, name, first_position FROM streams ORDER BY id").fetchall()
-    records = 0
-    for sid, name, first in streams:
-        expected = first
-        for position, kind, data, stored in conn.execute(
-            "SELECT position, type, data, checksum FROM records WHERE stream_id = ? "
-            "ORDER BY position",
-            (sid,),
-        ):
-            records += 1
-            if position != expected:
-                problems.append(
-                    Problem(
-                        name, expected, "gap", f"expected position {expected}, found {position}"
-                    )
-                )
-            if checksum(name, position, kind, data) != stored:
-                problems.append(Problem(name, position, "checksum", "record checksum mismatch"))
-            expected = position + 1
-    for name, position, data, stored in conn.execute(
-        "SELECT s.name, p.position, p.data, p.checksum FROM snapshots p "
-        "JOIN streams s ON s.id = p.stream_id"
-    ):
-        if snapshot_checksum(name, position, data) != stored:
-            problems.append(Problem(name, position, "snapshot", "snapshot checksum mismatch"))
-    for table in ("records", "snapshots"):
-        (orphans,) = conn.execute(
-            f"SELECT count(*) FROM {table} WHERE stream_id NOT IN (SELECT id FROM streams)"
-        ).fetchone()
-        if orphans:
-            problems.append(Problem("", 0, "orphan", f"{orphans} {table} belong to no stream"))
-    return VerifyReport(len(streams), records, tuple(problems))
-
-
-class _FileLock:
-    """An exclusive advisory lock on a side file: one writing process per journal.
-
-    SQLite's own locks are per transaction; the writer also caches stream positions between
-    transactions, which is only right while no other process writes the file. The lock file
-    sits beside the journal's real path (symlinks, ``.`` and ``..`` resolved, made
-    absolute), so every way of naming one file takes the same lock. (A hard link is another
-    name for the file that no path can reveal; the writer checks fencing inside each
-    transaction for that case.)
-    """
-
-    def __init__(self, journal: str) -> None:
-        self._journal = journal
-        self._path = os.path.realpath(journal) + ".lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - no advisory locks on this platform
-            return
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            real = self._path.removesuffix(".lock")
-            named = self._journal if real == self._journal else f"{self._journal} (file {real})"
-            raise StoreLockedError(
-                f"{named} is open for writing elsewhere (in another process, or another "
-                f"store in this one); one writer at a time may open a journal file. Close "
-                f"the other store or stop the other process first."
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
