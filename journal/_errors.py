@@ -45,7 +45,7 @@ class RecordTooLargeError(JournalError, ValueError):
         super().__init__(
             f"stream {stream!r}: record payload of {size} bytes exceeds the limit of "
             f"{limit} bytes; nothing was written. Store large blobs elsewhere and journal "
-            f"a reference, or raise max_record_bytes when opening the store."
+            f"a reference, or raise the limit with max_record_bytes= when opening the store."
         )
 
 

@@ -18,7 +18,13 @@ from journal._records import (
     check_prefix,
     check_stream_name,
 )
-from journal._store import DEFAULT_MAX_RECORD_BYTES, StoreBase, check_position
+from journal._store import (
+    DEFAULT_MAX_RECORD_BYTES,
+    StoreBase,
+    check_position,
+    is_identity,
+    new_identity,
+)
 from journal._streams import Changes, StreamState
 
 _READ_BATCH = 512
@@ -31,7 +37,20 @@ class MemoryStore(StoreBase):
     snapshots, truncation, size limits, closing) behaves as in `SqliteStore`.
     """
 
-    def __init__(self, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, identity: str | None = None
+    ) -> None:
+        """A new, empty journal; ``identity`` gives it a chosen identity (for tests), else
+        it gets a random one."""
+        if identity is None:
+            identity = new_identity()
+        elif not is_identity(identity):
+            raise ValueError(
+                f"identity must be 32 lowercase hex characters, got {identity!r}; leave it "
+                f"out for a random one"
+            )
+        #: The journal's identity (see `Store.identity`).
+        self.identity = identity
         self.max_record_bytes = max_record_bytes
         self._states: dict[str, StreamState] = {}
         self._streams: dict[str, list[Record]] = {}
@@ -59,6 +78,8 @@ class MemoryStore(StoreBase):
                 )
                 stored.append(record)
                 self._log.append(record)
+            if part.snapshot is not None:
+                self._snapshots[part.stream] = Snapshot(part.stream, state.last, part.snapshot)
             results.append(Appended(part.stream, first, state.last, changes.next_global - 1))
         self._next_global = changes.next_global
         changes.commit()
@@ -114,7 +135,8 @@ class MemoryStore(StoreBase):
         return sorted(s.name for s in self._states.values() if s.last and s.name.startswith(prefix))
 
     async def claim(self, stream: str) -> int:
-        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one
+        (since the stream was last deleted)."""
         check_stream_name(stream)
         self._check_open()
         changes = self._changes()
@@ -150,10 +172,32 @@ class MemoryStore(StoreBase):
         deleted = len(stored) - len(kept)
         if deleted:
             self._streams[stream] = kept
-            gone = {r.global_position for r in stored[:deleted]}
-            self._log = [r for r in self._log if r.global_position not in gone]
+            self._drop_from_log(stored[:deleted])
         changes.commit()
         return deleted
+
+    async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
+        """Remove ``stream`` whole (records, snapshot, epoch); return whether it existed."""
+        check_stream_name(stream)
+        self._check_open()
+        changes = self._changes()
+        _, _, existed = changes.delete(stream, epoch)
+        changes.commit()
+        del self._states[stream]
+        self._snapshots.pop(stream, None)
+        self._drop_from_log(self._streams.pop(stream, []))
+        return existed
+
+    def _drop_from_log(self, records: list[Record]) -> None:
+        """Remove ``records`` from the global log: one by one when they are few (the usual
+        deletion of a small stream), else in one pass over the log."""
+        log, key = self._log, _global_position
+        if len(records) > 32:
+            gone = {r.global_position for r in records}
+            self._log = [r for r in log if r.global_position not in gone]
+            return
+        for record in records:
+            del log[bisect.bisect_left(log, record.global_position, key=key)]
 
     async def verify(self) -> VerifyReport:
         """Check that every stream's stored positions are gapless; report every problem."""
@@ -169,6 +213,10 @@ class MemoryStore(StoreBase):
     async def close(self) -> None:
         """Close the store; later calls raise `StoreClosedError`."""
         self._closed = True
+
+
+def _global_position(record: Record) -> int:
+    return record.global_position
 
 
 def _absent(stream: str) -> StreamState | None:

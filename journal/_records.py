@@ -39,13 +39,16 @@ class StreamAppend(msgspec.Struct, frozen=True):
 
     ``expected_position`` is the stream's last position that the writer saw (0 for a new
     stream); ``None`` skips that check. ``epoch`` is the writer's owner epoch from
-    `Store.claim`; ``None`` skips fencing.
+    `Store.claim`; ``None`` skips fencing. ``snapshot``, when given, replaces the stream's
+    snapshot in the same transaction, covering the stream through the last position of
+    this part (its current last position if ``records`` is empty).
     """
 
     stream: str
     records: tuple[NewRecord, ...]
     expected_position: int | None = None
     epoch: int | None = None
+    snapshot: bytes | None = None
 
 
 class Appended(msgspec.Struct, frozen=True):

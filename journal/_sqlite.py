@@ -27,13 +27,12 @@ from journal._errors import (
     CorruptionError,
     JournalError,
     StoreClosedError,
-    StoreLockedError,
 )
+from journal._file_lock import FileLock
 from journal._records import (
     POSITION_MIX,
     Appended,
     NewRecord,
-    Problem,
     Record,
     Snapshot,
     StreamAppend,
@@ -41,18 +40,23 @@ from journal._records import (
     VerifyReport,
     check_prefix,
     check_stream_name,
-    checksum,
     head_crc,
     snapshot_checksum,
 )
-from journal._sqlite_schema import ROW_VALUES, chunk_sizes, insert_records, prepare, translate
+from journal._sqlite_reads import READ_BATCH, global_page, stream_page, verify_all
+from journal._sqlite_schema import (
+    DELETE_STREAM,
+    ROW_VALUES,
+    chunk_sizes,
+    insert_records,
+    prepare,
+    translate,
+)
 from journal._store import DEFAULT_MAX_RECORD_BYTES, Durability, StoreBase, check_position
 from journal._streams import Changes, StreamState
 
 T = TypeVar("T")
 
-#: Records fetched per reader hop.
-READ_BATCH = 2048
 #: Largest number of requests committed in one transaction.
 MAX_BATCH_REQUESTS = 1024
 #: Stream states the writer keeps in memory, by default (see `SqliteStore.open`).
@@ -100,6 +104,8 @@ class _Transaction:
         #: Buffered rows to insert, flattened: `ROW_VALUES` values per record.
         self.params: list[Any] = []
         self.global_moved = False
+        #: States of the streams deleted in this batch (see `SqliteStore._forget_deleted`).
+        self.deleted: list[StreamState] = []
 
     def stream_id(self, state: StreamState) -> int:
         if state.id is None:
@@ -125,6 +131,16 @@ class _Transaction:
             (state.first, state.epoch, state.snapshot, self.stream_id(state)),
         )
 
+    def replace_snapshot(self, state: StreamState, data: bytes) -> None:
+        """Make ``data`` the stream's snapshot at ``state.snapshot``: one row replaced."""
+        sid, position = self.stream_id(state), state.snapshot
+        self.conn.execute("UPDATE streams SET snapshot_position = ? WHERE id = ?", (position, sid))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO snapshots (stream_id, position, data, checksum) "
+            "VALUES (?, ?, ?, ?)",
+            (sid, position, data, snapshot_checksum(state.name, position, data)),
+        )
+
 
 class SqliteStore(StoreBase):
     """A `Store` in one SQLite file (WAL mode), safe across process crashes.
@@ -136,6 +152,8 @@ class SqliteStore(StoreBase):
     """
 
     _loop: asyncio.AbstractEventLoop  # set by `open`
+    #: The journal's identity (see `Store.identity`), read from the file by `open`.
+    identity: str
 
     def __init__(
         self,
@@ -157,7 +175,7 @@ class SqliteStore(StoreBase):
         self._states: dict[str, StreamState] = {}
         self._pending: list[_Request] = []
         self._wakeup = asyncio.Event()
-        self._lock = _FileLock(self._path + ".lock")
+        self._lock = FileLock(self._path)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
         self._writer: aiosqlite.Connection | None = None
@@ -203,7 +221,7 @@ class SqliteStore(StoreBase):
         self._writer = await aiosqlite.connect(self._path, isolation_level=None)
 
         def setup(conn: sqlite3.Connection) -> int:
-            prepare(conn, self._path, durability)
+            self.identity = prepare(conn, self._path, durability)
             if max_bytes is not None:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page)}")
@@ -307,6 +325,7 @@ class SqliteStore(StoreBase):
                 raise
             txn.changes.commit()
             self._next_global = txn.changes.next_global
+            self._forget_deleted(txn.deleted)
             self._forget_oldest_streams()
             return outcomes
 
@@ -337,6 +356,17 @@ class SqliteStore(StoreBase):
         if excess > 0:
             keep = itertools.islice(states.items(), excess + self.cached_streams // 10, None)
             self._states = dict(keep)
+
+    def _forget_deleted(self, deleted: list[StreamState]) -> None:
+        """Drop the states of streams deleted (and not written again) in a committed batch.
+
+        The file has nothing of them, so `_load_state` gives the same fresh state; a loop
+        deleting expired streams then does not push live streams out of the cache.
+        """
+        states = self._states
+        for state in deleted:
+            if state.id is None and states.get(state.name) is state:
+                del states[state.name]
 
     def _load_state(self, stream: str) -> StreamState | None:
         """A stream's state as stored (on the writer thread, for streams not cached yet)."""
@@ -377,7 +407,8 @@ class SqliteStore(StoreBase):
         return appended
 
     async def claim(self, stream: str) -> int:
-        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one
+        (since the stream was last deleted)."""
         check_stream_name(stream)
 
         def apply(txn: _Transaction) -> int:
@@ -397,12 +428,7 @@ class SqliteStore(StoreBase):
 
         def apply(txn: _Transaction) -> None:
             state = txn.changes.snapshot(stream, position, epoch)
-            txn.update_stream(state)
-            txn.conn.execute(
-                "INSERT OR REPLACE INTO snapshots (stream_id, position, data, checksum) "
-                "VALUES (?, ?, ?, ?)",
-                (state.id, position, payload, snapshot_checksum(stream, position, payload)),
-            )
+            txn.replace_snapshot(state, payload)
 
         await self._submit(apply)
 
@@ -424,6 +450,27 @@ class SqliteStore(StoreBase):
 
         deleted: int = await self._submit(apply)
         return deleted
+
+    async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
+        """Remove ``stream`` whole: its records, its snapshot and the stream itself.
+
+        Afterwards it reads as a stream never written (last position 0, epoch 0, not
+        listed). Returns whether it existed. Global positions are not reused.
+        """
+        check_stream_name(stream)
+
+        def apply(txn: _Transaction) -> bool:
+            state, sid, existed = txn.changes.delete(stream, epoch)
+            txn.deleted.append(state)
+            if sid is not None:
+                txn.flush_rows()  # rows staged earlier in this batch go too
+                for statement in DELETE_STREAM:
+                    txn.conn.execute(statement, (sid,))
+                txn.global_moved = True  # keep the high-water mark if these were the newest
+            return existed
+
+        existed: bool = await self._submit(apply)
+        return existed
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -451,7 +498,7 @@ class SqliteStore(StoreBase):
         doing = f"reading stream {stream!r}"
         while True:
             batch, error = await self._read(
-                partial(_stream_page, stream, start=from_position), doing
+                partial(stream_page, stream, start=from_position), doing
             )
             if batch:
                 yield batch
@@ -466,7 +513,7 @@ class SqliteStore(StoreBase):
         check_position("<global>", "from_global_position", from_global_position, 1)
         while True:
             page, error = await self._read(
-                partial(_global_page, start=from_global_position), "reading the global log"
+                partial(global_page, start=from_global_position), "reading the global log"
             )
             for record in page:
                 yield record
@@ -536,7 +583,7 @@ class SqliteStore(StoreBase):
     async def verify(self) -> VerifyReport:
         """Check every record's checksum, every stream's gapless positions, every snapshot,
         and SQLite's own structure; report every problem found."""
-        return await self._read(_verify_all, "verifying the journal")
+        return await self._read(verify_all, "verifying the journal")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -617,116 +664,9 @@ def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[A
             params += (global_position, sid, position, kind, data, crc)
             position += 1
             global_position += 1
+        if part.snapshot is not None:
+            txn.replace_snapshot(state, part.snapshot)
         results.append(
             Appended(stream, position - len(part.records), state.last, global_position - 1)
         )
     return results
-
-
-_Batch = tuple[list[Record], CorruptionError | None]
-
-_STREAM_PAGE = (
-    "SELECT position, global_position, type, data, checksum FROM records "
-    "WHERE stream_id = (SELECT id FROM streams WHERE name = ?) AND position >= ? "
-    f"ORDER BY position LIMIT {READ_BATCH}"
-)
-_GLOBAL_PAGE = (
-    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
-    "FROM records r JOIN streams s ON s.id = r.stream_id "
-    f"WHERE r.global_position >= ? ORDER BY r.global_position LIMIT {READ_BATCH}"
-)
-
-
-def _stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Batch:
-    """One page of a stream, checksums verified (the hot loop of replay)."""
-    out: list[Record] = []
-    append = out.append
-    crc32, mix = zlib.crc32, POSITION_MIX
-    last_kind, head = "", 0  # consecutive records mostly share a type: reuse its seed
-    for position, global_position, kind, data, stored in conn.execute(
-        _STREAM_PAGE, (stream, start)
-    ):
-        if kind != last_kind:
-            last_kind, head = kind, head_crc(stream, kind)
-        if crc32(data, head) ^ ((position * mix) & 0xFFFFFFFF) != stored:
-            return out, CorruptionError(stream, position, "checksum mismatch")
-        append(Record(stream, position, global_position, kind, data))
-    return out, None
-
-
-def _global_page(conn: sqlite3.Connection, start: int) -> _Batch:
-    """One page of the global log, checksums verified."""
-    out: list[Record] = []
-    for position, global_position, kind, data, stored, stream in conn.execute(
-        _GLOBAL_PAGE, (start,)
-    ):
-        if checksum(stream, position, kind, data) != stored:
-            return out, CorruptionError(stream, position, "checksum mismatch")
-        out.append(Record(stream, position, global_position, kind, data))
-    return out, None
-
-
-def _verify_all(conn: sqlite3.Connection) -> VerifyReport:
-    problems: list[Problem] = []
-    for (message,) in conn.execute("PRAGMA quick_check"):
-        if message != "ok":
-            problems.append(Problem("", 0, "sqlite", str(message)))
-    streams = conn.execute("SELECT id, name, first_position FROM streams ORDER BY id").fetchall()
-    records = 0
-    for sid, name, first in streams:
-        expected = first
-        for position, kind, data, stored in conn.execute(
-            "SELECT position, type, data, checksum FROM records WHERE stream_id = ? "
-            "ORDER BY position",
-            (sid,),
-        ):
-            records += 1
-            if position != expected:
-                problems.append(
-                    Problem(
-                        name, expected, "gap", f"expected position {expected}, found {position}"
-                    )
-                )
-            if checksum(name, position, kind, data) != stored:
-                problems.append(Problem(name, position, "checksum", "record checksum mismatch"))
-            expected = position + 1
-    for name, position, data, stored in conn.execute(
-        "SELECT s.name, p.position, p.data, p.checksum FROM snapshots p "
-        "JOIN streams s ON s.id = p.stream_id"
-    ):
-        if snapshot_checksum(name, position, data) != stored:
-            problems.append(Problem(name, position, "snapshot", "snapshot checksum mismatch"))
-    return VerifyReport(len(streams), records, tuple(problems))
-
-
-class _FileLock:
-    """An exclusive advisory lock on a side file: one writing process per journal.
-
-    SQLite's own locks are per transaction; the writer also caches stream positions between
-    transactions, which is only right while no other process writes the file.
-    """
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - no advisory locks on this platform
-            return
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreLockedError(
-                f"{self._path[:-5]} is open for writing in another process; one process at a "
-                f"time may write a journal file. Stop the other process first."
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

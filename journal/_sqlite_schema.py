@@ -1,6 +1,6 @@
 """The SQLite journal's file format: schema, version checks, pragmas, error translation.
 
-Layout (schema version 1):
+Layout (schema version 2):
 
 - ``streams``: one row per stream name, with its owner epoch, latest snapshot position and
   first stored position (moved forward by truncation). A stream's last position is the
@@ -11,12 +11,18 @@ Layout (schema version 1):
 - ``snapshots``: the latest snapshot per stream.
 - ``meta``: the global high-water mark, so that global positions never repeat even when
   truncation deletes the newest rows.
+- ``identity``: one row, the journal's identity (version 2 added it).
+
+A new file gets version 1's tables and then every migration, so new and upgraded files go
+through the same steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
+from collections.abc import Callable
 from typing import Literal
 
 from journal._errors import (
@@ -25,43 +31,64 @@ from journal._errors import (
     StorageFullError,
     StoreConfigurationError,
 )
+from journal._store import is_identity, new_identity
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of actorflow journal files ("afj1").
 APPLICATION_ID = 0x616A6631
 
-_SCHEMA = """
-CREATE TABLE streams (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    first_position INTEGER NOT NULL DEFAULT 1,
-    epoch INTEGER NOT NULL DEFAULT 0,
-    snapshot_position INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE records (
-    global_position INTEGER PRIMARY KEY,
-    stream_id INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    data BLOB NOT NULL,
-    checksum INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX records_by_stream ON records (stream_id, position);
-CREATE TABLE snapshots (
-    stream_id INTEGER PRIMARY KEY,
-    position INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    checksum INTEGER NOT NULL
-);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO meta (key, value) VALUES ('global_high_water', 0);
-"""
+#: Version 1's tables, as version 1 created them.
+_SCHEMA_V1 = (
+    """CREATE TABLE streams (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        first_position INTEGER NOT NULL DEFAULT 1,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        snapshot_position INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE records (
+        global_position INTEGER PRIMARY KEY,
+        stream_id INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        checksum INTEGER NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX records_by_stream ON records (stream_id, position)",
+    """CREATE TABLE snapshots (
+        stream_id INTEGER PRIMARY KEY,
+        position INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        checksum INTEGER NOT NULL
+    )""",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO meta (key, value) VALUES ('global_high_water', 0)",
+)
+
+
+def _add_identity(conn: sqlite3.Connection) -> None:
+    """Version 1 to 2: give the journal its identity (a new, random one)."""
+    conn.execute("CREATE TABLE identity (value TEXT NOT NULL)")
+    conn.execute("INSERT INTO identity (value) VALUES (?)", (new_identity(),))
+
+
+#: ``_MIGRATIONS[n - 1]`` takes a file from version n to n + 1.
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_identity,)
+assert len(_MIGRATIONS) == SCHEMA_VERSION - 1
 
 _SYNCHRONOUS = {"full": 2, "normal": 1}
 
 INSERT_RECORD = (
     "INSERT INTO records (global_position, stream_id, position, type, data, checksum) "
     "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+#: Deleting a stream whole, each statement by an index (the records by
+#: ``records_by_stream``), all with the stream's id as the one parameter.
+DELETE_STREAM = (
+    "DELETE FROM records WHERE stream_id = ?",
+    "DELETE FROM snapshots WHERE stream_id = ?",
+    "DELETE FROM streams WHERE id = ?",
 )
 
 #: Values per row of `INSERT_RECORD`.
@@ -95,14 +122,16 @@ def chunk_sizes(total: int) -> list[int]:
     return sizes
 
 
-def prepare(conn: sqlite3.Connection, path: str, durability: Literal["full", "normal"]) -> None:
-    """Check the file is ours (creating the schema in a new file) and apply the pragmas.
+def prepare(conn: sqlite3.Connection, path: str, durability: Literal["full", "normal"]) -> str:
+    """Check the file is ours (creating or upgrading its schema) and apply the pragmas;
+    return the journal's identity.
 
     Every pragma the guarantees rest on is read back: a setting SQLite silently ignored
     (a file system without shared memory for WAL, say) must stop us, not weaken us.
     """
     conn.execute("PRAGMA busy_timeout = 10000")
-    _check_or_create_schema(conn, path)
+    if _version(conn, path) < SCHEMA_VERSION:
+        _create_or_upgrade(conn, path)
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise StoreConfigurationError(
@@ -120,18 +149,16 @@ def prepare(conn: sqlite3.Connection, path: str, durability: Literal["full", "no
             f"{path}: SQLite did not apply synchronous={wanted} (it reports {got}); "
             f"refusing to run with weaker durability than {durability!r} promises."
         )
+    return _identity(conn, path)
 
 
-def _check_or_create_schema(conn: sqlite3.Connection, path: str) -> None:
+def _version(conn: sqlite3.Connection, path: str) -> int:
+    """The file's schema version, 0 for an empty file; refuse a file that is not ours."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
     tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
     if app_id == 0 and version == 0 and tables == 0:
-        conn.executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id = {APPLICATION_ID}; "
-            f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        )
-        return
+        return 0
     if app_id != APPLICATION_ID:
         raise SchemaVersionError(
             f"{path} is a SQLite file but not an actorflow journal (application_id "
@@ -144,6 +171,42 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: str) -> None:
         )
     if version < 1:
         raise SchemaVersionError(f"{path}: journal schema version {version} is not valid")
+    return version
+
+
+def _create_or_upgrade(conn: sqlite3.Connection, path: str) -> None:
+    """Bring an empty or older file to `SCHEMA_VERSION`, in one transaction.
+
+    The version is read again once the write lock is held: another process may have
+    upgraded the file since the first look. A failure leaves the file as it was.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(conn, path)
+        if version == 0:
+            for statement in _SCHEMA_V1:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            version = 1
+        for migrate in _MIGRATIONS[version - 1 :]:
+            migrate(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _identity(conn: sqlite3.Connection, path: str) -> str:
+    rows = conn.execute("SELECT value FROM identity").fetchall()
+    if len(rows) != 1 or not is_identity(rows[0][0]):
+        raise SchemaVersionError(
+            f"{path}: the journal's identity is missing or malformed ({len(rows)} rows in "
+            f"its identity table); the file is damaged. Restore it from a backup."
+        )
+    identity: str = rows[0][0]
+    return identity
 
 
 def translate(exc: sqlite3.Error, path: str, doing: str) -> Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Container, Sequence
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
@@ -22,13 +23,42 @@ from journal._streams import check_request
 #: How hard a store works to keep acknowledged appends; see docs/journal.md.
 Durability = Literal["full", "normal"]
 
-#: Default largest record payload, in bytes.
-DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+#: Default largest record payload, in bytes: room for the large tool results (a 10 MB web
+#: page, a file read whole) that agents journal as step results.
+DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
+
+
+def new_identity() -> str:
+    """A new journal identity: 128 random bits as 32 lowercase hex characters."""
+    return secrets.token_hex(16)
+
+
+def is_identity(value: object) -> bool:
+    """True when ``value`` has the form of a journal identity."""
+    return isinstance(value, str) and len(value) == 32 and set(value) <= _HEX_DIGITS
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @runtime_checkable
 class Store(Protocol):
     """Ordered, durable, named streams of records, with fencing and snapshots."""
+
+    @property
+    def identity(self) -> str:
+        """The journal's identity: 32 lowercase hex characters, random, fixed for its life.
+
+        Made when the journal is created and kept with its data (a copy keeps it, a new
+        journal gets a new one): a value to mix into identifiers derived from the
+        journal's contents, so that two journals never derive the same ones.
+        """
+        ...
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record payload this store accepts, in bytes."""
+        ...
 
     async def append(
         self,
@@ -70,7 +100,8 @@ class Store(Protocol):
         ...
 
     async def claim(self, stream: str) -> int:
-        """Become the owner of ``stream``: return a new epoch, higher than every earlier one."""
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one
+        (since the stream was last deleted)."""
         ...
 
     async def save_snapshot(
@@ -85,6 +116,10 @@ class Store(Protocol):
 
     async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:
         """Delete the stream's records up to ``through``, which a snapshot must cover."""
+        ...
+
+    async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
+        """Remove ``stream`` whole (records, snapshot, epoch); return whether it existed."""
         ...
 
     async def verify(self) -> VerifyReport:

@@ -56,6 +56,11 @@ def check_request(
             check_counter(stream, "expected_position", part.expected_position)
         if part.epoch is not None:
             check_counter(stream, "epoch", part.epoch)
+        if part.snapshot is not None and not isinstance(part.snapshot, bytes):
+            raise InvalidStreamError(
+                f"stream {stream!r}: a snapshot must be bytes or None, got "
+                f"{type(part.snapshot).__name__}"
+            )
         for record in part.records:
             check_new_record(stream, record)
             if len(record.data) > limit:
@@ -129,9 +134,16 @@ class Changes:
             raise ConflictError(part.stream, part.expected_position, at)
         if part.epoch is not None and part.epoch != state.epoch:
             raise FencingError(state.name, part.epoch, state.epoch)
+        if part.snapshot is not None and not (at or part.records):
+            raise SnapshotError(
+                f"stream {part.stream!r}: cannot snapshot a stream that holds no records; a "
+                f"snapshot with no records covers the stream's last position, which is 0. "
+                f"Append the records that the snapshot covers in the same part."
+            )
 
     def append(self, part: StreamAppend, *, check: bool = False) -> tuple[StreamState, int, int]:
-        """Apply one append; return the state, first position and first global position.
+        """Apply one append (and its snapshot, if any); return the state, first position and
+        first global position.
 
         ``check`` checks it first (a single-stream append, the hot path, is checked here
         rather than by `check_appends`, saving a second state lookup).
@@ -143,6 +155,8 @@ class Changes:
         first, first_global, count = state.last + 1, self.next_global, len(part.records)
         state.last += count
         self.next_global += count
+        if part.snapshot is not None:
+            state.snapshot = state.last
         return state, first, first_global
 
     def claim(self, stream: str) -> StreamState:
@@ -167,6 +181,19 @@ class Changes:
             )
         self.touch(state).snapshot = position
         return state
+
+    def delete(self, stream: str, epoch: int | None) -> tuple[StreamState, int | None, bool]:
+        """Check and apply deleting ``stream``: its state reads as never written again.
+
+        Returns the state, the backend key it had (None if it had none), and whether the
+        stream held anything (records, positions or an owner epoch).
+        """
+        state = self.state(stream)
+        self._fence(state, epoch)
+        old_id, existed = state.id, bool(state.last or state.epoch)
+        self.touch(state)
+        state.id, state.last, state.first, state.epoch, state.snapshot = None, 0, 1, 0, 0
+        return state, old_id, existed
 
     def truncate(self, stream: str, through: int, epoch: int | None) -> tuple[StreamState, int]:
         """Check a truncation through ``through``; return the state and the old first position."""

@@ -9,6 +9,7 @@ it on asyncio and on uvloop. The suite checks what docs/journal.md promises, thr
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -82,6 +83,7 @@ STREAM_CALLS: dict[str, StreamCall] = {
     "save_snapshot": lambda store, name: store.save_snapshot(name, 1, b"state"),
     "load_snapshot": lambda store, name: store.load_snapshot(name),
     "truncate": lambda store, name: store.truncate(name, 0),
+    "delete_stream": lambda store, name: store.delete_stream(name),
 }
 
 # Every store call, with valid arguments, on stream "s" (which holds records).
@@ -170,6 +172,15 @@ class StoreContract:
 
     async def test_store_implements_the_protocol(self, store: Store) -> None:
         assert isinstance(store, Store)
+
+    async def test_the_journal_has_an_identity_that_it_keeps(self, store: Store) -> None:
+        identity = store.identity
+        await store.append("s", [record(b"x")])
+
+        store = await self.reopen(store)
+
+        assert re.fullmatch("[0-9a-f]{32}", identity), identity
+        assert store.identity == identity
 
     async def test_a_stream_never_written_is_empty(self, store: Store) -> None:
         assert await store.last_position("nobody") == 0
@@ -547,6 +558,135 @@ class StoreContract:
         assert "position 4" in str(backward.value)
         assert await store.load_snapshot("s") == Snapshot("s", 4, b"state@4")
 
+    # -- snapshots written with an append -------------------------------------------------
+
+    async def test_an_append_can_replace_the_snapshot_in_the_same_step(self, store: Store) -> None:
+        await store.append("s", numbered("s", 1, 2))
+        await store.save_snapshot("s", 1, b"state@1")
+
+        [appended] = await store.append_many(
+            [StreamAppend("s", tuple(numbered("s", 3, 2)), snapshot=b"state@4")]
+        )
+
+        assert (appended.first_position, appended.last_position) == (3, 4)
+        assert await store.load_snapshot("s") == Snapshot("s", 4, b"state@4")
+        assert (await store.stream_info("s")).snapshot_position == 4
+        assert await store.truncate("s", 4) == 4  # the snapshot covers them
+        store = await self.reopen(store)
+        assert await store.load_snapshot("s") == Snapshot("s", 4, b"state@4")
+        assert await store.stream_info("s") == StreamInfo("s", 4, 5, 0, 4)
+
+    async def test_a_snapshot_with_no_records_covers_the_last_position(self, store: Store) -> None:
+        await store.append("s", numbered("s", 1, 3))
+
+        [appended] = await store.append_many([StreamAppend("s", (), snapshot=b"state@3")])
+
+        assert (appended.first_position, appended.last_position) == (4, 3)
+        assert await store.load_snapshot("s") == Snapshot("s", 3, b"state@3")
+        await store.append_many([StreamAppend("s", (), snapshot=b"again@3")])
+        assert await store.load_snapshot("s") == Snapshot("s", 3, b"again@3")
+        assert await store.last_position("s") == 3
+
+    async def test_a_snapshot_of_a_stream_with_no_records_is_refused(self, store: Store) -> None:
+        await store.claim("empty")
+
+        with pytest.raises(SnapshotError) as refused:
+            await store.append_many(
+                [
+                    StreamAppend("other", (record(b"o1"),), snapshot=b"fine"),
+                    StreamAppend("empty", (), snapshot=b"nothing to cover"),
+                ]
+            )
+
+        assert "'empty'" in str(refused.value)
+        assert "no records" in str(refused.value)
+        assert await read_all_list(store) == []
+        assert await store.load_snapshot("other") is None
+        assert await store.load_snapshot("empty") is None
+        assert await store.stream_info("empty") == StreamInfo("empty", 0, 1, 1, 0)
+
+    async def test_snapshots_of_every_part_land_together_or_not_at_all(self, store: Store) -> None:
+        await store.append("a", numbered("a", 1, 2))
+        await store.append("b", numbered("b", 1, 1))
+        await store.save_snapshot("a", 1, b"a@1")
+
+        with pytest.raises(ConflictError):
+            await store.append_many(
+                [
+                    StreamAppend("a", (record(b"a3"),), snapshot=b"a@3"),
+                    StreamAppend("b", (record(b"b2"),), expected_position=0, snapshot=b"b@2"),
+                ]
+            )
+        assert await store.load_snapshot("a") == Snapshot("a", 1, b"a@1")
+        assert await store.load_snapshot("b") is None
+        assert await store.last_position("a") == 2
+
+        await store.append_many(
+            [
+                StreamAppend("a", (record(b"a3"),), snapshot=b"a@3"),
+                StreamAppend("b", (), expected_position=1, snapshot=b"b@1"),
+                StreamAppend("c", (record(b"c1"),), expected_position=0, snapshot=b"c@1"),
+            ]
+        )
+        assert await store.load_snapshot("a") == Snapshot("a", 3, b"a@3")
+        assert await store.load_snapshot("b") == Snapshot("b", 1, b"b@1")
+        assert await store.load_snapshot("c") == Snapshot("c", 1, b"c@1")
+
+    async def test_a_stale_owner_cannot_snapshot_with_an_append(self, store: Store) -> None:
+        old = await store.claim("s")
+        await store.append_many([StreamAppend("s", (record(b"1"),), epoch=old, snapshot=b"@1")])
+        new = await store.claim("s")
+
+        with pytest.raises(FencingError) as refused:
+            await store.append_many([StreamAppend("s", (), epoch=old, snapshot=b"zombie")])
+        with pytest.raises(FencingError):
+            await store.append_many(
+                [StreamAppend("s", (record(b"2"),), epoch=old, snapshot=b"zombie@2")]
+            )
+
+        assert (refused.value.epoch, refused.value.current) == (old, new)
+        assert await store.load_snapshot("s") == Snapshot("s", 1, b"@1")
+        await store.append_many([StreamAppend("s", (record(b"2"),), epoch=new, snapshot=b"@2")])
+        assert await store.load_snapshot("s") == Snapshot("s", 2, b"@2")
+
+    async def test_parts_of_one_stream_snapshot_where_each_part_ends(self, store: Store) -> None:
+        await store.append_many(
+            [
+                StreamAppend("s", tuple(numbered("s", 1, 2)), snapshot=b"@2"),
+                StreamAppend("s", tuple(numbered("s", 3, 1))),
+            ]
+        )
+        assert await store.load_snapshot("s") == Snapshot("s", 2, b"@2")
+
+        await store.append_many(
+            [
+                StreamAppend("s", tuple(numbered("s", 4, 1)), snapshot=b"@4"),
+                StreamAppend("s", (), expected_position=4, snapshot=b"@4 again"),
+            ]
+        )
+        assert await store.load_snapshot("s") == Snapshot("s", 4, b"@4 again")
+        with pytest.raises(SnapshotError):  # snapshots still only move forward
+            await store.save_snapshot("s", 3, b"@3")
+
+    async def test_a_snapshot_that_is_not_bytes_is_refused(self, store: Store) -> None:
+        wrong = await refusals(
+            [
+                (
+                    f"snapshot={bad!r}",
+                    lambda bad=bad: store.append_many(
+                        [
+                            StreamAppend("a", (record(b"x"),)),
+                            StreamAppend("s", (record(b"x"),), snapshot=bad),
+                        ]
+                    ),
+                )
+                for bad in ["text", bytearray(b"x"), 42]
+            ]
+        )
+
+        assert wrong == []
+        assert await store.list_streams() == []
+
     # -- truncation -----------------------------------------------------------------------
 
     async def test_truncate_deletes_through_a_snapshot_and_keeps_positions(
@@ -629,13 +769,108 @@ class StoreContract:
         assert await store.last_position("b") == 3
         assert (await store.append("b", [record(b"b#4")])).first_position == 4
 
+    # -- deleting streams -----------------------------------------------------------------
+
+    async def test_a_deleted_stream_reads_as_never_written(self, store: Store) -> None:
+        await store.append("keep", numbered("keep", 1, 2))
+        epoch = await store.claim("gone")
+        await store.append("gone", numbered("gone", 1, 3), epoch=epoch)
+        await store.save_snapshot("gone", 2, b"state@2", epoch=epoch)
+        await store.append("keep", numbered("keep", 3, 1))
+
+        assert await store.delete_stream("gone") is True
+
+        assert await store.stream_info("gone") == StreamInfo("gone", 0, 1, 0, 0)
+        assert await store.last_position("gone") == 0
+        assert await read_list(store, "gone") == []
+        assert await store.load_snapshot("gone") is None
+        assert await store.list_streams() == ["keep"]
+        assert [(r.stream, r.position) for r in await read_all_list(store)] == [
+            ("keep", 1),
+            ("keep", 2),
+            ("keep", 3),
+        ]
+        assert payloads(await read_list(store, "keep")) == [b"keep#1", b"keep#2", b"keep#3"]
+
+    async def test_delete_stream_says_whether_the_stream_existed(self, store: Store) -> None:
+        await store.claim("claimed")
+        await store.append("emptied", numbered("emptied", 1, 2))
+        await store.save_snapshot("emptied", 2, b"state")
+        await store.truncate("emptied", 2)
+        await store.append("written", [record(b"x")])
+
+        assert await store.delete_stream("never") is False
+        assert await store.delete_stream("claimed") is True
+        assert await store.delete_stream("emptied") is True
+        assert await store.delete_stream("written") is True
+        assert await store.delete_stream("written") is False
+        assert await store.list_streams() == []
+
+    async def test_a_deleted_stream_starts_over(self, store: Store) -> None:
+        await store.claim("s")
+        newest = await store.append("s", numbered("s", 1, 3))  # the newest records in the store
+        await store.delete_stream("s")
+
+        store = await self.reopen(store)
+        again = await store.append("s", [record(b"again")], expected_position=0)
+
+        assert (again.first_position, again.last_position) == (1, 1)
+        assert again.last_global_position > newest.last_global_position  # never reused
+        assert [(r.position, r.data) for r in await read_list(store, "s")] == [(1, b"again")]
+        assert await store.claim("s") == 1  # the epoch went with the stream
+        assert await store.list_streams() == ["s"]
+
+    async def test_a_stale_owner_cannot_delete_a_stream(self, store: Store) -> None:
+        old = await store.claim("s")
+        await store.append("s", numbered("s", 1, 2), epoch=old)
+        new = await store.claim("s")
+
+        with pytest.raises(FencingError) as refused:
+            await store.delete_stream("s", epoch=old)
+        with pytest.raises(FencingError):
+            await store.delete_stream("never", epoch=1)
+
+        assert (refused.value.stream, refused.value.epoch, refused.value.current) == ("s", old, new)
+        assert positions(await read_list(store, "s")) == [1, 2]
+        assert (await store.stream_info("s")).epoch == new
+        assert await store.delete_stream("s", epoch=new) is True
+        assert await store.delete_stream("never", epoch=0) is False
+        assert await store.stream_info("s") == StreamInfo("s", 0, 1, 0, 0)
+
+    async def test_deleting_many_small_streams_leaves_a_clean_store(self, store: Store) -> None:
+        for n in range(300):
+            await store.append_many(
+                [
+                    StreamAppend(f"claim/{n:03}", (record(b"claimed"),), expected_position=0),
+                    StreamAppend(f"work/{n % 7}", (record(b"%d" % n),)),
+                ]
+            )
+        await store.save_snapshot("claim/007", 1, b"state")
+        await store.save_snapshot("claim/008", 1, b"state of a stream to delete")
+
+        deleted = [await store.delete_stream(f"claim/{n:03}") for n in range(0, 300, 2)]
+        assert await store.delete_stream("work/0") is True  # and a longer one
+
+        assert all(deleted)
+        assert await store.list_streams("claim/") == [f"claim/{n:03}" for n in range(1, 300, 2)]
+        assert await store.list_streams("work/") == [f"work/{n}" for n in range(1, 7)]
+        report = await store.verify()
+        assert report.ok, report.problems
+        assert (report.streams, report.records) == (150 + 6, 150 + 300 - 43)
+        assert await store.load_snapshot("claim/007") == Snapshot("claim/007", 1, b"state")
+        log = await read_all_list(store)
+        assert len(log) == 150 + 300 - 43
+        assert not [r for r in log if r.stream.startswith("claim/") and int(r.stream[6:]) % 2 == 0]
+        assert not [r for r in log if r.stream == "work/0"]
+
     # -- size limits ----------------------------------------------------------------------
 
-    async def test_default_record_limit_is_4_mib(self, store: Store) -> None:
-        assert DEFAULT_MAX_RECORD_BYTES == 4 * 1024 * 1024
+    async def test_default_record_limit_is_32_mib(self, store: Store) -> None:
+        assert DEFAULT_MAX_RECORD_BYTES == 32 * 1024 * 1024
         limit = DEFAULT_MAX_RECORD_BYTES
+        assert store.max_record_bytes == limit
+        await store.append("s", [record(b"before")])
 
-        await store.append("s", [record(b"\x01" * limit)])
         with pytest.raises(RecordTooLargeError) as refused:
             await store.append("s", [record(b"small"), record(b"\x02" * (limit + 1))])
 
@@ -645,8 +880,9 @@ class StoreContract:
             limit,
         )
         assert isinstance(refused.value, ValueError)
+        assert f"{limit} bytes" in str(refused.value)
+        assert "max_record_bytes=" in str(refused.value)
         assert await store.last_position("s") == 1
-        assert len((await read_list(store, "s"))[0].data) == limit
 
     @pytest.mark.usefixtures("_opened")
     async def test_record_limit_is_configurable(self) -> None:
@@ -660,8 +896,9 @@ class StoreContract:
         assert "'s'" in message
         assert "101 bytes" in message
         assert "100 bytes" in message
-        assert "max_record_bytes" in message
+        assert "max_record_bytes=" in message
         assert await store.last_position("s") == 1
+        assert store.max_record_bytes == 100
 
     @pytest.mark.usefixtures("_opened")
     async def test_an_oversized_part_writes_no_part(self) -> None:

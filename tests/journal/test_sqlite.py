@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import pathlib
+import re
+import shutil
 import sqlite3
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from journal import (
+    DEFAULT_MAX_RECORD_BYTES,
     ConflictError,
     CorruptionError,
     FencingError,
@@ -19,16 +26,23 @@ from journal import (
     Problem,
     Record,
     SchemaVersionError,
+    Snapshot,
+    SnapshotError,
     SqliteStore,
     StorageError,
     StorageFullError,
     StoreLockedError,
+    StreamAppend,
+    StreamInfo,
 )
+from journal._records import checksum, snapshot_checksum
 from journal._sqlite import WAKE_SLICE, _Transaction
+from journal._sqlite_schema import DELETE_STREAM
 
 pytestmark = pytest.mark.anyio
 
 APPLICATION_ID = 0x616A6631  # "afj1", the journal's PRAGMA application_id
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -105,7 +119,7 @@ async def test_open_sets_wal_and_marks_the_file_as_a_journal(path: pathlib.Path)
 
         assert pragma(path, "journal_mode") == "wal"
         assert pragma(path, "application_id") == APPLICATION_ID
-        assert pragma(path, "user_version") == 1
+        assert pragma(path, "user_version") == 2
         assert store.durability == "full"
     finally:
         await store.close()
@@ -164,6 +178,145 @@ async def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(
     assert contents(path) == before
 
 
+# -- identity and schema upgrades -------------------------------------------------------------
+
+
+async def identity_of(path: pathlib.Path) -> str:
+    store = await SqliteStore.open(path)
+    identity = store.identity
+    await store.close()
+    return identity
+
+
+async def test_each_new_file_gets_its_own_identity_and_keeps_it(tmp_path: pathlib.Path) -> None:
+    first, second, copy = tmp_path / "first.db", tmp_path / "second.db", tmp_path / "copy.db"
+    await make_journal(first)
+    await make_journal(second)
+    identity = await identity_of(first)
+    assert not (tmp_path / "first.db-wal").exists()  # closing checkpointed everything
+    shutil.copyfile(first, copy)
+
+    assert re.fullmatch("[0-9a-f]{32}", identity), identity
+    assert await identity_of(first) == identity  # after another close and reopen
+    assert await identity_of(second) != identity
+    assert await identity_of(copy) == identity
+    with raw(first) as conn:
+        assert conn.execute("SELECT value FROM identity").fetchall() == [(identity,)]
+
+
+#: Version 1's tables, exactly as version 1 of the journal made them (copied here, so that
+#: the upgrade is tested on a file that the code under test did not write).
+V1_SCHEMA = """
+CREATE TABLE streams (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    first_position INTEGER NOT NULL DEFAULT 1,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    snapshot_position INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE records (
+    global_position INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    checksum INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX records_by_stream ON records (stream_id, position);
+CREATE TABLE snapshots (
+    stream_id INTEGER PRIMARY KEY,
+    position INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    checksum INTEGER NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('global_high_water', 0);
+"""
+
+
+def make_version_1_journal(path: pathlib.Path) -> None:
+    """A journal file as version 1 left it: stream "a" claimed twice, snapshotted at 2 and
+    truncated through 1; stream "b"; stream "c", whose one record (the newest in the
+    file, global position 5) was truncated away."""
+    rows = [(2, "a", 2, b"a2"), (3, "a", 3, b"a3"), (4, "b", 1, b"b1")]
+    with raw(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {V1_SCHEMA} PRAGMA application_id = {APPLICATION_ID}; "
+            f"PRAGMA user_version = 1; COMMIT;"
+        )
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO streams (id, name, first_position, epoch, snapshot_position) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(1, "a", 2, 2, 2), (2, "b", 1, 0, 0), (3, "c", 2, 0, 1)],
+        )
+        conn.executemany(
+            "INSERT INTO records VALUES (?, ?, ?, 't', ?, ?)",
+            [
+                (g, {"a": 1, "b": 2}[name], at, data, checksum(name, at, "t", data))
+                for g, name, at, data in rows
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO snapshots VALUES (?, ?, ?, ?)",
+            [
+                (1, 2, b"state-a", snapshot_checksum("a", 2, b"state-a")),
+                (3, 1, b"state-c", snapshot_checksum("c", 1, b"state-c")),
+            ],
+        )
+        conn.execute("UPDATE meta SET value = 5 WHERE key = 'global_high_water'")
+        conn.execute("COMMIT")
+
+
+async def test_a_version_1_file_is_upgraded_in_place_and_gets_an_identity(
+    path: pathlib.Path,
+) -> None:
+    make_version_1_journal(path)
+    assert pragma(path, "user_version") == 1
+
+    store = await SqliteStore.open(path)
+    try:
+        identity = store.identity
+        assert pragma(path, "user_version") == 2
+        assert [
+            (r.stream, r.position, r.global_position, r.data) for r in await read_all_list(store)
+        ] == [
+            ("a", 2, 2, b"a2"),
+            ("a", 3, 3, b"a3"),
+            ("b", 1, 4, b"b1"),
+        ]
+        assert await store.stream_info("a") == StreamInfo("a", 3, 2, 2, 2)
+        assert await store.stream_info("c") == StreamInfo("c", 1, 2, 0, 1)
+        assert await store.load_snapshot("a") == Snapshot("a", 2, b"state-a")
+        assert await store.list_streams() == ["a", "b", "c"]
+        with pytest.raises(FencingError):
+            await store.append("a", [NewRecord("t", b"stale")], epoch=1)
+        appended = await store.append("c", [NewRecord("t", b"c2")], expected_position=1)
+        assert (appended.first_position, appended.last_global_position) == (2, 6)
+        assert (await store.verify()).ok
+    finally:
+        await store.close()
+
+    assert re.fullmatch("[0-9a-f]{32}", identity), identity
+    assert await identity_of(path) == identity  # generated once, kept from then on
+    with raw(path) as conn:
+        assert conn.execute("SELECT value FROM identity").fetchall() == [(identity,)]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+async def test_a_file_that_lost_its_identity_is_refused(path: pathlib.Path) -> None:
+    await make_journal(path)
+    with raw(path) as conn:
+        conn.execute("DELETE FROM identity")
+    before = contents(path)
+
+    with pytest.raises(SchemaVersionError, match="identity is missing or malformed"):
+        await SqliteStore.open(path)
+
+    assert contents(path) == before  # a journal's identity is never silently replaced
+
+
 async def test_a_second_open_of_an_open_file_is_refused(path: pathlib.Path) -> None:
     first = await SqliteStore.open(path)
     try:
@@ -180,6 +333,131 @@ async def test_a_second_open_of_an_open_file_is_refused(path: pathlib.Path) -> N
         assert [r.data for r in await read_list(second, "s")] == [b"first still works"]
     finally:
         await second.close()
+
+
+# -- large records ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])  # once is enough
+async def test_a_record_at_the_default_limit_round_trips(path: pathlib.Path) -> None:
+    """Agents journal large tool results: SQLite must take a record as large as the limit.
+
+    (Compared by digest: a failing comparison of two 32 MiB values would take pytest ages
+    to explain.)
+    """
+    size = 32 * 1024 * 1024
+    big = bytes(range(256)) * (size // 256)  # varied bytes, so a cut or shifted copy shows
+    digest = hashlib.sha256(big).hexdigest()
+    store = await SqliteStore.open(path)  # with the default limit
+    try:
+        assert (store.max_record_bytes, DEFAULT_MAX_RECORD_BYTES) == (size, size)
+        await store.append("big", [NewRecord("t", big), NewRecord("t", b"after")])
+    finally:
+        await store.close()
+
+    store = await SqliteStore.open(path)
+    try:
+        stored = await read_list(store, "big")
+        assert [(r.position, len(r.data)) for r in stored] == [(1, size), (2, 5)]
+        assert hashlib.sha256(stored[0].data).hexdigest() == digest
+        assert stored[1].data == b"after"
+    finally:
+        await store.close()
+
+
+# -- one writer per file ---------------------------------------------------------------------
+
+
+def another_name(path: pathlib.Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Another way to name the file at ``path`` (which need not exist yet)."""
+    directory = path.parent
+    (directory / "sub").mkdir()
+    if kind == "symlink":
+        (directory / "link.db").symlink_to(path)
+        return str(directory / "link.db")
+    if kind == "symlinked-directory":
+        (directory / "linked").symlink_to(directory, target_is_directory=True)
+        return str(directory / "linked" / path.name)
+    if kind == "dot-dot":
+        return f"{directory}/sub/../{path.name}"
+    if kind == "dot":
+        return f"{directory}/./{path.name}"
+    assert kind == "relative"
+    monkeypatch.chdir(directory / "sub")
+    return f"../{path.name}"
+
+
+ALIASES = ["symlink", "symlinked-directory", "dot-dot", "dot", "relative"]
+
+
+@pytest.mark.parametrize("kind", ALIASES)
+async def test_another_name_for_an_open_file_is_refused(
+    path: pathlib.Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alias = another_name(path, kind, monkeypatch)
+    first = await SqliteStore.open(path)
+    try:
+        with pytest.raises(StoreLockedError) as refused:
+            await SqliteStore.open(alias)
+        assert alias in str(refused.value)
+        await first.append("s", [NewRecord("t", b"through the real name")])
+    finally:
+        await first.close()
+
+    second = await SqliteStore.open(alias)
+    try:
+        with pytest.raises(StoreLockedError):
+            await SqliteStore.open(path)
+        await second.append("s", [NewRecord("t", b"through the alias")])
+        assert [r.data for r in await read_list(second, "s")] == [
+            b"through the real name",
+            b"through the alias",
+        ]
+    finally:
+        await second.close()
+
+
+TRY_OPEN = """
+import asyncio, sys
+from journal import SqliteStore, StoreLockedError
+
+async def main() -> None:
+    try:
+        store = await SqliteStore.open(sys.argv[1])
+    except StoreLockedError:
+        print("locked")
+    else:
+        await store.close()
+        print("opened")
+
+asyncio.run(main())
+"""
+
+
+def try_open_in_another_process(path: str) -> str:
+    """Open ``path`` from a child process: "opened" or "locked"."""
+    child = subprocess.run(
+        [sys.executable, "-c", TRY_OPEN, path],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return child.stdout.decode().strip()
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_a_symlink_to_a_file_open_in_another_process_is_refused(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alias = another_name(path, "symlink", monkeypatch)
+    for mine, theirs in [(path, alias), (alias, str(path))]:
+        store = await SqliteStore.open(mine)
+        try:
+            assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "locked"
+        finally:
+            await store.close()
+        assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "opened"
 
 
 # -- group commit -----------------------------------------------------------------------------
@@ -349,6 +627,107 @@ async def test_a_malformed_request_does_not_fail_its_neighbours(
         await store.close()
 
 
+# -- deleting streams -------------------------------------------------------------------------
+
+
+async def test_deleting_a_stream_finds_its_rows_by_index(path: pathlib.Path) -> None:
+    await make_journal(path)
+    with raw(path) as conn:
+        plans = {
+            statement: " ".join(
+                row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", (1,))
+            )
+            for statement in DELETE_STREAM
+        }
+
+    records, snapshots, streams = DELETE_STREAM
+    assert "USING INDEX records_by_stream (stream_id=?)" in plans[records]
+    assert "USING INTEGER PRIMARY KEY (rowid=?)" in plans[snapshots]
+    assert "USING INTEGER PRIMARY KEY (rowid=?)" in plans[streams]
+    assert not [plan for plan in plans.values() if "SCAN" in plan]
+
+
+async def test_a_delete_in_a_commit_applies_in_order_with_the_appends_around_it(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("deleted-last", [NewRecord("t", b"old")])
+        await store.append("deleted-first", [NewRecord("t", b"old")])
+        await store.claim("deleted-first")
+        commits = store.stats.commits
+        done: list[object] = []
+
+        async def call(fn: Callable[[], Awaitable[object]]) -> None:
+            done.append(await fn())
+
+        async with anyio.create_task_group() as tg:  # queued in this order, in one commit
+            for fn in [
+                lambda: store.append("deleted-last", [NewRecord("t", b"staged")]),
+                lambda: store.delete_stream("deleted-last"),
+                lambda: store.delete_stream("deleted-first"),
+                lambda: store.append("deleted-first", [NewRecord("t", b"new")]),
+            ]:
+                tg.start_soon(call, fn)
+
+        assert store.stats.commits == commits + 1
+        assert await store.stream_info("deleted-last") == StreamInfo("deleted-last", 0, 1, 0, 0)
+        assert [(r.position, r.data) for r in await read_list(store, "deleted-first")] == [
+            (1, b"new")
+        ]
+        assert await store.list_streams() == ["deleted-first"]
+        assert (await store.verify()).ok
+        assert await store.claim("deleted-first") == 1  # the writer forgot the old epoch too
+    finally:
+        await store.close()
+    with raw(path) as conn:  # nothing staged before the delete was left behind
+        assert conn.execute("SELECT data FROM records").fetchall() == [(b"new",)]
+
+
+async def test_a_failed_commit_deletes_nothing(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path, max_bytes=256 * 1024)
+    try:
+        epoch = await store.claim("s")
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")], epoch=epoch)
+        refused: list[BaseException] = []
+
+        async def call(fn: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await fn()
+            except StorageFullError as exc:
+                refused.append(exc)
+
+        async with anyio.create_task_group() as tg:  # one commit, which the disk cannot take
+            tg.start_soon(call, lambda: store.delete_stream("s", epoch=epoch))
+            tg.start_soon(call, lambda: store.append("big", [NewRecord("t", b"x" * 512 * 1024)]))
+
+        assert len(refused) == 2
+        assert await store.stream_info("s") == StreamInfo("s", 2, 1, epoch, 0)
+        # the writer's memory was rolled back with the file: the stream goes on where it was
+        appended = await store.append("s", [NewRecord("t", b"3")], expected_position=2, epoch=epoch)
+        assert appended.first_position == 3
+        assert await store.delete_stream("s", epoch=epoch) is True
+    finally:
+        await store.close()
+
+
+async def test_deleted_streams_do_not_crowd_the_writers_memory(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path, cached_streams=1000)
+    try:
+        await store.append("live", [NewRecord("t", b"x")])
+        for n in range(500):
+            await store.append(f"claim/{n}", [NewRecord("t", b"x")])
+            await store.delete_stream(f"claim/{n}")
+
+        assert list(store._states) == ["live"]
+        assert await store.list_streams() == ["live"]
+        with raw(path) as conn:
+            assert conn.execute("SELECT count(*) FROM streams").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
+    finally:
+        await store.close()
+
+
 # -- reads beside the writer ------------------------------------------------------------------
 
 
@@ -451,12 +830,17 @@ async def test_a_damaged_record_is_reported_and_nothing_is_written(path: pathlib
     assert contents(path) == damaged, "reading a damaged journal wrote to it"
 
 
-async def test_a_damaged_snapshot_is_reported(path: pathlib.Path) -> None:
+@pytest.mark.parametrize("written_by", ["save_snapshot", "append"])
+async def test_a_damaged_snapshot_is_reported(path: pathlib.Path, written_by: str) -> None:
     marker = b"<<snapshot-marker-51c0e2-" + b"abcdefghij" * 4 + b">>"
     store = await SqliteStore.open(path)
     try:
-        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
-        await store.save_snapshot("s", 2, marker)
+        if written_by == "save_snapshot":
+            await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+            await store.save_snapshot("s", 2, marker)
+        else:
+            records = (NewRecord("t", b"1"), NewRecord("t", b"2"))
+            await store.append_many([StreamAppend("s", records, snapshot=marker)])
     finally:
         await store.close()
     damaged = flip(path, marker, [30])
@@ -474,6 +858,28 @@ async def test_a_damaged_snapshot_is_reported(path: pathlib.Path) -> None:
     assert [(p.stream, p.position, p.kind) for p in report.problems] == [("s", 2, "snapshot")]
     assert [r.data for r in records] == [b"1", b"2"]
     assert contents(path) == damaged, "reading a damaged journal wrote to it"
+
+
+async def test_verify_reports_rows_that_belong_to_no_stream(path: pathlib.Path) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+        await store.save_snapshot("s", 2, b"state")
+    finally:
+        await store.close()
+    with raw(path) as conn:
+        conn.execute("DELETE FROM streams")
+
+    store = await SqliteStore.open(path)
+    try:
+        report = await store.verify()
+    finally:
+        await store.close()
+
+    assert [(p.kind, p.detail) for p in report.problems] == [
+        ("orphan", "2 records belong to no stream"),
+        ("orphan", "1 snapshots belong to no stream"),
+    ]
 
 
 # -- a full disk ------------------------------------------------------------------------------
@@ -517,6 +923,28 @@ async def test_a_full_journal_refuses_appends_and_keeps_what_it_acknowledged(
         report = await store.verify()
         assert report.ok
         assert report.records == len(acknowledged) + 1
+    finally:
+        await store.close()
+
+
+async def test_a_failed_commit_keeps_neither_the_records_nor_their_snapshot(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path, max_bytes=256 * 1024)
+    try:
+        await store.append("s", [NewRecord("t", b"1")])
+        await store.save_snapshot("s", 1, b"state@1")
+
+        with pytest.raises(StorageFullError):
+            await store.append_many(
+                [StreamAppend("s", (NewRecord("t", b"2"),), snapshot=b"x" * 512 * 1024)]
+            )
+
+        assert await store.load_snapshot("s") == Snapshot("s", 1, b"state@1")
+        assert await store.stream_info("s") == StreamInfo("s", 1, 1, 0, 1)
+        with pytest.raises(SnapshotError):  # the writer forgot the snapshot too
+            await store.truncate("s", 2)
+        assert [r.data for r in await read_list(store, "s")] == [b"1"]
     finally:
         await store.close()
 

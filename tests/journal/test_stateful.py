@@ -96,6 +96,13 @@ class Model:
         self.log = [(name, p) for name, p in self.log if not (name == stream and p <= through)]
         return len(gone)
 
+    def delete(self, stream: str) -> bool:
+        s = self.streams[stream]
+        existed = bool(s.last or s.epoch)
+        self.streams[stream] = ModelStream()
+        self.log = [(name, p) for name, p in self.log if name != stream]
+        return existed
+
     def listed(self) -> list[str]:
         return sorted(name for name, s in self.streams.items() if s.last > 0)
 
@@ -125,6 +132,7 @@ class JournalMachine(RuleBasedStateMachine):
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
+        self.identity = self.store.identity
 
     async def open_store(self) -> Store:
         raise NotImplementedError
@@ -140,8 +148,10 @@ class JournalMachine(RuleBasedStateMachine):
 
     # -- choosing arguments ---------------------------------------------------------------
 
-    def new_records(self, stream: str, data: st.DataObject) -> list[tuple[str, bytes]]:
-        count = data.draw(st.integers(min_value=1, max_value=3), label="count")
+    def new_records(
+        self, stream: str, data: st.DataObject, minimum: int = 1
+    ) -> list[tuple[str, bytes]]:
+        count = data.draw(st.integers(min_value=minimum, max_value=3), label="count")
         records = []
         for _ in range(count):
             self.counter += 1
@@ -174,10 +184,29 @@ class JournalMachine(RuleBasedStateMachine):
 
     # -- writes ---------------------------------------------------------------------------
 
+    def new_snapshot(self, data: st.DataObject) -> bytes | None:
+        """State bytes for a part to snapshot with, or None (as often as not)."""
+        if not data.draw(st.booleans(), label="with a snapshot"):
+            return None
+        self.counter += 1
+        return b"state#%d:" % self.counter + data.draw(st.binary(max_size=8), label="state")
+
+    def learn_append(
+        self, stream: str, records: list[tuple[str, bytes]], snapshot: bytes | None, got: Any
+    ) -> None:
+        """Apply an accepted part to the model and check where the store put it."""
+        first, last = self.model.append(stream, records)
+        assert (got.stream, got.first_position, got.last_position) == (stream, first, last)
+        if records:
+            self.learn_globals(stream, last, got.last_global_position)
+        if snapshot is not None:
+            self.model.streams[stream].snapshot = Snapshot(stream, last, snapshot)
+
     @rule(stream=streams, expect=expectations, fence=fencings, data=st.data())
     def append(self, stream: str, expect: str, fence: str, data: st.DataObject) -> None:
         s = self.model.streams[stream]
-        records = self.new_records(stream, data)
+        snapshot = self.new_snapshot(data)
+        records = self.new_records(stream, data, minimum=0 if snapshot is not None else 1)
         expected = self.expected_position(s.last, expect, data)
         epoch = self.epoch(stream, fence, data)
         errors: set[type[Exception]] = set()
@@ -185,26 +214,27 @@ class JournalMachine(RuleBasedStateMachine):
             errors.add(ConflictError)
         if epoch is not None and epoch != s.epoch:
             errors.add(FencingError)
+        if snapshot is not None and s.last + len(records) == 0:
+            errors.add(SnapshotError)
         new = [NewRecord(kind, payload) for kind, payload in records]
+
+        def write() -> Any:
+            if snapshot is None:  # the plain call, as most writers make it
+                return self.call(
+                    self.store.append, stream, new, expected_position=expected, epoch=epoch
+                )
+            part = StreamAppend(stream, tuple(new), expected, epoch, snapshot)
+            return self.call(self.store.append_many, [part])[0]
 
         if errors:
             with pytest.raises(tuple(errors)) as refused:
-                self.call(self.store.append, stream, new, expected_position=expected, epoch=epoch)
+                write()
             if isinstance(refused.value, ConflictError):
                 assert (refused.value.expected, refused.value.actual) == (expected, s.last)
             if isinstance(refused.value, FencingError):
                 assert (refused.value.epoch, refused.value.current) == (epoch, s.epoch)
             return
-        appended = self.call(
-            self.store.append, stream, new, expected_position=expected, epoch=epoch
-        )
-        first, last = self.model.append(stream, records)
-        assert (appended.stream, appended.first_position, appended.last_position) == (
-            stream,
-            first,
-            last,
-        )
-        self.learn_globals(stream, last, appended.last_global_position)
+        self.learn_append(stream, records, snapshot, write())
 
     @rule(
         names=st.lists(streams, min_size=2, max_size=3, unique=True),
@@ -215,9 +245,13 @@ class JournalMachine(RuleBasedStateMachine):
         spoiled = data.draw(st.sampled_from(names), label="spoiled part")
         parts = []
         records = {}
+        snapshots = {}
         for name in names:
             s = self.model.streams[name]
-            records[name] = self.new_records(name, data)
+            snapshots[name] = self.new_snapshot(data)
+            records[name] = self.new_records(
+                name, data, minimum=0 if snapshots[name] is not None and s.last else 1
+            )
             wrong = name == spoiled
             expect = data.draw(st.sampled_from(["right", "none"]), label="expect")
             fence = data.draw(st.sampled_from(["current", "none"]), label="fence")
@@ -228,7 +262,7 @@ class JournalMachine(RuleBasedStateMachine):
             expected = self.expected_position(s.last, expect, data)
             epoch = self.epoch(name, fence, data)
             new = tuple(NewRecord(kind, payload) for kind, payload in records[name])
-            parts.append(StreamAppend(name, new, expected, epoch))
+            parts.append(StreamAppend(name, new, expected, epoch, snapshots[name]))
 
         if spoil != "nothing":
             before = self.call(self.fetch_log)
@@ -241,9 +275,7 @@ class JournalMachine(RuleBasedStateMachine):
         results = self.call(self.store.append_many, parts)
         assert [r.stream for r in results] == names
         for name, appended in zip(names, results, strict=True):
-            first, last = self.model.append(name, records[name])
-            assert (appended.first_position, appended.last_position) == (first, last)
-            self.learn_globals(name, last, appended.last_global_position)
+            self.learn_append(name, records[name], snapshots[name], appended)
 
     @rule(stream=streams)
     def claim(self, stream: str) -> None:
@@ -291,6 +323,21 @@ class JournalMachine(RuleBasedStateMachine):
             return
         deleted = self.call(self.store.truncate, stream, through, epoch=epoch)
         assert deleted == self.model.truncate(stream, through)
+
+    @rule(stream=streams, fence=fencings, data=st.data())
+    def delete_stream(self, stream: str, fence: str, data: st.DataObject) -> None:
+        s = self.model.streams[stream]
+        epoch = self.epoch(stream, fence, data)
+
+        if epoch is not None and epoch != s.epoch:
+            with pytest.raises(FencingError) as refused:
+                self.call(self.store.delete_stream, stream, epoch=epoch)
+            assert (refused.value.epoch, refused.value.current) == (epoch, s.epoch)
+            return
+        existed = self.call(self.store.delete_stream, stream, epoch=epoch)
+        assert existed == self.model.delete(stream)
+        # the stream's positions start over; their global positions will be new ones
+        self.globals = {key: g for key, g in self.globals.items() if key[0] != stream}
 
     @rule(stream=st.sampled_from(["", "x\x00y", "z" * 1025]))
     def append_to_an_invalid_stream(self, stream: str) -> None:
@@ -344,6 +391,10 @@ class JournalMachine(RuleBasedStateMachine):
         self.check_globals(log)
         start = data.draw(st.integers(min_value=1, max_value=self.high_water + 2), label="from")
         assert self.call(self.fetch_log, start) == [r for r in log if r.global_position >= start]
+
+    @invariant()
+    def identity_is_kept(self) -> None:
+        assert self.store.identity == self.identity
 
     @invariant()
     def bookkeeping_matches(self) -> None:

@@ -1,0 +1,103 @@
+"""The SQLite journal's reads: pages of a stream or of the global log, checksums verified,
+and the whole-file check behind `SqliteStore.verify`. Each runs on a reader connection's
+thread, in one hop."""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+
+from journal._errors import CorruptionError
+from journal._records import (
+    POSITION_MIX,
+    Problem,
+    Record,
+    VerifyReport,
+    checksum,
+    head_crc,
+    snapshot_checksum,
+)
+
+#: Records fetched per reader hop.
+READ_BATCH = 2048
+
+_Batch = tuple[list[Record], CorruptionError | None]
+
+_STREAM_PAGE = (
+    "SELECT position, global_position, type, data, checksum FROM records "
+    "WHERE stream_id = (SELECT id FROM streams WHERE name = ?) AND position >= ? "
+    f"ORDER BY position LIMIT {READ_BATCH}"
+)
+_GLOBAL_PAGE = (
+    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
+    "FROM records r JOIN streams s ON s.id = r.stream_id "
+    f"WHERE r.global_position >= ? ORDER BY r.global_position LIMIT {READ_BATCH}"
+)
+
+
+def stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Batch:
+    """One page of a stream, checksums verified (the hot loop of replay)."""
+    out: list[Record] = []
+    append = out.append
+    crc32, mix = zlib.crc32, POSITION_MIX
+    last_kind, head = "", 0  # consecutive records mostly share a type: reuse its seed
+    for position, global_position, kind, data, stored in conn.execute(
+        _STREAM_PAGE, (stream, start)
+    ):
+        if kind != last_kind:
+            last_kind, head = kind, head_crc(stream, kind)
+        if crc32(data, head) ^ ((position * mix) & 0xFFFFFFFF) != stored:
+            return out, CorruptionError(stream, position, "checksum mismatch")
+        append(Record(stream, position, global_position, kind, data))
+    return out, None
+
+
+def global_page(conn: sqlite3.Connection, start: int) -> _Batch:
+    """One page of the global log, checksums verified."""
+    out: list[Record] = []
+    for position, global_position, kind, data, stored, stream in conn.execute(
+        _GLOBAL_PAGE, (start,)
+    ):
+        if checksum(stream, position, kind, data) != stored:
+            return out, CorruptionError(stream, position, "checksum mismatch")
+        out.append(Record(stream, position, global_position, kind, data))
+    return out, None
+
+
+def verify_all(conn: sqlite3.Connection) -> VerifyReport:
+    problems: list[Problem] = []
+    for (message,) in conn.execute("PRAGMA quick_check"):
+        if message != "ok":
+            problems.append(Problem("", 0, "sqlite", str(message)))
+    streams = conn.execute("SELECT id, name, first_position FROM streams ORDER BY id").fetchall()
+    records = 0
+    for sid, name, first in streams:
+        expected = first
+        for position, kind, data, stored in conn.execute(
+            "SELECT position, type, data, checksum FROM records WHERE stream_id = ? "
+            "ORDER BY position",
+            (sid,),
+        ):
+            records += 1
+            if position != expected:
+                problems.append(
+                    Problem(
+                        name, expected, "gap", f"expected position {expected}, found {position}"
+                    )
+                )
+            if checksum(name, position, kind, data) != stored:
+                problems.append(Problem(name, position, "checksum", "record checksum mismatch"))
+            expected = position + 1
+    for name, position, data, stored in conn.execute(
+        "SELECT s.name, p.position, p.data, p.checksum FROM snapshots p "
+        "JOIN streams s ON s.id = p.stream_id"
+    ):
+        if snapshot_checksum(name, position, data) != stored:
+            problems.append(Problem(name, position, "snapshot", "snapshot checksum mismatch"))
+    for table in ("records", "snapshots"):
+        (orphans,) = conn.execute(
+            f"SELECT count(*) FROM {table} WHERE stream_id NOT IN (SELECT id FROM streams)"
+        ).fetchone()
+        if orphans:
+            problems.append(Problem("", 0, "orphan", f"{orphans} {table} belong to no stream"))
+    return VerifyReport(len(streams), records, tuple(problems))
