@@ -16,6 +16,7 @@ from actorflow._client import SyncClient as SyncClient
 from actorflow._clock import Clock as Clock
 from actorflow._clock import ManualClock as ManualClock
 from actorflow._clock import SystemClock as SystemClock
+from actorflow._context import NO_RETRY as NO_RETRY
 from actorflow._context import ActorRef as ActorRef
 from actorflow._context import Context as Context
 from actorflow._context import Happened as Happened
@@ -23,28 +24,38 @@ from actorflow._context import Retry as Retry
 from actorflow._errors import ActorDefinitionError as ActorDefinitionError
 from actorflow._errors import ActorflowError as ActorflowError
 from actorflow._errors import ActorStuckError as ActorStuckError
+from actorflow._errors import CompensationFailed as CompensationFailed
+from actorflow._errors import ContextMisuseError as ContextMisuseError
 from actorflow._errors import HandlerFailed as HandlerFailed
+from actorflow._errors import IdempotencyKeyReused as IdempotencyKeyReused
 from actorflow._errors import InvalidMessageError as InvalidMessageError
 from actorflow._errors import InvalidResultError as InvalidResultError
+from actorflow._errors import InvocationNotRetryable as InvocationNotRetryable
+from actorflow._errors import JournalFailure as JournalFailure
 from actorflow._errors import NonDeterminismError as NonDeterminismError
 from actorflow._errors import RuntimeClosedError as RuntimeClosedError
 from actorflow._errors import StepError as StepError
 from actorflow._errors import StepFailed as StepFailed
 from actorflow._errors import StepOutcomeUnknown as StepOutcomeUnknown
+from actorflow._errors import StepResultTooLarge as StepResultTooLarge
 from actorflow._errors import Suspended as Suspended
+from actorflow._errors import TooManyPendingEvents as TooManyPendingEvents
 from actorflow._errors import TurnCancelled as TurnCancelled
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
 from actorflow._runtime import ActorHandle as ActorHandle
-from actorflow._runtime import ActorStatus as ActorStatus
-from actorflow._runtime import InvocationStatus as InvocationStatus
-from actorflow._runtime import JournalEntry as JournalEntry
 from actorflow._runtime import Runtime as Runtime
-from actorflow._runtime import ShutdownReport as ShutdownReport
+from actorflow._status import ACTOR_STATES as ACTOR_STATES
+from actorflow._status import ActorStatus as ActorStatus
+from actorflow._status import InvocationStatus as InvocationStatus
+from actorflow._status import JournalEntry as JournalEntry
+from actorflow._status import ShutdownReport as ShutdownReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACTOR_STATES",
+    "NO_RETRY",
     "Actor",
     "ActorDefinitionError",
     "ActorHandle",
@@ -53,15 +64,20 @@ __all__ = [
     "ActorStuckError",
     "ActorflowError",
     "Client",
+    "CompensationFailed",
+    "ContextMisuseError",
     "ClientError",
     "Clock",
     "Context",
     "HandlerFailed",
     "Happened",
+    "IdempotencyKeyReused",
     "InvalidMessageError",
     "InvalidResultError",
+    "InvocationNotRetryable",
     "InvocationStatus",
     "JournalEntry",
+    "JournalFailure",
     "ManualClock",
     "NonDeterminismError",
     "RemoteActor",
@@ -73,9 +89,11 @@ __all__ = [
     "StepError",
     "StepFailed",
     "StepOutcomeUnknown",
+    "StepResultTooLarge",
     "Suspended",
     "SyncClient",
     "SystemClock",
+    "TooManyPendingEvents",
     "TurnCancelled",
     "UnknownActorError",
     "UnknownHandlerError",

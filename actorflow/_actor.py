@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import msgspec
 
+from actorflow._context import Retry
 from actorflow._errors import ActorDefinitionError, InvalidMessageError, InvalidResultError
 
 if TYPE_CHECKING:
@@ -124,12 +125,38 @@ def handler(
     return mark(fn) if fn is not None else mark
 
 
+@dataclasses.dataclass(frozen=True)
+class EventInfo:
+    """A declared event: its name and payload type, and a check for delivered payloads."""
+
+    name: str
+    type: Any
+    _decoder: msgspec.msgpack.Decoder[Any]
+
+    def validate(self, actor_type: str, data: bytes) -> None:
+        """Refuse a payload (MessagePack) that does not decode as the declared type."""
+        try:
+            self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise InvalidMessageError(
+                f"event {self.name!r} for {actor_type} must be a {_type_label(self.type)}: {exc}"
+            ) from None
+
+
+def _type_label(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or repr(kind)
+
+
 class Actor:
     """Base class of every agent: subclass it, and mark async methods with `@handler`.
 
     Class keywords: ``name`` (the type name in actor ids; default the class name),
-    ``state`` (a msgspec Struct with defaults; available as ``self.state``, snapshotted at
-    turn boundaries), ``shutdown`` ("checkpoint" by default, or "drain", "compensate").
+    ``state`` (a msgspec Struct with defaults; available as ``self.state``, checkpointed
+    at the end of every turn and restored as it was before a turn that failed),
+    ``shutdown`` ("checkpoint" by default, or "drain", "compensate"), ``retry`` (an
+    `actorflow.Retry`: the policy of this type's steps that give none), ``events`` (a
+    dict of event names to payload types: deliveries of other names, or of payloads of
+    the wrong type, are refused before they are accepted).
     Inside a handler, ``self.ctx`` is the only door to anything non-deterministic.
     """
 
@@ -137,6 +164,8 @@ class Actor:
     __actorflow_handlers__: ClassVar[dict[str, HandlerInfo]]
     __actorflow_state__: ClassVar[type[msgspec.Struct] | None]
     __actorflow_shutdown__: ClassVar[ShutdownStrategy]
+    __actorflow_retry__: ClassVar[Retry | None]
+    __actorflow_events__: ClassVar[dict[str, EventInfo] | None]
 
     ctx: Context
     key: str
@@ -148,6 +177,8 @@ class Actor:
         name: str | None = None,
         state: type[msgspec.Struct] | None = None,
         shutdown: ShutdownStrategy = "checkpoint",
+        retry: Retry | None = None,
+        events: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -157,6 +188,8 @@ class Actor:
             problems.append(f"actor type name {type_name!r} must match {TYPE_NAME_PATTERN.pattern}")
         if shutdown not in ("drain", "checkpoint", "compensate"):
             problems.append(f"shutdown={shutdown!r}; use 'drain', 'checkpoint' or 'compensate'")
+        _check_retry(retry, problems)
+        declared = _check_events(events, problems)
         _check_state(state, problems)
         handlers = _collect_handlers(cls, problems)
         if not handlers and not problems:
@@ -168,6 +201,36 @@ class Actor:
         cls.__actorflow_handlers__ = handlers
         cls.__actorflow_state__ = state
         cls.__actorflow_shutdown__ = shutdown
+        cls.__actorflow_retry__ = retry
+        cls.__actorflow_events__ = declared
+
+
+def _check_retry(retry: object, problems: list[str]) -> None:
+    if retry is not None and not isinstance(retry, Retry):
+        problems.append(f"retry={retry!r} must be an actorflow.Retry")
+
+
+def _check_events(events: Any, problems: list[str]) -> dict[str, EventInfo] | None:
+    if events is None:
+        return None
+    if not isinstance(events, dict):
+        problems.append(f"events={events!r} must be a dict of event names to payload types")
+        return None
+    declared: dict[str, EventInfo] = {}
+    for event, kind in events.items():
+        if not isinstance(event, str) or not event or event.startswith("\x00"):
+            problems.append(f"events: {event!r} is not an event name (a non-empty string)")
+            continue
+        try:
+            decoder = msgspec.msgpack.Decoder(kind)
+            msgspec.json.schema(kind)
+        except TypeError as exc:
+            problems.append(
+                f"events: the payload type of {event!r} is not msgspec-decodable ({exc})"
+            )
+            continue
+        declared[event] = EventInfo(event, kind, decoder)
+    return declared
 
 
 def _check_state(state: Any, problems: list[str]) -> None:

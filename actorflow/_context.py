@@ -25,24 +25,30 @@ current_step_key: contextvars.ContextVar[str] = contextvars.ContextVar("actorflo
 
 @dataclasses.dataclass(frozen=True)
 class Retry:
-    """How a step is retried before its error is journaled.
+    """How a step (or a compensation) is retried before its error is journaled.
 
-    ``attempts`` counts the first try. Delays grow from ``initial`` by ``factor`` up to
-    ``maximum``, each stretched by up to ``jitter`` (a fraction) drawn deterministically
-    from the step's idempotency key. Only exceptions that are instances of ``retry_on``
-    are retried; only the final outcome is journaled.
+    ``attempts`` counts the first try (``Retry(attempts=1)``: no retries). Delays grow
+    from ``initial`` seconds by ``factor`` up to ``maximum``, each stretched by up to
+    ``jitter`` (a fraction) drawn deterministically from the step's idempotency key.
+    An exception is retried when it is an instance of ``retry_on`` and not of
+    ``non_retryable``. Each failed attempt that will be retried is journaled with the
+    time of the next one, so a restart during the backoff resumes the count and the wait.
+
+    The default (``Retry()``) is used wherever no policy is given: five attempts over
+    about 15 seconds, enough to ride out a short LLM or network outage.
     """
 
-    attempts: int = 3
-    initial: float = 0.1
+    attempts: int = 5
+    initial: float = 1.0
     factor: float = 2.0
-    maximum: float = 30.0
-    jitter: float = 0.1
+    maximum: float = 60.0
+    jitter: float = 0.2
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    non_retryable: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"Retry(attempts={self.attempts}) must allow at least one attempt")
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError(f"Retry(attempts={self.attempts!r}) must allow at least one attempt")
         if self.initial < 0 or self.factor < 1 or self.maximum < 0 or not 0 <= self.jitter <= 1:
             raise ValueError(f"{self!r}: delays must be >= 0, factor >= 1, 0 <= jitter <= 1")
 
@@ -50,6 +56,20 @@ class Retry:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         base = min(self.maximum, self.initial * self.factor ** (attempt - 1))
         return base * (1 + self.jitter * draw)
+
+    def retries(self, exc: BaseException, attempt: int) -> bool:
+        """Whether failed attempt number ``attempt`` with ``exc`` is followed by another."""
+        return (
+            attempt < self.attempts
+            and isinstance(exc, self.retry_on)
+            and not isinstance(exc, self.non_retryable)
+        )
+
+
+#: The policy used where neither the step, its actor type nor the runtime gives one.
+DEFAULT_RETRY = Retry()
+#: No retries: the first error is the step's outcome.
+NO_RETRY = Retry(attempts=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,15 +85,20 @@ ReconcileProbe = Callable[[str], "Happened | Awaitable[Happened | None] | None"]
 
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
-    """Everything `Context.run` was asked besides the function and its arguments."""
+    """Everything `Context.run` was asked besides the function and its arguments
+    (``name`` None: the name of the function the step calls)."""
 
-    name: str
+    name: str | None
     retry: Retry | None = None
     compensate: Callable[..., Any] | None = None
     irreversible: bool = False
     reconcile: ReconcileProbe | None = None
     at_most_once: bool = False
     result_type: Any = None
+
+
+#: `Context.wait_for`'s default type: the one the actor class declares for the event.
+DECLARED: Any = object()
 
 
 class TurnOps(Protocol):
@@ -240,22 +265,29 @@ class Context:
         """Run a side effect once: journal its result (or error), and on replay hand that
         back without calling ``fn`` again.
 
-        ``fn`` is a sync or async function called with ``args`` (bind keyword arguments
-        with `functools.partial`); if it accepts a keyword argument ``idempotency_key``
-        it receives the step's key. Its result must be msgspec-encodable; it is decoded
-        as ``result_type`` (default: ``fn``'s return annotation). ``name`` defaults to
-        the function's name. ``compensate`` is called with the result to undo the step
-        if the turn later fails or is cancelled; ``irreversible`` marks the turn's point
-        of no return. ``reconcile`` (a probe called with the idempotency key) or
-        ``at_most_once`` decide what happens to this step if it was in flight at a crash.
+        ``fn`` is called with ``args`` (bind keyword arguments with `functools.partial`):
+        an ``async def`` function runs on the event loop, anything else in a worker
+        thread, so a blocking call never stalls other agents. If it accepts a keyword
+        argument ``idempotency_key`` it receives the step's key. Its result must be
+        msgspec-encodable; it is decoded as ``result_type`` (default: the function's
+        return annotation). ``name`` defaults to the name of the function called (through
+        partials and bound methods). ``retry`` overrides the actor type's and runtime's
+        policy. ``compensate`` is called with the result to undo the step if the turn
+        later fails or is cancelled; ``irreversible`` marks the turn's point of no return.
+        ``reconcile`` (a probe called with the idempotency key) or ``at_most_once`` decide
+        what happens to this step if it was in flight at a crash.
+
+        The function must not use ``ctx`` itself (a `ContextMisuseError` is its outcome):
+        run further steps from the handler instead.
         """
         if not callable(fn):
             raise TypeError(f"ctx.run needs a function to call, got {fn!r}")
         if reconcile is not None and at_most_once:
             raise ValueError("a step takes reconcile= or at_most_once=True, not both")
-        step_name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
         options = StepOptions(
-            step_name, retry, compensate, irreversible, reconcile, at_most_once, result_type
+            name or None, retry, compensate, irreversible, reconcile, at_most_once, result_type
         )
         return await self._ops.run(fn, args, options)
 
@@ -298,9 +330,12 @@ class Context:
         """A durable timer until ``deadline`` (seconds since the epoch)."""
         await self._ops.sleep_until(float(deadline), name)
 
-    async def wait_for(self, name: str, *, timeout: float | None = None, type: Any = Any) -> Any:
-        """Wait durably for the next outside event called ``name`` and return its payload
-        (decoded as ``type``). Events delivered before the handler waits are kept, in
+    async def wait_for(
+        self, name: str, *, timeout: float | None = None, type: Any = DECLARED
+    ) -> Any:
+        """Wait durably for the next outside event called ``name`` and return its payload,
+        decoded as ``type`` (default: the type the actor class declares for the event in
+        ``events=``, else ``Any``). Events delivered before the handler waits are kept, in
         order. With ``timeout`` (seconds, durable), raises `TimeoutError` when it passes.
         """
         if not isinstance(name, str) or not name or name.startswith("\x00"):

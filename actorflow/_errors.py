@@ -114,6 +114,65 @@ class ActorStuckError(ActorflowError):
     """The actor cannot make progress until its code or journal is fixed."""
 
 
+class StepResultTooLarge(ActorflowError):
+    """A step returned more bytes than one journal record may hold.
+
+    Journaled as the step's outcome, so the handler sees the same error live and on
+    replay; the step is not retried (its result would be just as large).
+    """
+
+    def __init__(self, step: str, size: int, limit: int) -> None:
+        self.step = step
+        self.size = size
+        self.limit = limit
+        super().__init__(step, size, limit)
+
+    def __str__(self) -> str:
+        return (
+            f"step {self.step!r} returned {self.size:,} bytes once encoded, over the "
+            f"journal's record limit of {self.limit:,} bytes. Raise the limit "
+            f"(SqliteStore.open(..., max_record_bytes=N), or actorflow serve "
+            f"--max-record-bytes N), or store the data elsewhere and return a reference."
+        )
+
+
+class ContextMisuseError(ActorflowError):
+    """``ctx`` was used where replay cannot follow it: inside a step's function."""
+
+
+class CompensationFailed(ActorflowError):
+    """Some compensations still failed after their retries; the others ran.
+
+    ``undone`` names the steps that were undone, ``failed`` the compensations that
+    failed (``"name: ErrorType: message"``): those effects need a human.
+    """
+
+    def __init__(self, undone: list[str], failed: list[str]) -> None:
+        self.undone = undone
+        self.failed = failed
+        super().__init__(undone, failed)
+
+    def __str__(self) -> str:
+        listed = "; ".join(self.failed)
+        return (
+            f"{len(self.failed)} compensation(s) failed after their retries ({listed}); "
+            f"undone: {', '.join(self.undone) or 'nothing'}. The failed undos need a human."
+        )
+
+
+class IdempotencyKeyReused(InvalidMessageError):
+    """An idempotency key came back with a different request than the one it was first
+    used for; nothing was accepted."""
+
+
+class TooManyPendingEvents(ActorflowError):
+    """The actor already holds as many undelivered events as it may; nothing was accepted."""
+
+
+class InvocationNotRetryable(ActorflowError):
+    """An operator asked to retry an invocation that cannot be retried (see the message)."""
+
+
 class RuntimeClosedError(ActorflowError):
     """The runtime is not running."""
 
@@ -123,6 +182,27 @@ class Suspended(BaseException):
 
     Derives from BaseException so that handler code catching Exception does not swallow it.
     """
+
+
+class JournalFailure(BaseException):
+    """The journal refused or failed a write under a running turn.
+
+    Never a step outcome: the turn stops where it stands (nothing after the failed write
+    happened), and the runtime re-activates the actor after a pause, replaying the turn
+    from what the journal holds. Derives from BaseException so that handler code catching
+    Exception cannot mistake it for a failed step and act on it.
+    """
+
+    def __init__(self, actor: str, cause: BaseException) -> None:
+        self.actor = actor
+        self.cause = cause
+        super().__init__(actor, cause)
+
+    def __str__(self) -> str:
+        return (
+            f"actor {self.actor}: the journal failed a write ({type(self.cause).__name__}: "
+            f"{self.cause}); the turn is suspended and will be replayed"
+        )
 
 
 class TurnCancelled(BaseException):
@@ -141,5 +221,13 @@ class TurnCancelled(BaseException):
 #: themselves (live and on replay alike) from their arguments.
 JOURNALED_ERRORS: dict[str, type[Exception]] = {
     f"{cls.__module__}.{cls.__qualname__}": cls
-    for cls in (StepOutcomeUnknown, InvalidResultError, HandlerFailed, StepFailed)
+    for cls in (
+        StepOutcomeUnknown,
+        InvalidResultError,
+        HandlerFailed,
+        StepFailed,
+        StepResultTooLarge,
+        ContextMisuseError,
+        CompensationFailed,
+    )
 }

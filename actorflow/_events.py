@@ -1,11 +1,18 @@
 """The actor's journal entries: what replay needs, as tagged msgspec records.
 
-Two streams per actor, both plain journal streams:
+Three streams per actor, all plain journal streams:
 
 - ``actor/<Type>/<key>``: written only by the actor's owner (expected position + epoch):
-  turns started and ended, each step's outcome, timers, compensations.
+  turns started and ended, each step's outcome, timers, compensations. Its journal
+  snapshot is the actor's checkpoint (`ActorSnapshot`), replaced in the same transaction
+  as every turn's end.
 - ``inbox/<Type>/<key>``: written by anyone (clients, other actors): messages accepted,
-  events delivered, replies to the actor's calls.
+  events delivered, replies to the actor's calls, cancellation requests.
+- ``outcomes/<Type>/<key>``: one `InvocationEnded` per finished invocation, written with
+  the turn's end, so an invocation reads back as finished forever.
+
+Plus one ``idempotency/<Type>/<key>/<client key>`` stream per client idempotency key, and
+the ``idempotency-log`` that lists them in order, for their retention.
 
 Tags never change meaning; new fields get defaults (msgspec's schema-evolution rules).
 Values are kept as MessagePack (`msgspec.Raw`) and decoded with the type the code expects.
@@ -50,15 +57,46 @@ class TurnStarted(msgspec.Struct, tag="turn", frozen=True):
     version: str = ""
     reply_to: ReplyTo | None = None
     deadline: float | None = None
+    #: Which replay rules wrote this turn: 1 (before step keys carried the journal's
+    #: identity and fingerprints were canonical) or `RULES` (now). A turn keeps the rules
+    #: it started under, so an upgrade never changes the keys of a step in flight.
+    rules: int = 1
+    #: The turn number its step keys and random draws derive from: this turn's own, or
+    #: for an operator's retry of a failed invocation, the failed turn's (0: this turn).
+    key_turn: int = 0
+
+
+#: The replay rules new turns are written under (see `TurnStarted.rules`).
+RULES = 2
 
 
 class StepStarted(msgspec.Struct, tag="step_started", frozen=True):
-    """A reconcilable or at-most-once step is about to execute (journaled durably first)."""
+    """A reconcilable or at-most-once step is about to execute an attempt (journaled
+    durably first)."""
 
     turn: int
     step: str
     name: str
     kind: str
+    fingerprint: int = 0
+    at: float = 0.0
+    attempt: int = 1
+
+
+class StepRetrying(msgspec.Struct, tag="step_retry", frozen=True):
+    """Attempt ``attempt`` of a step failed with ``error``; the next runs at ``retry_at``.
+
+    Journaled before the backoff, so a restart during it neither restarts the count nor
+    waits again from the beginning.
+    """
+
+    turn: int
+    step: str
+    name: str
+    kind: str
+    attempt: int
+    error: ErrorInfo
+    retry_at: float
     fingerprint: int = 0
     at: float = 0.0
 
@@ -126,7 +164,8 @@ class TurnCompleted(msgspec.Struct, tag="turn_done", frozen=True):
 
 
 class TurnFailed(msgspec.Struct, tag="turn_failed", frozen=True):
-    """The turn raised (or was cancelled); ``compensated`` lists the steps undone."""
+    """The turn raised (or was cancelled); ``compensated`` lists the steps undone and
+    ``compensation_failed`` the undos that failed after their retries."""
 
     turn: int
     invocation: str
@@ -135,27 +174,41 @@ class TurnFailed(msgspec.Struct, tag="turn_failed", frozen=True):
     inbox: int = 0
     compensated: tuple[str, ...] = ()
     cancelled: bool = False
+    compensation_failed: tuple[str, ...] = ()
 
 
 ActorEntry = (
     TurnStarted
     | TurnCancelling
     | StepStarted
+    | StepRetrying
     | StepCompleted
     | StepFailed
     | TimerStarted
     | TurnCompleted
     | TurnFailed
 )
-StepEntry = StepStarted | StepCompleted | StepFailed | TimerStarted
+StepEntry = StepStarted | StepRetrying | StepCompleted | StepFailed | TimerStarted
 TurnEnd = TurnCompleted | TurnFailed
 
 # -- inbox stream ------------------------------------------------------------------------
 
 
+class SeedRecord(msgspec.Struct, array_like=True, frozen=True):
+    """An actor-stream record carried elsewhere verbatim (its type tag and payload)."""
+
+    type: str
+    data: bytes
+
+
 class MessageAccepted(msgspec.Struct, tag="message", frozen=True):
     """A message to one of the actor's handlers, accepted durably. ``deadline`` is in
-    seconds from the start of its turn."""
+    seconds from the start of its turn.
+
+    An operator's retry of a failed invocation is a message too: it carries the failed
+    turn's number (``retry_of``) and its journaled steps (``seed``: the `TurnStarted`
+    first), which the retried turn replays instead of running them again.
+    """
 
     invocation: str
     handler: str
@@ -164,6 +217,8 @@ class MessageAccepted(msgspec.Struct, tag="message", frozen=True):
     reply_to: ReplyTo | None = None
     idempotency_key: str | None = None
     deadline: float | None = None
+    retry_of: int = 0
+    seed: tuple[SeedRecord, ...] = ()
 
 
 class EventDelivered(msgspec.Struct, tag="event", frozen=True):
@@ -193,31 +248,81 @@ class Reply(msgspec.Struct, frozen=True):
     handler: str = ""
     cancelled: bool = False
     compensated: tuple[str, ...] = ()
+    compensation_failed: tuple[str, ...] = ()
+
+
+class PendingEvent(msgspec.Struct, array_like=True, frozen=True):
+    """An event delivered but not consumed yet, kept in the checkpoint with its position."""
+
+    position: int
+    event: EventDelivered
 
 
 class ActorSnapshot(msgspec.Struct, frozen=True):
-    """An actor's state at a turn boundary: replay starts here instead of at turn 1.
+    """An actor's checkpoint at a turn boundary: activation starts here, so a finished turn
+    is never replayed.
 
-    ``inbox_done`` is the inbox position of the last message a turn took; ``events`` the
-    inbox positions of the events consumed; ``results`` the replies of recent invocations.
+    Since `RULES` 2 (``rules=2``) one is written with every turn's end, in the same
+    transaction. ``inbox_done`` is the inbox position of the last message a turn took:
+    activation reads the inbox after it. ``pending`` holds the events at or before it that
+    no turn consumed yet; ``events`` the positions after it of events already consumed.
+    ``attention`` lists recent invocations whose compensations failed.
+
+    Snapshots with ``rules=1`` (older journals) were taken every few turns; their
+    ``events`` list every consumed position, their ``results`` recent replies, and the
+    turns journaled after them are replayed.
     """
 
     turn: int
     state: msgspec.Raw
     inbox_done: int
     events: list[int]
-    results: dict[str, Reply]
+    results: dict[str, Reply] = {}
+    rules: int = 1
+    pending: list[PendingEvent] = []
+    attention: list[str] = []
+
+
+class InvocationEnded(msgspec.Struct, tag="ended", frozen=True):
+    """An invocation's outcome, on the ``outcomes/`` stream (the latest record of an
+    invocation is its outcome; an operator's retry can end it again).
+
+    ``seed`` holds the failed turn's records (its `TurnStarted` first, its failing last
+    step left out) when it can be retried: it failed without cancellation and nothing
+    was compensated.
+    """
+
+    invocation: str
+    turn: int
+    reply: Reply
+    at: float
+    seed: tuple[SeedRecord, ...] = ()
 
 
 class IdempotencyClaim(msgspec.Struct, tag="idempotency", frozen=True):
-    """The invocation that a client's idempotency key was first used for."""
+    """The invocation that a client's idempotency key was first used for, with a
+    fingerprint of that request (handler, arguments, deadline) and when it was made."""
 
     invocation: str
+    fingerprint: int = 0
+    at: float = 0.0
+
+
+class ClaimMade(msgspec.Struct, tag="claim", frozen=True):
+    """An idempotency claim stream was created at ``at`` (the retention sweep's log)."""
+
+    stream: str
+    at: float
 
 
 ACTOR_CODEC: Codec[ActorEntry] = Codec(ActorEntry)
 INBOX_CODEC: Codec[InboxEntry] = Codec(InboxEntry)
+OUTCOME_CODEC: Codec[InvocationEnded] = Codec(InvocationEnded)
 IDEMPOTENCY_CODEC: Codec[IdempotencyClaim] = Codec(IdempotencyClaim)
+CLAIM_LOG_CODEC: Codec[ClaimMade] = Codec(ClaimMade)
+
+#: The stream listing idempotency claims in the order they were made.
+CLAIM_LOG = "idempotency-log"
 
 
 def actor_stream(actor_id: str) -> str:
@@ -228,6 +333,11 @@ def actor_stream(actor_id: str) -> str:
 def inbox_stream(actor_id: str) -> str:
     """The journal stream holding an actor's accepted messages and events."""
     return f"inbox/{actor_id}"
+
+
+def outcomes_stream(actor_id: str) -> str:
+    """The journal stream holding the outcome of each of an actor's invocations."""
+    return f"outcomes/{actor_id}"
 
 
 def idempotency_stream(actor_id: str, key: str) -> str:

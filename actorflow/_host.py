@@ -1,9 +1,14 @@
 """`ActorHost`: one activated actor: its journal writer, inbox, replay and turn loop.
 
-Activation claims the actor's stream (a new owner epoch), loads its latest snapshot,
-replays every turn journaled after it (handlers re-run; ctx hands back journaled values),
-resumes an unfinished turn at the exact step it reached, then takes inbox messages one
-turn at a time. An idle actor is passivated: dropped from memory, its journal its existence.
+Activation claims the actor's stream (a new owner epoch), restores its latest checkpoint
+(the journal snapshot written with every turn's end), re-runs the one turn that had not
+ended, if any, at the exact step it reached, then takes inbox messages one turn at a time.
+A finished turn is never replayed. An idle actor is passivated: dropped from memory, its
+journal its existence.
+
+If the journal fails under the actor, the host stops (`JournalFailure`) and the runtime
+activates a fresh one after a pause: nothing the handler did after the failed write
+happened, and the fresh host replays from what the journal holds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from actorflow._actor import Actor, HandlerInfo
 from actorflow._context import ActorRef
 from actorflow._errors import (
     ActorflowError,
+    JournalFailure,
     NonDeterminismError,
     Suspended,
     TurnCancelled,
@@ -27,14 +33,19 @@ from actorflow._errors import (
 from actorflow._events import (
     ACTOR_CODEC,
     INBOX_CODEC,
+    OUTCOME_CODEC,
+    RULES,
     ActorEntry,
     ActorSnapshot,
     ErrorInfo,
     EventDelivered,
     InvocationCancelled,
+    InvocationEnded,
     MessageAccepted,
+    PendingEvent,
     Reply,
     ReplyTo,
+    SeedRecord,
     StepCompleted,
     StepEntry,
     StepFailed,
@@ -45,10 +56,11 @@ from actorflow._events import (
     TurnStarted,
     actor_stream,
     inbox_stream,
+    outcomes_stream,
 )
 from actorflow._replay import RecordedTurn
-from actorflow._turn import Turn
-from actorflow._values import error_info
+from actorflow._turn import Turn, canonical_equal
+from actorflow._values import encode, error_info
 from journal import StreamAppend
 
 if TYPE_CHECKING:
@@ -56,11 +68,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actorflow")
 
-_NONE = msgspec.msgpack.encode(None)
-
 ActorState = Literal[
-    "activating", "idle", "running", "waiting-timer", "waiting-event", "stuck", "stopped"
+    "activating",
+    "idle",
+    "running",
+    "waiting-timer",
+    "waiting-event",
+    "waiting-retry",
+    "retrying",
+    "stuck",
+    "stopped",
 ]
+
+#: How many invocations with failed compensations an actor's status lists.
+MAX_ATTENTION = 100
+#: Bytes kept back from the record limit for a turn's end record around its result.
+_END_ENVELOPE = 4096
 
 
 class _TurnGroup:
@@ -78,7 +101,7 @@ class _TurnGroup:
 class ActorHost:
     """One actor in memory; see the module docstring."""
 
-    def __init__(self, runtime: Runtime, cls: type[Actor], key: str) -> None:
+    def __init__(self, runtime: Runtime, cls: type[Actor], key: str, failures: int = 0) -> None:
         self.runtime = runtime
         self.cls = cls
         self.key = key
@@ -88,25 +111,37 @@ class ActorHost:
         self.inbox = inbox_stream(self.actor_id)
         self.clock = runtime.clock
         self.store = runtime.store
+        self.record_limit = runtime.record_limit
+        self.step_threads = runtime.step_threads
+        self.retry = cls.__actorflow_retry__ or runtime.default_retry
+        self.key_tag = runtime.key_tag
+        self.events = cls.__actorflow_events__
         self.suspending = anyio.Event()
         self.state: ActorState = "activating"
         self.current: str | None = None
         self.stuck: ActorflowError | None = None
+        #: Why the journal stopped this host, if it did (the runtime retries the actor).
+        self.failure: JournalFailure | None = None
+        #: Journal failures in a row before this host (for the runtime's backoff).
+        self.failures = failures
         self.waiting_on: str | None = None
         self.instance: Actor = cls()
         self.instance.key = key
         state_type = cls.__actorflow_state__
         self.instance.state = state_type() if state_type is not None else None
+        self._state_bytes = encode(self.instance.state)  # the state as last checkpointed
         self.turns = 0
         self.results: collections.OrderedDict[str, Reply] = collections.OrderedDict()
-        self._position = 0
+        self.attention: list[str] = []
+        self._position = 0  # the actor stream's last position known to be committed
+        self._reserved = 0  # ... and including appends under way
         self._epoch = 0
         self._inbox_read = 0
         self._message_done = 0
         self._messages: collections.deque[tuple[int, MessageAccepted]] = collections.deque()
         self._events: dict[str, collections.deque[tuple[int, EventDelivered]]] = {}
+        self._buffered_events = 0
         self._consumed: set[int] = set()
-        self._snapshot_turn = 0  # the turn the latest snapshot was taken after
         self.activated = anyio.Event()  # set once activation and replay are over
         self.scope = anyio.CancelScope()  # cancelled to abandon the actor at shutdown
         self._notified = anyio.Event()
@@ -119,6 +154,8 @@ class ActorHost:
         self.notified_late = False
         self.turn: Turn | None = None
         self.cancels: set[str] = set()
+        #: Deliveries of events to this actor under way (for the pending-events bound).
+        self.delivering = 0
         #: Why the runtime is stopping (set by `Runtime.shutdown`), or None.
         self.stopping: str | None = None
         self.draining = anyio.Event()
@@ -126,19 +163,47 @@ class ActorHost:
     # -- the TurnHost protocol ------------------------------------------------------------
 
     async def journal(
-        self, entries: Sequence[ActorEntry], extra: Sequence[StreamAppend] = ()
+        self,
+        entries: Sequence[ActorEntry],
+        extra: Sequence[StreamAppend] = (),
+        snapshot: bytes | None = None,
     ) -> None:
         """Append to the actor's stream (and ``extra`` parts in the same transaction),
-        at the position this owner expects and under its epoch."""
+        at the position this owner expects and under its epoch; with ``snapshot``, replace
+        the actor's checkpoint in the same transaction.
+
+        A failure of the journal stops the running turn (`JournalFailure`); this host
+        writes nothing more, and the runtime replays the actor in a fresh one.
+        """
+        if self.failure is not None:
+            raise self.failure
         records = tuple(ACTOR_CODEC.encode(entry) for entry in entries)
-        expected = self._position
-        self._position += len(records)
-        part = StreamAppend(self.stream, records, expected, self._epoch)
-        await self.store.append_many([part, *extra])
+        expected = self._reserved
+        self._reserved += len(records)
+        part = StreamAppend(self.stream, records, expected, self._epoch, snapshot)
+        try:
+            await self.store.append_many([part, *extra])
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        finally:
+            # Wake the receivers of messages and replies, even when the write failed: it
+            # may have committed all the same (its acknowledgement lost), and a spurious
+            # wakeup costs a read where a missed one would leave them waiting.
+            for other in extra:
+                if other.stream.startswith("inbox/"):
+                    self.runtime.notify(other.stream.removeprefix("inbox/"))
+        self._position = max(self._position, expected + len(records))
         metrics = self.runtime.metrics
         metrics.appends += 1
-        if isinstance(entries[0], StepCompleted | StepFailed):
+        if entries and isinstance(entries[0], StepCompleted | StepFailed):
             metrics.steps += 1
+
+    def _failed(self, exc: BaseException) -> JournalFailure:
+        if self.failure is None:
+            self.failure = JournalFailure(self.actor_id, exc)
+            if self.turn is not None:
+                self.turn.abort(self.failure)
+        return self.failure
 
     def take_event(self, name: str) -> tuple[int, EventDelivered] | None:
         """The oldest unconsumed event called ``name`` (removed from the buffer)."""
@@ -146,6 +211,7 @@ class ActorHost:
         if not queue:
             return None
         position, event = queue.popleft()
+        self._buffered_events -= 1
         self._consumed.add(position)
         return position, event
 
@@ -153,12 +219,10 @@ class ActorHost:
         """Replay consumed the event at ``position``: drop it from the buffer."""
         self._consumed.add(position)
         for queue in self._events.values():
-            if queue and queue[0][0] == position:
-                queue.popleft()
-                return
             for index, (at, _) in enumerate(queue):
                 if at == position:
                     del queue[index]
+                    self._buffered_events -= 1
                     return
 
     async def event_arrival(self) -> None:
@@ -179,10 +243,6 @@ class ActorHost:
     ) -> StreamAppend:
         """Validate a message to another actor; return the append that accepts it."""
         return self.runtime.accept_message(target, handler, args, kwargs, invocation, reply_to)
-
-    def sent(self, target: ActorRef) -> None:
-        """Wake the receiver of a committed message."""
-        self.runtime.notify(target.id)
 
     def result_type(self, target: ActorRef, handler: str) -> Any:
         """The annotated result type of another actor's handler."""
@@ -224,13 +284,25 @@ class ActorHost:
                 self._messages.append((position, entry))
         elif isinstance(entry, EventDelivered):
             if position not in self._consumed:
-                self._events.setdefault(entry.name, collections.deque()).append((position, entry))
+                self._buffer_event(position, entry)
         elif isinstance(entry, InvocationCancelled):
             self.cancel(entry.invocation)
+
+    def _buffer_event(self, position: int, event: EventDelivered) -> None:
+        self._events.setdefault(event.name, collections.deque()).append((position, event))
+        self._buffered_events += 1
+
+    def pending_events(self) -> int:
+        """Events delivered and not consumed yet, with deliveries under way."""
+        return self._buffered_events + self.delivering
 
     def queued(self, invocation: str) -> bool:
         """Whether ``invocation`` waits in the inbox for its turn."""
         return any(message.invocation == invocation for _, message in self._messages)
+
+    def queued_messages(self) -> list[MessageAccepted]:
+        """The messages waiting for their turns, in order."""
+        return [message for _, message in self._messages]
 
     def cancel(self, invocation: str) -> None:
         """Cancel ``invocation``: now if it is running, else when its turn starts."""
@@ -241,15 +313,16 @@ class ActorHost:
     # -- activation and replay ------------------------------------------------------------
 
     async def activate(self) -> _TurnGroup | None:
-        """Claim the stream, restore the snapshot, replay finished turns; return the
-        unfinished turn to resume, if any."""
+        """Claim the stream, restore the checkpoint, replay turns journaled after it that
+        ended (only journals written before checkpoints came with every turn have any);
+        return the unfinished turn to resume, if any."""
         self._epoch = await self.store.claim(self.stream)
         start = 1
         snapshot = await self.store.load_snapshot(self.stream)
         if snapshot is not None:
             self._restore(msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot))
             start = snapshot.position + 1
-        self._position = await self.store.last_position(self.stream)
+        self._position = self._reserved = await self.store.last_position(self.stream)
         await self.read_inbox()
         groups = await self._read_turns(start)
         resume = groups.pop() if groups and groups[-1].end is None else None
@@ -261,10 +334,17 @@ class ActorHost:
         state_type = self.cls.__actorflow_state__
         if state_type is not None:
             self.instance.state = msgspec.msgpack.decode(snapshot.state, type=state_type)
-        self.turns = self._snapshot_turn = snapshot.turn
+            self._state_bytes = bytes(snapshot.state)
+        self.turns = snapshot.turn
         self._message_done = snapshot.inbox_done
         self._consumed = set(snapshot.events)
-        self.results.update(snapshot.results)
+        self.attention = list(snapshot.attention)
+        if snapshot.rules >= 2:  # the inbox up to inbox_done is folded into the checkpoint
+            self._inbox_read = snapshot.inbox_done
+            for pending in snapshot.pending:
+                self._buffer_event(pending.position, pending.event)
+        else:
+            self.results.update(snapshot.results)
 
     async def _read_turns(self, start: int) -> list[_TurnGroup]:
         groups: list[_TurnGroup] = []
@@ -325,12 +405,25 @@ class ActorHost:
             self.runtime.version,
             message.reply_to,
             None if budget is None else now + budget,
+            RULES,
+            message.retry_of,
         )
+        seeded = self._seeded(started, message.seed)
         self._take_message(position)
-        at = self._position + 1
-        await self.journal([started])
-        await self._run_turn(started, RecordedTurn(self.actor_id, started, at, []))
+        at = self._reserved + 1
+        await self.journal([started, *seeded])
+        steps = [(at + 1 + index, entry) for index, entry in enumerate(seeded)]
+        await self._run_turn(started, RecordedTurn(self.actor_id, started, at, steps))
         self.runtime.metrics.turn_seconds.observe(self.clock.now() - now)
+
+    def _seeded(self, started: TurnStarted, seed: Sequence[SeedRecord]) -> list[StepEntry]:
+        """The steps a retried turn starts with: the failed turn's, renumbered."""
+        entries: list[StepEntry] = []
+        for index, record in enumerate(seed[1:], start=1):  # seed[0]: the failed TurnStarted
+            entry = ACTOR_CODEC.decode_payload(record.type, record.data, "seed", index)
+            if isinstance(entry, StepEntry):
+                entries.append(msgspec.structs.replace(entry, turn=started.turn))
+        return entries
 
     def _handler_deadline(self, handler: str) -> float | None:
         info = self.cls.__actorflow_handlers__.get(handler)
@@ -342,9 +435,7 @@ class ActorHost:
         self.current = started.invocation
         self.state = "running"
         deadline = started.deadline if recorded.end is None else None
-        turn = Turn(
-            self, self.key, started.turn, started.invocation, started.at, recorded, deadline
-        )
+        turn = Turn(self, self.key, started, recorded, deadline)
         self.turn = turn
         self.instance.ctx = turn.context
         if started.invocation in self.cancels:
@@ -355,29 +446,46 @@ class ActorHost:
             reply = await self._outcome(turn, started)
         finally:
             self.turn = None
-        if turn.diverged is not None:
-            raise turn.diverged
         end = recorded.end
-        if end is not None:
+        if end is not None:  # a turn journaled before checkpoints came with every turn
             self._check_same_end(recorded, end, reply)
+            if not reply.ok and started.rules >= 2:
+                self._revert_state()
         else:
             recorded.check_complete(f"the end of turn {started.turn}")
-            await self._journal_end(started, reply, turn)
+            reply = self._fit(started, reply)
+            if not reply.ok:
+                self._revert_state()
+            await self._journal_end(started, reply, turn, recorded)
         self._finish(started.invocation, reply)
-        if end is None:
-            await self._maybe_snapshot()  # after _finish: the snapshot keeps this result too
+        self.cancels.discard(started.invocation)
         if self.stopping is not None:
             outcome = "compensated" if reply.cancelled else "finished"
             self.runtime.stopped_turn(self.actor_id, outcome)
 
     async def _outcome(self, turn: Turn, started: TurnStarted) -> Reply:
+        """Run the handler in a scope `Turn.abort` can cancel; raise why it was aborted."""
+        with anyio.CancelScope() as scope:
+            turn.scope = scope
+            reply = await self._handle(turn, started)
+        turn.raise_if_aborted()
+        if scope.cancelled_caught:
+            raise Suspended()  # pragma: no cover - only abort cancels this scope
+        return reply
+
+    async def _handle(self, turn: Turn, started: TurnStarted) -> Reply:
         """Run the handler; its result or error as a reply (compensating on error)."""
         try:
+            if turn.cancel_reason is not None and turn.recorded.empty and not turn.recorded.end:
+                raise TurnCancelled(turn.cancel_reason)  # cancelled before it began
             info = self.runtime.handler_info(self.type_name, started.handler)
             result = await info.fn(self.instance, **info.decode_args(started.args))
+            if turn.recorded.cancelled is not None or turn.cancellable:
+                # Cancelled while it ran without a step boundary to stop at.
+                raise TurnCancelled(turn.recorded.cancelled or turn.cancel_reason or "cancelled")
             data = info.encode_result(self.type_name, result)
             return Reply(True, data, handler=started.handler)
-        except (NonDeterminismError, Suspended):
+        except (NonDeterminismError, Suspended, JournalFailure):
             raise
         except TurnCancelled as cancelled:
             turn.compensating = True
@@ -385,34 +493,61 @@ class ActorHost:
                 marker = TurnCancelling(started.turn, cancelled.reason, self.clock.now())
                 await self.journal([marker])
             if turn.can_compensate:
-                await turn.compensate()
+                await turn.compensate_all()
             error = ErrorInfo("actorflow.Cancelled", cancelled.reason)
-            return Reply(
-                False,
-                error=error,
-                handler=started.handler,
-                cancelled=True,
-                compensated=tuple(turn.undone),
-            )
+            return self._failure(started, turn, error, cancelled=True)
         except Exception as exc:
             if turn.diverged is not None:
                 raise turn.diverged from exc
+            if turn.failure is not None:
+                raise turn.failure from exc
             await self._compensate_on_error(turn, started)
-            failure = error_info(exc)
-            undone = tuple(turn.undone)
-            return Reply(False, error=failure, handler=started.handler, compensated=undone)
+            return self._failure(started, turn, error_info(exc))
+
+    def _failure(
+        self, started: TurnStarted, turn: Turn, error: ErrorInfo, cancelled: bool = False
+    ) -> Reply:
+        return Reply(
+            False,
+            error=error,
+            handler=started.handler,
+            cancelled=cancelled,
+            compensated=tuple(turn.undone),
+            compensation_failed=tuple(turn.undo_failed),
+        )
 
     async def _compensate_on_error(self, turn: Turn, started: TurnStarted) -> None:
         handlers = self.cls.__actorflow_handlers__
         info: HandlerInfo | None = handlers.get(started.handler)
         if info is not None and info.options.compensate_on_error and turn.can_compensate:
             turn.compensating = True
-            await turn.compensate()
+            await turn.compensate_all()
+
+    def _fit(self, started: TurnStarted, reply: Reply) -> Reply:
+        """A result too large for the journal fails the turn, saying so."""
+        limit = self.record_limit - _END_ENVELOPE
+        if not reply.ok or len(reply.result) <= limit:
+            return reply
+        message = (
+            f"{self.type_name}.{started.handler} returned {len(reply.result):,} bytes once "
+            f"encoded, over the {limit:,} bytes a turn's result may take in the journal; "
+            f"raise the journal's record limit or return a reference to the data"
+        )
+        return Reply(
+            False, error=ErrorInfo("actorflow.InvalidResultError", message), handler=started.handler
+        )
+
+    def _revert_state(self) -> None:
+        """A turn that did not complete leaves the state as it was before it."""
+        state_type = self.cls.__actorflow_state__
+        if state_type is not None:
+            self.instance.state = msgspec.msgpack.decode(self._state_bytes, type=state_type)
 
     def _check_same_end(self, recorded: RecordedTurn, end: TurnEnd, reply: Reply) -> None:
         recorded.check_complete(f"the end of turn {end.turn}")
         if isinstance(end, TurnCompleted):
-            same = reply.ok and reply.result == bytes(end.result)
+            kind = self._result_type(recorded.started.handler)
+            same = reply.ok and canonical_equal(reply.result, bytes(end.result), kind)
             was = f"turn {end.turn} returning {msgspec.msgpack.decode(end.result)!r}"
         else:
             same = not reply.ok and reply.error is not None and reply.error.type == end.error.type
@@ -424,7 +559,15 @@ class ActorHost:
                 now = f"failing with {reply.error.type if reply.error else '?'}"
             raise NonDeterminismError(self.actor_id, recorded.end_position, was, now)
 
-    async def _journal_end(self, started: TurnStarted, reply: Reply, turn: Turn) -> None:
+    def _result_type(self, handler: str) -> Any:
+        info = self.cls.__actorflow_handlers__.get(handler)
+        return info.result_type if info is not None else Any
+
+    async def _journal_end(
+        self, started: TurnStarted, reply: Reply, turn: Turn, recorded: RecordedTurn
+    ) -> None:
+        """Journal the turn's end, its outcome and the actor's new checkpoint as one
+        transaction (with the reply to a caller, if any)."""
         at = self.clock.now()
         entry: TurnEnd
         if reply.ok:
@@ -440,44 +583,99 @@ class ActorHost:
                 started.inbox,
                 reply.compensated,
                 reply.cancelled,
+                reply.compensation_failed,
             )
-        extra: list[StreamAppend] = []
+            if reply.compensation_failed:
+                self.attention = [*self.attention, started.invocation][-MAX_ATTENTION:]
+        seed = await self._retry_seed(started, reply, recorded)
+        ended = InvocationEnded(started.invocation, started.turn, reply, at, seed)
+        extra = [StreamAppend(outcomes_stream(self.actor_id), (OUTCOME_CODEC.encode(ended),))]
         if started.reply_to is not None:
-            event = EventDelivered(
-                started.reply_to.event, msgspec.Raw(msgspec.msgpack.encode(reply)), at
-            )
+            event = EventDelivered(started.reply_to.event, msgspec.Raw(encode(reply)), at)
             extra.append(
                 StreamAppend(inbox_stream(started.reply_to.actor), (INBOX_CODEC.encode(event),))
             )
-        await self.journal([entry], extra)
-        if started.reply_to is not None:
-            self.runtime.notify(started.reply_to.actor)
+        if reply.ok:
+            self._state_bytes = encode(self.instance.state)
+        await self.journal([entry], extra, snapshot=self._checkpoint(started.turn))
+        await self._compact()
+
+    def _checkpoint(self, turn: int) -> bytes:
+        """The actor's checkpoint after ``turn``: state, inbox progress, pending events."""
+        done = self._message_done
+        pending = [
+            PendingEvent(position, event)
+            for queue in self._events.values()
+            for position, event in queue
+            if position <= done
+        ]
+        pending.sort(key=lambda item: item.position)
+        self._consumed = {position for position in self._consumed if position > done}
+        self.cancels = {invocation for invocation in self.cancels if self.queued(invocation)}
+        snapshot = ActorSnapshot(
+            turn,
+            msgspec.Raw(self._state_bytes),
+            done,
+            sorted(self._consumed),
+            rules=RULES,
+            pending=pending,
+            attention=self.attention,
+        )
+        return encode(snapshot)
+
+    async def _retry_seed(
+        self, started: TurnStarted, reply: Reply, recorded: RecordedTurn
+    ) -> tuple[SeedRecord, ...]:
+        """The failed turn's records, for an operator's retry (empty when it cannot be
+        retried: it was cancelled, or compensations ran, or it is too large to keep)."""
+        if reply.ok or reply.cancelled or reply.compensated or reply.compensation_failed:
+            return ()
+        records: list[SeedRecord] = []
+        async for batch in self.store.read_batches(self.stream, recorded.position):
+            records.extend(SeedRecord(record.type, record.data) for record in batch)
+        entries = [ACTOR_CODEC.decode_payload(r.type, r.data, self.stream, 0) for r in records]
+        if len(entries) > 1 and isinstance(entries[-1], StepFailed):
+            failing = entries[-1].step  # the step whose error ended the turn runs again
+            records = [
+                record
+                for record, entry in zip(records, entries, strict=True)
+                if getattr(entry, "step", None) != failing
+            ]
+        size = sum(len(record.data) + len(record.type) + 8 for record in records)
+        if size + _END_ENVELOPE > self.record_limit // 2:
+            log.warning(
+                "actor %s: invocation %s failed with %s bytes of journaled steps, too many to "
+                "keep for a retry; it cannot be retried",
+                self.actor_id,
+                started.invocation,
+                size,
+            )
+            return ()
+        return tuple(records)
+
+    async def _compact(self) -> None:
+        """After every turn whose number is a multiple of ``snapshot_every`` (however often
+        the actor was passivated), delete what the checkpoint covers: the actor's records
+        through the checkpoint, and the inbox through the last message taken."""
+        every = self.runtime.snapshot_every
+        if not every or self.turns % every:
+            return
+        try:
+            await self.store.truncate(self.stream, self._position, epoch=self._epoch)
+            done = self._message_done
+            if done:
+                await self.store.save_snapshot(self.inbox, done, b"")
+                await self.store.truncate(self.inbox, done)
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     def _finish(self, invocation: str, reply: Reply) -> None:
         self.results[invocation] = reply
+        self.results.move_to_end(invocation)
         while len(self.results) > self.runtime.keep_results:
             self.results.popitem(last=False)
         self.current = None
         self.runtime.invocation_ended(invocation, reply)
-
-    async def _maybe_snapshot(self) -> None:
-        every = self.runtime.snapshot_every
-        due = every and self.turns - self._snapshot_turn >= every
-        if self.cls.__actorflow_state__ is None or not due:
-            return
-        snapshot = ActorSnapshot(
-            self.turns,
-            msgspec.Raw(msgspec.msgpack.encode(self.instance.state)),
-            self._message_done,
-            sorted(self._consumed),
-            dict(self.results),
-        )
-        position = self._position
-        await self.store.save_snapshot(
-            self.stream, position, msgspec.msgpack.encode(snapshot), epoch=self._epoch
-        )
-        await self.store.truncate(self.stream, position, epoch=self._epoch)
-        self._snapshot_turn = self.turns
 
     # -- the actor's life -----------------------------------------------------------------
 
@@ -495,16 +693,31 @@ class ActorHost:
             if self.current is not None:
                 self.runtime.stopped_turn(self.actor_id, "checkpointed")
             self.state = "stopped"
+        except JournalFailure as failure:
+            self._retrying(failure)
         except NonDeterminismError as exc:
-            self.stuck = exc
-            self.state = "stuck"
-            log.error("%s", exc)
-            self.runtime.actor_stuck(self.actor_id)
+            self._stuck(exc)
         except Exception as exc:
-            self.stuck = exc if isinstance(exc, ActorflowError) else ActorflowError(str(exc))
-            self.state = "stuck"
-            log.exception("actor %s stopped: %s", self.actor_id, exc)
-            self.runtime.actor_stuck(self.actor_id)
+            if self.failure is not None:  # a read failed after a write did
+                self._retrying(self.failure)
+            elif _transient(exc):
+                self._retrying(JournalFailure(self.actor_id, exc))
+            else:
+                self._stuck(exc)
+
+    def _retrying(self, failure: JournalFailure) -> None:
+        self.failure = failure
+        self.state = "retrying"
+        log.warning("%s; retrying", failure)
+
+    def _stuck(self, exc: Exception) -> None:
+        self.stuck = exc if isinstance(exc, ActorflowError) else ActorflowError(str(exc))
+        self.state = "stuck"
+        if isinstance(exc, NonDeterminismError):
+            log.error("%s", exc)
+        else:
+            log.error("actor %s is stuck: %s", self.actor_id, exc, exc_info=exc)
+        self.runtime.actor_stuck(self.actor_id)
 
     async def _serve(self) -> None:
         while not self.suspending.is_set() and not self.draining.is_set():
@@ -524,8 +737,18 @@ class ActorHost:
                 self.closing = False
         raise Suspended()
 
-    def status_state(self) -> ActorState:
-        """The state shown by the status API."""
+    def status_state(self) -> str:
+        """The state shown by the status API (one of `ACTOR_STATES`)."""
         if self.state == "running" and self.waiting_on is not None:
-            return "waiting-timer" if self.waiting_on == "timer" else "waiting-event"
+            return f"waiting-{self.waiting_on}"
+        if self.state in ("activating", "stopped"):
+            return "pending"  # between processes or activations: work may be journaled
         return self.state
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a failure while reading the journal may go away by itself (a busy or full
+    store, a lost ownership) rather than need a fix (a damaged record, a bug)."""
+    from journal import ConflictError, FencingError, StorageError, StoreClosedError
+
+    return isinstance(exc, StorageError | ConflictError | FencingError | StoreClosedError)

@@ -20,6 +20,7 @@ from actorflow._events import (
     StepCompleted,
     StepEntry,
     StepFailed,
+    StepRetrying,
     StepStarted,
     TimerStarted,
     TurnEnd,
@@ -37,8 +38,25 @@ class Recorded:
     kind: str
     fingerprint: int = 0
     started: StepStarted | None = None
+    retrying: StepRetrying | None = None  # the latest failed attempt that was retried
     timer: TimerStarted | None = None
     outcome: StepCompleted | StepFailed | None = None
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts of the step ended (failed and were retried)."""
+        return self.retrying.attempt if self.retrying is not None else 0
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether an attempt was journaled as started and never ended: it was executing
+        when the process stopped (only steps with reconcile= or at_most_once journal
+        their starts)."""
+        return (
+            self.outcome is None
+            and self.started is not None
+            and self.started.attempt > self.attempts
+        )
 
 
 def describe(kind: str, name: str, step: str) -> str:
@@ -70,7 +88,6 @@ class RecordedTurn:
             self.cancelled = end.error.message
         self._steps: dict[str, Recorded] = {}
         self._consumed: set[str] = set()
-        self._abandoned: list[str] = []
         for at, entry in steps:
             self._add(at, entry)
 
@@ -82,6 +99,8 @@ class RecordedTurn:
             found = self._steps[entry.step] = Recorded(at, entry.name, kind, fingerprint)
         if isinstance(entry, StepStarted):
             found.started = entry
+        elif isinstance(entry, StepRetrying):
+            found.retrying = entry
         elif isinstance(entry, TimerStarted):
             found.timer = entry
         else:
@@ -124,6 +143,11 @@ class RecordedTurn:
         """Whether the journal holds anything for ``step`` (without consuming it)."""
         return step in self._steps
 
+    @property
+    def empty(self) -> bool:
+        """Whether the turn journaled no step at all."""
+        return not self._steps
+
     def has_beyond(self, prefix: str, seq: int) -> bool:
         """Whether the journal holds steps of branch ``prefix`` numbered ``seq`` or later."""
         for step in self._steps:
@@ -132,18 +156,9 @@ class RecordedTurn:
                 return True
         return False
 
-    def abandon(self, prefix: str) -> None:
-        """Exempt a branch's records from the end-of-turn check (a lost race in ctx.first)."""
-        self._abandoned.append(prefix + ".")
-
     def unconsumed(self) -> list[tuple[str, Recorded]]:
         """Recorded steps the code never asked for (non-determinism at turn end)."""
-        return [
-            (step, found)
-            for step, found in self._steps.items()
-            if step not in self._consumed
-            and not any(step.startswith(prefix) for prefix in self._abandoned)
-        ]
+        return [(step, found) for step, found in self._steps.items() if step not in self._consumed]
 
     def check_complete(self, doing: str) -> None:
         """Raise `NonDeterminismError` if recorded steps were skipped by the code."""

@@ -2,7 +2,9 @@
 
 It accepts messages (durably, before acknowledging), activates actors on demand, recovers
 every actor with unfinished work at start, delivers events, hands back results, and reports
-status. The actors' turns run in its task group.
+status. The actors' turns run in its task group. An actor whose journal writes fail is
+re-activated after a pause; an actor that cannot go on (non-determinism) is stuck, and
+refuses new work with `ActorStuckError` until it is fixed.
 """
 
 from __future__ import annotations
@@ -12,45 +14,51 @@ import math
 import os
 from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import anyio
 import anyio.abc
 import msgspec
 
+from actorflow import _idempotency, _inspect
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._clock import Clock, SystemClock
-from actorflow._context import ActorRef, handler_name
+from actorflow._context import DEFAULT_RETRY, ActorRef, Retry, handler_name
 from actorflow._errors import (
     ActorStuckError,
     HandlerFailed,
     InvalidMessageError,
+    InvocationNotRetryable,
     RuntimeClosedError,
+    TooManyPendingEvents,
     UnknownActorError,
     UnknownHandlerError,
 )
 from actorflow._events import (
     ACTOR_CODEC,
-    IDEMPOTENCY_CODEC,
     INBOX_CODEC,
-    ActorSnapshot,
     EventDelivered,
-    IdempotencyClaim,
     InvocationCancelled,
+    InvocationEnded,
     MessageAccepted,
     Reply,
     ReplyTo,
-    TurnCompleted,
-    TurnFailed,
     TurnStarted,
     actor_stream,
-    idempotency_stream,
     inbox_stream,
 )
-from actorflow._host import ActorHost, ActorState
+from actorflow._host import ActorHost
 from actorflow._metrics import Metrics
+from actorflow._status import (
+    ACTOR_STATES,
+    ActorStatus,
+    InvocationStatus,
+    JournalEntry,
+    ShutdownReport,
+    readable,
+)
 from actorflow._values import decoder_for, encode
-from journal import ConflictError, Store, StreamAppend
+from journal import DEFAULT_MAX_RECORD_BYTES, ConflictError, NewRecord, Store, StreamAppend
 
 log = logging.getLogger("actorflow")
 
@@ -60,66 +68,53 @@ R = TypeVar("R")
 
 #: Idempotency keys: 1 to 200 printable characters.
 _MAX_IDEMPOTENCY_KEY = 200
+#: Longest pause before a host whose journal failed is activated again, in seconds.
+MAX_RETRY_PAUSE = 30.0
 
-
-class ShutdownReport(msgspec.Struct, frozen=True):
-    """What `Runtime.shutdown` did with the turns that were running."""
-
-    running: int
-    checkpointed: int = 0
-    finished: int = 0
-    compensated: int = 0
-    abandoned: int = 0
-    seconds: float = 0.0
-
-
-class InvocationStatus(msgspec.Struct, frozen=True):
-    """Where an invocation is: ``queued``, ``running``, ``completed``, ``failed`` or
-    ``cancelled`` (with what was compensated)."""
-
-    invocation: str
-    actor: str
-    state: str
-    result: Any = None
-    error: str | None = None
-    error_type: str | None = None
-    compensated: tuple[str, ...] = ()
-
-
-class ActorStatus(msgspec.Struct, frozen=True):
-    """What an actor is doing: ``state`` is one of ``idle`` (nothing received yet or
-    waiting for messages), ``running``, ``waiting-timer``, ``waiting-event``, ``stuck``
-    (see ``error``), ``completed`` (every accepted message processed), ``pending`` (work
-    journaled but not active in this process)."""
-
-    actor: str
-    state: str
-    invocation: str | None
-    turns: int
-    error: str | None = None
-
-
-class JournalEntry(msgspec.Struct, frozen=True):
-    """One journal record as readable data: which stream, where, what, and when."""
-
-    stream: Literal["actor", "inbox"]
-    position: int
-    type: str
-    at: float
-    data: dict[str, Any]
+__all__ = [
+    "ACTOR_STATES",
+    "ActorHandle",
+    "ActorStatus",
+    "InvocationStatus",
+    "JournalEntry",
+    "Runtime",
+    "ShutdownReport",
+]
 
 
 class ActorHandle(Generic[A]):
-    """A typed reference to one actor, from `Runtime.ref`."""
+    """A typed reference to one actor, from `Runtime.ref`.
 
-    def __init__(self, runtime: Runtime, cls: type[A], key: str) -> None:
+    `options` returns a handle whose sends carry an idempotency key or a deadline:
+    ``await runtime.ref(Checkout, "o-7").options(idempotency_key="o-7").call(...)``.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        cls: type[A],
+        key: str,
+        idempotency_key: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._cls = cls
         self.ref = ActorRef(cls.__actorflow_name__, check_key(key))
+        self.idempotency_key = idempotency_key
+        self.deadline = deadline
 
     @property
     def id(self) -> str:
         """``Type/key``."""
         return self.ref.id
+
+    def options(
+        self, *, idempotency_key: str | None = None, deadline: float | None = None
+    ) -> ActorHandle[A]:
+        """This handle, sending with ``idempotency_key`` (a retry with the same key and
+        the same request gets the first invocation, never a second one) and ``deadline``
+        (seconds for the whole turn)."""
+        return ActorHandle(self._runtime, self._cls, self.ref.key, idempotency_key, deadline)
 
     async def call(
         self,
@@ -129,7 +124,7 @@ class ActorHandle(Generic[A]):
         **kwargs: P.kwargs,
     ) -> R:
         """Send a message and wait for the handler's result (its error: `HandlerFailed`)."""
-        invocation = await self._runtime.send(self.ref, handler_name(handler), args, kwargs)
+        invocation = await self._send(handler_name(handler), args, kwargs)
         result: R = await self._runtime.result(invocation)
         return result
 
@@ -141,7 +136,17 @@ class ActorHandle(Generic[A]):
         **kwargs: P.kwargs,
     ) -> str:
         """Send a message without waiting; return its invocation id (for `Runtime.result`)."""
-        return await self._runtime.send(self.ref, handler_name(handler), args, kwargs)
+        return await self._send(handler_name(handler), args, kwargs)
+
+    async def _send(self, handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return await self._runtime.send(
+            self.ref,
+            handler,
+            args,
+            kwargs,
+            idempotency_key=self.idempotency_key,
+            deadline=self.deadline,
+        )
 
     async def deliver(self, name: str, payload: Any = None) -> None:
         """Deliver the named event (for ``ctx.wait_for``)."""
@@ -151,13 +156,23 @@ class ActorHandle(Generic[A]):
         """The actor's status."""
         return await self._runtime.status(self.ref)
 
+    async def invocations(self) -> list[InvocationStatus]:
+        """The actor's invocations: running and queued ones first, then ended ones, newest
+        first."""
+        return await self._runtime.invocations(self.ref)
+
 
 class Runtime:
     """Hosts actor classes on a journal `Store`; use it as an async context manager.
 
-    ``snapshot_every`` turns, actors that declare ``state`` are snapshotted and their
-    journal truncated; actors idle for ``idle_timeout`` seconds are passivated.
-    ``version`` is written into every turn the runtime starts.
+    Every turn's end checkpoints the actor (state, inbox progress) in the same transaction;
+    every ``snapshot_every`` turns the journal behind the checkpoint is deleted (0: never).
+    Actors idle for ``idle_timeout`` seconds are passivated. ``version`` is written into
+    every turn the runtime starts. ``retry`` is the retry policy of steps whose step and
+    actor type give none (default: `Retry()`). Sync step functions run in worker threads,
+    at most ``step_threads`` at once. Client idempotency keys are kept
+    ``idempotency_retention`` seconds. An actor holds at most ``max_pending_events``
+    events nobody has waited for yet; further deliveries are refused.
     """
 
     def __init__(
@@ -171,7 +186,17 @@ class Runtime:
         version: str = "",
         keep_results: int = 1000,
         grace: float = 25.0,
+        retry: Retry | None = None,
+        step_threads: int = 40,
+        idempotency_retention: float = _idempotency.DEFAULT_RETENTION,
+        max_pending_events: int = 1000,
     ) -> None:
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
+        if not isinstance(step_threads, int) or step_threads < 1:
+            raise ValueError(f"step_threads must be an integer >= 1, got {step_threads!r}")
+        if not idempotency_retention > 0:
+            raise ValueError(f"idempotency_retention must be > 0 s, got {idempotency_retention!r}")
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.snapshot_every = snapshot_every
@@ -179,6 +204,13 @@ class Runtime:
         self.version = version
         self.keep_results = keep_results
         self.grace = grace
+        self.default_retry = retry or DEFAULT_RETRY
+        self.idempotency_retention = idempotency_retention
+        self.max_pending_events = max_pending_events
+        self.record_limit: int = getattr(store, "max_record_bytes", DEFAULT_MAX_RECORD_BYTES)
+        self.key_tag: str = store.identity[:16]
+        self._step_threads = step_threads
+        self.step_threads: anyio.CapacityLimiter  # made in __aenter__ (needs a loop)
         self.metrics = Metrics()
         self._types: dict[str, type[Actor]] = {}
         for cls in actors:
@@ -194,6 +226,7 @@ class Runtime:
         self._running = False
         self._live_hosts = 0
         self._all_stopped = anyio.Event()
+        self._stopping = anyio.Event()
         self._accepting = False
         self._stop_outcomes: dict[str, str] = {}
 
@@ -210,12 +243,14 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        self.step_threads = anyio.CapacityLimiter(self._step_threads)
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
         self._running = True
         self._accepting = True
         try:
             await self.recover()
+            self._group.start_soon(self._sweep_claims, name="idempotency key retention")
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -246,6 +281,7 @@ class Runtime:
         abandoned (cancelled); it runs again later under the same idempotency key.
         """
         self._running = self._accepting = False
+        self._stopping.set()
         await self._checkpoint_all(self.grace)
 
     async def shutdown(self, budget: float | None = None) -> ShutdownReport:
@@ -260,6 +296,7 @@ class Runtime:
         """
         budget = self.grace if budget is None else budget
         self._running = self._accepting = False
+        self._stopping.set()
         started = anyio.current_time()
         running = [host.actor_id for host in self._hosts.values() if host.turn is not None]
         for host in list(self._hosts.values()):
@@ -316,7 +353,7 @@ class Runtime:
         for inbox in await self.store.list_streams("inbox/"):
             actor_id = inbox.removeprefix("inbox/")
             type_name = actor_id.partition("/")[0]
-            if type_name in self._types and await self._has_work(actor_id):
+            if type_name in self._types and (await _inspect.view(self.store, actor_id)).has_work:
                 self._activate(actor_id)
                 count += 1
         self.metrics.recovered += count
@@ -324,33 +361,14 @@ class Runtime:
             log.info("recovered %d actors with unfinished work", count)
         return count
 
-    async def _has_work(self, actor_id: str) -> bool:
-        stream = actor_stream(actor_id)
-        info = await self.store.stream_info(stream)
-        done = 0
-        if info.last_position and info.last_position == info.snapshot_position:
-            snapshot = await self.store.load_snapshot(stream)  # everything before was truncated
-            assert snapshot is not None
-            done = msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot).inbox_done
-        elif info.last_position:
-            async for batch in self.store.read_batches(stream, info.last_position):
-                entry = ACTOR_CODEC.decode(batch[-1])
-                if not isinstance(entry, TurnCompleted | TurnFailed):
-                    return True
-                done = entry.inbox
-        async for batch in self.store.read_batches(inbox_stream(actor_id), done + 1):
-            if any(isinstance(INBOX_CODEC.decode(r), MessageAccepted) for r in batch):
-                return True
-        return False
-
-    def _activate(self, actor_id: str) -> ActorHost:
+    def _activate(self, actor_id: str, failures: int = 0) -> ActorHost:
         host = self._hosts.get(actor_id)
         if host is not None:
             return host
         if self._group is None or not self._running:
             raise RuntimeClosedError("the runtime is not running; use `async with Runtime(...)`")
         type_name, _, key = actor_id.partition("/")
-        host = ActorHost(self, self._types[type_name], key)
+        host = ActorHost(self, self._types[type_name], key, failures)
         self._hosts[actor_id] = host
         self.metrics.activations += 1
         self._group.start_soon(self._run_host, host, name=f"actor {actor_id}")
@@ -366,10 +384,25 @@ class Runtime:
             if not self._live_hosts:
                 self._all_stopped.set()
                 self._all_stopped = anyio.Event()
-            if host.state != "stuck" and self._hosts.get(host.actor_id) is host:
-                del self._hosts[host.actor_id]
-                if host.notified_late and self._running:
-                    self._activate(host.actor_id)
+            if self._hosts.get(host.actor_id) is host:
+                if host.state == "retrying" and self._running and self._group is not None:
+                    self._group.start_soon(self._retry_later, host)
+                elif host.state not in ("stuck", "retrying"):
+                    del self._hosts[host.actor_id]
+                    if host.notified_late and self._running:
+                        self._activate(host.actor_id)
+
+    async def _retry_later(self, host: ActorHost) -> None:
+        """Activate a fresh host for an actor whose journal failed, after a pause that
+        doubles with each failure in a row (the failed host stays listed meanwhile, so its
+        status says why)."""
+        pause = min(MAX_RETRY_PAUSE, 0.05 * 2**host.failures)
+        with anyio.move_on_after(pause):
+            await self._stopping.wait()
+        if self._running and self._hosts.get(host.actor_id) is host:
+            del self._hosts[host.actor_id]
+            self._activate(host.actor_id, host.failures + 1)
+            self._wake_waiters(host.actor_id)
 
     def notify(self, actor_id: str) -> None:
         """New inbox entries for ``actor_id`` were committed: wake (or activate) it."""
@@ -378,6 +411,13 @@ class Runtime:
             host.notify()
         elif self._running and actor_id.partition("/")[0] in self._types:
             self._activate(actor_id)
+
+    def _refuse_if_stuck(self, actor_id: str) -> None:
+        host = self._hosts.get(actor_id)
+        if host is not None and host.state == "stuck":
+            raise ActorStuckError(
+                f"actor {actor_id} is stuck and accepts nothing until it is fixed: {host.stuck}"
+            )
 
     # -- messages -------------------------------------------------------------------------
 
@@ -432,7 +472,14 @@ class Runtime:
             idempotency_key,
             None if deadline is None else float(deadline),
         )
-        return StreamAppend(inbox_stream(target.id), (INBOX_CODEC.encode(message),))
+        record = INBOX_CODEC.encode(message)
+        if len(record.data) > self.record_limit:
+            raise InvalidMessageError(
+                f"the arguments of {target.type_name}.{handler} take {len(record.data):,} bytes, "
+                f"over the journal's record limit of {self.record_limit:,} bytes; pass a "
+                f"reference to large data instead"
+            )
+        return StreamAppend(inbox_stream(target.id), (record,))
 
     async def send(
         self,
@@ -446,31 +493,55 @@ class Runtime:
     ) -> str:
         """Accept a message for ``target`` durably; return its invocation id.
 
-        A retry with the same ``idempotency_key`` (per actor) returns the first send's
-        invocation instead of sending again. ``deadline`` (seconds) bounds the whole turn:
-        past it the turn is cancelled and its compensations run.
+        A retry with the same ``idempotency_key`` (per actor, kept for
+        ``idempotency_retention``) and the same request returns the first send's
+        invocation instead of sending again; the same key with another request is refused
+        (`IdempotencyKeyReused`). ``deadline`` (seconds) bounds the whole turn: past it the
+        turn is cancelled and its compensations run.
         """
         self._check_accepting()
+        self._refuse_if_stuck(target.id)
         invocation = f"{target.id}#{os.urandom(12).hex()}"
         accept = self.accept_message(
             target, handler, args, kwargs or {}, invocation, None, idempotency_key, deadline
         )
         parts = [accept]
+        request = 0
         if idempotency_key is not None:
             _check_idempotency_key(idempotency_key)
-            claim = IDEMPOTENCY_CODEC.encode(IdempotencyClaim(invocation))
-            stream = idempotency_stream(target.id, idempotency_key)
-            parts.append(StreamAppend(stream, (claim,), expected_position=0))
+            sent = INBOX_CODEC.decode_payload("message", accept.records[0].data, "", 0)
+            assert isinstance(sent, MessageAccepted)
+            request = _idempotency.request_fingerprint(handler, bytes(sent.args), sent.deadline)
+            parts += _idempotency.claim_parts(
+                target.id, idempotency_key, invocation, request, self.clock.now()
+            )
+        try:
+            await self._accept(target.id, parts)
+        except ConflictError as exc:
+            if idempotency_key is None or exc.stream != parts[1].stream:
+                raise
+            first = await _idempotency.claimed(
+                self.store, exc.stream, idempotency_key, request, target.id
+            )
+            if first is None:  # the claim expired between the two: send again
+                return await self.send(
+                    target,
+                    handler,
+                    args,
+                    kwargs,
+                    idempotency_key=idempotency_key,
+                    deadline=deadline,
+                )
+            return first
+        return invocation
+
+    async def _accept(self, actor_id: str, parts: list[StreamAppend]) -> None:
+        """Append to an actor's inbox (with ``parts``' other streams) and wake the actor,
+        even if the append failed: it may have committed all the same."""
         try:
             await self.store.append_many(parts)
-        except ConflictError as exc:
-            if idempotency_key is None or exc.stream != parts[-1].stream:
-                raise
-            async for batch in self.store.read_batches(exc.stream):
-                return IDEMPOTENCY_CODEC.decode(batch[0]).invocation
-            raise
-        self.notify(target.id)
-        return invocation
+        finally:
+            self.notify(actor_id)
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -481,15 +552,51 @@ class Runtime:
 
     async def cancel(self, invocation: str) -> None:
         """Cancel an invocation: a running turn stops at its next step boundary and its
-        compensations run; a queued one is cancelled when its turn starts. Durable."""
+        compensations run; a queued one is cancelled at once (its handler never runs).
+        Durable."""
         actor_id = self._actor_of(invocation)
+        self._refuse_if_stuck(actor_id)
         entry = InvocationCancelled(invocation, self.clock.now())
-        await self.store.append(inbox_stream(actor_id), [INBOX_CODEC.encode(entry)])
+        await self._accept(actor_id, [_inbox_part(actor_id, INBOX_CODEC.encode(entry))])
         host = self._hosts.get(actor_id)
         if host is not None:
             host.cancel(invocation)
-        else:
-            self.notify(actor_id)
+            self._wake_waiters(actor_id)
+
+    async def retry(self, invocation: str) -> InvocationStatus:
+        """Run a failed invocation again, from its last journaled step: the steps that
+        completed are handed back from the journal (not run again), the step that failed
+        and everything after it run live, under the same idempotency keys.
+
+        Refused (`InvocationNotRetryable`) unless it failed without being cancelled and
+        nothing was compensated (undone effects would be built upon).
+        """
+        actor_id = self._actor_of(invocation)
+        self._refuse_if_stuck(actor_id)
+        self._check_accepting()
+        current = await self.invocation(invocation)
+        if current is None:
+            raise InvalidMessageError(f"no invocation {invocation!r} was accepted")
+        if current.state in ("queued", "running"):
+            raise InvocationNotRetryable(f"invocation {invocation} is {current.state}; wait for it")
+        ended = await _inspect.find_outcome(self.store, actor_id, invocation)
+        if ended is None or not ended.seed:
+            raise InvocationNotRetryable(_not_retryable(invocation, current))
+        first = ACTOR_CODEC.decode_payload(ended.seed[0].type, ended.seed[0].data, "seed", 0)
+        assert isinstance(first, TurnStarted)
+        message = MessageAccepted(
+            invocation,
+            first.handler,
+            first.args,
+            self.clock.now(),
+            retry_of=first.key_turn or first.turn,
+            seed=ended.seed,
+        )
+        host = self._hosts.get(actor_id)
+        if host is not None:
+            host.results.pop(invocation, None)
+        await self._accept(actor_id, [_inbox_part(actor_id, INBOX_CODEC.encode(message))])
+        return InvocationStatus(invocation, actor_id, "queued", handler=first.handler)
 
     def _actor_of(self, invocation: str) -> str:
         actor_id, sep, _ = invocation.rpartition("#")
@@ -504,10 +611,17 @@ class Runtime:
         return actor_id
 
     async def deliver(self, target: ActorRef, name: str, payload: Any = None) -> None:
-        """Deliver the event ``name`` to ``target`` durably (kept until it is waited for)."""
+        """Deliver the event ``name`` to ``target`` durably (kept until it is waited for).
+
+        Refused before anything is written when the actor's class declares its events and
+        this is not one of them or its payload has the wrong type (`InvalidMessageError`),
+        when the actor already holds ``max_pending_events`` events nobody waited for
+        (`TooManyPendingEvents`), or when it is stuck (`ActorStuckError`).
+        """
         self._check_accepting()
         check_key(target.key)
-        if target.type_name not in self._types:
+        cls = self._types.get(target.type_name)
+        if cls is None:
             raise UnknownActorError(self._unknown_type(target.type_name))
         if not isinstance(name, str) or not name or name.startswith("\x00"):
             raise InvalidMessageError(f"event names are non-empty strings, got {name!r}")
@@ -515,14 +629,38 @@ class Runtime:
             data = encode(payload)
         except TypeError as exc:
             raise InvalidMessageError(f"event {name!r} payload is not encodable: {exc}") from None
+        _check_event(cls, name, data)
         event = EventDelivered(name, msgspec.Raw(data), self.clock.now())
-        await self.store.append(inbox_stream(target.id), [INBOX_CODEC.encode(event)])
-        self.notify(target.id)
+        record = INBOX_CODEC.encode(event)
+        if len(record.data) > self.record_limit:
+            raise InvalidMessageError(
+                f"event {name!r} takes {len(record.data):,} bytes, over the journal's record "
+                f"limit of {self.record_limit:,} bytes"
+            )
+        self._refuse_if_stuck(target.id)
+        host = self._activate(target.id)
+        await host.activated.wait()
+        self._refuse_if_stuck(target.id)
+        await host.read_new()
+        if host.pending_events() >= self.max_pending_events:
+            raise TooManyPendingEvents(
+                f"actor {target.id} already holds {host.pending_events()} events that no "
+                f"turn has waited for (the limit is {self.max_pending_events}); deliver more "
+                f"once it consumes them, or raise max_pending_events"
+            )
+        host.delivering += 1
+        try:
+            await self._accept(target.id, [_inbox_part(target.id, record)])
+        finally:
+            host.delivering -= 1
 
     # -- results --------------------------------------------------------------------------
 
     def actor_stuck(self, actor_id: str) -> None:
         """Wake everyone waiting for a result of an actor that got stuck."""
+        self._wake_waiters(actor_id)
+
+    def _wake_waiters(self, actor_id: str) -> None:
         prefix = actor_id + "#"
         for invocation in [i for i in self._waiters if i.startswith(prefix)]:
             for event in self._waiters.pop(invocation):
@@ -535,98 +673,163 @@ class Runtime:
             event.set()
 
     async def result(self, invocation: str, *, timeout: float | None = None) -> Any:
-        """Wait for an invocation's result (raise `HandlerFailed` for its error)."""
+        """Wait for an invocation's result (raise `HandlerFailed` for its error, or for its
+        cancellation; `ActorStuckError` if its actor is stuck). Finished invocations are
+        read back from the journal however long ago they ended."""
         actor_id = self._actor_of(invocation)
         with anyio.fail_after(math.inf if timeout is None else timeout):
             while True:
-                host = self._activate(actor_id)
-                await host.activated.wait()  # its snapshot may hold the result
-                reply = host.results.get(invocation)
-                if reply is not None:
-                    return self._unwrap(invocation, reply)
-                if host.state == "stuck":
-                    raise ActorStuckError(f"actor {actor_id} is stuck: {host.stuck}")
                 event = anyio.Event()
                 self._waiters.setdefault(invocation, []).append(event)
-                await event.wait()
+                try:
+                    settled = await self._settled(invocation, actor_id)
+                    if settled is not None:
+                        return settled.value
+                    await event.wait()
+                finally:
+                    waiting = self._waiters.get(invocation)
+                    if waiting is not None and event in waiting:
+                        waiting.remove(event)
+                        if not waiting:
+                            del self._waiters[invocation]
 
-    def _unwrap(self, invocation: str, reply: Reply) -> Any:
-        if not reply.ok:
-            error = reply.error
-            assert error is not None
-            raise HandlerFailed(invocation, error.type, error.message)
-        type_name = invocation.partition("/")[0]
-        kind = self.handler_info(type_name, reply.handler).result_type if reply.handler else Any
-        return decoder_for(kind).decode(reply.result)
+    async def _settled(self, invocation: str, actor_id: str) -> _Result | None:
+        """The result of ``invocation`` if it has one (raising its error), else None."""
+        host = self._hosts.get(actor_id)
+        if host is not None and host.state == "stuck":
+            raise ActorStuckError(f"actor {actor_id} is stuck: {host.stuck}")
+        status = await self.invocation(invocation)
+        if status is None:
+            raise InvalidMessageError(f"no invocation {invocation!r} was accepted")
+        if status.state == "completed":
+            return _Result(status.result)
+        if status.state in ("failed", "cancelled"):
+            raise HandlerFailed(invocation, status.error_type or "", status.error or "")
+        if host is None and self._running:
+            self._activate(actor_id)  # journaled work that nobody hosts: take it on
+        return None
 
     # -- inspection -----------------------------------------------------------------------
 
     async def invocation(self, invocation: str) -> InvocationStatus | None:
-        """Where an invocation is, and its result or error once it ended; None if unknown."""
+        """Where an invocation is, and its result or error once it ended; None if unknown.
+
+        A queued invocation whose cancellation was requested is ``cancelled`` at once.
+        """
         actor_id = self._actor_of(invocation)
         host = self._hosts.get(actor_id)
-        if host is not None:
+        if host is not None and host.activated.is_set():
+            if host.current == invocation:
+                return InvocationStatus(invocation, actor_id, "running")
+            for message in host.queued_messages():
+                if message.invocation == invocation:
+                    return self._queued(actor_id, message, invocation in host.cancels)
             reply = host.results.get(invocation)
             if reply is not None:
                 return self._ended(invocation, actor_id, reply)
-            if host.current == invocation:
-                return InvocationStatus(invocation, actor_id, "running")
-            if host.queued(invocation):
-                return InvocationStatus(invocation, actor_id, "queued")
         return await self._invocation_from_journal(invocation, actor_id)
 
+    def _queued(self, actor_id: str, message: MessageAccepted, cancelled: bool) -> InvocationStatus:
+        if not cancelled:
+            return InvocationStatus(message.invocation, actor_id, "queued", handler=message.handler)
+        return InvocationStatus(
+            message.invocation,
+            actor_id,
+            "cancelled",
+            error="cancelled by request",
+            error_type="actorflow.Cancelled",
+            handler=message.handler,
+        )
+
     def _ended(self, invocation: str, actor_id: str, reply: Reply) -> InvocationStatus:
+        handler = reply.handler or None
         if reply.ok:
             return InvocationStatus(
-                invocation, actor_id, "completed", self._unwrap(invocation, reply)
+                invocation,
+                actor_id,
+                "completed",
+                self._decode_result(actor_id, reply),
+                handler=handler,
             )
         error = reply.error
-        state = "cancelled" if reply.cancelled else "failed"
         return InvocationStatus(
             invocation,
             actor_id,
-            state,
+            "cancelled" if reply.cancelled else "failed",
             None,
             error.message if error else None,
             error.type if error else None,
             reply.compensated,
+            reply.compensation_failed,
+            handler,
+            not (reply.cancelled or reply.compensated or reply.compensation_failed),
         )
+
+    def _decode_result(self, actor_id: str, reply: Reply) -> Any:
+        type_name = actor_id.partition("/")[0]
+        kind = self.handler_info(type_name, reply.handler).result_type if reply.handler else Any
+        return decoder_for(kind).decode(reply.result)
 
     async def _invocation_from_journal(
         self, invocation: str, actor_id: str
     ) -> InvocationStatus | None:
-        handler = None
-        async for batch in self.store.read_batches(actor_stream(actor_id)):
-            for record in batch:
-                entry = ACTOR_CODEC.decode(record)
-                if getattr(entry, "invocation", None) != invocation:
-                    continue
-                if isinstance(entry, TurnStarted):
-                    handler = entry.handler
-                elif isinstance(entry, TurnCompleted):
-                    reply = Reply(True, bytes(entry.result), handler=handler or "")
-                    return self._ended(invocation, actor_id, reply)
-                elif isinstance(entry, TurnFailed):
-                    reply = Reply(
-                        False,
-                        error=entry.error,
-                        cancelled=entry.cancelled,
-                        compensated=entry.compensated,
-                    )
-                    return self._ended(invocation, actor_id, reply)
-        if handler is not None:
-            return InvocationStatus(invocation, actor_id, "running")
-        async for batch in self.store.read_batches(inbox_stream(actor_id)):
-            for record in batch:
-                message = INBOX_CODEC.decode(record)
-                if isinstance(message, MessageAccepted) and message.invocation == invocation:
-                    return InvocationStatus(invocation, actor_id, "queued")
-        return None
+        found = await _inspect.view(self.store, actor_id)
+        if found.unfinished is not None and found.unfinished.invocation == invocation:
+            return InvocationStatus(
+                invocation, actor_id, "running", handler=found.unfinished.handler
+            )
+        for message in found.queued:
+            if message.invocation == invocation:
+                return self._queued(actor_id, message, invocation in found.cancels)
+        ended = await _inspect.find_outcome(self.store, actor_id, invocation)
+        if ended is None:
+            return None
+        return self._from_outcome(actor_id, ended)
+
+    def _from_outcome(self, actor_id: str, ended: InvocationEnded) -> InvocationStatus:
+        status = self._ended(ended.invocation, actor_id, ended.reply)
+        if status.retryable and not ended.seed:
+            return msgspec.structs.replace(status, retryable=False)
+        return status
+
+    async def invocations(self, target: ActorRef) -> list[InvocationStatus]:
+        """An actor's invocations: the running one, the queued ones in order, then the
+        ended ones, the latest first."""
+        self._check_ref(target)
+        found = await _inspect.view(self.store, target.id)
+        listed: list[InvocationStatus] = []
+        seen: set[str] = set()
+        if found.unfinished is not None:
+            listed.append(
+                InvocationStatus(
+                    found.unfinished.invocation,
+                    target.id,
+                    "running",
+                    handler=found.unfinished.handler,
+                )
+            )
+        for message in found.queued:
+            listed.append(self._queued(target.id, message, message.invocation in found.cancels))
+        seen.update(status.invocation for status in listed)
+        ended = await _inspect.outcomes(self.store, target.id)
+        for outcome in reversed(list(ended.values())):
+            if outcome.invocation not in seen:
+                listed.append(self._from_outcome(target.id, outcome))
+        return listed
+
+    def _check_ref(self, target: ActorRef) -> None:
+        check_key(target.key)
+        if target.type_name not in self._types:
+            raise UnknownActorError(self._unknown_type(target.type_name))
 
     async def list_actors(
         self, type_name: str | None = None, state: str | None = None
     ) -> list[ActorStatus]:
         """Every actor that has an inbox (of ``type_name``, in ``state`` if given)."""
+        if state is not None and state not in ACTOR_STATES:
+            raise InvalidMessageError(
+                f"unknown actor state {state!r}; the states are: {', '.join(ACTOR_STATES)}"
+            )
         prefix = "inbox/" if type_name is None else f"inbox/{type_name}/"
         found = []
         for stream in await self.store.list_streams(prefix):
@@ -639,18 +842,21 @@ class Runtime:
         return found
 
     async def status(self, target: ActorRef) -> ActorStatus:
-        """What the actor is doing (see `ActorStatus`)."""
+        """What the actor is doing (see `ActorStatus`); the same in memory or not."""
         host = self._hosts.get(target.id)
-        if host is not None:
-            error = str(host.stuck) if host.stuck is not None else None
-            return ActorStatus(target.id, host.status_state(), host.current, host.turns, error)
-        if await self._has_work(target.id):
-            state = "pending"
-        elif await self.store.last_position(actor_stream(target.id)):
-            state = "completed"
-        else:
-            state = "idle"
-        return ActorStatus(target.id, state, None, 0)
+        if host is not None and host.activated.is_set():
+            error = host.stuck or host.failure
+            return ActorStatus(
+                target.id,
+                host.status_state(),
+                host.current,
+                host.turns,
+                str(error) if error is not None else None,
+                list(host.attention),
+            )
+        found = await _inspect.view(self.store, target.id)
+        state = "pending" if found.has_work else "idle"
+        return ActorStatus(target.id, state, None, found.turns, None, found.attention)
 
     async def journal(self, target: ActorRef) -> list[JournalEntry]:
         """The actor's journal and inbox as readable entries, in order."""
@@ -662,7 +868,7 @@ class Runtime:
             async for batch in self.store.read_batches(stream):
                 for record in batch:
                     value = codec.decode(record)
-                    data = _readable(value)
+                    data = readable(value)
                     at = float(data.pop("at", 0.0) or 0.0)
                     entries.append(JournalEntry(label, record.position, record.type, at, data))  # type: ignore[arg-type]
         return entries
@@ -671,9 +877,75 @@ class Runtime:
         """How many actors are in the middle of a turn."""
         return sum(1 for host in self._hosts.values() if host.turn is not None)
 
-    def hosted(self) -> dict[str, ActorState]:
+    def hosted(self) -> dict[str, str]:
         """The actors in memory now, and their states."""
         return {actor_id: host.status_state() for actor_id, host in self._hosts.items()}
+
+    # -- idempotency key retention -------------------------------------------------------
+
+    async def expire_idempotency_keys(self) -> int:
+        """Forget client idempotency keys older than ``idempotency_retention``; return how
+        many. Runs by itself in the background; call it to sweep now."""
+        return await _idempotency.sweep(self.store, self.idempotency_retention, self.clock.now())
+
+    async def _sweep_claims(self) -> None:
+        every = min(max(self.idempotency_retention / 24, 1.0), 3600.0)
+        while True:
+            with anyio.move_on_after(every):
+                await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                swept = await self.expire_idempotency_keys()
+            except Exception as exc:  # the journal failing: try again next round
+                log.warning("idempotency key retention sweep failed: %s", exc)
+                continue
+            if swept:
+                log.info(
+                    "forgot %d idempotency keys older than %g s", swept, self.idempotency_retention
+                )
+
+
+class _Result:
+    """A completed invocation's result, as `Runtime._settled` hands it back."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _not_retryable(invocation: str, status: InvocationStatus) -> str:
+    if status.state == "completed":
+        return f"invocation {invocation} completed; only failed invocations can be retried"
+    if status.state == "cancelled":
+        return f"invocation {invocation} was cancelled; send a new message instead"
+    if status.compensated or status.compensation_failed:
+        return (
+            f"invocation {invocation} failed and its compensations ran "
+            f"({', '.join(status.compensated + status.compensation_failed)}); retrying would "
+            f"build on undone effects. Send a new message instead."
+        )
+    return (
+        f"invocation {invocation} cannot be retried: its journaled steps were not kept "
+        f"(too large, or it ended before this version of actorflow)"
+    )
+
+
+def _check_event(cls: type[Actor], name: str, data: bytes) -> None:
+    declared = cls.__actorflow_events__
+    if declared is None:
+        return
+    info = declared.get(name)
+    if info is None:
+        known = ", ".join(sorted(declared)) or "none"
+        raise InvalidMessageError(
+            f"{cls.__actorflow_name__} does not wait for events called {name!r}; "
+            f"it declares: {known}"
+        )
+    info.validate(cls.__actorflow_name__, data)
+
+
+def _inbox_part(actor_id: str, record: NewRecord) -> StreamAppend:
+    return StreamAppend(inbox_stream(actor_id), (record,))
 
 
 def _check_idempotency_key(key: object) -> None:
@@ -685,16 +957,3 @@ def _check_idempotency_key(key: object) -> None:
         raise InvalidMessageError(
             f"idempotency key {key!r} must be 1 to {_MAX_IDEMPOTENCY_KEY} printable characters"
         )
-
-
-def _readable(value: Any) -> dict[str, Any]:
-    """A journal entry as plain data, with embedded MessagePack values decoded."""
-    data: dict[str, Any] = {}
-    for field in value.__struct_fields__:
-        item = getattr(value, field)
-        if isinstance(item, msgspec.Raw):
-            item = msgspec.msgpack.decode(item)
-        elif isinstance(item, msgspec.Struct):
-            item = _readable(item)
-        data[field] = item
-    return data

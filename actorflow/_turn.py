@@ -3,55 +3,74 @@
 The turn implements the `TurnOps` protocol behind `Context`. Each ctx operation gets a
 step id (see `actorflow._replay`), is looked up in the turn's `RecordedTurn`, and either
 hands back what was journaled or runs live and journals its outcome, durably, before
-the handler sees it. Everything the turn writes goes through its `TurnHost`.
+the handler sees it. Everything the turn writes goes through its `TurnHost`, and a write
+once begun is never cut short by a cancellation (it is shielded): what the journal holds
+and what the turn did in memory always agree.
+
+The journal failing is not a step outcome: the host raises `JournalFailure` (a
+BaseException) and aborts the turn, which stops where it stands and is replayed later.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import msgspec
 
 from actorflow._clock import Clock
-from actorflow._context import ActorRef, Context, StepOptions, current_step_key
+from actorflow._context import DECLARED, ActorRef, Context, Retry, StepOptions
 from actorflow._errors import (
     ActorflowError,
+    CompensationFailed,
+    ContextMisuseError,
     HandlerFailed,
     InvalidResultError,
+    JournalFailure,
     NonDeterminismError,
     StepOutcomeUnknown,
+    StepResultTooLarge,
     Suspended,
     TurnCancelled,
 )
 from actorflow._events import (
+    RULES,
     ActorEntry,
+    ErrorInfo,
     EventDelivered,
     Reply,
     ReplyTo,
     StepCompleted,
     StepFailed,
+    StepRetrying,
     StepStarted,
     TimerStarted,
+    TurnStarted,
 )
 from actorflow._replay import Recorded, RecordedTurn
+from actorflow._steps import call_step, refuse_inside_step
 from actorflow._values import (
+    canonical,
     decoder_for,
     derive,
     encode,
     encode_result,
     error_info,
     fingerprint,
+    legacy_fingerprint,
     rebuild_error,
     result_type_of,
+    step_name,
+    unwrap_step,
 )
 from journal import StreamAppend
+
+if TYPE_CHECKING:
+    from actorflow._actor import EventInfo
 
 #: The branch of the running task ("" for the handler itself; "4.2" for the second branch
 #: of the gather that was step 4).
@@ -59,6 +78,9 @@ _branch: contextvars.ContextVar[str] = contextvars.ContextVar("actorflow_branch"
 
 _REPLY_PREFIX = "\x00reply:"
 _NONE = encode(None)
+#: Bytes a step record needs besides its result (field names, ids, times): a result
+#: within this distance of the journal's record limit is measured exactly.
+_ENVELOPE = 1024
 
 
 class TurnHost(Protocol):
@@ -68,11 +90,23 @@ class TurnHost(Protocol):
     clock: Clock
     suspending: anyio.Event
     waiting_on: str | None
+    #: The largest record the journal accepts, in bytes.
+    record_limit: int
+    #: Worker threads for sync step functions.
+    step_threads: anyio.CapacityLimiter
+    #: The retry policy of steps that give none (the actor type's, else the runtime's).
+    retry: Retry
+    #: Mixed into step idempotency keys: the journal's identity, shortened.
+    key_tag: str
+    #: The events the actor type declares (None: it declares none).
+    events: dict[str, EventInfo] | None
 
     async def journal(
         self, entries: Sequence[ActorEntry], extra: Sequence[StreamAppend] = ()
     ) -> None:
-        """Append entries to the actor's journal (and ``extra`` in the same transaction)."""
+        """Append entries to the actor's journal (and ``extra`` in the same transaction),
+        waking the actors whose inboxes ``extra`` writes to; raise `JournalFailure` if the
+        journal fails."""
         ...
 
     def take_event(self, name: str) -> tuple[int, EventDelivered] | None:
@@ -99,27 +133,29 @@ class TurnHost(Protocol):
         """Validate a message to another actor and return the append that accepts it."""
         ...
 
-    def sent(self, target: ActorRef) -> None:
-        """A message to ``target`` was committed: wake it."""
-        ...
-
     def result_type(self, target: ActorRef, handler: str) -> Any:
         """The annotated result type of another actor's handler."""
         ...
 
 
-def _accepts_key(fn: Callable[..., Any]) -> bool:
-    try:
-        return "idempotency_key" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-_accepts_key_cached = functools.lru_cache(maxsize=1024)(_accepts_key)
+class _Lost(BaseException):
+    """Ends a branch of `ctx.first` that lost the race where it would go on live."""
 
 
 def _step_order(step: str) -> tuple[int, ...]:
     return tuple(int(part) for part in step.split(".") if part.isdigit())
+
+
+def _first_error(outcomes: list[tuple[str, Any]]) -> BaseException | None:
+    """What a finished gather raises: a control-flow signal before any error, then the
+    first error in argument order."""
+    for kind, value in outcomes:
+        if kind == "signal":
+            return value  # type: ignore[no-any-return]
+    for kind, value in outcomes:
+        if kind == "error":
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 class Turn:
@@ -129,31 +165,39 @@ class Turn:
         self,
         host: TurnHost,
         key: str,
-        turn: int,
-        invocation: str,
-        started_at: float,
+        started: TurnStarted,
         recorded: RecordedTurn,
         deadline: float | None = None,
     ) -> None:
         self.host = host
         self.actor_id = host.actor_id
         self.key = key
-        self.turn = turn
-        self.invocation = invocation
+        self.turn = started.turn
+        self.invocation = started.invocation
+        self.rules = started.rules
+        self.key_turn = started.key_turn or started.turn
         self.recorded = recorded
         self.context = Context(self)
         self.diverged: NonDeterminismError | None = None
+        #: Why the turn was aborted (the journal failed under it), if it was.
+        self.failure: JournalFailure | None = None
+        #: The scope the handler runs in; `abort` cancels it.
+        self.scope: anyio.CancelScope | None = None
         self.point_of_no_return: str | None = None
-        self._seed = derive(self.actor_id, str(turn), invocation)
+        self._seed = derive(self.actor_id, str(self.key_turn), self.invocation)
         self._counters: dict[str, int] = {}
         # Which task may take steps on each branch: the turn's own task for the handler,
         # and the task ctx.gather/ctx.first started for each of their branches.
         self._owners: dict[str, asyncio.Task[Any] | None] = {"": asyncio.current_task()}
-        self._times: dict[str, float] = {"": started_at}
+        self._times: dict[str, float] = {"": started.at}
         self._entropy: dict[str, int] = {}
-        self._compensations: list[tuple[tuple[int, ...], str, str, Callable[[Any], Any], Any]] = []
+        self._lost: set[str] = set()  # branches of ctx.first that lost their race
+        self._compensations: list[
+            tuple[tuple[int, ...], str, str, Callable[[Any], Any], Any, Retry]
+        ] = []
         self._compensated: set[str] = set()
         self.undone: list[str] = []
+        self.undo_failed: list[str] = []
         self.cancel_reason: str | None = None
         self._cancel = anyio.Event()
         self.compensating = False
@@ -161,9 +205,9 @@ class Turn:
 
     # -- step ids, time, checks ----------------------------------------------------------
 
-    def _next(self) -> tuple[str, str]:
-        if self.diverged is not None:
-            raise self.diverged
+    def _next(self, operation: str = "ctx") -> tuple[str, str]:
+        refuse_inside_step(self.actor_id, operation)
+        self._check_going()
         branch = _branch.get()
         task = asyncio.current_task()
         if self._owners.get(branch) is not task:
@@ -176,6 +220,12 @@ class Turn:
         self._counters[branch] = seq
         return branch, f"{branch}.{seq}" if branch else str(seq)
 
+    def _check_going(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if self.diverged is not None:
+            raise self.diverged
+
     def _take(self, step: str, name: str, kind: str, fp: int = 0) -> Recorded | None:
         cancelled = self.recorded.cancelled
         if cancelled is not None and not self.recorded.has(step) and not step.endswith("~undo"):
@@ -184,7 +234,20 @@ class Turn:
             return self.recorded.take(step, name, kind, fp)
         except NonDeterminismError as exc:
             self.diverged = exc
+            self.abort()
             raise
+
+    def abort(self, failure: JournalFailure | None = None) -> None:
+        """Stop the whole turn where it stands (the journal failed, or replay diverged);
+        the host then reports why."""
+        if failure is not None and self.failure is None:
+            self.failure = failure
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def raise_if_aborted(self) -> None:
+        """After the handler's scope: raise why the turn was aborted, if it was."""
+        self._check_going()
 
     def cancel(self, reason: str) -> None:
         """Cancel the turn at its next step boundary (or wait), unless it has passed its
@@ -194,31 +257,47 @@ class Turn:
             self._cancel.set()
 
     @property
-    def _cancellable(self) -> bool:
+    def cancellable(self) -> bool:
+        """Whether a requested cancellation takes effect now."""
         return (
             self.cancel_reason is not None
             and self.point_of_no_return is None
             and not self.compensating
         )
 
-    def _live(self) -> None:
-        """About to do something live: stop here if the turn is checkpointed or cancelled."""
+    def _is_lost(self, branch: str) -> bool:
+        if not self._lost:
+            return False
+        return any(branch == lost or branch.startswith(lost + ".") for lost in self._lost)
+
+    def _live(self, branch: str = "") -> None:
+        """About to do something live: stop here if the turn is checkpointed or cancelled,
+        or if this branch lost its race."""
+        self._check_going()
+        if self._is_lost(branch):
+            raise _Lost()
         if self.host.suspending.is_set():
             raise Suspended()
         if self.deadline is not None and self.host.clock.now() >= self.deadline:
             self.cancel("deadline exceeded")
-        if self._cancellable:
+        if self.cancellable:
             raise TurnCancelled(self.cancel_reason or "cancelled")
 
     async def _expire(self, deadline: float) -> None:
         await self.host.clock.sleep_until(deadline)
         self.cancel("deadline exceeded")
 
-    def _cancelled_here(self, branch: str) -> bool:
-        """Replaying a cancelled turn: was it cancelled while waiting at this step?"""
-        if self.recorded.cancelled is None:
-            return False
+    def _ends_here(self, branch: str) -> bool:
+        """Replaying: does the journal hold nothing of this branch after this step?"""
         return not self.recorded.has_beyond(branch, self._counters.get(branch, 0) + 1)
+
+    def _stop_replay_here(self, branch: str) -> None:
+        """Replaying a wait the journal recorded no end of: a cancelled turn was cancelled
+        here, and a lost branch of ctx.first stops here (it was cancelled live)."""
+        if self.recorded.cancelled is not None and self._ends_here(branch):
+            raise TurnCancelled(self.recorded.cancelled)
+        if self._is_lost(branch) and self._ends_here(branch):
+            raise _Lost()
 
     def _advance(self, branch: str, at: float) -> None:
         if at > self._times.get(branch, 0.0):
@@ -226,6 +305,7 @@ class Turn:
 
     def now(self) -> float:
         """The logical time of the running branch."""
+        refuse_inside_step(self.actor_id, "ctx.now()")
         branch = _branch.get()
         while branch not in self._times:
             branch = branch.rpartition(".")[0]
@@ -233,14 +313,26 @@ class Turn:
 
     def entropy(self) -> bytes:
         """Deterministic random bytes: a new draw per call, per branch."""
+        refuse_inside_step(self.actor_id, "ctx.random()/ctx.uuid()")
         branch = _branch.get()
         draw = self._entropy.get(branch, 0) + 1
         self._entropy[branch] = draw
         return derive(self._seed.hex(), branch, str(draw))
 
     def key_for(self, step: str) -> str:
-        """The idempotency key of a step: stable across every re-execution of that step."""
-        return f"{self.actor_id}/t{self.turn}/s{step}"
+        """The idempotency key of a step: stable across every re-execution of that step,
+        and (since rules 2) unique to this journal."""
+        if self.rules < 2:
+            return f"{self.actor_id}/t{self.turn}/s{step}"
+        return f"{self.host.key_tag}:{self.actor_id}/t{self.key_turn}/s{step}"
+
+    async def _write(
+        self, entries: Sequence[ActorEntry], extra: Sequence[StreamAppend] = ()
+    ) -> None:
+        """Journal ``entries``; a cancellation waits until the write is over, so that the
+        bookkeeping after it always happens once the records are in the journal."""
+        with anyio.CancelScope(shield=True):
+            await self.host.journal(entries, extra)
 
     async def _until_suspended(self, waiter: Callable[[], Awaitable[Any]]) -> Any:
         """Await ``waiter()`` unless the turn is checkpointed (raise Suspended) or
@@ -264,97 +356,144 @@ class Turn:
                     group.start_soon(self._expire, self.deadline)
         if outcome:
             return outcome[0]
-        self._live()
+        self._live(_branch.get())
         raise Suspended()  # not reached: _live raised
+
+    async def _wait(self, state: str, waiter: Callable[[], Awaitable[Any]]) -> Any:
+        self.host.waiting_on = state
+        try:
+            return await self._until_suspended(waiter)
+        finally:
+            self.host.waiting_on = None
 
     # -- steps ----------------------------------------------------------------------------
 
+    def _identify(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], name: str | None
+    ) -> tuple[str, int]:
+        """A step's name and the fingerprint of its inputs, by the turn's rules."""
+        if self.rules < 2:
+            legacy = getattr(fn, "__name__", None) or type(fn).__name__
+            return name or legacy, legacy_fingerprint(args)
+        _, bound = unwrap_step(fn)
+        inputs: Any = [bound, list(args)] if bound else args
+        return name or step_name(fn), fingerprint(inputs)
+
     async def run(self, fn: Callable[..., Any], args: tuple[Any, ...], options: StepOptions) -> Any:
         """Run a step once (or hand back its journaled outcome)."""
-        branch, step = self._next()
-        fp = fingerprint(args)
-        rec = self._take(step, options.name, "run", fp)
+        branch, step = self._next("ctx.run")
+        name, fp = self._identify(fn, args, options.name)
+        rec = self._take(step, name, "run", fp)
         kind = options.result_type if options.result_type is not None else result_type_of(fn)
         if rec is not None and rec.outcome is not None:
-            return self._replayed(branch, step, rec.outcome, options, kind)
-        self._live()
+            return self._replayed(branch, step, name, rec.outcome, options, kind)
+        if rec is not None and self._is_lost(branch):
+            raise _Lost()  # a lost branch whose step never ended: it was cancelled here
+        self._live(branch)
         key = self.key_for(step)
-        if rec is not None and rec.started is not None:  # it was running at the crash
+        if rec is not None and rec.in_flight:  # it was running when the process stopped
+            attempt = rec.started.attempt if rec.started is not None else 1
             if options.reconcile is not None:
                 answer = options.reconcile(key)
                 if inspect.isawaitable(answer):
                     answer = await answer
                 if answer is not None:
-                    return await self._completed(branch, step, options, fp, answer.result, kind, 0)
+                    return await self._completed(
+                        branch, step, name, options, fp, answer.result, kind, attempt
+                    )
             elif options.at_most_once:
-                unknown = StepOutcomeUnknown(options.name, key)
-                await self._failed(branch, step, options.name, "run", fp, unknown, 0)
-                raise unknown
-        elif options.reconcile is not None or options.at_most_once:
-            at = self.host.clock.now()
-            await self.host.journal([StepStarted(self.turn, step, options.name, "run", fp, at)])
-        try:
-            value, attempts = await self._execute(fn, args, options, key)
-        except Exception as exc:
-            attempts = getattr(exc, "__actorflow_attempts__", 1)
-            raise await self._failed(branch, step, options.name, "run", fp, exc, attempts) from exc
-        return await self._completed(branch, step, options, fp, value, kind, attempts)
+                unknown = StepOutcomeUnknown(name, key)
+                raise await self._failed(branch, step, name, "run", fp, unknown, attempt)
+        policy = options.retry or self.host.retry
+        starts = options.reconcile is not None or options.at_most_once
+        ok, value, attempt = await self._attempts(
+            branch,
+            step,
+            name,
+            "run",
+            fp,
+            policy,
+            rec,
+            starts,
+            lambda: call_step(fn, args, key, self.host.step_threads),
+        )
+        if not ok:
+            raise await self._failed(branch, step, name, "run", fp, value, attempt) from value
+        return await self._completed(branch, step, name, options, fp, value, kind, attempt)
 
-    async def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], options: StepOptions, key: str
-    ) -> tuple[Any, int]:
-        extra = {"idempotency_key": key} if _accepts_key_cached(fn) else {}
-        attempt = 0
+    async def _attempts(
+        self,
+        branch: str,
+        step: str,
+        name: str,
+        kind: str,
+        fp: int,
+        policy: Retry,
+        rec: Recorded | None,
+        journal_starts: bool,
+        call: Callable[[], Awaitable[Any]],
+    ) -> tuple[bool, Any, int]:
+        """Call the step until an attempt succeeds or the policy gives up; return
+        (succeeded, result or final exception, attempt number).
+
+        Every failed attempt that will be retried is journaled with the time of the next
+        one, so a restart resumes the count and the backoff where they were.
+        """
+        ended = rec.attempts if rec is not None else 0
+        retry_at = rec.retrying.retry_at if rec is not None and rec.retrying else None
         while True:
-            attempt += 1
-            token = current_step_key.set(key)
+            if retry_at is not None:
+                await self._backoff(retry_at)
+                self._live(branch)
+            attempt = ended + 1
+            if journal_starts:
+                at = self.host.clock.now()
+                await self._write([StepStarted(self.turn, step, name, kind, fp, at, attempt)])
             try:
-                value = fn(*args, **extra)
-                if inspect.isawaitable(value):
-                    value = await value
-                return value, attempt
+                return True, await call(), attempt
             except Exception as exc:
-                retry = options.retry
-                if (
-                    retry is None
-                    or attempt >= retry.attempts
-                    or not isinstance(exc, retry.retry_on)
-                ):
-                    with contextlib.suppress(AttributeError):  # some exceptions refuse attributes
-                        exc.__actorflow_attempts__ = attempt  # type: ignore[attr-defined]
-                    raise
-                draw = int.from_bytes(derive(key, str(attempt), size=4), "big") / 2**32
-                delay = retry.delay(attempt, draw)
-            finally:
-                current_step_key.reset(token)
-            await anyio.sleep(delay)
-            self._live()
+                if isinstance(exc, ContextMisuseError) or not policy.retries(exc, attempt):
+                    return False, exc, attempt
+                draw = int.from_bytes(derive(self.key_for(step), str(attempt), size=4), "big")
+                now = self.host.clock.now()
+                retry_at = now + policy.delay(attempt, draw / 2**32)
+                entry = StepRetrying(
+                    self.turn, step, name, kind, attempt, error_info(exc), retry_at, fp, now
+                )
+                await self._write([entry])
+                ended = attempt
+
+    async def _backoff(self, retry_at: float) -> None:
+        if self.host.clock.now() < retry_at:
+            await self._wait("retry", lambda: self.host.clock.sleep_until(retry_at))
 
     def _replayed(
         self,
         branch: str,
         step: str,
+        name: str,
         outcome: StepCompleted | StepFailed,
         options: StepOptions,
         kind: Any,
     ) -> Any:
         self._advance(branch, outcome.at)
         if isinstance(outcome, StepFailed):
-            raise rebuild_error(options.name, outcome.error)
+            raise rebuild_error(name, outcome.error)
         try:
             value = decoder_for(kind).decode(outcome.value)
         except msgspec.ValidationError as exc:
             raise InvalidResultError(
-                f"actor {self.actor_id}: the journaled result of step {options.name!r} "
+                f"actor {self.actor_id}: the journaled result of step {name!r} "
                 f"(step id {step}) no longer decodes as {kind!r}: {exc}"
             ) from None
-        self._register(step, options, value)
+        self._register(step, name, options, value)
         return value
 
     async def _completed(
         self,
         branch: str,
         step: str,
+        name: str,
         options: StepOptions,
         fp: int,
         value: Any,
@@ -362,17 +501,27 @@ class Turn:
         attempts: int,
     ) -> Any:
         try:
-            data, decoded = encode_result(options.name, value, kind)
+            data, decoded = encode_result(name, value, kind)
         except InvalidResultError as exc:
-            raise await self._failed(branch, step, options.name, "run", fp, exc, attempts) from None
+            raise await self._failed(branch, step, name, "run", fp, exc, attempts) from None
         at = self.host.clock.now()
-        entry = StepCompleted(
-            self.turn, step, options.name, "run", msgspec.Raw(data), fp, 0, attempts, at
-        )
-        await self.host.journal([entry])
+        entry = StepCompleted(self.turn, step, name, "run", msgspec.Raw(data), fp, 0, attempts, at)
+        size = self._oversize(entry, len(data) + len(step) + len(name))
+        if size:
+            too_large = StepResultTooLarge(name, size, self.host.record_limit)
+            raise await self._failed(branch, step, name, "run", fp, too_large, attempts)
+        await self._write([entry])
         self._advance(branch, at)
-        self._register(step, options, decoded)
+        self._register(step, name, options, decoded)
         return decoded
+
+    def _oversize(self, entry: StepCompleted, rough: int) -> int:
+        """The encoded size of ``entry`` if it is over the journal's record limit, else 0."""
+        limit = self.host.record_limit
+        if rough + _ENVELOPE <= limit:
+            return 0
+        size = len(encode(entry))
+        return size if size > limit else 0
 
     async def _failed(
         self,
@@ -387,17 +536,18 @@ class Turn:
         """Journal a step's final error; return what the handler sees (as on replay)."""
         info = error_info(exc)
         at = self.host.clock.now()
-        await self.host.journal([StepFailed(self.turn, step, name, kind, info, fp, attempts, at)])
+        await self._write([StepFailed(self.turn, step, name, kind, info, fp, attempts, at)])
         self._advance(branch, at)
         return rebuild_error(name, info)
 
-    def _register(self, step: str, options: StepOptions, value: Any) -> None:
+    def _register(self, step: str, name: str, options: StepOptions, value: Any) -> None:
         if options.compensate is not None:
+            policy = options.retry or self.host.retry
             self._compensations.append(
-                (_step_order(step), step, options.name, options.compensate, value)
+                (_step_order(step), step, name, options.compensate, value, policy)
             )
         if options.irreversible and self.point_of_no_return is None:
-            self.point_of_no_return = options.name
+            self.point_of_no_return = name
 
     # -- timers and events ----------------------------------------------------------------
 
@@ -410,33 +560,43 @@ class Turn:
         await self._timer(name, lambda: deadline)
 
     async def _timer(self, name: str, deadline: Callable[[], float]) -> None:
-        branch, step = self._next()
+        branch, step = self._next("ctx.sleep")
         rec = self._take(step, name, "sleep")
         if rec is not None and rec.timer is not None:
-            if self._cancelled_here(branch):
-                raise TurnCancelled(self.recorded.cancelled or "cancelled")
+            self._stop_replay_here(branch)
             fire_at = rec.timer.fire_at
         else:
-            self._live()
+            self._live(branch)
             fire_at = deadline()
             at = self.host.clock.now()
-            await self.host.journal([TimerStarted(self.turn, step, name, fire_at, "sleep", at)])
+            await self._write([TimerStarted(self.turn, step, name, fire_at, "sleep", at)])
         if self.host.clock.now() < fire_at:
-            self.host.waiting_on = "timer"
-            try:
-                await self._until_suspended(lambda: self.host.clock.sleep_until(fire_at))
-            finally:
-                self.host.waiting_on = None
+            await self._wait("timer", lambda: self.host.clock.sleep_until(fire_at))
         self._advance(branch, fire_at)
 
     async def wait_for(self, name: str, timeout: float | None, kind: Any) -> Any:
         """Wait durably for the next event called ``name``."""
-        branch, step = self._next()
+        branch, step = self._next("ctx.wait_for")
+        kind = self._event_type(name, kind)
         payload = await self._event_step(branch, step, name, timeout)
         try:
             return decoder_for(kind).decode(payload)
         except msgspec.ValidationError as exc:
             raise InvalidResultError(f"event {name!r} does not decode as {kind!r}: {exc}") from None
+
+    def _event_type(self, name: str, kind: Any) -> Any:
+        declared = self.host.events
+        if declared is None:
+            return Any if kind is DECLARED else kind
+        info = declared.get(name)
+        if info is None:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ActorflowError(
+                f"actor {self.actor_id} waits for event {name!r}, which its class does not "
+                f"declare (it declares: {known}); add it to the class's events= so that "
+                f"deliveries of it are accepted and checked"
+            )
+        return info.type if kind is DECLARED else kind
 
     async def _event_step(self, branch: str, step: str, name: str, timeout: float | None) -> bytes:
         rec = self._take(step, name, "event")
@@ -447,35 +607,31 @@ class Turn:
             self.host.consumed_event(rec.outcome.ref)
             return bytes(rec.outcome.value)
         deadline: float | None = None
-        if rec is not None and rec.outcome is None and self._cancelled_here(branch):
-            raise TurnCancelled(self.recorded.cancelled or "cancelled")
+        if rec is not None:
+            self._stop_replay_here(branch)
         if rec is not None and rec.timer is not None:
             deadline = rec.timer.fire_at
         elif timeout is not None:
-            self._live()
+            self._live(branch)
             deadline = self.host.clock.now() + timeout
             at = self.host.clock.now()
-            await self.host.journal([TimerStarted(self.turn, step, name, deadline, "event", at)])
+            await self._write([TimerStarted(self.turn, step, name, deadline, "event", at)])
         while True:
-            self._live()
+            self._live(branch)
             found = self.host.take_event(name)
             if found is not None:
                 position, event = found
                 at = self.host.clock.now()
                 value = msgspec.Raw(bytes(event.payload))
                 entry = StepCompleted(self.turn, step, name, "event", value, 0, position, 1, at)
-                await self.host.journal([entry])
+                await self._write([entry])
                 self._advance(branch, at)
                 return bytes(event.payload)
             if deadline is not None and self.host.clock.now() >= deadline:
                 raise await self._failed(
                     branch, step, name, "event", 0, TimeoutError(f"no event {name!r}"), 1
                 )
-            self.host.waiting_on = "event"
-            try:
-                await self._until_suspended(lambda: self._arrival_or(deadline))
-            finally:
-                self.host.waiting_on = None
+            await self._wait("event", lambda: self._arrival_or(deadline))
 
     async def _arrival_or(self, deadline: float | None) -> None:
         if deadline is None:
@@ -505,27 +661,26 @@ class Turn:
         call: bool,
     ) -> Any:
         """Message another actor exactly once; for a call, await its reply durably."""
-        branch, step = self._next()
-        rec = self._take(step, f"{target.id}.{handler}", "send")
+        branch, step = self._next("ctx.send/ctx.call")
+        name = f"{target.id}.{handler}"
+        fp = fingerprint([name, list(args), kwargs]) if self.rules >= 2 else 0
+        rec = self._take(step, name, "send", fp)
         if rec is not None and isinstance(rec.outcome, StepCompleted):
             invocation: str = msgspec.msgpack.decode(rec.outcome.value, type=str)
             self._advance(branch, rec.outcome.at)
         else:
-            self._live()
+            self._live(branch)
             invocation = f"{target.id}#{derive(self.key_for(step), size=12).hex()}"
             reply_to = ReplyTo(self.actor_id, _REPLY_PREFIX + invocation) if call else None
             accept = self.host.prepare_send(target, handler, args, kwargs, invocation, reply_to)
             at = self.host.clock.now()
             value = msgspec.Raw(encode(invocation))
-            entry = StepCompleted(
-                self.turn, step, f"{target.id}.{handler}", "send", value, 0, 0, 1, at
-            )
-            await self.host.journal([entry], [accept])
+            entry = StepCompleted(self.turn, step, name, "send", value, fp, 0, 1, at)
+            await self._write([entry], [accept])  # the host wakes the receiver
             self._advance(branch, at)
-            self.host.sent(target)
         if not call:
             return invocation
-        _, reply_step = self._next()
+        _, reply_step = self._next("ctx.call")
         data = await self._event_step(branch, reply_step, _REPLY_PREFIX + invocation, None)
         reply = msgspec.msgpack.decode(data, type=Reply)
         if not reply.ok:
@@ -539,8 +694,8 @@ class Turn:
 
     async def patched(self, patch_id: str) -> bool:
         """True on runs that reach this point live or journaled the marker before."""
-        if self.diverged is not None:
-            raise self.diverged
+        refuse_inside_step(self.actor_id, "ctx.patched()")
+        self._check_going()
         branch = _branch.get()
         step = f"{branch}.p:{patch_id}" if branch else f"p:{patch_id}"
         if self.recorded.has(step):
@@ -549,113 +704,206 @@ class Turn:
         nxt = self._counters.get(branch, 0) + 1
         if self.recorded.end is not None or self.recorded.has_beyond(branch, nxt):
             return False  # journaled before the patch: keep to the old path
-        self._live()
+        self._live(branch)
         at = self.host.clock.now()
         value = msgspec.Raw(encode(True))
-        await self.host.journal([StepCompleted(self.turn, step, patch_id, "patch", value, at=at)])
+        await self._write([StepCompleted(self.turn, step, patch_id, "patch", value, at=at)])
         return True
 
     # -- concurrency ----------------------------------------------------------------------
 
     async def gather(self, awaitables: tuple[Awaitable[Any], ...], first: bool) -> Any:
-        """Run awaitables as branches ``<step>.1``, ``<step>.2``, ...; see Context.gather."""
-        branch, step = self._next()
+        """Run awaitables as branches ``<step>.1``, ``<step>.2``, ...; see Context.gather.
+
+        For ``first``, the branches that lose the race are cancelled live; on replay they
+        run again as far as the journal holds them (handing back their journaled steps:
+        the events they consumed, the compensations they registered) and stop where their
+        journal ends, so replay accounts for everything the live run journaled.
+        """
+        branch, step = self._next("ctx.gather/ctx.first")
         names = [f"{step}.{index}" for index in range(1, len(awaitables) + 1)]
+        winner: int | None = None
+        won_at = 0.0
         if first:
             rec = self._take(step, "first", "first")
             if rec is not None and isinstance(rec.outcome, StepCompleted):
                 winner = int(msgspec.msgpack.decode(rec.outcome.value, type=int))
-                value = await self._replay_winner(awaitables, names, winner)
-                self._advance(branch, rec.outcome.at)  # as the live run did when it journaled
-                return winner, value
+                won_at = rec.outcome.at
+                self._lost.update(name for i, name in enumerate(names) if i != winner)
+        outcomes: list[tuple[str, Any]] = [("", None)] * len(names)
+        scopes = [anyio.CancelScope() for _ in names]
+        send, receive = anyio.create_memory_object_stream[int](len(names))
         now = self.now()
-        tasks = [
-            self._start_branch(name, now, aw) for name, aw in zip(names, awaitables, strict=True)
-        ]
-        if not first:
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                    raise outcome  # Suspended or cancellation outrank errors
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+        failed: JournalFailure | None = None
+        with send, receive:
+            async with anyio.create_task_group() as group:
+                for index, awaitable in enumerate(awaitables):
+                    group.start_soon(
+                        self._run_branch,
+                        names[index],
+                        now,
+                        awaitable,
+                        scopes[index],
+                        outcomes,
+                        index,
+                        send,
+                    )
+                if first and winner is None:
+                    try:
+                        winner, won_at = await self._race(step, names, outcomes, scopes, receive)
+                    except JournalFailure as exc:  # raised below, not from inside the group
+                        failed = exc
+                        for scope in scopes:
+                            scope.cancel()
+        if failed is not None:
+            raise failed
+        if winner is None:  # gather, or a race that stopped before it had a winner
+            error = _first_error(outcomes)
+            if error is not None:
+                raise error
+            if first:
+                self._live(branch)  # the race stopped: the turn is suspended or cancelled
+                raise Suspended()  # not reached: _live raised
             for name in names:
                 self._advance(branch, self._times.get(name, 0.0))
-            return list(outcomes)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            winner = min(tasks.index(task) for task in done)
-            self._live()
-            at = self.host.clock.now()
-            value = msgspec.Raw(encode(winner))
-            await self.host.journal(
-                [StepCompleted(self.turn, step, "first", "first", value, at=at)]
-            )
-            self._advance(branch, at)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for index, name in enumerate(names):
-            if index != winner:
-                self.recorded.abandon(name)
-        return winner, tasks[winner].result()
+            return [value for _, value in outcomes]
+        self._advance(branch, won_at)
+        kind, value = outcomes[winner]
+        signal = _first_error([o for o in outcomes if o[0] == "signal"])
+        if signal is not None:
+            raise signal
+        if kind == "error":
+            raise value
+        return winner, value
 
-    def _start_branch(self, name: str, now: float, awaitable: Awaitable[Any]) -> asyncio.Task[Any]:
-        context = contextvars.copy_context()
-        context.run(_branch.set, name)
+    async def _race(
+        self,
+        step: str,
+        names: list[str],
+        outcomes: list[tuple[str, Any]],
+        scopes: list[anyio.CancelScope],
+        finished: Any,
+    ) -> tuple[int | None, float]:
+        """Wait for the first branch to end with a value or an error; journal it as the
+        winner, and cancel the others (which may journal nothing more)."""
+        while True:
+            await finished.receive()
+            ended = [i for i, (kind, _) in enumerate(outcomes) if kind in ("ok", "error")]
+            signalled = any(kind == "signal" for kind, _ in outcomes)
+            if ended or signalled:
+                break
+            if all(kind for kind, _ in outcomes):
+                return None, 0.0
+        if signalled or self.host.suspending.is_set() or self.cancellable:
+            for scope in scopes:
+                scope.cancel()
+            return None, 0.0
+        winner = min(ended)
+        self._lost.update(name for i, name in enumerate(names) if i != winner)
+        for index, scope in enumerate(scopes):
+            if index != winner:
+                scope.cancel()
+        at = self.host.clock.now()
+        value = msgspec.Raw(encode(winner))
+        await self._write([StepCompleted(self.turn, step, "first", "first", value, at=at)])
+        return winner, at
+
+    async def _run_branch(
+        self,
+        name: str,
+        now: float,
+        awaitable: Awaitable[Any],
+        scope: anyio.CancelScope,
+        outcomes: list[tuple[str, Any]],
+        index: int,
+        finished: Any,
+    ) -> None:
+        _branch.set(name)
+        self._owners[name] = asyncio.current_task()
         self._times[name] = now
-        task = asyncio.get_running_loop().create_task(_await(awaitable), context=context)
-        self._owners[name] = task
-        return task
-
-    async def _replay_winner(
-        self, awaitables: tuple[Awaitable[Any], ...], names: list[str], winner: int
-    ) -> Any:
-        for index, (name, awaitable) in enumerate(zip(names, awaitables, strict=True)):
-            if index != winner:
-                self.recorded.abandon(name)
-                if inspect.iscoroutine(awaitable):
-                    awaitable.close()
-        return await self._start_branch(names[winner], self.now(), awaitables[winner])
+        try:
+            with scope:
+                outcomes[index] = ("ok", await awaitable)
+            if scope.cancelled_caught:
+                outcomes[index] = ("cancelled", None)
+        except _Lost:
+            outcomes[index] = ("lost", None)
+        except (NonDeterminismError, JournalFailure, Suspended, TurnCancelled) as exc:
+            outcomes[index] = ("signal", exc)
+        except Exception as exc:
+            outcomes[index] = ("error", exc)
+        finally:
+            if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == (
+                inspect.CORO_CREATED
+            ):
+                awaitable.close()  # cancelled before it started
+            finished.send_nowait(index)
 
     # -- compensation ---------------------------------------------------------------------
 
     async def compensate(self) -> list[str]:
-        """Undo completed steps that registered compensations, newest first, exactly once."""
+        """Undo completed steps that registered compensations, newest first, exactly once
+        each; raise `CompensationFailed` (after running all of them) if any failed."""
+        refuse_inside_step(self.actor_id, "ctx.compensate()")
+        self._check_going()
+        undone, failed = await self.compensate_all()
+        if failed:
+            raise CompensationFailed(undone, failed)
+        return undone
+
+    async def compensate_all(self) -> tuple[list[str], list[str]]:
+        """Run every pending compensation, newest first; a failed one (after its retries)
+        does not stop the others. Return (undone, failed) for this call."""
         if self.point_of_no_return is not None:
             raise ActorflowError(
                 f"actor {self.actor_id}: turn {self.turn} passed its point of no return "
                 f"(irreversible step {self.point_of_no_return!r}); it can no longer be "
                 f"compensated. Put irreversible steps last in a saga."
             )
-        undone = []
-        for _, step, name, undo, value in sorted(self._compensations, reverse=True):
+        undone: list[str] = []
+        failed: list[str] = []
+        for _, step, name, undo, value, policy in sorted(self._compensations, reverse=True):
             if step in self._compensated:
                 continue
-            await self._undo(step, name, undo, value)
             self._compensated.add(step)
-            undone.append(name)
-            self.undone.append(name)
-        return undone
+            error = await self._undo(step, name, undo, value, policy)
+            if error is None:
+                undone.append(name)
+            else:
+                failed.append(f"{name}: {error.type}: {error.message}")
+        self.undone.extend(undone)
+        self.undo_failed.extend(failed)
+        return undone, failed
 
-    async def _undo(self, step: str, name: str, undo: Callable[[Any], Any], value: Any) -> None:
+    async def _undo(
+        self, step: str, name: str, undo: Callable[[Any], Any], value: Any, policy: Retry
+    ) -> ErrorInfo | None:
+        """Run one compensation (or replay it); its final error, or None when it worked."""
         undo_step = f"{step}~undo"
         rec = self._take(undo_step, name, "undo")
         if rec is not None and rec.outcome is not None:
-            if isinstance(rec.outcome, StepFailed):
-                raise rebuild_error(f"undo {name}", rec.outcome.error)
-            return
-        self._live()
-        options = StepOptions(f"undo {name}")
-        try:
-            await self._execute(undo, (value,), options, self.key_for(undo_step))
-        except Exception as exc:
-            raise await self._failed("", undo_step, name, "undo", 0, exc, 1) from exc
+            return rec.outcome.error if isinstance(rec.outcome, StepFailed) else None
+        self._live(_branch.get())
+        key = self.key_for(undo_step)
+        ok, outcome, attempt = await self._attempts(
+            "",
+            undo_step,
+            name,
+            "undo",
+            0,
+            policy,
+            rec,
+            False,
+            lambda: call_step(undo, (value,), key, self.host.step_threads),
+        )
         at = self.host.clock.now()
-        entry = StepCompleted(self.turn, undo_step, name, "undo", msgspec.Raw(_NONE), at=at)
-        await self.host.journal([entry])
+        if ok:
+            none = msgspec.Raw(_NONE)
+            await self._write([StepCompleted(self.turn, undo_step, name, "undo", none, at=at)])
+            return None
+        info = error_info(outcome)
+        await self._write([StepFailed(self.turn, undo_step, name, "undo", info, 0, attempt, at)])
+        return info
 
     @property
     def can_compensate(self) -> bool:
@@ -666,5 +914,17 @@ class Turn:
         )
 
 
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+def canonical_equal(a: bytes, b: bytes, kind: Any = Any) -> bool:
+    """Whether two MessagePack values of type ``kind`` are equal once put in canonical
+    form (a set or a dict that came out in another order in another process still
+    compares equal)."""
+    if a == b:
+        return True
+    decoder = decoder_for(kind)
+    try:
+        return canonical(decoder.decode(a)) == canonical(decoder.decode(b))
+    except (msgspec.DecodeError, TypeError):
+        return False
+
+
+__all__ = ["RULES", "Turn", "TurnHost", "canonical_equal"]

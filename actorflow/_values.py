@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
+import inspect
+import types
 import typing
 import zlib
 from collections.abc import Callable
@@ -16,11 +18,57 @@ from actorflow._errors import JOURNALED_ERRORS, InvalidResultError, StepError, S
 from actorflow._events import ErrorInfo
 
 _encoder = msgspec.msgpack.Encoder()
+#: Sets sorted, dict keys sorted: the same value encodes to the same bytes in every
+#: process, whatever its hash seed (set iteration order of strings depends on it).
+_canonical = msgspec.msgpack.Encoder(order="deterministic")
+#: Longest error message kept in the journal, in characters.
+MAX_ERROR_MESSAGE = 8192
+#: Largest encoded exception arguments kept in the journal, in bytes.
+MAX_ERROR_ARGS = 8192
 
 
 def encode(value: Any) -> bytes:
     """MessagePack bytes of ``value`` (TypeError if msgspec can't encode it)."""
     return _encoder.encode(value)
+
+
+def canonical(value: Any) -> bytes:
+    """MessagePack bytes of ``value`` in a canonical form: sets and dicts sorted, so equal
+    values give equal bytes in every process (TypeError if msgspec can't encode it).
+
+    msgspec sorts only dicts with string keys; other dicts keep their order (their keys'
+    hashes do not depend on the process's hash seed unless they are strings or bytes).
+    """
+    try:
+        return _canonical.encode(value)
+    except TypeError:
+        return _encoder.encode(_sorted(value))
+
+
+def _sorted(value: Any) -> Any:
+    """``value`` with every set and dict inside it in a canonical order, for the cases
+    msgspec's own ordering refuses (dicts with non-string keys, mixed-type sets)."""
+    if isinstance(value, set | frozenset):
+        return sorted((_sorted(item) for item in value), key=_sort_key)
+    if isinstance(value, dict):
+        items = sorted(((k, _sorted(v)) for k, v in value.items()), key=lambda kv: _sort_key(kv[0]))
+        return dict(items)
+    if isinstance(value, list | tuple):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def _sort_key(item: Any) -> bytes:
+    try:
+        return _canonical.encode(item)
+    except TypeError:
+        return _encoder.encode(_sorted(item))
+
+
+_fingerprinter = msgspec.msgpack.Encoder(
+    order="deterministic", enc_hook=lambda obj: f"<{qualified_name(type(obj))}>"
+)
+_loose = msgspec.msgpack.Encoder(enc_hook=lambda obj: f"<{qualified_name(type(obj))}>")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -29,25 +77,71 @@ def decoder_for(kind: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(kind)
 
 
+def unwrap_step(fn: Callable[..., Any]) -> tuple[Callable[..., Any], list[Any]]:
+    """The function a step really calls, and the arguments bound around it.
+
+    Peels `functools.partial` layers (their positional and keyword arguments, outermost
+    last) and bound methods (the instance is not an input: only its type matters, and
+    the method's name says it). Decorators made with `functools.wraps` already carry the
+    wrapped function's name.
+    """
+    bound: list[Any] = []
+    target = fn
+    while True:
+        if isinstance(target, functools.partial):
+            bound.append([list(target.args), sorted(target.keywords.items())])
+            target = target.func
+        elif isinstance(target, types.MethodType):
+            target = target.__func__
+        else:
+            break
+    bound.reverse()
+    return target, bound
+
+
+def step_name(fn: Callable[..., Any]) -> str:
+    """A step's default name: the name of the function it really calls."""
+    target, _ = unwrap_step(fn)
+    name = getattr(target, "__name__", None)
+    return name if isinstance(name, str) else type(target).__name__
+
+
+def is_async_step(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` starts a coroutine (it then runs on the event loop; any
+    other callable runs in a worker thread)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    method = vars(type(fn)).get("__call__")  # an object whose __call__ is async
+    return method is not None and inspect.iscoroutinefunction(method)
+
+
 @functools.lru_cache(maxsize=1024)
-def result_type_of(fn: Callable[..., Any]) -> Any:
-    """The return annotation of ``fn`` (``Any`` when absent or unresolvable); cached, as
-    resolving annotations costs more than the rest of a replayed step."""
-    target = getattr(fn, "func", fn)  # functools.partial
+def _return_annotation(target: Callable[..., Any]) -> Any:
     try:
         return typing.get_type_hints(target).get("return", Any)
     except Exception:
         return Any
 
 
+def result_type_of(fn: Callable[..., Any]) -> Any:
+    """The return annotation of the function ``fn`` really calls (``Any`` when absent or
+    unresolvable); cached per function, as resolving annotations costs more than the
+    rest of a replayed step."""
+    target, _ = unwrap_step(fn)
+    try:
+        return _return_annotation(target)
+    except TypeError:  # an unhashable callable object
+        return Any
+
+
 def encode_result(step: str, value: Any, kind: Any) -> tuple[bytes, Any]:
-    """Encode a step's result and decode it back as ``kind``.
+    """Encode a step's result (canonically) and decode it back as ``kind``.
 
     The handler always gets the decoded value, live and on replay alike, so the two can't
     differ (a tuple doesn't become a list only after a restart).
     """
     try:
-        data = encode(value)
+        data = canonical(value)
         return data, decoder_for(kind).decode(data)
     except (TypeError, msgspec.ValidationError) as exc:
         raise InvalidResultError(
@@ -57,8 +151,20 @@ def encode_result(step: str, value: Any, kind: Any) -> tuple[bytes, Any]:
         ) from None
 
 
-def fingerprint(args: tuple[Any, ...]) -> int:
-    """A short fingerprint of a step's inputs (0 when they can't be encoded)."""
+def fingerprint(inputs: Any) -> int:
+    """A short fingerprint of a step's inputs, the same in every process for equal inputs
+    (0 for none). Values msgspec can't encode count by their type's name."""
+    if not inputs:
+        return 0
+    try:
+        data = _fingerprinter.encode(inputs)
+    except TypeError:
+        data = _loose.encode(_sorted(inputs))
+    return zlib.crc32(data) or 1
+
+
+def legacy_fingerprint(args: tuple[Any, ...]) -> int:
+    """The fingerprint turns journaled under rules 1 used (see `TurnStarted.rules`)."""
     if not args:
         return 0
     try:
@@ -78,12 +184,19 @@ def qualified_name(cls: type) -> str:
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
-    """An exception as journaled: type name, message and (when encodable) its arguments."""
+    """An exception as journaled: type name, message and (when encodable and small) its
+    arguments. Long messages are cut at `MAX_ERROR_MESSAGE` characters."""
     try:
         args = encode(exc.args)
     except TypeError:
         args = b""
-    return ErrorInfo(qualified_name(type(exc)), str(exc), args)
+    if len(args) > MAX_ERROR_ARGS:
+        args = b""
+    message = str(exc)
+    if len(message) > MAX_ERROR_MESSAGE:
+        cut = len(message) - MAX_ERROR_MESSAGE
+        message = f"{message[:MAX_ERROR_MESSAGE]}... ({cut:,} more characters)"
+    return ErrorInfo(qualified_name(type(exc)), message, args)
 
 
 def rebuild_error(step: str, info: ErrorInfo) -> Exception:

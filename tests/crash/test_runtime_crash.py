@@ -293,7 +293,7 @@ def audit_ledger(path: Path, killed_runs: set[int]) -> LedgerReport:
         elif row.amount != amount_for(row.agent, row.job, row.step):
             wanted = amount_for(row.agent, row.job, row.step)
             problems.append(f"applied effect {row}: amount should be {wanted}")
-        if not row.key.startswith(f"Agent/{row.agent}/"):
+        if row.key.partition(":")[2].partition("/t")[0] != f"Agent/{row.agent}":
             problems.append(f"applied effect {row}: its key names another actor")
 
     calls: dict[str, list[Attempt]] = defaultdict(list)
@@ -346,8 +346,8 @@ async def audit_journal(path: Path, invocations: dict[Message, str]) -> list[str
         for agent in agent_keys():
             ref = actorflow.ActorRef("Agent", agent)
             status = await runtime.status(ref)
-            if status.state != "completed":
-                problems.append(f"{ref}: state {status.state!r}, expected 'completed'")
+            if status.state != "idle":
+                problems.append(f"{ref}: state {status.state!r}, expected 'idle'")
             problems += journal_problems(ref, await runtime.journal(ref), invocations)
     finally:
         await store.close()
@@ -395,11 +395,12 @@ def journaled_step_keys(path: Path) -> set[str]:
         store = await SqliteStore.open(path, durability="full")
         try:
             runtime = actorflow.Runtime(store, [Agent])
+            tag = store.identity[:16]  # step keys carry the journal's identity
             for agent in agent_keys():
                 ref = actorflow.ActorRef("Agent", agent)
                 for entry in await runtime.journal(ref):
                     if entry.type == "step" and entry.data["name"] == "effect":
-                        keys.add(f"{ref.id}/t{entry.data['turn']}/s{entry.data['step']}")
+                        keys.add(f"{tag}:{ref.id}/t{entry.data['turn']}/s{entry.data['step']}")
         finally:
             await store.close()
         return keys

@@ -351,7 +351,7 @@ def check_ledger(
     for row in applied:
         if row.amount != amount_for(row.actor, row.step):
             problems.append(f"{row}: amount should be {amount_for(row.actor, row.step)}")
-        if not row.key.startswith(f"{row.actor}/t1/"):
+        if not row.key.partition(":")[2].startswith(f"{row.actor}/t1/"):
             problems.append(f"{row}: applied by another turn than the run's only one")
 
     killed = {stop.server.generation for stop in stops if stop.signum == signal.SIGKILL}

@@ -10,24 +10,30 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from actorflow import Actor, ActorHandle, ActorStatus, JournalEntry, Runtime
+from actorflow import Actor, ActorHandle, ActorStatus, Context, JournalEntry, Runtime
 from journal import SqliteStore, Store
 
 #: How long a poll waits for the runtime to reach a state before the test fails.
 DEADLINE = 5.0
+#: The event a handler waits for at the end of a turn a test wants replayed (see `hold`).
+RELEASE = "release"
 
 
 @contextlib.asynccontextmanager
 async def running(
-    path: pathlib.Path, actors: Iterable[type[Actor]], **options: Any
+    path: pathlib.Path,
+    actors: Iterable[type[Actor]],
+    wrap: Callable[[Store], Any] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Runtime]:
     """A runtime over the SQLite journal at ``path``; closing it closes the store too.
 
     Leaving the block and opening another one on the same path is a process restart.
+    ``wrap`` puts something between the runtime and the store (see `tests.runtime.faults`).
     """
     store = await SqliteStore.open(path)
     try:
-        async with Runtime(store, actors, **options) as runtime:
+        async with Runtime(wrap(store) if wrap else store, actors, **options) as runtime:
             yield runtime
     finally:
         with anyio.CancelScope(shield=True):  # a test that ran out of time still closes
@@ -84,6 +90,36 @@ async def replays_cleanly(handle: ActorHandle[Any], handler: Any, *args: Any) ->
     assert status.error is None, status.error
     assert status.state == "idle"
     assert invocation is not None
+
+
+async def hold(ctx: Context) -> None:
+    """Keep the turn unfinished until the test delivers `RELEASE`.
+
+    A finished turn is never replayed (its end checkpoints the actor), so a test that
+    wants to see a turn replayed holds it open here, restarts, and releases it.
+    """
+    await ctx.wait_for(RELEASE)
+
+
+async def run_to_hold(handle: ActorHandle[Any], handler: Any, *args: Any) -> str:
+    """Send a message and wait until its turn waits at `hold` (or any other event)."""
+    invocation = await handle.send(handler, *args)
+    await reaches(handle, "waiting-event")
+    return invocation
+
+
+async def replay_held(
+    path: pathlib.Path,
+    actors: Iterable[type[Actor]],
+    handle: ActorHandle[Any],
+    invocation: str,
+    **options: Any,
+) -> Any:
+    """Restart on the journal at ``path``: activation replays the held turn of
+    ``handle``'s actor; release it and return its result (or raise its error)."""
+    async with running(path, actors, **options) as runtime:
+        await runtime.deliver(handle.ref, RELEASE)
+        return await runtime.result(invocation)
 
 
 async def settle(rounds: int = 50) -> None:

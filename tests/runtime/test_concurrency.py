@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from actorflow import Actor, ActorflowError, ManualClock, handler
-from tests.runtime.support import entries, reaches, replays_cleanly, running
+from actorflow import NO_RETRY, Actor, ActorflowError, ManualClock, handler
+from tests.runtime.support import entries, hold, reaches, replay_held, run_to_hold, running
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,7 @@ async def in_child_tasks(run: Callable[..., Coroutine[Any, Any, Any]], *labels: 
     return refusals[0] if refusals else "accepted"
 
 
-class Fanout(Actor):
+class Fanout(Actor, retry=NO_RETRY):
     @handler
     async def gather_out_of_order(self) -> list[Any]:
         ctx = self.ctx
@@ -70,6 +70,7 @@ class Fanout(Actor):
             ctx.run(slow), ctx.run(fast), two_in_a_row(), ctx.run(record, "fifth")
         )
         seen.append(results)
+        await hold(ctx)
         return results
 
     @handler
@@ -86,19 +87,24 @@ class Fanout(Actor):
                 self.ctx.run(record, "ok-after"),
             )
         except ValueError as exc:
-            return str(exc)
-        return "no error"
+            outcome = str(exc)
+        else:
+            outcome = "no error"
+        await hold(self.ctx)
+        return outcome
 
     @handler
     async def approval_or_deadline(self) -> list[Any]:
         index, value = await self.ctx.first(self.ctx.wait_for("approved"), self.ctx.sleep(60))
         seen.append([index, value])
+        await hold(self.ctx)
         return [index, value]
 
     @handler
     async def quick_or_deadline(self) -> list[Any]:
         index, value = await self.ctx.first(self.ctx.run(record, "quick"), self.ctx.sleep(60))
         seen.append([index, value])
+        await hold(self.ctx)
         return [index, value]
 
     @handler
@@ -123,16 +129,14 @@ class Fanout(Actor):
         return "pong"
 
 
-async def replay(db: pathlib.Path, clock: ManualClock) -> None:
-    async with running(db, [Fanout], clock=clock) as rt:
-        await replays_cleanly(rt.ref(Fanout, "k"), Fanout.ping)
-
-
 async def test_gather_returns_results_in_argument_order_whatever_order_they_finish(
     db: pathlib.Path,
 ) -> None:
     async with running(db, [Fanout], clock=ManualClock(T0)) as rt:
-        results = await rt.ref(Fanout, "k").call(Fanout.gather_out_of_order)
+        actor = rt.ref(Fanout, "k")
+        invocation = await run_to_hold(actor, Fanout.gather_out_of_order)
+        await actor.deliver("release")
+        results = await rt.result(invocation)
     assert results == ["slow", "fast", ["third", "fourth"], "fifth"]
     assert completion_order.index("fast") < completion_order.index("slow")
 
@@ -140,7 +144,7 @@ async def test_gather_returns_results_in_argument_order_whatever_order_they_fini
 async def test_gathered_steps_are_journaled_under_their_branch_paths(db: pathlib.Path) -> None:
     async with running(db, [Fanout], clock=ManualClock(T0)) as rt:
         actor = rt.ref(Fanout, "k")
-        await actor.call(Fanout.gather_out_of_order)
+        await run_to_hold(actor, Fanout.gather_out_of_order)
         steps = {
             entry.data["step"]: entry.data["value"] for entry in await entries(rt, actor, "step")
         }
@@ -158,8 +162,9 @@ async def test_gathered_steps_replay_their_own_results_without_running(
     db: pathlib.Path,
 ) -> None:
     async with running(db, [Fanout], clock=ManualClock(T0)) as rt:
-        await rt.ref(Fanout, "k").call(Fanout.gather_out_of_order)
-    await replay(db, ManualClock(T0))
+        actor = rt.ref(Fanout, "k")
+        invocation = await run_to_hold(actor, Fanout.gather_out_of_order)
+    await replay_held(db, [Fanout], actor, invocation, clock=ManualClock(T0))
     assert seen == [["slow", "fast", ["third", "fourth"], "fifth"]] * 2
     assert set(executions.values()) == {1}
 
@@ -169,11 +174,12 @@ async def test_gather_runs_every_branch_then_raises_the_first_error_by_argument_
 ) -> None:
     async with running(db, [Fanout], clock=ManualClock(T0)) as rt:
         actor = rt.ref(Fanout, "k")
-        assert await actor.call(Fanout.gather_with_errors) == "first-error failed"
+        invocation = await run_to_hold(actor, Fanout.gather_with_errors)
         assert len(await entries(rt, actor, "step")) == 2
         assert len(await entries(rt, actor, "step_failed")) == 2
     assert executions == {"ok-before": 1, "first-error": 1, "second-error": 1, "ok-after": 1}
-    await replay(db, ManualClock(T0))
+    outcome = await replay_held(db, [Fanout], actor, invocation, clock=ManualClock(T0))
+    assert outcome == "first-error failed"
     assert executions == {"ok-before": 1, "first-error": 1, "second-error": 1, "ok-after": 1}
 
 
@@ -184,6 +190,8 @@ async def test_first_journals_the_winner_index(db: pathlib.Path) -> None:
         invocation = await actor.send(Fanout.approval_or_deadline)
         await reaches(actor, "waiting-timer")
         clock.advance(60)
+        await reaches(actor, "waiting-event")
+        await actor.deliver("release")
         assert await rt.result(invocation) == [1, None]
         [winner] = [e for e in await entries(rt, actor, "step") if e.data["kind"] == "first"]
         assert (winner.data["step"], winner.data["value"]) == ("1", 1)
@@ -198,12 +206,14 @@ async def test_first_replays_the_journaled_winner_even_when_another_branch_could
         invocation = await actor.send(Fanout.approval_or_deadline)
         await reaches(actor, "waiting-timer")
         clock.advance(60)
-        assert await rt.result(invocation) == [1, None]
+        await reaches(actor, "waiting-event")  # held after the race
         await actor.deliver("approved", "late")
 
     async with running(db, [Fanout], clock=ManualClock(T0 + 60)) as rt:
         actor = rt.ref(Fanout, "k")
         # Replaying turn 1 takes the timer branch again and leaves the event for turn 2.
+        await actor.deliver("release")
+        assert await rt.result(invocation) == [1, None]
         assert await actor.call(Fanout.approval) == "late"
         assert (await actor.status()).error is None
     assert seen == [[1, None], [1, None]]
@@ -214,8 +224,11 @@ async def test_first_replays_a_step_winner_and_ignores_the_cancelled_branch(
 ) -> None:
     async with running(db, [Fanout], clock=ManualClock(T0)) as rt:
         actor = rt.ref(Fanout, "k")
-        assert await actor.call(Fanout.quick_or_deadline) == [0, "quick"]
-    await replay(db, ManualClock(T0))
+        invocation = await run_to_hold(actor, Fanout.quick_or_deadline)
+    assert await replay_held(db, [Fanout], actor, invocation, clock=ManualClock(T0)) == [
+        0,
+        "quick",
+    ]
     assert seen == [[0, "quick"], [0, "quick"]]
     assert executions == {"quick": 1}
 

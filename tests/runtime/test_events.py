@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
-from actorflow import Actor, ManualClock, handler
-from tests.runtime.support import entries, reaches, replays_cleanly, running, settle
+from actorflow import Actor, ActorHandle, ManualClock, handler
+from tests.runtime.support import (
+    entries,
+    eventually,
+    hold,
+    reaches,
+    replay_held,
+    running,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +57,12 @@ class Approver(Actor):
             return "timed out"
         outcomes.append(answer)
         return f"got {answer}"
+
+    @handler
+    async def approval_or_timeout_held(self) -> str:
+        outcome = await self.approval_or_timeout()
+        await hold(self.ctx)
+        return outcome
 
     @handler
     async def ping(self) -> str:
@@ -135,19 +149,28 @@ async def test_a_timed_out_wait_replays_as_a_timeout_even_if_the_event_came_late
     clock = ManualClock(T0)
     async with running(db, [Approver], clock=clock) as rt:
         actor = rt.ref(Approver, "k")
-        invocation = await actor.send(Approver.approval_or_timeout)
+        invocation = await actor.send(Approver.approval_or_timeout_held)
         await reaches(actor, "waiting-event")
         clock.advance(600)
-        assert await rt.result(invocation) == "timed out"
+        await eventually_held(actor)
         await actor.deliver("approved", "too late")
 
     # Activation replays the first turn: it must time out again, not take the late event.
+    held = await replay_held(db, [Approver], actor, invocation, clock=ManualClock(T0))
+    assert held == "timed out"
     async with running(db, [Approver], clock=ManualClock(T0)) as rt:
         actor = rt.ref(Approver, "k")
-        await replays_cleanly(actor, Approver.ping)
-        assert await rt.result(invocation) == "timed out"
         assert await actor.call(Approver.approval_or_timeout) == "got too late"
     assert outcomes == ["timeout", "timeout", "too late"]
+
+
+async def eventually_held(actor: ActorHandle[Approver]) -> None:
+    """Wait until the turn has timed out and waits at its hold."""
+
+    async def timed_out() -> bool:
+        return outcomes == ["timeout"] and (await actor.status()).state == "waiting-event"
+
+    await eventually(timed_out, f"{actor.id} to time out and hold")
 
 
 async def test_a_timeout_counts_from_when_the_wait_began_across_a_restart(

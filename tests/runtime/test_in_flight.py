@@ -24,7 +24,9 @@ from tests.runtime.support import (
     crashing,
     entries,
     eventually,
-    replays_cleanly,
+    hold,
+    reaches,
+    replay_held,
     running,
     stream_types,
 )
@@ -87,6 +89,18 @@ class Wire(Actor):
         return outcome
 
     @handler
+    async def at_most_once_held(self, amount: int) -> str:
+        outcome = await self.at_most_once(amount)
+        await hold(self.ctx)
+        return outcome
+
+    @handler
+    async def reconciled_held(self, amount: int) -> str:
+        outcome = await self.reconciled(amount)
+        await hold(self.ctx)
+        return outcome
+
+    @handler
     async def plain_steps(self, amount: int) -> list[str]:
         return [await self.ctx.run(plain, amount), await self.ctx.run(transfer, amount)]
 
@@ -132,13 +146,11 @@ async def test_an_at_most_once_step_in_flight_at_a_crash_is_not_run_again(
 async def test_an_unknown_outcome_is_journaled_so_a_later_replay_sees_it_too(
     db: pathlib.Path,
 ) -> None:
-    invocation = await crash_in_flight(db, "at_most_once")
+    invocation = await crash_in_flight(db, "at_most_once_held")
     async with running(db, [Wire], clock=ManualClock(T0)) as rt:
-        await rt.result(invocation)
-    async with running(db, [Wire], clock=ManualClock(T0)) as rt:
-        wire = rt.ref(Wire, "k")
-        await replays_cleanly(wire, Wire.ping)
-        assert await rt.result(invocation) == seen[0]
+        await reaches(rt.ref(Wire, "k"), "waiting-event")  # held after the unknown outcome
+    wire = rt.ref(Wire, "k")
+    assert await replay_held(db, [Wire], wire, invocation, clock=ManualClock(T0)) == seen[0]
     assert seen == [f"unknown: {step_keys[0]}"] * 2
     assert executions == {"transfer": 1}
 
@@ -169,12 +181,12 @@ async def test_a_reconcile_probe_that_finds_nothing_runs_the_step_again(
 
 
 async def test_a_reconciled_step_replays_without_probing(db: pathlib.Path) -> None:
-    invocation = await crash_in_flight(db, "reconciled")
+    invocation = await crash_in_flight(db, "reconciled_held")
     probe_answer.append(Happened("found"))
     async with running(db, [Wire], clock=ManualClock(T0)) as rt:
-        assert await rt.result(invocation) == "found"
-    async with running(db, [Wire], clock=ManualClock(T0)) as rt:
-        await replays_cleanly(rt.ref(Wire, "k"), Wire.ping)
+        await reaches(rt.ref(Wire, "k"), "waiting-event")  # held after the probe answered
+    wire = rt.ref(Wire, "k")
+    assert await replay_held(db, [Wire], wire, invocation, clock=ManualClock(T0)) == "found"
     assert len(probe_keys) == 1
     assert seen == ["found", "found"]
 

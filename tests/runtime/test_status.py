@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from actorflow import Actor, ActorRef, JournalEntry, ManualClock, handler
+from actorflow import Actor, ActorRef, ActorStatus, JournalEntry, ManualClock, handler
 from tests.runtime.support import eventually, reaches, running
 
 pytestmark = pytest.mark.anyio
@@ -97,16 +97,20 @@ async def test_an_actor_with_nothing_to_do_is_idle_with_no_invocation(db: pathli
         assert (status.invocation, status.turns, status.error) == (None, 2, None)
 
 
-async def test_an_actor_never_messaged_is_idle_and_a_finished_one_not_in_memory_is_completed(
+async def test_an_idle_actor_reads_the_same_before_and_after_a_restart(
     db: pathlib.Path,
 ) -> None:
     async with running(db, [Worker], clock=ManualClock(T0)) as rt:
-        assert (await rt.status(ActorRef("Worker", "nobody"))).state == "idle"
+        assert (await rt.status(ActorRef("Worker", "nobody"))) == ActorStatus(
+            "Worker/nobody", "idle", None, 0
+        )
         await rt.ref(Worker, "k").call(Worker.echo, "done")
+        await reaches(rt.ref(Worker, "k"), "idle")
+        before = await rt.status(ActorRef("Worker", "k"))
     async with running(db, [Worker], clock=ManualClock(T0)) as rt:
-        status = await rt.status(ActorRef("Worker", "k"))
+        after = await rt.status(ActorRef("Worker", "k"))
         assert rt.hosted() == {}
-    assert (status.state, status.invocation) == ("completed", None)
+    assert before == after == ActorStatus("Worker/k", "idle", None, 1)
 
 
 async def test_the_journal_reads_as_plain_entries_in_order(db: pathlib.Path) -> None:

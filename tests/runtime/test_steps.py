@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from actorflow import (
+    NO_RETRY,
     Actor,
     ActorflowError,
     InvalidResultError,
@@ -24,8 +25,11 @@ from tests.runtime.support import (
     crashing,
     entries,
     eventually,
+    hold,
     reaches,
+    replay_held,
     replays_cleanly,
+    run_to_hold,
     running,
 )
 
@@ -86,7 +90,7 @@ def flaky(label: str, fail_times: int, error: type[Exception]) -> str:
     return f"{label} done"
 
 
-class Steps(Actor):
+class Steps(Actor, retry=NO_RETRY):  # a failed step fails at once (retries: test_retries)
     @handler
     async def two_draws(self) -> list[float]:
         first = await self.ctx.run(draw, "first")
@@ -103,6 +107,7 @@ class Steps(Actor):
         except (ValueError, Declined, StepFailed) as exc:
             outcome = describe(exc)
         seen.append(outcome)
+        await hold(self.ctx)
         return outcome
 
     @handler
@@ -181,6 +186,7 @@ class Steps(Actor):
         at = self.ctx.now()
         result = [str(at), str(self.ctx.random()), str(self.ctx.uuid()), str(self.ctx.random())]
         seen.append(result)
+        await hold(self.ctx)
         return result
 
 
@@ -207,9 +213,10 @@ async def test_a_step_result_is_journaled_and_not_re_executed_after_a_restart(
     assert executions == {"first": 1, "second": 1}
     assert seen == [("first", first), ("first", first), ("second", second)]
 
+    # A finished turn is never replayed: its end checkpointed the actor.
     await replay_first_turn(db, ManualClock(T0 + 120))
     assert executions == {"first": 1, "second": 1}
-    assert seen[-2:] == [("first", first), ("second", second)]
+    assert seen == [("first", first), ("first", first), ("second", second)]
 
 
 @pytest.mark.parametrize(
@@ -228,12 +235,12 @@ async def test_a_step_error_is_journaled_and_re_raised_the_same_on_replay(
 ) -> None:
     async with running(db, [Steps], clock=ManualClock(T0)) as rt:
         actor = rt.ref(Steps, "k")
-        assert await actor.call(Steps.failing, kind) == expected
+        invocation = await run_to_hold(actor, Steps.failing, kind)
         [failed] = await entries(rt, actor, "step_failed")
         assert failed.data["name"] == "fail_with"
         assert failed.data["error"]["type"].rpartition(".")[2] in expected
 
-    await replay_first_turn(db, ManualClock(T0))
+    assert await replay_held(db, [Steps], actor, invocation, clock=ManualClock(T0)) == expected
     assert executions == {kind: 1}
     assert seen == [expected, expected]
 
@@ -317,9 +324,8 @@ async def test_the_idempotency_key_is_the_same_inside_the_step_and_on_re_executi
     assert executions == {"charge": 2}
     (first_kw, first_ctx), (again_kw, again_ctx), (_, refund_key) = keys
     assert first_kw == first_ctx == again_kw == again_ctx
-    assert first_kw.startswith("Steps/k/")
-    assert refund_key.startswith("Steps/k/")
-    assert refund_key != first_kw
+    assert first_kw.endswith(":Steps/k/t1/s1")
+    assert refund_key.endswith(":Steps/k/t1/s2")
 
 
 async def test_the_idempotency_key_is_undefined_outside_a_step(db: pathlib.Path) -> None:
@@ -330,10 +336,11 @@ async def test_the_idempotency_key_is_undefined_outside_a_step(db: pathlib.Path)
 
 async def test_now_random_and_uuid_are_the_same_on_replay(db: pathlib.Path) -> None:
     async with running(db, [Steps], clock=ManualClock(T0)) as rt:
-        values = await rt.ref(Steps, "k").call(Steps.values)
+        actor = rt.ref(Steps, "k")
+        invocation = await run_to_hold(actor, Steps.values)
+    values = await replay_held(db, [Steps], actor, invocation, clock=ManualClock(T0 + 999))
     assert float(values[0]) == T0
     assert values[1] != values[3]
-    await replay_first_turn(db, ManualClock(T0 + 999))
     assert seen == [values, values]
 
 

@@ -1,5 +1,6 @@
-"""Snapshots of declared state: the journal is truncated behind them, a restart starts
-from them, and replaying from a snapshot gives the same state as replaying from the start."""
+"""Checkpoints: every turn's end checkpoints the actor in the same transaction, so a
+finished turn is never replayed; a turn that fails leaves the state as it was; the journal
+is truncated behind the checkpoint every few turns, and nothing is lost by it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actorflow import Actor, HandlerFailed, ManualClock, Runtime, handler
+from actorflow import NO_RETRY, Actor, HandlerFailed, ManualClock, Runtime, handler
 from journal import MemoryStore
-from tests.runtime.support import eventually, running
+from tests.runtime.support import eventually, running, stream_types
 
 pytestmark = pytest.mark.anyio
 
@@ -64,6 +65,15 @@ class Ledger(Actor, state=Book):
         return self.state.balance
 
     @handler
+    async def overdraw(self, amount: int) -> int:
+        """Change the state, then fail: the change must not stay."""
+        handler_runs.append(-amount)
+        self.state.balance -= amount
+        self.state.entries.append(f"-{amount} (overdrawn)")
+        charged = await self.ctx.run(fee, amount)
+        raise ValueError(f"overdrawn by {amount + charged - self.state.balance}")
+
+    @handler
     async def draw(self) -> float:
         value = self.ctx.random()
         self.state.lucky.append(value)
@@ -74,19 +84,31 @@ class Ledger(Actor, state=Book):
         return self.state
 
 
-async def test_snapshots_truncate_the_journal_behind_them(db: pathlib.Path) -> None:
-    async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=2) as rt:
+async def test_every_turn_end_checkpoints_the_actor_in_the_same_transaction(
+    db: pathlib.Path,
+) -> None:
+    async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=0) as rt:
         ledger = rt.ref(Ledger, "k")
-        for amount in (100, 200, 300, 400, 500):
+        for turn, amount in enumerate((100, 200, 300), start=1):
             await ledger.call(Ledger.deposit, amount)
-        info = await rt.store.stream_info(STREAM)
-        snapshot = await rt.store.load_snapshot(STREAM)
-    assert info.first_position > 1
-    assert info.snapshot_position == info.first_position - 1
-    assert snapshot is not None
+            await eventually(lambda: _idle(rt), "the turn's end to be journaled")
+            info = await rt.store.stream_info(STREAM)
+            snapshot = await rt.store.load_snapshot(STREAM)
+            assert snapshot is not None
+            assert info.snapshot_position == info.last_position == 3 * turn
+            checkpoint = msgspec.msgpack.decode(snapshot.data)
+            assert (checkpoint["turn"], checkpoint["state"]["balance"]) == (
+                turn,
+                sum(a - a // 10 for a in (100, 200, 300)[:turn]),
+            )
+        assert await stream_types(rt.store, STREAM) == ["turn", "step", "turn_done"] * 3
 
 
-async def test_a_restart_restores_state_from_the_snapshot_and_replays_only_what_follows(
+async def _idle(rt: Runtime) -> bool:
+    return (await rt.ref(Ledger, "k").status()).state == "idle"
+
+
+async def test_a_restart_restores_the_checkpoint_and_replays_no_finished_turn(
     db: pathlib.Path,
 ) -> None:
     async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=2) as rt:
@@ -98,22 +120,54 @@ async def test_a_restart_restores_state_from_the_snapshot_and_replays_only_what_
     async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=2) as rt:
         restored = await rt.ref(Ledger, "k").call(Ledger.book)
     assert restored == Book(1350, ["+100-10", "+200-20", "+300-30", "+400-40", "+500-50"])
-    assert handler_runs == [500]  # turns 1-4 came from the snapshot, turn 5 was replayed
+    assert handler_runs == []  # no turn ran again
     assert executions == {100: 1, 200: 1, 300: 1, 400: 1, 500: 1}
 
 
-async def test_results_of_invocations_before_a_snapshot_are_still_available(
+async def test_a_failed_turn_leaves_the_state_as_it_was_before_the_turn(db: pathlib.Path) -> None:
+    async with running(db, [Ledger], clock=ManualClock(T0), retry=NO_RETRY) as rt:
+        ledger = rt.ref(Ledger, "k")
+        await ledger.call(Ledger.deposit, 100)
+        with pytest.raises(HandlerFailed, match="overdrawn"):
+            await ledger.call(Ledger.overdraw, 500)
+        live = await ledger.call(Ledger.book)
+    assert live == Book(90, ["+100-10"])
+    async with running(db, [Ledger], clock=ManualClock(T0)) as rt:
+        assert await rt.ref(Ledger, "k").call(Ledger.book) == live
+
+
+async def test_the_journal_is_truncated_behind_the_checkpoint_every_few_turns(
     db: pathlib.Path,
 ) -> None:
     async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=2) as rt:
         ledger = rt.ref(Ledger, "k")
+        for amount in (100, 200, 300, 400, 500):
+            await ledger.call(Ledger.deposit, amount)
+        await eventually(lambda: _idle(rt), "the last turn's end")
+        actor = await rt.store.stream_info(STREAM)
+        inbox = await rt.store.stream_info("inbox/Ledger/k")
+    assert actor.first_position == 13  # truncated after turn 4 (positions 1-12)
+    assert actor.snapshot_position == actor.last_position == 15
+    assert inbox.first_position == 5  # the messages of turns 1-4
+    assert inbox.last_position == 5
+
+
+async def test_results_of_invocations_before_a_truncation_are_still_available(
+    db: pathlib.Path,
+) -> None:
+    async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=1) as rt:
+        ledger = rt.ref(Ledger, "k")
         first = await ledger.send(Ledger.deposit, 100)
         await ledger.call(Ledger.deposit, 200)
-    async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=2) as rt:
+        assert (await rt.invocation(first)).state == "completed"  # type: ignore[union-attr]
+    async with running(db, [Ledger], clock=ManualClock(T0), snapshot_every=1) as rt:
         assert await rt.result(first, timeout=5) == 90
+        status = await rt.invocation(first)
+    assert status is not None
+    assert (status.state, status.result) == ("completed", 90)
 
 
-async def test_an_actor_passivated_between_turns_is_still_snapshotted(db: pathlib.Path) -> None:
+async def test_an_actor_passivated_between_turns_is_still_truncated(db: pathlib.Path) -> None:
     options: dict[str, Any] = {"snapshot_every": 2, "idle_timeout": 0.01}
     async with running(db, [Ledger], clock=ManualClock(T0), **options) as rt:
         ledger = rt.ref(Ledger, "k")
@@ -130,17 +184,17 @@ async def test_an_actor_passivated_between_turns_is_still_snapshotted(db: pathli
     assert info.first_position > 1
 
 
-async def test_actors_without_state_are_not_snapshotted(db: pathlib.Path) -> None:
+async def test_actors_without_state_are_checkpointed_too(db: pathlib.Path) -> None:
     class Plain(Actor):
         @handler
         async def ping(self) -> str:
             return "pong"
 
-    async with running(db, [Plain], clock=ManualClock(T0), snapshot_every=1) as rt:
+    async with running(db, [Plain], clock=ManualClock(T0), snapshot_every=0) as rt:
         for _ in range(3):
             await rt.ref(Plain, "k").call(Plain.ping)
         info = await rt.store.stream_info("actor/Plain/k")
-    assert (info.first_position, info.snapshot_position) == (1, 0)
+    assert (info.first_position, info.snapshot_position) == (1, 6)
 
 
 # -- property: snapshots change nothing that replay gives back -------------------------------

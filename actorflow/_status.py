@@ -1,0 +1,97 @@
+"""What the runtime reports about actors and invocations: plain msgspec records."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+#: The states an actor's status may be in (see `ActorStatus`).
+ACTOR_STATES = (
+    "idle",
+    "running",
+    "waiting-timer",
+    "waiting-event",
+    "waiting-retry",
+    "retrying",
+    "stuck",
+    "pending",
+)
+#: The states an invocation's status may be in (see `InvocationStatus`).
+INVOCATION_STATES = ("queued", "running", "completed", "failed", "cancelled")
+
+
+class ShutdownReport(msgspec.Struct, frozen=True):
+    """What `Runtime.shutdown` did with the turns that were running."""
+
+    running: int
+    checkpointed: int = 0
+    finished: int = 0
+    compensated: int = 0
+    abandoned: int = 0
+    seconds: float = 0.0
+
+
+class InvocationStatus(msgspec.Struct, frozen=True):
+    """Where an invocation is: ``queued``, ``running``, ``completed``, ``failed`` or
+    ``cancelled``, with its result or error once it ended, the steps compensated, and
+    the compensations that failed (those effects need a human)."""
+
+    invocation: str
+    actor: str
+    state: str
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    compensated: tuple[str, ...] = ()
+    compensation_failed: tuple[str, ...] = ()
+    handler: str | None = None
+    #: Whether an operator may retry it (`Runtime.retry`): it failed, was not cancelled,
+    #: and nothing was compensated.
+    retryable: bool = False
+
+
+class ActorStatus(msgspec.Struct, frozen=True):
+    """What an actor is doing. ``state`` is one of:
+
+    - ``idle``: nothing to do (every accepted message processed, or none received);
+    - ``running``, ``waiting-timer``, ``waiting-event``, ``waiting-retry`` (a step backs
+      off before its next attempt): a turn is under way;
+    - ``retrying``: the journal failed under it (see ``error``); it is re-activated
+      after a pause, and replays from what the journal holds;
+    - ``stuck``: it cannot go on until its code or journal is fixed (see ``error``);
+    - ``pending``: work is journaled but the actor is not active in this process.
+
+    ``turns`` counts its turns; ``attention`` lists recent invocations whose
+    compensations failed. It reads the same whether the actor is in memory or not.
+    """
+
+    actor: str
+    state: str
+    invocation: str | None
+    turns: int
+    error: str | None = None
+    attention: list[str] = []
+
+
+class JournalEntry(msgspec.Struct, frozen=True):
+    """One journal record as readable data: which stream, where, what, and when."""
+
+    stream: Literal["actor", "inbox"]
+    position: int
+    type: str
+    at: float
+    data: dict[str, Any]
+
+
+def readable(value: Any) -> dict[str, Any]:
+    """A journal entry as plain data, with embedded MessagePack values decoded."""
+    data: dict[str, Any] = {}
+    for field in value.__struct_fields__:
+        item = getattr(value, field)
+        if isinstance(item, msgspec.Raw):
+            item = msgspec.msgpack.decode(item)
+        elif isinstance(item, msgspec.Struct):
+            item = readable(item)
+        data[field] = item
+    return data
