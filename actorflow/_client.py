@@ -146,6 +146,16 @@ class _Requests:
         return _Call("POST", path, answer=InvocationStatus)
 
     @staticmethod
+    def retry(invocation: str) -> _Call:
+        path = _invocation_path(invocation) + "/retry"
+        return _Call("POST", path, answer=InvocationStatus)
+
+    @staticmethod
+    def invocations(actor: ActorRef | str) -> _Call:
+        path = _actor_path(_as_ref(actor)) + "/invocations"
+        return _Call("GET", path, answer=list[InvocationStatus])
+
+    @staticmethod
     def deliver(actor: ActorRef | str, name: str, payload: Any) -> _Call:
         path = f"{_actor_path(_as_ref(actor))}/events/{name}"
         return _Call("POST", path, body=msgspec.json.encode(payload))
@@ -287,6 +297,16 @@ class Client:
         """Cancel an invocation (its compensations run)."""
         status: InvocationStatus = await self._do(_Requests.cancel(invocation))
         return status
+
+    async def retry(self, invocation: str) -> InvocationStatus:
+        """Run a failed invocation again from its last journaled step."""
+        status: InvocationStatus = await self._do(_Requests.retry(invocation))
+        return status
+
+    async def invocations(self, actor: ActorRef | str) -> list[InvocationStatus]:
+        """An actor's invocations: running and queued first, then ended, latest first."""
+        found: list[InvocationStatus] = await self._do(_Requests.invocations(actor))
+        return found
 
     async def deliver(self, actor: ActorRef | str, name: str, payload: Any = None) -> None:
         """Deliver an event to an actor (for ``ctx.wait_for``)."""
@@ -445,6 +465,16 @@ class SyncClient:
         """Cancel an invocation (its compensations run)."""
         status: InvocationStatus = self._do(_Requests.cancel(invocation))
         return status
+
+    def retry(self, invocation: str) -> InvocationStatus:
+        """Run a failed invocation again from its last journaled step."""
+        status: InvocationStatus = self._do(_Requests.retry(invocation))
+        return status
+
+    def invocations(self, actor: ActorRef | str) -> list[InvocationStatus]:
+        """An actor's invocations: running and queued first, then ended, latest first."""
+        found: list[InvocationStatus] = self._do(_Requests.invocations(actor))
+        return found
 
     def deliver(self, actor: ActorRef | str, name: str, payload: Any = None) -> None:
         """Deliver an event to an actor (for ``ctx.wait_for``)."""

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -18,6 +19,7 @@ import msgspec
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow._runtime import JournalEntry
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
+from journal import DEFAULT_MAX_RECORD_BYTES
 
 TOKEN_ENV = "ACTORFLOW_TOKEN"
 TIMEOUT_ENV = "ACTORFLOW_TIMEOUT"
@@ -119,7 +121,35 @@ def main() -> None:
     type=int,
     default=100,
     show_default=True,
-    help="Snapshot actors with state every N turns (0: never).",
+    help="Every N turns, delete the journal records an actor's checkpoint covers (0: never).",
+)
+@click.option(
+    "--max-record-bytes",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_RECORD_BYTES,
+    show_default=True,
+    help="Largest journal record: a step result, message or event above it is refused.",
+)
+@click.option(
+    "--step-threads",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Worker threads for sync step functions.",
+)
+@click.option(
+    "--idempotency-retention",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24 * 3600.0,
+    show_default=True,
+    help="Seconds an Idempotency-Key stays bound to its invocation.",
+)
+@click.option(
+    "--max-pending-events",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Events an actor may hold that no turn waited for yet (more get 429).",
 )
 def serve_command(
     app: str,
@@ -134,6 +164,10 @@ def serve_command(
     max_body_bytes: int,
     lock_wait: float,
     snapshot_every: int,
+    max_record_bytes: int,
+    step_threads: int,
+    idempotency_retention: float,
+    max_pending_events: int,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -163,12 +197,39 @@ def serve_command(
         max_body_bytes,
         snapshot_every,
         lock_wait=lock_wait,
+        max_record_bytes=max_record_bytes,
+        step_threads=step_threads,
+        idempotency_retention=idempotency_retention,
+        max_pending_events=max_pending_events,
     )
     try:
         code = _run(config)
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
+    _exit_despite_abandoned_steps(code)
     sys.exit(code)
+
+
+def _exit_despite_abandoned_steps(code: int) -> None:
+    """Exit now if a sync step abandoned at shutdown still runs in its worker thread.
+
+    Everything acknowledged is in the journal and the journal is closed; Python would
+    otherwise wait for the thread before exiting, however far past the grace budget.
+    The step runs again, under the same idempotency key, in the next process.
+    """
+    lingering = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and thread.is_alive() and not thread.daemon
+    ]
+    if lingering:
+        logging.getLogger("actorflow.serve").info(
+            "event=exit-abandoning-steps threads=%d", len(lingering)
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _run(config: ServeConfig) -> int:
@@ -417,3 +478,34 @@ def deliver(
 def cancel(invocation: str, url: str, token_file: Path | None, timeout: float) -> None:
     """Cancel an invocation: its turn stops and its compensations run."""
     _print(_talk(url, token_file, timeout, lambda client: client.cancel(invocation)))
+
+
+@main.command()
+@click.argument("invocation")
+@_client_options
+def retry(invocation: str, url: str, token_file: Path | None, timeout: float) -> None:
+    """Run a failed invocation again from its last journaled step (completed steps are
+    not run again; the failed step and what follows run under the same idempotency keys).
+    Refused if it was cancelled or its compensations ran."""
+    _print(_talk(url, token_file, timeout, lambda client: client.retry(invocation)))
+
+
+@main.command()
+@click.argument("actor")
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@_client_options
+def invocations(
+    actor: str, as_json: bool, url: str, token_file: Path | None, timeout: float
+) -> None:
+    """List ACTOR's invocations: running and queued first, then ended ones, latest first,
+    with their results or errors."""
+    found = _talk(url, token_file, timeout, lambda client: client.invocations(actor))
+    if as_json:
+        _print(found)
+        return
+    for status in found:
+        if status.state == "completed":
+            detail = _short(status.result, 60)
+        else:
+            detail = status.error or ""
+        click.echo(f"{status.invocation:45} {status.state:10} {status.handler or '':14} {detail}")

@@ -6,7 +6,6 @@ that fits; bad input is refused before anything is accepted.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,32 +23,25 @@ from actorflow._errors import (
     ActorflowError,
     ActorStuckError,
     HandlerFailed,
+    IdempotencyKeyReused,
     InvalidMessageError,
+    InvocationNotRetryable,
     RuntimeClosedError,
+    TooManyPendingEvents,
     UnknownActorError,
     UnknownHandlerError,
 )
 from actorflow._runtime import InvocationStatus, Runtime
+from actorflow._status import ACTOR_STATES
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
-from journal import JournalError
+from journal import JournalError, StorageError, StoreClosedError
 
 API = "/v1"
 #: Longest a send may wait for its result before answering 202.
 MAX_WAIT = 60.0
 #: Every state an actor's status can report; ``GET /v1/actors?state=`` and
 #: ``actorflow list --state`` take one of them.
-ACTOR_STATES = (
-    "idle",
-    "running",
-    "waiting-timer",
-    "waiting-event",
-    "waiting-retry",
-    "retrying",
-    "stuck",
-    "completed",
-    "pending",
-)
 
 _json = msgspec.json.Encoder()
 
@@ -125,8 +117,16 @@ def _translate(exc: Exception) -> ApiError:
     if isinstance(exc, UnknownActorError | UnknownHandlerError):
         kind = "unknown_actor_type" if isinstance(exc, UnknownActorError) else "unknown_handler"
         return ApiError(404, kind, str(exc))
+    if isinstance(exc, IdempotencyKeyReused):
+        return ApiError(422, "idempotency_key_reused", str(exc))
     if isinstance(exc, InvalidMessageError):
         return ApiError(400, "invalid_message", str(exc))
+    if isinstance(exc, TooManyPendingEvents):
+        return ApiError(429, "too_many_pending_events", str(exc))
+    if isinstance(exc, InvocationNotRetryable):
+        return ApiError(409, "not_retryable", str(exc))
+    if isinstance(exc, StorageError | StoreClosedError):
+        return ApiError(503, "journal_unavailable", f"{exc}; nothing was accepted, retry")
     if isinstance(exc, RuntimeClosedError):
         return ApiError(503, "shutting_down", str(exc))
     if isinstance(exc, ActorStuckError):
@@ -158,6 +158,7 @@ def endpoint(
             failure = _translate(exc)
             headers = {
                 401: {"WWW-Authenticate": "Bearer"},
+                429: {"Retry-After": str(state.retry_after)},
                 503: {"Retry-After": str(state.retry_after)},
             }.get(failure.status)
             return error_response(failure, headers)
@@ -283,11 +284,18 @@ async def send(request: Request, state: ServerState) -> Response:
 
 
 async def _result_or_shutdown(state: ServerState, invocation: str) -> None:
+    """Wait until the invocation ends or the server shuts down; an actor that is (or gets)
+    stuck is a 409 `actor_stuck`, not a wait that ends with nothing."""
+    stuck: list[ActorStuckError] = []
     async with anyio.create_task_group() as group:
 
         async def result() -> None:
-            with contextlib.suppress(HandlerFailed, ActorflowError):
+            try:
                 await state.runtime.result(invocation)
+            except ActorStuckError as exc:
+                stuck.append(exc)
+            except (HandlerFailed, ActorflowError):
+                pass  # the status says how it ended
             group.cancel_scope.cancel()
 
         async def shutdown() -> None:
@@ -296,6 +304,8 @@ async def _result_or_shutdown(state: ServerState, invocation: str) -> None:
 
         group.start_soon(result)
         group.start_soon(shutdown)
+    if stuck:
+        raise stuck[0]
 
 
 def _invocation_url(invocation: str) -> str:
@@ -334,6 +344,24 @@ async def cancel(request: Request, state: ServerState) -> Response:
     if status.state in ("queued", "running"):
         await state.runtime.cancel(invocation)
     return json_response(await state.runtime.invocation(invocation), 202)
+
+
+async def retry(request: Request, state: ServerState) -> Response:
+    """POST /v1/actors/{type}/{key}/invocations/{id}/retry: run a failed invocation again
+    from its last journaled step (409 `not_retryable` when it cannot be)."""
+    _refuse_while_stopping(state)
+    invocation = _invocation_id(request)
+    await _known_invocation(state, invocation)
+    status = await state.runtime.retry(invocation)
+    return json_response(status, 202, {"Location": _invocation_url(invocation)})
+
+
+async def list_invocations(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors/{type}/{key}/invocations: the running, the queued, then the ended
+    ones (latest first)."""
+    ref = _ref(request)
+    _check_ref(state, ref)
+    return json_response(await state.runtime.invocations(ref))
 
 
 async def deliver(request: Request, state: ServerState) -> Response:
@@ -430,8 +458,10 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/journal", actor_journal, ["GET"]),
         route(f"{actor}/messages/{{handler}}", send, ["POST"]),
         route(f"{actor}/events/{{name}}", deliver, ["POST"]),
+        route(f"{actor}/invocations", list_invocations, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}", show_invocation, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
+        route(f"{actor}/invocations/{{invocation}}/retry", retry, ["POST"]),
     ]
     app = Starlette(routes=routes)
     app.add_exception_handler(404, _not_found)

@@ -36,7 +36,7 @@ from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow._runtime import Runtime
 from actorflow.server._app import ServerState, create_app
-from journal import Durability, SqliteStore, StoreLockedError
+from journal import DEFAULT_MAX_RECORD_BYTES, Durability, SqliteStore, StoreLockedError
 
 log = logging.getLogger("actorflow.serve")
 
@@ -73,6 +73,10 @@ class ServeConfig:
     idle_timeout: float = 60.0
     version: str = ""
     lock_wait: float = 60.0
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    step_threads: int = 40
+    idempotency_retention: float = 24 * 3600.0
+    max_pending_events: int = 1000
 
 
 def load_actors(spec: str) -> list[type[Actor]]:
@@ -279,6 +283,9 @@ async def _run(
             idle_timeout=config.idle_timeout,
             version=config.version,
             grace=config.grace,
+            step_threads=config.step_threads,
+            idempotency_retention=config.idempotency_retention,
+            max_pending_events=config.max_pending_events,
         )
         async with runtime:
             state.ready(runtime)
@@ -307,7 +314,11 @@ async def _open_journal(
     waiting = False
     while True:
         try:
-            return await SqliteStore.open(config.journal, durability=config.durability)
+            return await SqliteStore.open(
+                config.journal,
+                durability=config.durability,
+                max_record_bytes=config.max_record_bytes,
+            )
         except StoreLockedError:
             if time.monotonic() >= give_up:
                 raise ServeError(

@@ -9,7 +9,7 @@ from collections import Counter
 
 import msgspec
 
-from actorflow import Actor, handler
+from actorflow import NO_RETRY, Actor, handler
 
 #: Greetings actually computed (by the step, not replayed), by name.
 greeted: Counter[str] = Counter()
@@ -79,7 +79,26 @@ class Booking(Actor):
         return f"departed to {destination}"
 
 
-ACTORS = [Greeter, Approval, Broken, Booking]
+#: Tools that fail until a test repairs them.
+BROKEN_TOOLS: set[str] = set()
+
+
+def tool(name: str) -> str:
+    if name in BROKEN_TOOLS:
+        raise ConnectionError(f"{name} is down")
+    return f"{name} ok"
+
+
+class Pipeline(Actor, retry=NO_RETRY):
+    """Runs tools one after another; a broken tool fails the run."""
+
+    @handler
+    async def run(self, tools: list[str]) -> list[str]:
+        """Run each tool as a step."""
+        return [await self.ctx.run(tool, name, name=name) for name in tools]
+
+
+ACTORS = [Greeter, Approval, Broken, Booking, Pipeline]
 
 
 def reset() -> None:
@@ -87,3 +106,4 @@ def reset() -> None:
     greeted.clear()
     reserved.clear()
     released.clear()
+    BROKEN_TOOLS.clear()

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import httpx
 
-from actorflow import Runtime
+from actorflow import Actor, Runtime
 from actorflow.server import ServerState, create_app
 from journal import MemoryStore, Store
 from tests.server.app_under_test import ACTORS
@@ -42,12 +42,18 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def serving(
-    store: Store | None = None, headers: dict[str, str] | None = None, **settings: Any
+    store: Store | None = None,
+    headers: dict[str, str] | None = None,
+    actors: list[type[Actor]] | None = None,
+    runtime_options: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Api]:
-    """The test actors served over ``store`` (a fresh MemoryStore by default)."""
+    """The test actors (or ``actors``) served over ``store`` (a fresh MemoryStore by
+    default), with ``runtime_options`` for the `Runtime`; the store is closed afterwards."""
     store = store or MemoryStore()
     try:
-        async with Runtime(store, ACTORS, grace=1) as runtime:
+        options = {"grace": 1, **(runtime_options or {})}
+        async with Runtime(store, actors or ACTORS, **options) as runtime:
             state = ServerState(runtime, **settings)
             transport = httpx.ASGITransport(app=create_app(state))
             async with httpx.AsyncClient(

@@ -320,3 +320,19 @@ def test_serve_explains_a_port_already_in_use(tmp_path: pathlib.Path) -> None:
     assert "Traceback" not in done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Choose another --port" in done.stderr
+
+
+def test_invocations_lists_an_actor_s_runs_and_retry_explains_a_refusal(server: Server) -> None:
+    sent = ok_json(
+        "send", "Greeter/listed", "greet", '{"name": "ana"}', "--wait", "5", "--url", server.url
+    )
+    listed = ok("invocations", "Greeter/listed", "--url", server.url)
+    assert sent["invocation"] in listed
+    assert "completed" in listed
+    assert "hello ana" in listed
+    as_json = ok_json("invocations", "Greeter/listed", "--json", "--url", server.url)
+    assert [i["invocation"] for i in as_json] == [sent["invocation"]]
+    refused = cli("retry", sent["invocation"], "--url", server.url)
+    assert refused.returncode == 1
+    assert "only failed invocations can be retried" in refused.stderr
+    assert "HTTP 409, not_retryable" in refused.stderr
