@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import os
 import sqlite3
+import time
 
 import actorflow
 
@@ -97,8 +98,13 @@ def _apply(key: str, actor: str, name: str, step: int, amount: int) -> int:
     global _ledger
     if _ledger is None:
         _ledger = connect_ledger(os.environ[LEDGER_ENV])
+    return _apply_on(_ledger, key, actor, name, step, amount)
+
+
+def _apply_on(
+    conn: sqlite3.Connection, key: str, actor: str, name: str, step: int, amount: int
+) -> int:
     generation = int(os.environ.get(GENERATION_ENV, "0"))
-    conn = _ledger
     conn.execute("BEGIN IMMEDIATE")
     try:
         cursor = conn.execute(
@@ -132,6 +138,20 @@ async def slow_effect(
     """An effect whose response takes ``seconds`` (it is applied at once)."""
     stored = await effect(actor, name, step, amount, idempotency_key=idempotency_key)
     await asyncio.sleep(seconds)
+    return stored
+
+
+def slow_effect_sync(
+    actor: str, name: str, step: int, amount: int, seconds: float, *, idempotency_key: str
+) -> int:
+    """`slow_effect` as a blocking function: it runs in a worker thread (on its own ledger
+    connection), which a shutdown abandons when the budget ends."""
+    conn = connect_ledger(os.environ[LEDGER_ENV])
+    try:
+        stored = _apply_on(conn, idempotency_key, actor, name, step, amount)
+    finally:
+        conn.close()
+    time.sleep(seconds)
     return stored
 
 
@@ -187,16 +207,17 @@ class Keeper(actorflow.Actor):
         return await _work(self, steps, nap)
 
     @actorflow.handler
-    async def slow(self, seconds: float) -> int:
-        """Three effects, the middle one answering only after ``seconds``; see
-        `work_result` (of 3 steps)."""
+    async def slow(self, seconds: float, blocking: bool = False) -> int:
+        """Three effects, the middle one answering only after ``seconds`` (a blocking
+        sync function when ``blocking``); see `work_result` (of 3 steps)."""
         actor_id = f"Keeper/{self.key}"
         total = 0
         for step in range(3):
             amount = amount_for(actor_id, step)
             if step == 1:
                 args = (actor_id, "effect", step, amount, seconds)
-                stored = await self.ctx.run(slow_effect, *args, name="slow")
+                slow = slow_effect_sync if blocking else slow_effect
+                stored = await self.ctx.run(slow, *args, name="slow")
             else:
                 stored = await self.ctx.run(effect, actor_id, "effect", step, amount, name="effect")
             total += (step + 1) * stored

@@ -191,19 +191,21 @@ def test_a_second_sigterm_exits_at_once_and_loses_nothing(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("blocking", [False, True], ids=["async-step", "sync-step-in-a-thread"])
 def test_a_step_still_running_when_the_budget_ends_is_abandoned_and_run_again(
-    tmp_path: Path,
+    tmp_path: Path, blocking: bool
 ) -> None:
     """A checkpointing turn stuck in a step slower than the budget: the process still exits
-    0 inside the budget; the next server runs that step again under the same idempotency
-    key (the ledger applies it once) and finishes the turn."""
+    0 inside the budget (a sync step's worker thread is left behind, not waited for); the
+    next server runs that step again under the same idempotency key (the ledger applies it
+    once) and finishes the turn."""
     grace, seconds = 2.0, 3.0
     actor = "Keeper/slow"
     port = free_port()
     with servers(tmp_path) as pool:
         server = pool.start(port, grace)
         with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT) as client:
-            invocation = send(client, actor, "slow", {"seconds": seconds})
+            invocation = send(client, actor, "slow", {"seconds": seconds, "blocking": blocking})
         wait_for_ledger(pool.ledger, {actor: ["effect 1"]})  # the slow step is in flight
         server.signal(signal.SIGTERM)
         stopped = server.wait_exit(grace + 10.0)
