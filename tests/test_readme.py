@@ -1,24 +1,82 @@
-"""The README's example runs as printed."""
+"""The README's examples run as printed, and do what the README says they do."""
 
 from __future__ import annotations
 
 import pathlib
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RECEIPT = re.compile(r"charge 1999 with key [0-9a-f]{16}:Checkout/order-7/t1/s1\n")
 
 
-def test_readme_agent_example_runs(tmp_path: pathlib.Path) -> None:
+def agent_script(tmp_path: pathlib.Path) -> pathlib.Path:
     readme = (ROOT / "README.md").read_text()
     script = tmp_path / "agent.py"
     script.write_text(re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0])
+    return script
+
+
+def run(script: pathlib.Path) -> str:
     done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, str(script)],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "charge 1999 with key Checkout/order-7/t1/s1\n"
+    return done.stdout
+
+
+def charges(db: pathlib.Path) -> int:
+    """How many charge steps the journal holds for the order (read from the file)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT data FROM records JOIN streams s ON s.id = stream_id "
+            "WHERE s.name = 'actor/Checkout/order-7' AND type = 'step'"
+        ).fetchall()
+    return sum(b"charge" in data for (data,) in rows)
+
+
+def ended(db: pathlib.Path) -> bool:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM records WHERE type = 'turn_done'").fetchone()
+    return bool(count)
+
+
+def test_readme_agent_example_runs(tmp_path: pathlib.Path) -> None:
+    assert RECEIPT.fullmatch(run(agent_script(tmp_path)))
+
+
+def test_readme_agent_example_run_twice_charges_once(tmp_path: pathlib.Path) -> None:
+    script = agent_script(tmp_path)
+    first = run(script)
+    assert run(script) == first  # the same receipt, from the same invocation
+    assert charges(tmp_path / "agents.db") == 1
+
+
+def test_readme_agent_example_killed_mid_turn_resumes_and_charges_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    script = agent_script(tmp_path)
+    child = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.DEVNULL)
+    db = tmp_path / "agents.db"
+    give_up = time.monotonic() + 30
+    # The journal is read from outside; its file appears and fills as the child runs.
+    while not (db.exists() and charges(db)):
+        assert child.poll() is None, "the example ended before it was killed"
+        assert time.monotonic() < give_up, "the charge step never reached the journal"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    assert not ended(db), "killed too late: the turn had already ended"
+    assert RECEIPT.fullmatch(run(script))  # resumed: the receipt of the journaled charge
+    assert charges(db) == 1
 
 
 def test_readme_journal_example_runs(tmp_path: pathlib.Path) -> None:
