@@ -43,13 +43,13 @@ from actorflow._errors import TooManyPendingEvents as TooManyPendingEvents
 from actorflow._errors import TurnCancelled as TurnCancelled
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
-from actorflow._runtime import ActorHandle as ActorHandle
-from actorflow._runtime import Runtime as Runtime
-from actorflow._status import ACTOR_STATES as ACTOR_STATES
-from actorflow._status import ActorStatus as ActorStatus
-from actorflow._status import InvocationStatus as InvocationStatus
-from actorflow._status import JournalEntry as JournalEntry
-from actorflow._status import ShutdownReport as ShutdownReport
+from actorflow.runtime._handle import ActorHandle as ActorHandle
+from actorflow.runtime._runtime import Runtime as Runtime
+from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
+from actorflow.runtime._status import ActorStatus as ActorStatus
+from actorflow.runtime._status import InvocationStatus as InvocationStatus
+from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
 __version__ = "0.1.0"
 

@@ -307,6 +307,22 @@ def _check_handler(
     return HandlerInfo(attr, fn, params, result_type, options, decoder, result_decoder)
 
 
+def check_event(cls: type[Actor], name: str, data: bytes) -> None:
+    """Refuse an event (its payload as MessagePack) that ``cls`` does not declare, or whose
+    payload does not decode as the declared type; accept anything if it declares none."""
+    declared = cls.__actorflow_events__
+    if declared is None:
+        return
+    info = declared.get(name)
+    if info is None:
+        known = ", ".join(sorted(declared)) or "none"
+        raise InvalidMessageError(
+            f"{cls.__actorflow_name__} does not wait for events called {name!r}; "
+            f"it declares: {known}"
+        )
+    info.validate(cls.__actorflow_name__, data)
+
+
 def check_key(key: object) -> str:
     """Return ``key`` if it is a valid actor key, else raise `InvalidMessageError`."""
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):

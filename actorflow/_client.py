@@ -19,7 +19,7 @@ import msgspec
 from actorflow._actor import Actor, HandlerInfo
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
-from actorflow._runtime import ActorStatus, InvocationStatus, JournalEntry
+from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry
 
 A = TypeVar("A", bound=Actor)
 P = ParamSpec("P")

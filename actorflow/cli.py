@@ -17,7 +17,7 @@ import httpx
 import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
-from actorflow._runtime import JournalEntry
+from actorflow.runtime._status import JournalEntry
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 from journal import DEFAULT_MAX_RECORD_BYTES
 

@@ -79,7 +79,14 @@ def test_every_journal_error_derives_from_journal_error() -> None:
 
 
 #: The deterministic core: replay must see the same values, so no entropy or clocks here.
-DETERMINISTIC = ["_actor.py", "_context.py", "_replay.py", "_turn.py", "_events.py"]
+DETERMINISTIC = [
+    "_actor.py",
+    "_context.py",
+    "_events.py",
+    "replay/_recorded.py",
+    "replay/_turn.py",
+    "replay/_branches.py",
+]
 ENTROPY = {
     ("time", "time"),
     ("time", "monotonic"),
@@ -119,9 +126,59 @@ def test_replay_core_does_no_io() -> None:
     assert not imports & {"pickle", "marshal"}
 
 
-def test_context_never_imports_the_engine() -> None:
-    tree = ast.parse((ROOT / "actorflow" / "_context.py").read_text())
-    names = {
-        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-    }
-    assert not names & {"actorflow._turn", "actorflow._host", "actorflow._runtime"}
+def dotted_imports(path: pathlib.Path) -> set[str]:
+    """The full names of the modules a file imports (``from a.b import c`` gives a.b)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+_ENGINE = ("actorflow.replay", "actorflow.runtime", "actorflow.server", "actorflow.cli")
+
+#: Which parts of actorflow each layer may not import (dependencies point down only):
+#: the core (entry types, Actor, ctx) knows no engine; the replay core no runtime; the
+#: runtime no server, client or CLI; the client nothing of the engine.
+FORBIDDEN = {
+    "_actor.py": _ENGINE,
+    "_context.py": _ENGINE,
+    "_events.py": _ENGINE,
+    "_values.py": _ENGINE,
+    "_errors.py": _ENGINE,
+    "replay": ("actorflow.runtime", "actorflow.server", "actorflow._client", "actorflow.cli"),
+    "runtime": ("actorflow.server", "actorflow._client", "actorflow.cli"),
+    "_client.py": (
+        "actorflow.replay",
+        "actorflow.runtime._host",
+        "actorflow.runtime._runtime",
+        "actorflow.server",
+    ),
+    "server": ("actorflow.replay", "actorflow.runtime._host", "actorflow._client"),
+}
+
+
+def test_layers_import_only_what_lies_below_them() -> None:
+    offenders = []
+    for part, banned in FORBIDDEN.items():
+        target = ROOT / "actorflow" / part
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        assert files, f"actorflow/{part} is gone: update FORBIDDEN"
+        for path in files:
+            for module in dotted_imports(path):
+                if module.startswith(banned):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not offenders, offenders
+
+
+def test_every_module_stays_under_800_lines() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {len(path.read_text().splitlines())} lines"
+        for package in ("actorflow", "journal")
+        for path in (ROOT / package).rglob("*.py")
+        if len(path.read_text().splitlines()) > 800
+    ]
+    assert not long, f"split these modules: {long}"

@@ -34,8 +34,13 @@ def run(script: pathlib.Path) -> str:
 
 
 def charges(db: pathlib.Path) -> int:
-    """How many charge steps the journal holds for the order (read from the file)."""
+    """How many charge steps the journal holds for the order (read from the file; 0 while
+    the file is still being created)."""
+    if not db.exists():
+        return 0
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'records'").fetchone():
+            return 0
         rows = conn.execute(
             "SELECT data FROM records JOIN streams s ON s.id = stream_id "
             "WHERE s.name = 'actor/Checkout/order-7' AND type = 'step'"
@@ -68,7 +73,7 @@ def test_readme_agent_example_killed_mid_turn_resumes_and_charges_once(
     db = tmp_path / "agents.db"
     give_up = time.monotonic() + 30
     # The journal is read from outside; its file appears and fills as the child runs.
-    while not (db.exists() and charges(db)):
+    while not charges(db):
         assert child.poll() is None, "the example ended before it was killed"
         assert time.monotonic() < give_up, "the charge step never reached the journal"
         time.sleep(0.005)

@@ -1,6 +1,6 @@
 """`actorflow serve`: the HTTP API over a `Runtime`, and a process that stops gracefully."""
 
-from actorflow._status import ACTOR_STATES as ACTOR_STATES
+from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
 from actorflow.server._app import ServerState as ServerState
 from actorflow.server._app import create_app as create_app
 from actorflow.server._serve import DEFAULT_PORT as DEFAULT_PORT

@@ -31,8 +31,7 @@ from actorflow._errors import (
     UnknownActorError,
     UnknownHandlerError,
 )
-from actorflow._runtime import InvocationStatus, Runtime
-from actorflow._status import ACTOR_STATES
+from actorflow.runtime import ACTOR_STATES, InvocationStatus, Runtime
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
 from journal import JournalError, StorageError, StoreClosedError

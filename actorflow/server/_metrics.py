@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actorflow._metrics import batch_histogram, counter, gauge
-from actorflow._runtime import Runtime
+from actorflow.runtime import Runtime
 
 
 def render_metrics(runtime: Runtime, requests: int) -> str:

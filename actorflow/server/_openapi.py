@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from actorflow._runtime import ActorStatus, InvocationStatus, JournalEntry, Runtime
+from actorflow.runtime import ActorStatus, InvocationStatus, JournalEntry, Runtime
 
 _ERROR = {
     "type": "object",

@@ -34,7 +34,7 @@ import uvicorn
 
 from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
-from actorflow._runtime import Runtime
+from actorflow.runtime import Runtime
 from actorflow.server._app import ServerState, create_app
 from journal import DEFAULT_MAX_RECORD_BYTES, Durability, SqliteStore, StoreLockedError
 

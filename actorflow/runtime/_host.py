@@ -58,13 +58,13 @@ from actorflow._events import (
     inbox_stream,
     outcomes_stream,
 )
-from actorflow._replay import RecordedTurn
-from actorflow._turn import Turn, canonical_equal
 from actorflow._values import encode, error_info
+from actorflow.replay._recorded import RecordedTurn
+from actorflow.replay._turn import Turn, canonical_equal
 from journal import StreamAppend
 
 if TYPE_CHECKING:
-    from actorflow._runtime import Runtime
+    from actorflow.runtime._runtime import Runtime
 
 log = logging.getLogger("actorflow")
 

@@ -1,7 +1,7 @@
 """`Turn`: one handler invocation, run live or replayed from the journal.
 
 The turn implements the `TurnOps` protocol behind `Context`. Each ctx operation gets a
-step id (see `actorflow._replay`), is looked up in the turn's `RecordedTurn`, and either
+step id (see `actorflow.replay._recorded`), is looked up in the turn's `RecordedTurn`, and either
 hands back what was journaled or runs live and journals its outcome, durably, before
 the handler sees it. Everything the turn writes goes through its `TurnHost`, and a write
 once begun is never cut short by a cancellation (it is shielded): what the journal holds
@@ -14,7 +14,6 @@ BaseException) and aborts the turn, which stops where it stands and is replayed 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,8 +50,6 @@ from actorflow._events import (
     TimerStarted,
     TurnStarted,
 )
-from actorflow._replay import Recorded, RecordedTurn
-from actorflow._steps import call_step, refuse_inside_step
 from actorflow._values import (
     canonical,
     decoder_for,
@@ -67,14 +64,14 @@ from actorflow._values import (
     step_name,
     unwrap_step,
 )
+from actorflow.replay import _branches
+from actorflow.replay._branches import _branch, _Lost
+from actorflow.replay._recorded import Recorded, RecordedTurn
+from actorflow.replay._steps import call_step, refuse_inside_step
 from journal import StreamAppend
 
 if TYPE_CHECKING:
     from actorflow._actor import EventInfo
-
-#: The branch of the running task ("" for the handler itself; "4.2" for the second branch
-#: of the gather that was step 4).
-_branch: contextvars.ContextVar[str] = contextvars.ContextVar("actorflow_branch", default="")
 
 _REPLY_PREFIX = "\x00reply:"
 _NONE = encode(None)
@@ -138,24 +135,8 @@ class TurnHost(Protocol):
         ...
 
 
-class _Lost(BaseException):
-    """Ends a branch of `ctx.first` that lost the race where it would go on live."""
-
-
 def _step_order(step: str) -> tuple[int, ...]:
     return tuple(int(part) for part in step.split(".") if part.isdigit())
-
-
-def _first_error(outcomes: list[tuple[str, Any]]) -> BaseException | None:
-    """What a finished gather raises: a control-flow signal before any error, then the
-    first error in argument order."""
-    for kind, value in outcomes:
-        if kind == "signal":
-            return value  # type: ignore[no-any-return]
-    for kind, value in outcomes:
-        if kind == "error":
-            return value  # type: ignore[no-any-return]
-    return None
 
 
 class Turn:
@@ -713,131 +694,8 @@ class Turn:
     # -- concurrency ----------------------------------------------------------------------
 
     async def gather(self, awaitables: tuple[Awaitable[Any], ...], first: bool) -> Any:
-        """Run awaitables as branches ``<step>.1``, ``<step>.2``, ...; see Context.gather.
-
-        For ``first``, the branches that lose the race are cancelled live; on replay they
-        run again as far as the journal holds them (handing back their journaled steps:
-        the events they consumed, the compensations they registered) and stop where their
-        journal ends, so replay accounts for everything the live run journaled.
-        """
-        branch, step = self._next("ctx.gather/ctx.first")
-        names = [f"{step}.{index}" for index in range(1, len(awaitables) + 1)]
-        winner: int | None = None
-        won_at = 0.0
-        if first:
-            rec = self._take(step, "first", "first")
-            if rec is not None and isinstance(rec.outcome, StepCompleted):
-                winner = int(msgspec.msgpack.decode(rec.outcome.value, type=int))
-                won_at = rec.outcome.at
-                self._lost.update(name for i, name in enumerate(names) if i != winner)
-        outcomes: list[tuple[str, Any]] = [("", None)] * len(names)
-        scopes = [anyio.CancelScope() for _ in names]
-        send, receive = anyio.create_memory_object_stream[int](len(names))
-        now = self.now()
-        failed: JournalFailure | None = None
-        with send, receive:
-            async with anyio.create_task_group() as group:
-                for index, awaitable in enumerate(awaitables):
-                    group.start_soon(
-                        self._run_branch,
-                        names[index],
-                        now,
-                        awaitable,
-                        scopes[index],
-                        outcomes,
-                        index,
-                        send,
-                    )
-                if first and winner is None:
-                    try:
-                        winner, won_at = await self._race(step, names, outcomes, scopes, receive)
-                    except JournalFailure as exc:  # raised below, not from inside the group
-                        failed = exc
-                        for scope in scopes:
-                            scope.cancel()
-        if failed is not None:
-            raise failed
-        if winner is None:  # gather, or a race that stopped before it had a winner
-            error = _first_error(outcomes)
-            if error is not None:
-                raise error
-            if first:
-                self._live(branch)  # the race stopped: the turn is suspended or cancelled
-                raise Suspended()  # not reached: _live raised
-            for name in names:
-                self._advance(branch, self._times.get(name, 0.0))
-            return [value for _, value in outcomes]
-        self._advance(branch, won_at)
-        kind, value = outcomes[winner]
-        signal = _first_error([o for o in outcomes if o[0] == "signal"])
-        if signal is not None:
-            raise signal
-        if kind == "error":
-            raise value
-        return winner, value
-
-    async def _race(
-        self,
-        step: str,
-        names: list[str],
-        outcomes: list[tuple[str, Any]],
-        scopes: list[anyio.CancelScope],
-        finished: Any,
-    ) -> tuple[int | None, float]:
-        """Wait for the first branch to end with a value or an error; journal it as the
-        winner, and cancel the others (which may journal nothing more)."""
-        while True:
-            await finished.receive()
-            ended = [i for i, (kind, _) in enumerate(outcomes) if kind in ("ok", "error")]
-            signalled = any(kind == "signal" for kind, _ in outcomes)
-            if ended or signalled:
-                break
-            if all(kind for kind, _ in outcomes):
-                return None, 0.0
-        if signalled or self.host.suspending.is_set() or self.cancellable:
-            for scope in scopes:
-                scope.cancel()
-            return None, 0.0
-        winner = min(ended)
-        self._lost.update(name for i, name in enumerate(names) if i != winner)
-        for index, scope in enumerate(scopes):
-            if index != winner:
-                scope.cancel()
-        at = self.host.clock.now()
-        value = msgspec.Raw(encode(winner))
-        await self._write([StepCompleted(self.turn, step, "first", "first", value, at=at)])
-        return winner, at
-
-    async def _run_branch(
-        self,
-        name: str,
-        now: float,
-        awaitable: Awaitable[Any],
-        scope: anyio.CancelScope,
-        outcomes: list[tuple[str, Any]],
-        index: int,
-        finished: Any,
-    ) -> None:
-        _branch.set(name)
-        self._owners[name] = asyncio.current_task()
-        self._times[name] = now
-        try:
-            with scope:
-                outcomes[index] = ("ok", await awaitable)
-            if scope.cancelled_caught:
-                outcomes[index] = ("cancelled", None)
-        except _Lost:
-            outcomes[index] = ("lost", None)
-        except (NonDeterminismError, JournalFailure, Suspended, TurnCancelled) as exc:
-            outcomes[index] = ("signal", exc)
-        except Exception as exc:
-            outcomes[index] = ("error", exc)
-        finally:
-            if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == (
-                inspect.CORO_CREATED
-            ):
-                awaitable.close()  # cancelled before it started
-            finished.send_nowait(index)
+        """Run awaitables as branches; see `Context.gather` and `actorflow.replay._branches`."""
+        return await _branches.gather(self, awaitables, first)
 
     # -- compensation ---------------------------------------------------------------------
 

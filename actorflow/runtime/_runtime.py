@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
 import anyio
 import anyio.abc
 import msgspec
 
-from actorflow import _idempotency, _inspect
-from actorflow._actor import Actor, HandlerInfo, check_key
+from actorflow._actor import Actor, HandlerInfo, check_event, check_key
 from actorflow._clock import Clock, SystemClock
-from actorflow._context import DEFAULT_RETRY, ActorRef, Retry, handler_name
+from actorflow._context import DEFAULT_RETRY, ActorRef, Retry
 from actorflow._errors import (
     ActorStuckError,
     HandlerFailed,
@@ -39,7 +38,6 @@ from actorflow._events import (
     INBOX_CODEC,
     EventDelivered,
     InvocationCancelled,
-    InvocationEnded,
     MessageAccepted,
     Reply,
     ReplyTo,
@@ -47,9 +45,12 @@ from actorflow._events import (
     actor_stream,
     inbox_stream,
 )
-from actorflow._host import ActorHost
 from actorflow._metrics import Metrics
-from actorflow._status import (
+from actorflow._values import decoder_for, encode
+from actorflow.runtime import _idempotency, _inspect
+from actorflow.runtime._handle import ActorHandle
+from actorflow.runtime._host import ActorHost
+from actorflow.runtime._status import (
     ACTOR_STATES,
     ActorStatus,
     InvocationStatus,
@@ -57,7 +58,6 @@ from actorflow._status import (
     ShutdownReport,
     readable,
 )
-from actorflow._values import decoder_for, encode
 from journal import DEFAULT_MAX_RECORD_BYTES, ConflictError, NewRecord, Store, StreamAppend
 
 log = logging.getLogger("actorflow")
@@ -70,96 +70,6 @@ R = TypeVar("R")
 _MAX_IDEMPOTENCY_KEY = 200
 #: Longest pause before a host whose journal failed is activated again, in seconds.
 MAX_RETRY_PAUSE = 30.0
-
-__all__ = [
-    "ACTOR_STATES",
-    "ActorHandle",
-    "ActorStatus",
-    "InvocationStatus",
-    "JournalEntry",
-    "Runtime",
-    "ShutdownReport",
-]
-
-
-class ActorHandle(Generic[A]):
-    """A typed reference to one actor, from `Runtime.ref`.
-
-    `options` returns a handle whose sends carry an idempotency key or a deadline:
-    ``await runtime.ref(Checkout, "o-7").options(idempotency_key="o-7").call(...)``.
-    """
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        cls: type[A],
-        key: str,
-        idempotency_key: str | None = None,
-        deadline: float | None = None,
-    ) -> None:
-        self._runtime = runtime
-        self._cls = cls
-        self.ref = ActorRef(cls.__actorflow_name__, check_key(key))
-        self.idempotency_key = idempotency_key
-        self.deadline = deadline
-
-    @property
-    def id(self) -> str:
-        """``Type/key``."""
-        return self.ref.id
-
-    def options(
-        self, *, idempotency_key: str | None = None, deadline: float | None = None
-    ) -> ActorHandle[A]:
-        """This handle, sending with ``idempotency_key`` (a retry with the same key and
-        the same request gets the first invocation, never a second one) and ``deadline``
-        (seconds for the whole turn)."""
-        return ActorHandle(self._runtime, self._cls, self.ref.key, idempotency_key, deadline)
-
-    async def call(
-        self,
-        handler: Callable[Concatenate[A, P], Coroutine[Any, Any, R]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> R:
-        """Send a message and wait for the handler's result (its error: `HandlerFailed`)."""
-        invocation = await self._send(handler_name(handler), args, kwargs)
-        result: R = await self._runtime.result(invocation)
-        return result
-
-    async def send(
-        self,
-        handler: Callable[Concatenate[A, P], Coroutine[Any, Any, Any]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> str:
-        """Send a message without waiting; return its invocation id (for `Runtime.result`)."""
-        return await self._send(handler_name(handler), args, kwargs)
-
-    async def _send(self, handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return await self._runtime.send(
-            self.ref,
-            handler,
-            args,
-            kwargs,
-            idempotency_key=self.idempotency_key,
-            deadline=self.deadline,
-        )
-
-    async def deliver(self, name: str, payload: Any = None) -> None:
-        """Deliver the named event (for ``ctx.wait_for``)."""
-        await self._runtime.deliver(self.ref, name, payload)
-
-    async def status(self) -> ActorStatus:
-        """The actor's status."""
-        return await self._runtime.status(self.ref)
-
-    async def invocations(self) -> list[InvocationStatus]:
-        """The actor's invocations: running and queued ones first, then ended ones, newest
-        first."""
-        return await self._runtime.invocations(self.ref)
 
 
 class Runtime:
@@ -581,7 +491,7 @@ class Runtime:
             raise InvocationNotRetryable(f"invocation {invocation} is {current.state}; wait for it")
         ended = await _inspect.find_outcome(self.store, actor_id, invocation)
         if ended is None or not ended.seed:
-            raise InvocationNotRetryable(_not_retryable(invocation, current))
+            raise InvocationNotRetryable(_inspect.not_retryable(invocation, current))
         first = ACTOR_CODEC.decode_payload(ended.seed[0].type, ended.seed[0].data, "seed", 0)
         assert isinstance(first, TurnStarted)
         message = MessageAccepted(
@@ -629,7 +539,7 @@ class Runtime:
             data = encode(payload)
         except TypeError as exc:
             raise InvalidMessageError(f"event {name!r} payload is not encodable: {exc}") from None
-        _check_event(cls, name, data)
+        check_event(cls, name, data)
         event = EventDelivered(name, msgspec.Raw(data), self.clock.now())
         record = INBOX_CODEC.encode(event)
         if len(record.data) > self.record_limit:
@@ -723,47 +633,14 @@ class Runtime:
                 return InvocationStatus(invocation, actor_id, "running")
             for message in host.queued_messages():
                 if message.invocation == invocation:
-                    return self._queued(actor_id, message, invocation in host.cancels)
+                    return _inspect.queued_status(actor_id, message, invocation in host.cancels)
             reply = host.results.get(invocation)
             if reply is not None:
                 return self._ended(invocation, actor_id, reply)
         return await self._invocation_from_journal(invocation, actor_id)
 
-    def _queued(self, actor_id: str, message: MessageAccepted, cancelled: bool) -> InvocationStatus:
-        if not cancelled:
-            return InvocationStatus(message.invocation, actor_id, "queued", handler=message.handler)
-        return InvocationStatus(
-            message.invocation,
-            actor_id,
-            "cancelled",
-            error="cancelled by request",
-            error_type="actorflow.Cancelled",
-            handler=message.handler,
-        )
-
     def _ended(self, invocation: str, actor_id: str, reply: Reply) -> InvocationStatus:
-        handler = reply.handler or None
-        if reply.ok:
-            return InvocationStatus(
-                invocation,
-                actor_id,
-                "completed",
-                self._decode_result(actor_id, reply),
-                handler=handler,
-            )
-        error = reply.error
-        return InvocationStatus(
-            invocation,
-            actor_id,
-            "cancelled" if reply.cancelled else "failed",
-            None,
-            error.message if error else None,
-            error.type if error else None,
-            reply.compensated,
-            reply.compensation_failed,
-            handler,
-            not (reply.cancelled or reply.compensated or reply.compensation_failed),
-        )
+        return _inspect.ended_status(invocation, actor_id, reply, self._decode_result)
 
     def _decode_result(self, actor_id: str, reply: Reply) -> Any:
         type_name = actor_id.partition("/")[0]
@@ -773,49 +650,15 @@ class Runtime:
     async def _invocation_from_journal(
         self, invocation: str, actor_id: str
     ) -> InvocationStatus | None:
-        found = await _inspect.view(self.store, actor_id)
-        if found.unfinished is not None and found.unfinished.invocation == invocation:
-            return InvocationStatus(
-                invocation, actor_id, "running", handler=found.unfinished.handler
-            )
-        for message in found.queued:
-            if message.invocation == invocation:
-                return self._queued(actor_id, message, invocation in found.cancels)
-        ended = await _inspect.find_outcome(self.store, actor_id, invocation)
-        if ended is None:
-            return None
-        return self._from_outcome(actor_id, ended)
-
-    def _from_outcome(self, actor_id: str, ended: InvocationEnded) -> InvocationStatus:
-        status = self._ended(ended.invocation, actor_id, ended.reply)
-        if status.retryable and not ended.seed:
-            return msgspec.structs.replace(status, retryable=False)
-        return status
+        return await _inspect.invocation_status(
+            self.store, invocation, actor_id, self._decode_result
+        )
 
     async def invocations(self, target: ActorRef) -> list[InvocationStatus]:
         """An actor's invocations: the running one, the queued ones in order, then the
         ended ones, the latest first."""
         self._check_ref(target)
-        found = await _inspect.view(self.store, target.id)
-        listed: list[InvocationStatus] = []
-        seen: set[str] = set()
-        if found.unfinished is not None:
-            listed.append(
-                InvocationStatus(
-                    found.unfinished.invocation,
-                    target.id,
-                    "running",
-                    handler=found.unfinished.handler,
-                )
-            )
-        for message in found.queued:
-            listed.append(self._queued(target.id, message, message.invocation in found.cancels))
-        seen.update(status.invocation for status in listed)
-        ended = await _inspect.outcomes(self.store, target.id)
-        for outcome in reversed(list(ended.values())):
-            if outcome.invocation not in seen:
-                listed.append(self._from_outcome(target.id, outcome))
-        return listed
+        return await _inspect.invocation_statuses(self.store, target.id, self._decode_result)
 
     def _check_ref(self, target: ActorRef) -> None:
         check_key(target.key)
@@ -911,37 +754,6 @@ class _Result:
 
     def __init__(self, value: Any) -> None:
         self.value = value
-
-
-def _not_retryable(invocation: str, status: InvocationStatus) -> str:
-    if status.state == "completed":
-        return f"invocation {invocation} completed; only failed invocations can be retried"
-    if status.state == "cancelled":
-        return f"invocation {invocation} was cancelled; send a new message instead"
-    if status.compensated or status.compensation_failed:
-        return (
-            f"invocation {invocation} failed and its compensations ran "
-            f"({', '.join(status.compensated + status.compensation_failed)}); retrying would "
-            f"build on undone effects. Send a new message instead."
-        )
-    return (
-        f"invocation {invocation} cannot be retried: its journaled steps were not kept "
-        f"(too large, or it ended before this version of actorflow)"
-    )
-
-
-def _check_event(cls: type[Actor], name: str, data: bytes) -> None:
-    declared = cls.__actorflow_events__
-    if declared is None:
-        return
-    info = declared.get(name)
-    if info is None:
-        known = ", ".join(sorted(declared)) or "none"
-        raise InvalidMessageError(
-            f"{cls.__actorflow_name__} does not wait for events called {name!r}; "
-            f"it declares: {known}"
-        )
-    info.validate(cls.__actorflow_name__, data)
 
 
 def _inbox_part(actor_id: str, record: NewRecord) -> StreamAppend:

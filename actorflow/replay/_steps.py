@@ -1,6 +1,6 @@
 """Calling a step's function: on the loop or in a worker thread, with its idempotency key.
 
-The rest of a step (journaling, retries, replay) is the turn's business (`actorflow._turn`);
+The rest of a step (journaling, retries, replay) is the turn's business (`actorflow.replay._turn`);
 this module only knows how to call user code once and what it may not do meanwhile.
 """
 

@@ -1,0 +1,30 @@
+"""Hosting actors: activation, inboxes, checkpoints, recovery, shutdown, and what the
+runtime reports.
+
+- `_runtime`: `Runtime`, the embedded runtime: accepting messages, activating actors,
+  results, cancellation, operator retries, shutdown.
+- `_handle`: `ActorHandle`, a typed reference to one actor.
+- `_host`: `ActorHost`, one activated actor: its journal writer, inbox, checkpoint and turn
+  loop (it hosts the `replay` core's turns).
+- `_inspect`: reading an actor's journal from outside it (status, invocations).
+- `_idempotency`: client idempotency keys and their retention.
+- `_status`: the records the runtime reports (`ActorStatus`, `InvocationStatus`, ...).
+"""
+
+from actorflow.runtime._handle import ActorHandle as ActorHandle
+from actorflow.runtime._runtime import Runtime as Runtime
+from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
+from actorflow.runtime._status import ActorStatus as ActorStatus
+from actorflow.runtime._status import InvocationStatus as InvocationStatus
+from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import ShutdownReport as ShutdownReport
+
+__all__ = [
+    "ACTOR_STATES",
+    "ActorHandle",
+    "ActorStatus",
+    "InvocationStatus",
+    "JournalEntry",
+    "Runtime",
+    "ShutdownReport",
+]
