@@ -10,7 +10,7 @@ import contextvars
 import dataclasses
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload
 
 from actorflow._errors import ActorflowError
 
@@ -83,10 +83,10 @@ class Happened:
 ReconcileProbe = Callable[[str], "Happened | Awaitable[Happened | None] | None"]
 
 
-@dataclasses.dataclass(frozen=True)
-class StepOptions:
+class StepOptions(NamedTuple):
     """Everything `Context.run` was asked besides the function and its arguments
-    (``name`` None: the name of the function the step calls)."""
+    (``name`` None: the name of the function the step calls). A tuple: one is made per
+    step."""
 
     name: str | None
     retry: Retry | None = None

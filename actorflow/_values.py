@@ -5,8 +5,6 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
-import inspect
-import types
 import typing
 import zlib
 from collections.abc import Callable
@@ -77,60 +75,11 @@ def decoder_for(kind: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(kind)
 
 
-def unwrap_step(fn: Callable[..., Any]) -> tuple[Callable[..., Any], list[Any]]:
-    """The function a step really calls, and the arguments bound around it.
-
-    Peels `functools.partial` layers (their positional and keyword arguments, outermost
-    last) and bound methods (the instance is not an input: only its type matters, and
-    the method's name says it). Decorators made with `functools.wraps` already carry the
-    wrapped function's name.
-    """
-    bound: list[Any] = []
-    target = fn
-    while True:
-        if isinstance(target, functools.partial):
-            bound.append([list(target.args), sorted(target.keywords.items())])
-            target = target.func
-        elif isinstance(target, types.MethodType):
-            target = target.__func__
-        else:
-            break
-    bound.reverse()
-    return target, bound
-
-
-def step_name(fn: Callable[..., Any]) -> str:
-    """A step's default name: the name of the function it really calls."""
-    target, _ = unwrap_step(fn)
-    name = getattr(target, "__name__", None)
-    return name if isinstance(name, str) else type(target).__name__
-
-
-def is_async_step(fn: Callable[..., Any]) -> bool:
-    """Whether calling ``fn`` starts a coroutine (it then runs on the event loop; any
-    other callable runs in a worker thread)."""
-    if inspect.iscoroutinefunction(fn):
-        return True
-    method = vars(type(fn)).get("__call__")  # an object whose __call__ is async
-    return method is not None and inspect.iscoroutinefunction(method)
-
-
-@functools.lru_cache(maxsize=1024)
-def _return_annotation(target: Callable[..., Any]) -> Any:
+def return_annotation(target: Callable[..., Any]) -> Any:
+    """The return annotation of a function (``Any`` when absent or unresolvable)."""
     try:
         return typing.get_type_hints(target).get("return", Any)
     except Exception:
-        return Any
-
-
-def result_type_of(fn: Callable[..., Any]) -> Any:
-    """The return annotation of the function ``fn`` really calls (``Any`` when absent or
-    unresolvable); cached per function, as resolving annotations costs more than the
-    rest of a replayed step."""
-    target, _ = unwrap_step(fn)
-    try:
-        return _return_annotation(target)
-    except TypeError:  # an unhashable callable object
         return Any
 
 
@@ -220,3 +169,16 @@ def rebuild_error(step: str, info: ErrorInfo) -> Exception:
         if isinstance(error, Exception):
             return error
     return StepFailed(step, info.type, info.message)
+
+
+def canonical_equal(a: bytes, b: bytes, kind: Any = Any) -> bool:
+    """Whether two MessagePack values of type ``kind`` are equal once put in canonical
+    form (a set or a dict that came out in another order in another process still
+    compares equal)."""
+    if a == b:
+        return True
+    decoder = decoder_for(kind)
+    try:
+        return canonical(decoder.decode(a)) == canonical(decoder.decode(b))
+    except (msgspec.DecodeError, TypeError):
+        return False

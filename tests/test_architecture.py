@@ -86,6 +86,7 @@ DETERMINISTIC = [
     "replay/_recorded.py",
     "replay/_turn.py",
     "replay/_branches.py",
+    "replay/_protocol.py",
 ]
 ENTROPY = {
     ("time", "time"),

@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from actorflow._clock import Clock
-from actorflow._context import DECLARED, ActorRef, Context, Retry, StepOptions
+from actorflow._context import DECLARED, ActorRef, Context, Retry, StepOptions, current_step_key
 from actorflow._errors import (
     ActorflowError,
     CompensationFailed,
@@ -40,7 +39,6 @@ from actorflow._events import (
     RULES,
     ActorEntry,
     ErrorInfo,
-    EventDelivered,
     Reply,
     ReplyTo,
     StepCompleted,
@@ -51,7 +49,6 @@ from actorflow._events import (
     TurnStarted,
 )
 from actorflow._values import (
-    canonical,
     decoder_for,
     derive,
     encode,
@@ -60,79 +57,22 @@ from actorflow._values import (
     fingerprint,
     legacy_fingerprint,
     rebuild_error,
-    result_type_of,
-    step_name,
-    unwrap_step,
 )
 from actorflow.replay import _branches
 from actorflow.replay._branches import _branch, _Lost
+from actorflow.replay._protocol import TurnHost
 from actorflow.replay._recorded import Recorded, RecordedTurn
-from actorflow.replay._steps import call_step, refuse_inside_step
+from actorflow.replay._steps import Shape, call_step, refuse_inside_step, shape
 from journal import StreamAppend
 
 if TYPE_CHECKING:
-    from actorflow._actor import EventInfo
+    pass
 
 _REPLY_PREFIX = "\x00reply:"
 _NONE = encode(None)
 #: Bytes a step record needs besides its result (field names, ids, times): a result
 #: within this distance of the journal's record limit is measured exactly.
 _ENVELOPE = 1024
-
-
-class TurnHost(Protocol):
-    """What a turn needs from the actor that hosts it."""
-
-    actor_id: str
-    clock: Clock
-    suspending: anyio.Event
-    waiting_on: str | None
-    #: The largest record the journal accepts, in bytes.
-    record_limit: int
-    #: Worker threads for sync step functions.
-    step_threads: anyio.CapacityLimiter
-    #: The retry policy of steps that give none (the actor type's, else the runtime's).
-    retry: Retry
-    #: Mixed into step idempotency keys: the journal's identity, shortened.
-    key_tag: str
-    #: The events the actor type declares (None: it declares none).
-    events: dict[str, EventInfo] | None
-
-    async def journal(
-        self, entries: Sequence[ActorEntry], extra: Sequence[StreamAppend] = ()
-    ) -> None:
-        """Append entries to the actor's journal (and ``extra`` in the same transaction),
-        waking the actors whose inboxes ``extra`` writes to; raise `JournalFailure` if the
-        journal fails."""
-        ...
-
-    def take_event(self, name: str) -> tuple[int, EventDelivered] | None:
-        """The oldest unconsumed event called ``name``, removed from the buffer."""
-        ...
-
-    def consumed_event(self, position: int) -> None:
-        """Replay consumed the event at this inbox position."""
-        ...
-
-    async def event_arrival(self) -> None:
-        """Return when a new event may have arrived."""
-        ...
-
-    def prepare_send(
-        self,
-        target: ActorRef,
-        handler: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        invocation: str,
-        reply_to: ReplyTo | None,
-    ) -> StreamAppend:
-        """Validate a message to another actor and return the append that accepts it."""
-        ...
-
-    def result_type(self, target: ActorRef, handler: str) -> Any:
-        """The annotated result type of another actor's handler."""
-        ...
 
 
 def _step_order(step: str) -> tuple[int, ...]:
@@ -187,8 +127,10 @@ class Turn:
     # -- step ids, time, checks ----------------------------------------------------------
 
     def _next(self, operation: str = "ctx") -> tuple[str, str]:
-        refuse_inside_step(self.actor_id, operation)
-        self._check_going()
+        if current_step_key.get(None) is not None:
+            refuse_inside_step(self.actor_id, operation)
+        if self.failure is not None or self.diverged is not None:
+            self._check_going()
         branch = _branch.get()
         task = asyncio.current_task()
         if self._owners.get(branch) is not task:
@@ -254,15 +196,16 @@ class Turn:
     def _live(self, branch: str = "") -> None:
         """About to do something live: stop here if the turn is checkpointed or cancelled,
         or if this branch lost its race."""
-        self._check_going()
-        if self._is_lost(branch):
+        if self.failure is not None or self.diverged is not None:
+            self._check_going()
+        if self._lost and self._is_lost(branch):
             raise _Lost()
         if self.host.suspending.is_set():
             raise Suspended()
         if self.deadline is not None and self.host.clock.now() >= self.deadline:
             self.cancel("deadline exceeded")
-        if self.cancellable:
-            raise TurnCancelled(self.cancel_reason or "cancelled")
+        if self.cancel_reason is not None and self.cancellable:
+            raise TurnCancelled(self.cancel_reason)
 
     async def _expire(self, deadline: float) -> None:
         await self.host.clock.sleep_until(deadline)
@@ -307,11 +250,18 @@ class Turn:
             return f"{self.actor_id}/t{self.turn}/s{step}"
         return f"{self.host.key_tag}:{self.actor_id}/t{self.key_turn}/s{step}"
 
-    async def _write(
+    def _write(
         self, entries: Sequence[ActorEntry], extra: Sequence[StreamAppend] = ()
-    ) -> None:
-        """Journal ``entries``; a cancellation waits until the write is over, so that the
-        bookkeeping after it always happens once the records are in the journal."""
+    ) -> Awaitable[None]:
+        """Journal ``entries``. In a branch of ctx.gather/ctx.first, a cancellation (a lost
+        race) waits until the write is over, so that the bookkeeping after it happens once
+        the records are in the journal. The handler's own task needs no shield: it is only
+        cancelled when the whole turn is abandoned, and its host with it."""
+        if not _branch.get():
+            return self.host.journal(entries, extra)
+        return self._shielded(entries, extra)
+
+    async def _shielded(self, entries: Sequence[ActorEntry], extra: Sequence[StreamAppend]) -> None:
         with anyio.CancelScope(shield=True):
             await self.host.journal(entries, extra)
 
@@ -350,22 +300,23 @@ class Turn:
     # -- steps ----------------------------------------------------------------------------
 
     def _identify(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], name: str | None
-    ) -> tuple[str, int]:
-        """A step's name and the fingerprint of its inputs, by the turn's rules."""
+        self, fn: Callable[..., Any], args: tuple[Any, ...], options: StepOptions
+    ) -> tuple[str, int, Any, Shape]:
+        """A step's name, the fingerprint of its inputs (by the turn's rules), the type its
+        result decodes as, and its function's shape."""
+        how = shape(fn)
+        kind = options.result_type if options.result_type is not None else how.result_type
         if self.rules < 2:
             legacy = getattr(fn, "__name__", None) or type(fn).__name__
-            return name or legacy, legacy_fingerprint(args)
-        _, bound = unwrap_step(fn)
-        inputs: Any = [bound, list(args)] if bound else args
-        return name or step_name(fn), fingerprint(inputs)
+            return options.name or legacy, legacy_fingerprint(args), kind, how
+        inputs: Any = [how.bound, list(args)] if how.bound else args
+        return options.name or how.name, fingerprint(inputs), kind, how
 
     async def run(self, fn: Callable[..., Any], args: tuple[Any, ...], options: StepOptions) -> Any:
         """Run a step once (or hand back its journaled outcome)."""
         branch, step = self._next("ctx.run")
-        name, fp = self._identify(fn, args, options.name)
+        name, fp, kind, how = self._identify(fn, args, options)
         rec = self._take(step, name, "run", fp)
-        kind = options.result_type if options.result_type is not None else result_type_of(fn)
         if rec is not None and rec.outcome is not None:
             return self._replayed(branch, step, name, rec.outcome, options, kind)
         if rec is not None and self._is_lost(branch):
@@ -387,6 +338,15 @@ class Turn:
                 raise await self._failed(branch, step, name, "run", fp, unknown, attempt)
         policy = options.retry or self.host.retry
         starts = options.reconcile is not None or options.at_most_once
+        threads = self.host.step_threads
+        failed: Exception | None = None
+        if rec is None and not starts:  # a first attempt with nothing to journal before it
+            try:
+                value = await call_step(fn, args, key, threads, how)
+            except Exception as exc:
+                failed = exc
+            else:
+                return await self._completed(branch, step, name, options, fp, value, kind, 1)
         ok, value, attempt = await self._attempts(
             branch,
             step,
@@ -396,7 +356,8 @@ class Turn:
             policy,
             rec,
             starts,
-            lambda: call_step(fn, args, key, self.host.step_threads),
+            lambda: call_step(fn, args, key, threads, how),
+            failed,
         )
         if not ok:
             raise await self._failed(branch, step, name, "run", fp, value, attempt) from value
@@ -413,9 +374,11 @@ class Turn:
         rec: Recorded | None,
         journal_starts: bool,
         call: Callable[[], Awaitable[Any]],
+        failed: Exception | None = None,
     ) -> tuple[bool, Any, int]:
         """Call the step until an attempt succeeds or the policy gives up; return
-        (succeeded, result or final exception, attempt number).
+        (succeeded, result or final exception, attempt number). ``failed``: the first
+        attempt was already made, and raised this.
 
         Every failed attempt that will be retried is journaled with the time of the next
         one, so a restart resumes the count and the backoff where they were.
@@ -423,26 +386,29 @@ class Turn:
         ended = rec.attempts if rec is not None else 0
         retry_at = rec.retrying.retry_at if rec is not None and rec.retrying else None
         while True:
-            if retry_at is not None:
-                await self._backoff(retry_at)
-                self._live(branch)
             attempt = ended + 1
-            if journal_starts:
-                at = self.host.clock.now()
-                await self._write([StepStarted(self.turn, step, name, kind, fp, at, attempt)])
-            try:
-                return True, await call(), attempt
-            except Exception as exc:
-                if isinstance(exc, ContextMisuseError) or not policy.retries(exc, attempt):
-                    return False, exc, attempt
-                draw = int.from_bytes(derive(self.key_for(step), str(attempt), size=4), "big")
-                now = self.host.clock.now()
-                retry_at = now + policy.delay(attempt, draw / 2**32)
-                entry = StepRetrying(
-                    self.turn, step, name, kind, attempt, error_info(exc), retry_at, fp, now
-                )
-                await self._write([entry])
-                ended = attempt
+            if failed is None:
+                if retry_at is not None:
+                    await self._backoff(retry_at)
+                    self._live(branch)
+                if journal_starts:
+                    at = self.host.clock.now()
+                    await self._write([StepStarted(self.turn, step, name, kind, fp, at, attempt)])
+                try:
+                    return True, await call(), attempt
+                except Exception as raised:
+                    failed = raised
+            error, failed = failed, None
+            if isinstance(error, ContextMisuseError) or not policy.retries(error, attempt):
+                return False, error, attempt
+            draw = int.from_bytes(derive(self.key_for(step), str(attempt), size=4), "big")
+            now = self.host.clock.now()
+            retry_at = now + policy.delay(attempt, draw / 2**32)
+            entry = StepRetrying(
+                self.turn, step, name, kind, attempt, error_info(error), retry_at, fp, now
+            )
+            await self._write([entry])
+            ended = attempt
 
     async def _backoff(self, retry_at: float) -> None:
         if self.host.clock.now() < retry_at:
@@ -772,17 +738,4 @@ class Turn:
         )
 
 
-def canonical_equal(a: bytes, b: bytes, kind: Any = Any) -> bool:
-    """Whether two MessagePack values of type ``kind`` are equal once put in canonical
-    form (a set or a dict that came out in another order in another process still
-    compares equal)."""
-    if a == b:
-        return True
-    decoder = decoder_for(kind)
-    try:
-        return canonical(decoder.decode(a)) == canonical(decoder.decode(b))
-    except (msgspec.DecodeError, TypeError):
-        return False
-
-
-__all__ = ["RULES", "Turn", "TurnHost", "canonical_equal"]
+__all__ = ["RULES", "Turn"]

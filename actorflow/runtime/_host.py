@@ -58,9 +58,9 @@ from actorflow._events import (
     inbox_stream,
     outcomes_stream,
 )
-from actorflow._values import encode, error_info
+from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
-from actorflow.replay._turn import Turn, canonical_equal
+from actorflow.replay._turn import Turn
 from journal import StreamAppend
 
 if TYPE_CHECKING:
@@ -177,12 +177,13 @@ class ActorHost:
         """
         if self.failure is not None:
             raise self.failure
-        records = tuple(ACTOR_CODEC.encode(entry) for entry in entries)
+        encode = ACTOR_CODEC.encode
+        records = (encode(entries[0]),) if len(entries) == 1 else tuple(map(encode, entries))
         expected = self._reserved
-        self._reserved += len(records)
+        self._reserved = end = expected + len(records)
         part = StreamAppend(self.stream, records, expected, self._epoch, snapshot)
         try:
-            await self.store.append_many([part, *extra])
+            await self.store.append_many([part, *extra] if extra else (part,))
         except Exception as exc:
             raise self._failed(exc) from exc
         finally:
@@ -192,10 +193,11 @@ class ActorHost:
             for other in extra:
                 if other.stream.startswith("inbox/"):
                     self.runtime.notify(other.stream.removeprefix("inbox/"))
-        self._position = max(self._position, expected + len(records))
+        if end > self._position:
+            self._position = end
         metrics = self.runtime.metrics
         metrics.appends += 1
-        if entries and isinstance(entries[0], StepCompleted | StepFailed):
+        if entries and isinstance(entries[0], (StepCompleted, StepFailed)):
             metrics.steps += 1
 
     def _failed(self, exc: BaseException) -> JournalFailure:
@@ -409,6 +411,7 @@ class ActorHost:
             message.retry_of,
         )
         seeded = self._seeded(started, message.seed)
+        self.current = message.invocation  # before it leaves the queue: always findable
         self._take_message(position)
         at = self._reserved + 1
         await self.journal([started, *seeded])
@@ -464,22 +467,18 @@ class ActorHost:
             self.runtime.stopped_turn(self.actor_id, outcome)
 
     async def _outcome(self, turn: Turn, started: TurnStarted) -> Reply:
-        """Run the handler in a scope `Turn.abort` can cancel; raise why it was aborted."""
-        with anyio.CancelScope() as scope:
-            turn.scope = scope
-            reply = await self._handle(turn, started)
-        turn.raise_if_aborted()
-        if scope.cancelled_caught:
-            raise Suspended()  # pragma: no cover - only abort cancels this scope
-        return reply
-
-    async def _handle(self, turn: Turn, started: TurnStarted) -> Reply:
-        """Run the handler; its result or error as a reply (compensating on error)."""
+        """Run the handler (in a scope `Turn.abort` can cancel); its result or error as a
+        reply, compensating on error; raise why the turn was aborted, if it was."""
         try:
             if turn.cancel_reason is not None and turn.recorded.empty and not turn.recorded.end:
                 raise TurnCancelled(turn.cancel_reason)  # cancelled before it began
             info = self.runtime.handler_info(self.type_name, started.handler)
-            result = await info.fn(self.instance, **info.decode_args(started.args))
+            with anyio.CancelScope() as scope:
+                turn.scope = scope
+                result = await info.fn(self.instance, **info.decode_args(started.args))
+            if scope.cancelled_caught:
+                turn.raise_if_aborted()
+                raise Suspended()  # pragma: no cover - only abort cancels this scope
             if turn.recorded.cancelled is not None or turn.cancellable:
                 # Cancelled while it ran without a step boundary to stop at.
                 raise TurnCancelled(turn.recorded.cancelled or turn.cancel_reason or "cancelled")

@@ -606,8 +606,10 @@ class Runtime:
     async def _settled(self, invocation: str, actor_id: str) -> _Result | None:
         """The result of ``invocation`` if it has one (raising its error), else None."""
         host = self._hosts.get(actor_id)
-        if host is not None and host.state == "stuck":
-            raise ActorStuckError(f"actor {actor_id} is stuck: {host.stuck}")
+        if host is not None:
+            await host.activated.wait()  # then its memory answers, without a journal read
+            if host.state == "stuck":
+                raise ActorStuckError(f"actor {actor_id} is stuck: {host.stuck}")
         status = await self.invocation(invocation)
         if status is None:
             raise InvalidMessageError(f"no invocation {invocation!r} was accepted")
