@@ -304,14 +304,16 @@ def versus_async(results: list[Result]) -> None:
 # -- replay -------------------------------------------------------------------------------
 
 
-async def write_turn(path: Path, steps: int) -> None:
+async def write_turn(path: Path, steps: int) -> str:
     """Journal a turn of ``steps`` steps that then waits for an event, and stop there:
-    the turn stays unfinished for the next runtime to replay (not timed)."""
+    the turn stays unfinished for the next runtime to replay (not timed). Return its
+    invocation."""
     doing = f"writing the {steps:,}-step turn to replay"
     async with host_bench(path, doing) as (runtime, _):
         handle = runtime.ref(Bench, REPLAY_KEY)
-        await handle.send(Bench.go_and_wait, steps)
+        invocation = await handle.send(Bench.go_and_wait, steps)
         await waiting(handle, doing)
+    return invocation
 
 
 async def waiting(handle: actorflow.ActorHandle[Bench], doing: str) -> None:
@@ -321,7 +323,7 @@ async def waiting(handle: actorflow.ActorHandle[Bench], doing: str) -> None:
         await asyncio.sleep(0.0002)
 
 
-async def replay_with_runtime(path: Path, steps: int) -> StepsRun:
+async def replay_with_runtime(path: Path, steps: int, invocation: str) -> StepsRun:
     """Time a fresh runtime from its start until the replayed turn waits again."""
     doing = f"replaying a {steps:,}-step turn"
     TALLY.reset()
@@ -332,7 +334,6 @@ async def replay_with_runtime(path: Path, steps: int) -> StepsRun:
         elapsed = time.perf_counter() - start
         run = StepsRun(elapsed, store.stats.commits, store.stats.records)
         check(TALLY.calls == 0, doing, f"replay ran the step function {TALLY.calls:,} times")
-        [invocation] = [i.invocation for i in await handle.invocations()]
         await handle.deliver("finish")
         total = await runtime.result(invocation)
         check(total == expected_total(steps), doing, f"the handler returned {total}")
@@ -353,12 +354,12 @@ async def replay_scenario(steps: int, repeats: int, progress: Progress) -> Resul
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-") as tmp:
         written = Path(tmp, "written.db")
         progress.step(f"writing the {steps:,}-step turn (not timed)")
-        await write_turn(written, steps)
+        invocation = await write_turn(written, steps)
         for n in range(1, repeats + 1):
             path = Path(tmp, f"replay-{n}.db")
             copy_database(written, path)
             progress.step(f"run {n}/{repeats}, Runtime")
-            runs.append(await replay_with_runtime(path, steps))
+            runs.append(await replay_with_runtime(path, steps, invocation))
             progress.step(f"run {n}/{repeats}, plain await")
             ceilings.append(await replay_ceiling(steps))
     TALLY.reset()
