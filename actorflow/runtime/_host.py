@@ -61,7 +61,7 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from journal import StreamAppend
+from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
     from actorflow.runtime._runtime import Runtime
@@ -748,6 +748,4 @@ class ActorHost:
 def _transient(exc: Exception) -> bool:
     """Whether a failure while reading the journal may go away by itself (a busy or full
     store, a lost ownership) rather than need a fix (a damaged record, a bug)."""
-    from journal import ConflictError, FencingError, StorageError, StoreClosedError
-
     return isinstance(exc, StorageError | ConflictError | FencingError | StoreClosedError)

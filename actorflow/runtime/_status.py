@@ -17,8 +17,6 @@ ACTOR_STATES = (
     "stuck",
     "pending",
 )
-#: The states an invocation's status may be in (see `InvocationStatus`).
-INVOCATION_STATES = ("queued", "running", "completed", "failed", "cancelled")
 
 
 class ShutdownReport(msgspec.Struct, frozen=True):
