@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import pathlib
 import re
 import shutil
@@ -31,6 +32,7 @@ from journal import (
     SqliteStore,
     StorageError,
     StorageFullError,
+    StoreConfigurationError,
     StoreLockedError,
     StreamAppend,
     StreamInfo,
@@ -419,13 +421,13 @@ async def test_another_name_for_an_open_file_is_refused(
 
 TRY_OPEN = """
 import asyncio, sys
-from journal import SqliteStore, StoreLockedError
+from journal import SqliteStore, StoreConfigurationError, StoreLockedError
 
 async def main() -> None:
     try:
         store = await SqliteStore.open(sys.argv[1])
-    except StoreLockedError:
-        print("locked")
+    except (StoreLockedError, StoreConfigurationError) as exc:
+        print(type(exc).__name__)
     else:
         await store.close()
         print("opened")
@@ -435,7 +437,7 @@ asyncio.run(main())
 
 
 def try_open_in_another_process(path: str) -> str:
-    """Open ``path`` from a child process: "opened" or "locked"."""
+    """Open ``path`` from a child process: "opened", or the name of the error it got."""
     child = subprocess.run(
         [sys.executable, "-c", TRY_OPEN, path],
         cwd=REPO_ROOT,
@@ -454,10 +456,51 @@ async def test_a_symlink_to_a_file_open_in_another_process_is_refused(
     for mine, theirs in [(path, alias), (alias, str(path))]:
         store = await SqliteStore.open(mine)
         try:
-            assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "locked"
+            refused = await anyio.to_thread.run_sync(try_open_in_another_process, theirs)
+            assert refused == "StoreLockedError"
         finally:
             await store.close()
         assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "opened"
+
+
+async def test_a_file_with_a_second_name_is_refused(path: pathlib.Path) -> None:
+    await make_journal(path)
+    link = path.parent / "hard-link.db"
+    os.link(path, link)
+    before = contents(path)
+
+    for name in (path, link):
+        with pytest.raises(StoreConfigurationError) as refused:
+            await SqliteStore.open(name)
+        assert str(name) in str(refused.value)
+        assert "2 names (hard links)" in str(refused.value)
+    assert contents(path) == before
+
+    link.unlink()
+    store = await SqliteStore.open(path)  # the lock was let go with the refusal
+    try:
+        assert [r.data for r in await read_list(store, "s")] == [b"kept"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_a_hard_link_to_a_file_open_in_another_process_is_refused(
+    path: pathlib.Path,
+) -> None:
+    """Both stores would get their lock (the paths differ), and SQLite would give each name
+    its own write-ahead log: the second is refused before it touches the file."""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1")])
+        link = path.parent / "hard-link.db"
+        os.link(path, link)
+        opened = await anyio.to_thread.run_sync(try_open_in_another_process, str(link))
+        assert opened == "StoreConfigurationError"
+        assert not (path.parent / "hard-link.db-wal").exists()
+        await store.append("s", [NewRecord("t", b"2")])
+    finally:
+        await store.close()
 
 
 # -- group commit -----------------------------------------------------------------------------
