@@ -342,7 +342,7 @@ async def test_a_second_open_of_an_open_file_is_refused(path: pathlib.Path) -> N
 
 @pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])  # once is enough
 async def test_a_record_at_the_default_limit_round_trips(path: pathlib.Path) -> None:
-    """Agents journal large tool results: SQLite must take a record as large as the limit.
+    """SQLite takes a record as large as the default limit, and gives it back intact.
 
     (Compared by digest: a failing comparison of two 32 MiB values would take pytest ages
     to explain.)
