@@ -43,7 +43,7 @@ from journal._records import (
     head_crc,
     snapshot_checksum,
 )
-from journal._sqlite_reads import READ_BATCH, global_page, stream_page, verify_all
+from journal._sqlite_reads import global_page, stream_page, verify_all
 from journal._sqlite_schema import (
     DELETE_STREAM,
     HIGH_WATER,
@@ -535,22 +535,23 @@ class SqliteStore(StoreBase):
     ) -> AsyncIterator[list[Record]]:
         """Iterate over ``stream``'s records in order, a list of up to `READ_BATCH` at a time.
 
-        Memory stays bounded however long the stream. A damaged record raises
-        `CorruptionError` once the records before it have been yielded. Replay reads this
-        way: one await per batch instead of one per record. (Fetching the next batch while
-        the caller decodes this one measured slower: both threads need the GIL.)
+        Memory stays bounded however long the stream and however large its records: a list
+        holds at most `READ_BYTES` of payload (or one record, if that is larger). A damaged
+        record raises `CorruptionError` once the records before it have been yielded. Replay
+        reads this way: one await per batch instead of one per record. (Fetching the next
+        batch while the caller decodes this one measured slower: both threads need the GIL.)
         """
         check_position(stream, "from_position", from_position, 1)
         doing = f"reading stream {stream!r}"
         while True:
-            batch, error = await self._read(
+            batch, error, more = await self._read(
                 partial(stream_page, stream, start=from_position), doing
             )
             if batch:
                 yield batch
             if error is not None:
                 raise error
-            if len(batch) < READ_BATCH:
+            if not more:
                 return
             from_position = batch[-1].position + 1
 
@@ -558,14 +559,14 @@ class SqliteStore(StoreBase):
         """Iterate over every stored record in global (commit) order."""
         check_position("<global>", "from_global_position", from_global_position, 1)
         while True:
-            page, error = await self._read(
+            page, error, more = await self._read(
                 partial(global_page, start=from_global_position), "reading the global log"
             )
             for record in page:
                 yield record
             if error is not None:
                 raise error
-            if len(page) < READ_BATCH:
+            if not more:
                 return
             from_global_position = page[-1].global_position + 1
 

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+import journal._sqlite_reads
 from journal import (
     DEFAULT_MAX_RECORD_BYTES,
     ConflictError,
@@ -365,6 +366,29 @@ async def test_a_record_at_the_default_limit_round_trips(path: pathlib.Path) -> 
         assert stored[1].data == b"after"
     finally:
         await store.close()
+
+
+async def test_a_page_read_holds_a_bounded_number_of_payload_bytes(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With records this large, a page of `READ_BATCH` could hold gigabytes: pages stop
+    once past `READ_BYTES` (here 2,500 bytes, so three 1,000-byte records a page)."""
+    monkeypatch.setattr(journal._sqlite_reads, "READ_BYTES", 2500)
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("big", [NewRecord("t", b"%04d" % n * 250) for n in range(1, 11)])
+        await store.append("other", one(b"after"))
+
+        batches = [[r.position for r in batch] async for batch in store.read_batches("big")]
+        log = await read_all_list(store)
+    finally:
+        await store.close()
+
+    assert batches == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]
+    assert [(r.stream, r.position) for r in log] == [("big", n) for n in range(1, 11)] + [
+        ("other", 1)
+    ]
+    assert [r.data[:4] for r in log[:10]] == [b"%04d" % n for n in range(1, 11)]
 
 
 # -- one writer per file ---------------------------------------------------------------------
