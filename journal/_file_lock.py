@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from journal._errors import StoreLockedError
+from journal._errors import StoreConfigurationError, StoreLockedError
 
 
 class FileLock:
@@ -13,9 +13,13 @@ class FileLock:
     SQLite's own locks are per transaction; the writer also caches stream positions between
     transactions, which is only right while no other process writes the file. The lock file
     sits beside the journal's real path (symlinks, ``.`` and ``..`` resolved, made
-    absolute), so every way of naming one file takes the same lock. (A hard link is another
-    name for the file that no path can reveal; the writer checks fencing inside each
-    transaction for that case.)
+    absolute), so every way of naming one file takes the same lock.
+
+    A hard link is another name for the file that no path can reveal, and SQLite keeps its
+    write-ahead log beside the name it was given: two writers under two names would each
+    have their own log, see nothing of the other's commits, and corrupt the file when they
+    checkpoint. No check inside a transaction can make that safe, so a file with more than
+    one name is refused.
     """
 
     def __init__(self, journal: str) -> None:
@@ -41,6 +45,22 @@ class FileLock:
                 f"the other store or stop the other process first."
             ) from None
         self._fd = fd
+        self._refuse_hard_links()
+
+    def _refuse_hard_links(self) -> None:
+        try:
+            links = os.stat(self._journal).st_nlink
+        except FileNotFoundError:  # a new journal
+            return
+        if links > 1:
+            self.release()
+            raise StoreConfigurationError(
+                f"{self._journal} has {links} names (hard links). A second writer could open "
+                f"it under another name, which no lock can see, and SQLite would give each "
+                f"name its own write-ahead log and corrupt the file. Remove the other names "
+                f"(find them with: find / -samefile {self._journal}) or use a copy of the "
+                f"file, then open it again."
+            )
 
     def release(self) -> None:
         if self._fd is not None:

@@ -43,9 +43,10 @@ from journal._records import (
     head_crc,
     snapshot_checksum,
 )
-from journal._sqlite_reads import READ_BATCH, global_page, stream_page, verify_all
+from journal._sqlite_reads import global_page, stream_page, verify_all
 from journal._sqlite_schema import (
     DELETE_STREAM,
+    HIGH_WATER,
     ROW_VALUES,
     chunk_sizes,
     insert_records,
@@ -86,6 +87,9 @@ class CommitStats:
     records: int = 0
     #: How many commits carried each number of records.
     batch_sizes: Counter[int] = dataclasses.field(default_factory=Counter)
+    #: How many times the writer found the file changed by another writer, and read its
+    #: cached stream states back from the file (see docs/journal.md, "Two writers").
+    resyncs: int = 0
 
 
 # A queued write: ``op(arg, transaction)`` returns the caller's result or raises; the
@@ -181,6 +185,8 @@ class SqliteStore(StoreBase):
         self._writer: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._next_global = 1
+        #: SQLite's ``data_version`` as the writer last saw it (see `_written_behind_our_back`).
+        self._data_version = 0
 
     @classmethod
     async def open(
@@ -225,12 +231,9 @@ class SqliteStore(StoreBase):
             if max_bytes is not None:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count = {max(1, max_bytes // page)}")
-            return int(
-                conn.execute(
-                    "SELECT max(coalesce((SELECT max(global_position) FROM records), 0),"
-                    " (SELECT value FROM meta WHERE key = 'global_high_water'))"
-                ).fetchone()[0]
-            )
+            high_water = int(conn.execute(HIGH_WATER).fetchone()[0])
+            self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            return high_water
 
         try:
             self._next_global = await _on_thread(self._writer, setup) + 1
@@ -302,47 +305,90 @@ class SqliteStore(StoreBase):
         self, batch: list[_Request], syncing: asyncio.Future[None] | None = None
     ) -> list[Any]:
         assert self._writer is not None
-        loop = self._loop
 
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            txn = _Transaction(self, conn)
-            conn.execute("BEGIN IMMEDIATE")
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], int]:
             try:
-                outcomes = [_apply_one(op, arg, txn) for op, arg, _ in batch]
-                txn.flush_rows()
-                if txn.global_moved:
-                    conn.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'global_high_water'",
-                        (txn.changes.next_global - 1,),
-                    )
-                if syncing is not None:
-                    loop.call_soon_threadsafe(_settle, syncing)
-                conn.execute("COMMIT")
-            except BaseException:
-                txn.changes.rollback()
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            txn.changes.commit()
-            self._next_global = txn.changes.next_global
-            self._forget_deleted(txn.deleted)
-            self._forget_oldest_streams()
-            return outcomes
+                return self._attempt(conn, batch, syncing, resync=False)
+            except sqlite3.IntegrityError:
+                # A row the writer did not know of is in the way: a position or a global
+                # position that another writer took unseen. Read everything back and try
+                # once more; the write lock is held from the re-read to the commit.
+                return self._attempt(conn, batch, syncing, resync=True)
 
-        records_before = self._next_global
         try:
-            outcomes = await _on_thread(self._writer, run)
+            outcomes, records = await _on_thread(self._writer, run)
         except sqlite3.Error as exc:
             error = translate(exc, self._path, "committing appends")
             return [error] * len(batch)
         except Exception as exc:  # a bug: fail the callers loudly rather than hang them
             return [exc] * len(batch)
-        records = self._next_global - records_before
         self.stats.commits += 1
         self.stats.requests += len(batch)
         self.stats.records += records
         self.stats.batch_sizes[records] += 1
         return outcomes
+
+    def _attempt(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[_Request],
+        syncing: asyncio.Future[None] | None,
+        *,
+        resync: bool,
+    ) -> tuple[list[Any], int]:
+        """Commit ``batch`` in one transaction (on the writer thread); return the outcomes
+        and the number of records written. On failure nothing is written, in the file or
+        in the cached states."""
+        conn.execute("BEGIN IMMEDIATE")
+        txn: _Transaction | None = None
+        try:
+            if self._written_behind_our_back(conn) or resync:
+                self._resync(conn)
+            txn = _Transaction(self, conn)
+            outcomes = [_apply_one(op, arg, txn) for op, arg, _ in batch]
+            txn.flush_rows()
+            if txn.global_moved:
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'global_high_water'",
+                    (txn.changes.next_global - 1,),
+                )
+            if syncing is not None:
+                self._loop.call_soon_threadsafe(_settle, syncing)
+            conn.execute("COMMIT")
+        except BaseException:
+            if txn is not None:
+                txn.changes.rollback()
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        txn.changes.commit()
+        records = txn.changes.next_global - self._next_global
+        self._next_global = txn.changes.next_global
+        self._forget_deleted(txn.deleted)
+        self._forget_oldest_streams()
+        return outcomes, records
+
+    def _written_behind_our_back(self, conn: sqlite3.Connection) -> bool:
+        """Whether another connection has committed to the file since this writer last
+        looked (inside a transaction, so the answer holds until it ends).
+
+        SQLite's ``data_version`` changes exactly when another connection commits: one
+        pragma per commit, whatever the batch holds, tells whether the cached states
+        can be trusted. Only a writer that got past the lock can make it change.
+        """
+        version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
+    def _resync(self, conn: sqlite3.Connection) -> None:
+        """The file was written behind the writer's back: drop every cached stream state
+        (each is read back from the file when next written) and re-read the global
+        high-water mark, within the current transaction. The rules (positions, epochs,
+        snapshots) then run against what the file holds."""
+        self._states.clear()
+        self._next_global = int(conn.execute(HIGH_WATER).fetchone()[0]) + 1
+        self.stats.resyncs += 1
 
     def _forget_oldest_streams(self) -> None:
         """Keep at most `cached_streams` stream states (between commits, on the writer thread).
@@ -489,22 +535,23 @@ class SqliteStore(StoreBase):
     ) -> AsyncIterator[list[Record]]:
         """Iterate over ``stream``'s records in order, a list of up to `READ_BATCH` at a time.
 
-        Memory stays bounded however long the stream. A damaged record raises
-        `CorruptionError` once the records before it have been yielded. Replay reads this
-        way: one await per batch instead of one per record. (Fetching the next batch while
-        the caller decodes this one measured slower: both threads need the GIL.)
+        Memory stays bounded however long the stream and however large its records: a list
+        holds at most `READ_BYTES` of payload (or one record, if that is larger). A damaged
+        record raises `CorruptionError` once the records before it have been yielded. Replay
+        reads this way: one await per batch instead of one per record. (Fetching the next
+        batch while the caller decodes this one measured slower: both threads need the GIL.)
         """
         check_position(stream, "from_position", from_position, 1)
         doing = f"reading stream {stream!r}"
         while True:
-            batch, error = await self._read(
+            batch, error, more = await self._read(
                 partial(stream_page, stream, start=from_position), doing
             )
             if batch:
                 yield batch
             if error is not None:
                 raise error
-            if len(batch) < READ_BATCH:
+            if not more:
                 return
             from_position = batch[-1].position + 1
 
@@ -512,14 +559,14 @@ class SqliteStore(StoreBase):
         """Iterate over every stored record in global (commit) order."""
         check_position("<global>", "from_global_position", from_global_position, 1)
         while True:
-            page, error = await self._read(
+            page, error, more = await self._read(
                 partial(global_page, start=from_global_position), "reading the global log"
             )
             for record in page:
                 yield record
             if error is not None:
                 raise error
-            if len(page) < READ_BATCH:
+            if not more:
                 return
             from_global_position = page[-1].global_position + 1
 

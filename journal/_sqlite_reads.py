@@ -18,10 +18,16 @@ from journal._records import (
     snapshot_checksum,
 )
 
-#: Records fetched per reader hop.
+#: Records fetched per reader hop, at most.
 READ_BATCH = 2048
+#: Payload bytes fetched per reader hop, at most (but always one record): with records of up
+#: to `DEFAULT_MAX_RECORD_BYTES` and more, a page of `READ_BATCH` could otherwise hold
+#: gigabytes, where a reader expects a bounded amount of memory.
+READ_BYTES = 64 * 1024 * 1024
 
-_Batch = tuple[list[Record], CorruptionError | None]
+#: One page: its records, the damage that ended it early (if any), and whether the page
+#: was cut short by `READ_BATCH` or `READ_BYTES` (so that more may follow).
+_Page = tuple[list[Record], CorruptionError | None, bool]
 
 _STREAM_PAGE = (
     "SELECT position, global_position, type, data, checksum FROM records "
@@ -35,33 +41,41 @@ _GLOBAL_PAGE = (
 )
 
 
-def stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Batch:
+def stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Page:
     """One page of a stream, checksums verified (the hot loop of replay)."""
     out: list[Record] = []
     append = out.append
     crc32, mix = zlib.crc32, POSITION_MIX
     last_kind, head = "", 0  # consecutive records mostly share a type: reuse its seed
+    room = READ_BYTES
     for position, global_position, kind, data, stored in conn.execute(
         _STREAM_PAGE, (stream, start)
     ):
         if kind != last_kind:
             last_kind, head = kind, head_crc(stream, kind)
         if crc32(data, head) ^ ((position * mix) & 0xFFFFFFFF) != stored:
-            return out, CorruptionError(stream, position, "checksum mismatch")
+            return out, CorruptionError(stream, position, "checksum mismatch"), False
         append(Record(stream, position, global_position, kind, data))
-    return out, None
+        room -= len(data)
+        if room < 0:
+            return out, None, True
+    return out, None, len(out) == READ_BATCH
 
 
-def global_page(conn: sqlite3.Connection, start: int) -> _Batch:
+def global_page(conn: sqlite3.Connection, start: int) -> _Page:
     """One page of the global log, checksums verified."""
     out: list[Record] = []
+    room = READ_BYTES
     for position, global_position, kind, data, stored, stream in conn.execute(
         _GLOBAL_PAGE, (start,)
     ):
         if checksum(stream, position, kind, data) != stored:
-            return out, CorruptionError(stream, position, "checksum mismatch")
+            return out, CorruptionError(stream, position, "checksum mismatch"), False
         out.append(Record(stream, position, global_position, kind, data))
-    return out, None
+        room -= len(data)
+        if room < 0:
+            return out, None, True
+    return out, None, len(out) == READ_BATCH
 
 
 def verify_all(conn: sqlite3.Connection) -> VerifyReport:

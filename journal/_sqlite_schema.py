@@ -83,6 +83,13 @@ INSERT_RECORD = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
+#: The global high-water mark: the highest global position ever given out.
+HIGH_WATER = (
+    "SELECT max(coalesce((SELECT max(global_position) FROM records), 0),"
+    " (SELECT value FROM meta WHERE key = 'global_high_water'))"
+)
+
+
 #: Deleting a stream whole, each statement by an index (the records by
 #: ``records_by_stream``), all with the stream's id as the one parameter.
 DELETE_STREAM = (

@@ -23,8 +23,8 @@ from journal._streams import check_request
 #: How hard a store works to keep acknowledged appends; see docs/journal.md.
 Durability = Literal["full", "normal"]
 
-#: Default largest record payload, in bytes: room for the large tool results (a 10 MB web
-#: page, a file read whole) that agents journal as step results.
+#: Default largest record payload, in bytes: room for large payloads journaled whole (a
+#: 10 MB document, say), well under SQLite's own limit of about 1 GB per value.
 DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 
 

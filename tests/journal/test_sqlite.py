@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import pathlib
 import re
 import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 import anyio.to_thread
 import pytest
 
+import journal._sqlite_reads
 from journal import (
     DEFAULT_MAX_RECORD_BYTES,
     ConflictError,
@@ -31,6 +33,7 @@ from journal import (
     SqliteStore,
     StorageError,
     StorageFullError,
+    StoreConfigurationError,
     StoreLockedError,
     StreamAppend,
     StreamInfo,
@@ -340,7 +343,7 @@ async def test_a_second_open_of_an_open_file_is_refused(path: pathlib.Path) -> N
 
 @pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])  # once is enough
 async def test_a_record_at_the_default_limit_round_trips(path: pathlib.Path) -> None:
-    """Agents journal large tool results: SQLite must take a record as large as the limit.
+    """SQLite takes a record as large as the default limit, and gives it back intact.
 
     (Compared by digest: a failing comparison of two 32 MiB values would take pytest ages
     to explain.)
@@ -363,6 +366,29 @@ async def test_a_record_at_the_default_limit_round_trips(path: pathlib.Path) -> 
         assert stored[1].data == b"after"
     finally:
         await store.close()
+
+
+async def test_a_page_read_holds_a_bounded_number_of_payload_bytes(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With records this large, a page of `READ_BATCH` could hold gigabytes: pages stop
+    once past `READ_BYTES` (here 2,500 bytes, so three 1,000-byte records a page)."""
+    monkeypatch.setattr(journal._sqlite_reads, "READ_BYTES", 2500)
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("big", [NewRecord("t", b"%04d" % n * 250) for n in range(1, 11)])
+        await store.append("other", one(b"after"))
+
+        batches = [[r.position for r in batch] async for batch in store.read_batches("big")]
+        log = await read_all_list(store)
+    finally:
+        await store.close()
+
+    assert batches == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]
+    assert [(r.stream, r.position) for r in log] == [("big", n) for n in range(1, 11)] + [
+        ("other", 1)
+    ]
+    assert [r.data[:4] for r in log[:10]] == [b"%04d" % n for n in range(1, 11)]
 
 
 # -- one writer per file ---------------------------------------------------------------------
@@ -419,13 +445,13 @@ async def test_another_name_for_an_open_file_is_refused(
 
 TRY_OPEN = """
 import asyncio, sys
-from journal import SqliteStore, StoreLockedError
+from journal import SqliteStore, StoreConfigurationError, StoreLockedError
 
 async def main() -> None:
     try:
         store = await SqliteStore.open(sys.argv[1])
-    except StoreLockedError:
-        print("locked")
+    except (StoreLockedError, StoreConfigurationError) as exc:
+        print(type(exc).__name__)
     else:
         await store.close()
         print("opened")
@@ -435,7 +461,7 @@ asyncio.run(main())
 
 
 def try_open_in_another_process(path: str) -> str:
-    """Open ``path`` from a child process: "opened" or "locked"."""
+    """Open ``path`` from a child process: "opened", or the name of the error it got."""
     child = subprocess.run(
         [sys.executable, "-c", TRY_OPEN, path],
         cwd=REPO_ROOT,
@@ -454,10 +480,51 @@ async def test_a_symlink_to_a_file_open_in_another_process_is_refused(
     for mine, theirs in [(path, alias), (alias, str(path))]:
         store = await SqliteStore.open(mine)
         try:
-            assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "locked"
+            refused = await anyio.to_thread.run_sync(try_open_in_another_process, theirs)
+            assert refused == "StoreLockedError"
         finally:
             await store.close()
         assert await anyio.to_thread.run_sync(try_open_in_another_process, theirs) == "opened"
+
+
+async def test_a_file_with_a_second_name_is_refused(path: pathlib.Path) -> None:
+    await make_journal(path)
+    link = path.parent / "hard-link.db"
+    os.link(path, link)
+    before = contents(path)
+
+    for name in (path, link):
+        with pytest.raises(StoreConfigurationError) as refused:
+            await SqliteStore.open(name)
+        assert str(name) in str(refused.value)
+        assert "2 names (hard links)" in str(refused.value)
+    assert contents(path) == before
+
+    link.unlink()
+    store = await SqliteStore.open(path)  # the lock was let go with the refusal
+    try:
+        assert [r.data for r in await read_list(store, "s")] == [b"kept"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_a_hard_link_to_a_file_open_in_another_process_is_refused(
+    path: pathlib.Path,
+) -> None:
+    """Both stores would get their lock (the paths differ), and SQLite would give each name
+    its own write-ahead log: the second is refused before it touches the file."""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1")])
+        link = path.parent / "hard-link.db"
+        os.link(path, link)
+        opened = await anyio.to_thread.run_sync(try_open_in_another_process, str(link))
+        assert opened == "StoreConfigurationError"
+        assert not (path.parent / "hard-link.db-wal").exists()
+        await store.append("s", [NewRecord("t", b"2")])
+    finally:
+        await store.close()
 
 
 # -- group commit -----------------------------------------------------------------------------
@@ -507,6 +574,7 @@ async def test_a_crowd_larger_than_a_wake_slice_takes_turns_in_commits(
         assert max(sizes) == crowd  # everyone's first append shares the first commit
         assert WAKE_SLICE in sizes  # then a commit starts after the first slice is woken
         assert store.stats.records == crowd * rounds
+        assert store.stats.resyncs == 0  # a writer alone never sees the file change under it
     finally:
         await store.close()
     reopened = await SqliteStore.open(path)
@@ -726,6 +794,238 @@ async def test_deleted_streams_do_not_crowd_the_writers_memory(path: pathlib.Pat
             assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
     finally:
         await store.close()
+
+
+# -- two writers on one file ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def two_writers(path: pathlib.Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
+    """Two stores writing one file, as when the lock does not work: the second opens once
+    the first's lock file has been deleted (as a clean-up of "stale" lock files would), so
+    each holds a lock and each trusts its own cache of positions and epochs."""
+    first = await SqliteStore.open(path)
+    try:
+        delete_lock_file(path)
+        second = await SqliteStore.open(path)
+        try:
+            yield first, second
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+
+
+def delete_lock_file(path: pathlib.Path) -> None:
+    pathlib.Path(f"{path}.lock").unlink()
+
+
+def one(data: bytes) -> list[NewRecord]:
+    return [NewRecord("t", data)]
+
+
+async def test_a_stale_owner_is_fenced_by_the_file(path: pathlib.Path) -> None:
+    async with two_writers(path) as (zombie, owner):
+        old = await zombie.claim("s")
+        await zombie.append("s", one(b"old owner"), epoch=old)
+        new = await owner.claim("s")  # read from the file: the zombie's cache still says old
+
+        with pytest.raises(FencingError) as refused:
+            await zombie.append("s", one(b"zombie"), epoch=old)
+
+        assert (refused.value.stream, refused.value.epoch, refused.value.current) == ("s", old, new)
+        assert f"epoch is {new}" in str(refused.value)
+        await owner.append("s", one(b"new owner"), epoch=new)
+        assert [r.data for r in await read_list(owner, "s")] == [b"old owner", b"new owner"]
+        assert zombie.stats.resyncs == 1
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda store, e: store.save_snapshot("s", 1, b"zombie", epoch=e), id="snapshot"
+        ),
+        pytest.param(lambda store, e: store.truncate("s", 0, epoch=e), id="truncate"),
+        pytest.param(lambda store, e: store.delete_stream("s", epoch=e), id="delete"),
+        pytest.param(
+            lambda store, e: store.append_many([StreamAppend("s", (), epoch=e, snapshot=b"z")]),
+            id="append-snapshot",
+        ),
+    ],
+)
+async def test_a_stale_owner_cannot_rewrite_a_stream_either(
+    path: pathlib.Path, write: Callable[[SqliteStore, int], Awaitable[object]]
+) -> None:
+    async with two_writers(path) as (zombie, owner):
+        old = await zombie.claim("s")
+        await zombie.append("s", one(b"1"), epoch=old)
+        new = await owner.claim("s")
+
+        with pytest.raises(FencingError) as refused:
+            await write(zombie, old)
+
+        assert (refused.value.epoch, refused.value.current) == (old, new)
+        assert await owner.stream_info("s") == StreamInfo("s", 1, 1, new, 0)
+        assert await owner.load_snapshot("s") is None
+
+
+async def test_a_claim_through_a_stale_cache_is_still_the_highest(path: pathlib.Path) -> None:
+    async with two_writers(path) as (first, second):
+        assert await first.claim("s") == 1
+        assert await second.claim("s") == 2
+        assert await second.claim("s") == 3
+
+        assert await first.claim("s") == 4
+        assert (await second.stream_info("s")).epoch == 4
+
+
+async def test_a_stale_position_is_refused_with_the_files_position(path: pathlib.Path) -> None:
+    async with two_writers(path) as (first, second):
+        await first.append("s", one(b"1"))
+        await second.append("s", [NewRecord("t", b"2"), NewRecord("t", b"3")])
+
+        with pytest.raises(ConflictError) as refused:  # the first still believes s is at 1
+            await first.append("s", one(b"lost?"), expected_position=1)
+        appended = await first.append("s", one(b"4"))  # and without an expected position
+
+        assert (refused.value.expected, refused.value.actual) == (1, 3)
+        assert appended.first_position == 4
+        assert [r.data for r in await read_list(second, "s")] == [b"1", b"2", b"3", b"4"]
+        assert (await first.verify()).ok
+
+
+async def test_a_commit_with_stale_requests_still_commits_the_good_ones(
+    path: pathlib.Path,
+) -> None:
+    async with two_writers(path) as (first, second):
+        mine = await first.claim("mine")
+        stale = await first.claim("taken")
+        await first.append("taken", one(b"t1"), epoch=stale)
+        await first.append("moved", one(b"m1"))
+        current = await second.claim("taken")
+        await second.append("moved", one(b"m2"))  # and global positions move on too
+        outcomes: dict[str, object] = {}
+
+        async def write(label: str, call: Callable[[], Awaitable[object]]) -> None:
+            try:
+                outcomes[label] = await call()
+            except JournalError as exc:
+                outcomes[label] = exc
+
+        commits = first.stats.commits
+        async with anyio.create_task_group() as tg:  # queued together: one commit
+            tg.start_soon(write, "fenced", lambda: first.append("taken", one(b"x"), epoch=stale))
+            tg.start_soon(write, "mine", lambda: first.append("mine", one(b"ok1"), epoch=mine))
+            tg.start_soon(
+                write, "conflict", lambda: first.append("moved", one(b"x"), expected_position=1)
+            )
+            tg.start_soon(
+                write, "new", lambda: first.append("new", one(b"ok2"), expected_position=0)
+            )
+
+        assert first.stats.commits == commits + 1
+        fenced, conflict = outcomes["fenced"], outcomes["conflict"]
+        assert isinstance(fenced, FencingError)
+        assert (fenced.epoch, fenced.current) == (stale, current)
+        assert isinstance(conflict, ConflictError)
+        assert (conflict.expected, conflict.actual) == (1, 2)
+        assert [r.data for r in await read_list(second, "mine")] == [b"ok1"]
+        assert [r.data for r in await read_list(second, "new")] == [b"ok2"]
+        assert [r.data for r in await read_list(second, "taken")] == [b"t1"]
+        assert [r.data for r in await read_list(second, "moved")] == [b"m1", b"m2"]
+        log = await read_all_list(second)
+        assert [r.global_position for r in log] == sorted({r.global_position for r in log})
+        assert (await second.verify()).ok
+
+
+async def test_two_writers_appending_together_lose_nothing(path: pathlib.Path) -> None:
+    acknowledged: list[tuple[str, bytes]] = []
+
+    async def writer(store: SqliteStore, name: str) -> None:
+        for n in range(40):
+            stream = f"shared/{n % 3}"
+            data = f"{name}:{n}".encode()
+            await store.append(stream, one(data))
+            acknowledged.append((stream, data))
+
+    async with two_writers(path) as (first, second):
+        async with anyio.create_task_group() as tg:
+            for k in range(4):
+                tg.start_soon(writer, first, f"first-{k}")
+                tg.start_soon(writer, second, f"second-{k}")
+        stored = {
+            (r.stream, r.data): r.position
+            for stream in ("shared/0", "shared/1", "shared/2")
+            for r in await read_list(first, stream)
+        }
+        report = await second.verify()
+        resyncs = first.stats.resyncs + second.stats.resyncs
+
+    assert resyncs > 0  # they did get in each other's way
+    assert sorted(stored) == sorted(acknowledged)
+    assert report.ok, report.problems
+    assert report.records == len(acknowledged) == 320
+
+
+async def test_an_append_to_a_stream_another_writer_deleted_starts_it_over(
+    path: pathlib.Path,
+) -> None:
+    async with two_writers(path) as (first, second):
+        await first.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+        assert await second.delete_stream("s") is True
+
+        appended = await first.append("s", one(b"again"))  # unfenced: no epoch to check
+
+        assert (appended.first_position, appended.last_position) == (1, 1)
+        assert [(r.position, r.data) for r in await read_list(second, "s")] == [(1, b"again")]
+        report = await second.verify()
+        assert report.ok, report.problems  # nothing left under the deleted stream's id
+
+
+async def test_global_positions_stay_unique_when_another_writer_deleted_the_newest(
+    path: pathlib.Path,
+) -> None:
+    async with two_writers(path) as (first, second):
+        await first.append("a", one(b"a1"))
+        newest = await second.append("b", [NewRecord("t", b"b1"), NewRecord("t", b"b2")])
+        await second.delete_stream("b")  # the newest records go; their global positions stay used
+
+        later = await first.append("c", one(b"c1"))
+
+        assert later.last_global_position > newest.last_global_position
+
+
+async def test_the_unique_index_catches_a_stale_position_the_writer_missed(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a writer fail to notice the other's commits, its stale positions still
+    collide with the other's rows in the (stream_id, position) index: the commit is
+    tried again on what the file holds, and the good requests go through."""
+    monkeypatch.setattr(SqliteStore, "_written_behind_our_back", lambda self, conn: False)
+    async with two_writers(path) as (first, second):
+        await first.append("s", one(b"1"))
+        await second.append("s", [NewRecord("t", b"2"), NewRecord("t", b"3")])
+        outcomes: dict[str, object] = {}
+
+        async def write(label: str, call: Callable[[], Awaitable[object]]) -> None:
+            try:
+                outcomes[label] = await call()
+            except JournalError as exc:
+                outcomes[label] = exc
+
+        async with anyio.create_task_group() as tg:  # queued together: one commit
+            tg.start_soon(write, "stale", lambda: first.append("s", one(b"x"), expected_position=1))
+            tg.start_soon(write, "good", lambda: first.append("t", one(b"ok")))
+            tg.start_soon(write, "after", lambda: first.append("s", one(b"4")))
+
+        stale = outcomes["stale"]
+        assert isinstance(stale, ConflictError)
+        assert (stale.expected, stale.actual) == (1, 3)
+        assert [r.data for r in await read_list(second, "s")] == [b"1", b"2", b"3", b"4"]
+        assert [r.data for r in await read_list(second, "t")] == [b"ok"]
+        assert first.stats.resyncs == 1
+        assert (await second.verify()).ok
 
 
 # -- reads beside the writer ------------------------------------------------------------------

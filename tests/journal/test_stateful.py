@@ -462,6 +462,35 @@ class SqliteForgetfulMachine(SqliteMachine):
         return await SqliteStore.open(path, durability=durability, cached_streams=1)  # type: ignore[arg-type]
 
 
+class SqliteTwoWritersMachine(SqliteMachine):
+    """Two stores write one file, as when the lock does not work (its lock file is deleted
+    before the second opens): each rule runs on whichever holds the turn, and the journal
+    must still be the one the model describes, every rule checked against the file."""
+
+    async def open_store(self) -> Store:
+        first = await SqliteStore.open(self.directory / "journal.db")
+        self.other: Store = await self.second_writer("full")
+        return first
+
+    async def second_writer(self, durability: str) -> Store:
+        (self.directory / "journal.db.lock").unlink(missing_ok=True)
+        path = self.directory / "journal.db"
+        return await SqliteStore.open(path, durability=durability)  # type: ignore[arg-type]
+
+    async def reopen_store(self, durability: str) -> Store:
+        return await self.second_writer(durability)
+
+    @rule()
+    def switch_writers(self) -> None:
+        self.store, self.other = self.other, self.store
+
+    def teardown(self) -> None:
+        try:
+            self.call(self.other.close)
+        finally:
+            super().teardown()
+
+
 class SqliteUvloopMachine(SqliteMachine):
     backend_options: ClassVar[dict[str, Any]] = {"use_uvloop": True}
 
@@ -479,5 +508,7 @@ TestSqliteStoreAgainstModel = SqliteMachine.TestCase
 TestSqliteStoreAgainstModel.settings = MODEL_SETTINGS
 TestForgetfulSqliteStoreAgainstModel = SqliteForgetfulMachine.TestCase
 TestForgetfulSqliteStoreAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=40)
+TestTwoSqliteWritersAgainstModel = SqliteTwoWritersMachine.TestCase
+TestTwoSqliteWritersAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=40)
 TestSqliteStoreOnUvloopAgainstModel = SqliteUvloopMachine.TestCase
 TestSqliteStoreOnUvloopAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=25)
