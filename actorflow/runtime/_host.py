@@ -265,6 +265,10 @@ class ActorHost:
         notified, self._notified = self._notified, anyio.Event()
         notified.set()
 
+    def notified(self) -> bool:
+        """Whether inbox entries were committed that this actor has not read yet."""
+        return self._notifications != self._read_up_to
+
     async def read_new(self) -> None:
         """Read the inbox if a notification came since the last complete read."""
         seen = self._notifications

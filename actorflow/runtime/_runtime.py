@@ -631,15 +631,24 @@ class Runtime:
         actor_id = self._actor_of(invocation)
         host = self._hosts.get(actor_id)
         if host is not None and host.activated.is_set():
-            if host.current == invocation:
-                return InvocationStatus(invocation, actor_id, "running")
-            for message in host.queued_messages():
-                if message.invocation == invocation:
-                    return _inspect.queued_status(actor_id, message, invocation in host.cancels)
-            reply = host.results.get(invocation)
-            if reply is not None:
-                return self._ended(invocation, actor_id, reply)
+            known = self._in_memory(host, invocation)
+            if known is None and host.notified():  # just sent, not read by the actor yet
+                await host.read_new()
+                known = self._in_memory(host, invocation)
+            if known is not None:
+                return known
         return await self._invocation_from_journal(invocation, actor_id)
+
+    def _in_memory(self, host: ActorHost, invocation: str) -> InvocationStatus | None:
+        """What an active actor's memory says of ``invocation`` (None: ask the journal)."""
+        if host.current == invocation:
+            return InvocationStatus(invocation, host.actor_id, "running")
+        for message in host.queued_messages():
+            if message.invocation == invocation:
+                cancelled = invocation in host.cancels
+                return _inspect.queued_status(host.actor_id, message, cancelled)
+        reply = host.results.get(invocation)
+        return None if reply is None else self._ended(invocation, host.actor_id, reply)
 
     def _ended(self, invocation: str, actor_id: str, reply: Reply) -> InvocationStatus:
         return _inspect.ended_status(invocation, actor_id, reply, self._decode_result)
