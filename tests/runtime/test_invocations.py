@@ -311,3 +311,44 @@ async def test_an_unknown_invocation_is_an_error_not_a_wait(db: pathlib.Path) ->
     async with running(db, [Desk], clock=ManualClock(T0)) as rt:
         with pytest.raises(InvalidMessageError, match="no invocation"):
             await rt.result("Desk/k#0123")
+
+
+@pytest.mark.parametrize("journaled", [["x done"], ["something else"]])
+async def test_a_finished_turn_journaled_by_older_code_replays_once_and_is_checkpointed(
+    db: pathlib.Path, journaled: list[str]
+) -> None:
+    """Older journals have finished turns after their last snapshot (checkpoints did not
+    come with every turn): activation replays them, comparing their results (a result the
+    code no longer gives is non-determinism), then checkpoints the actor the new way."""
+    from actorflow._events import StepCompleted, TurnCompleted
+    from actorflow._values import legacy_fingerprint
+
+    async with running(db, [Desk], clock=ManualClock(T0)) as rt:
+        store = rt.store
+        args = msgspec.Raw(msgspec.msgpack.encode({"labels": ["x"]}))
+        message = MessageAccepted("Desk/old#00ff", "work", args, T0)
+        await store.append("inbox/Desk/old", [INBOX_CODEC.encode(message)])
+        fp = legacy_fingerprint(("x",))
+        done = msgspec.Raw(msgspec.msgpack.encode("x done"))
+        result = msgspec.Raw(msgspec.msgpack.encode(journaled))
+        entries = [
+            TurnStarted(1, "Desk/old#00ff", 1, "work", args, T0),  # rules=1
+            StepCompleted(1, "1", "step", "run", done, fp, at=T0),
+            TurnCompleted(1, "Desk/old#00ff", result, T0, inbox=1),
+        ]
+        await store.append("actor/Desk/old", [ACTOR_CODEC.encode(e) for e in entries])
+    async with running(db, [Desk], clock=ManualClock(T0)) as rt:
+        old = rt.ref(Desk, "old")
+        if journaled != ["x done"]:
+            await old.send(Desk.work, ["y"])  # activates it: the old turn replays first
+            await reaches(old, "stuck")
+            assert "returning ['something else']" in str((await old.status()).error)
+            return
+        assert await old.call(Desk.work, ["y"]) == ["y done"]
+        assert await rt.result("Desk/old#00ff") == ["x done"]
+        status = await old.status()
+        snapshot = await rt.store.load_snapshot("actor/Desk/old")
+    assert status.error is None
+    assert status.turns == 2
+    assert ran == {"y": 1}  # the old turn's step was handed back, not run
+    assert snapshot is not None
