@@ -88,7 +88,7 @@ AGENTS = (1_000, 1_000)
 
 #: The server's --grace budget (its default): SIGTERM-to-exit must fit well inside it.
 GRACE = 25.0
-#: Seconds to wait for a server to answer /livez after it is started.
+#: Seconds to wait for a server to be ready after it is started.
 START_LIMIT = 30.0
 #: Seconds to wait for every accepted message to have run, or every agent to be waiting.
 SETTLE_LIMIT = 60.0
@@ -194,9 +194,13 @@ def ceiling_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def served(name: str, command: list[str], port: int, log: Path) -> Iterator[Served]:
-    """Start ``command`` (a server on ``port``), wait until /livez answers, yield it; kill
-    and reap it afterwards, whatever happened."""
+def served(
+    name: str, command: list[str], port: int, log: Path, ready: str = "/readyz"
+) -> Iterator[Served]:
+    """Start ``command`` (a server on ``port``), wait until ``ready`` answers 200 (for
+    `actorflow serve`, /readyz: the journal is open and the actors recovered; /livez
+    answers as soon as the port is bound), yield it; kill and reap it afterwards,
+    whatever happened."""
     environment = {k: v for k, v in os.environ.items() if k != "ACTORFLOW_TOKEN"}
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -204,7 +208,7 @@ def served(name: str, command: list[str], port: int, log: Path) -> Iterator[Serv
         )
     server = Served(name, command, proc, port, f"http://{HOST}:{port}", log, time.perf_counter())
     try:
-        wait_alive(server)
+        wait_alive(server, ready)
         yield server
     finally:
         if proc.poll() is None:
@@ -212,18 +216,19 @@ def served(name: str, command: list[str], port: int, log: Path) -> Iterator[Serv
         proc.wait()  # after SIGKILL: at once
 
 
-def wait_alive(server: Served) -> None:
-    """Return once ``server`` answers GET /livez with 200; fail if it exits or takes too long."""
+def wait_alive(server: Served, ready: str) -> None:
+    """Return once ``server`` answers GET ``ready`` with 200; fail if it exits or takes too
+    long."""
     give_up = time.perf_counter() + START_LIMIT
     with httpx.Client(base_url=server.url, timeout=1.0) as client:
         while True:
             if server.proc.poll() is not None:
                 raise server.fail(f"it exited with code {server.proc.returncode} on starting")
             with contextlib.suppress(httpx.TransportError):
-                if client.get("/livez").status_code == 200:
+                if client.get(ready).status_code == 200:
                     return
             if time.perf_counter() > give_up:
-                raise server.fail(f"/livez did not answer 200 within {START_LIMIT:g}s")
+                raise server.fail(f"{ready} did not answer 200 within {START_LIMIT:g}s")
             time.sleep(POLL_EVERY)
 
 
@@ -547,7 +552,8 @@ def journal_counts(server: Served) -> tuple[int, int]:
 def send_with_ceiling(tmp: Path, total: int, progress: Progress, label: str) -> Load:
     """Time ``total`` sends to the bare ASGI app under uvicorn."""
     port = free_port()
-    with served("uvicorn (ceiling)", ceiling_command(port), port, tmp / "ceiling.log") as server:
+    ceiling = ceiling_command(port)
+    with served("uvicorn (ceiling)", ceiling, port, tmp / "ceiling.log", "/livez") as server:
         result = load(
             server,
             ping_path,
