@@ -28,6 +28,7 @@ from actorflow._errors import CompensationFailed as CompensationFailed
 from actorflow._errors import ContextMisuseError as ContextMisuseError
 from actorflow._errors import HandlerFailed as HandlerFailed
 from actorflow._errors import IdempotencyKeyReused as IdempotencyKeyReused
+from actorflow._errors import InboxFull as InboxFull
 from actorflow._errors import InvalidMessageError as InvalidMessageError
 from actorflow._errors import InvalidResultError as InvalidResultError
 from actorflow._errors import InvocationNotRetryable as InvocationNotRetryable
@@ -40,6 +41,7 @@ from actorflow._errors import StepOutcomeUnknown as StepOutcomeUnknown
 from actorflow._errors import StepResultTooLarge as StepResultTooLarge
 from actorflow._errors import Suspended as Suspended
 from actorflow._errors import TooManyPendingEvents as TooManyPendingEvents
+from actorflow._errors import TooManyQueuedMessages as TooManyQueuedMessages
 from actorflow._errors import TurnCancelled as TurnCancelled
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
@@ -72,6 +74,7 @@ __all__ = [
     "HandlerFailed",
     "Happened",
     "IdempotencyKeyReused",
+    "InboxFull",
     "InvalidMessageError",
     "InvalidResultError",
     "InvocationNotRetryable",
@@ -94,6 +97,7 @@ __all__ = [
     "SyncClient",
     "SystemClock",
     "TooManyPendingEvents",
+    "TooManyQueuedMessages",
     "TurnCancelled",
     "UnknownActorError",
     "UnknownHandlerError",

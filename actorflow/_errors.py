@@ -165,8 +165,18 @@ class IdempotencyKeyReused(InvalidMessageError):
     used for; nothing was accepted."""
 
 
-class TooManyPendingEvents(ActorflowError):
+class InboxFull(ActorflowError):
+    """The actor's inbox holds as much as it may of this kind of entry; nothing was
+    accepted. Retry once it has caught up (HTTP 429 with ``Retry-After``)."""
+
+
+class TooManyPendingEvents(InboxFull):
     """The actor already holds as many undelivered events as it may; nothing was accepted."""
+
+
+class TooManyQueuedMessages(InboxFull):
+    """The actor already has as many messages waiting for their turns as it may; nothing
+    was accepted."""
 
 
 class InvocationNotRetryable(ActorflowError):

@@ -147,9 +147,16 @@ def main() -> None:
 @click.option(
     "--max-pending-events",
     type=click.IntRange(min=1),
-    default=1000,
+    default=100,
     show_default=True,
     help="Events an actor may hold that no turn waited for yet (more get 429).",
+)
+@click.option(
+    "--max-queued-messages",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Messages an actor may have waiting for their turns (more get 429).",
 )
 def serve_command(
     app: str,
@@ -168,6 +175,7 @@ def serve_command(
     step_threads: int,
     idempotency_retention: float,
     max_pending_events: int,
+    max_queued_messages: int,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -201,6 +209,7 @@ def serve_command(
         step_threads=step_threads,
         idempotency_retention=idempotency_retention,
         max_pending_events=max_pending_events,
+        max_queued_messages=max_queued_messages,
     )
     try:
         code = _run(config)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import anyio
 import msgspec
@@ -61,6 +61,7 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
+from actorflow.runtime import _inspect
 from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
@@ -84,6 +85,22 @@ ActorState = Literal[
 MAX_ATTENTION = 100
 #: Bytes kept back from the record limit for a turn's end record around its result.
 _END_ENVELOPE = 4096
+
+
+#: Queued messages whose arguments an actor keeps in memory; the others are read back from
+#: the inbox, by position, when their turn comes (a busy actor's queue costs an int and an
+#: id per message, not its arguments).
+HELD_MESSAGES = 32
+
+
+class Queued(NamedTuple):
+    """A message waiting for its turn: where it is in the inbox, its invocation and
+    handler, and (for the first `HELD_MESSAGES` of the queue) the message itself."""
+
+    position: int
+    invocation: str
+    handler: str
+    message: MessageAccepted | None
 
 
 class _TurnGroup:
@@ -138,7 +155,10 @@ class ActorHost:
         self._epoch = 0
         self._inbox_read = 0
         self._message_done = 0
-        self._messages: collections.deque[tuple[int, MessageAccepted]] = collections.deque()
+        self._messages: collections.deque[Queued] = collections.deque()
+        self._held = 0  # how many queued messages keep their arguments in memory
+        #: Sends to this actor under way (for the queued-messages bound).
+        self.sending = 0
         self._events: dict[str, collections.deque[tuple[int, EventDelivered]]] = {}
         self._buffered_events = 0
         self._consumed: set[int] = set()
@@ -287,7 +307,9 @@ class ActorHost:
     def _buffer(self, position: int, entry: Any) -> None:
         if isinstance(entry, MessageAccepted):
             if position > self._message_done:
-                self._messages.append((position, entry))
+                held = entry if self._held < HELD_MESSAGES else None
+                self._held += held is not None
+                self._messages.append(Queued(position, entry.invocation, entry.handler, held))
         elif isinstance(entry, EventDelivered):
             if position not in self._consumed:
                 self._buffer_event(position, entry)
@@ -304,11 +326,16 @@ class ActorHost:
 
     def queued(self, invocation: str) -> bool:
         """Whether ``invocation`` waits in the inbox for its turn."""
-        return any(message.invocation == invocation for _, message in self._messages)
+        return any(queued.invocation == invocation for queued in self._messages)
 
-    def queued_messages(self) -> list[MessageAccepted]:
+    def queued_messages(self) -> list[Queued]:
         """The messages waiting for their turns, in order."""
-        return [message for _, message in self._messages]
+        return list(self._messages)
+
+    def queue_length(self) -> int:
+        """Messages waiting for their turns, with sends under way and inbox entries
+        committed but not read yet (counted as messages: an upper bound, without a read)."""
+        return len(self._messages) + self.sending + self._notifications - self._read_up_to
 
     def cancel(self, invocation: str) -> None:
         """Cancel ``invocation``: now if it is running, else when its turn starts."""
@@ -390,14 +417,41 @@ class ActorHost:
         await self._run_turn(group.started, self._recorded(group))
 
     def _take_message(self, position: int) -> None:
-        while self._messages and self._messages[0][0] <= position:
-            self._messages.popleft()
+        while self._messages and self._messages[0].position <= position:
+            self._held -= self._messages.popleft().message is not None
         self._message_done = max(self._message_done, position)
+
+    async def _head_message(self) -> tuple[int, MessageAccepted]:
+        """The first queued message, its arguments read back from the inbox if they were
+        not kept (and the arguments of the next ones kept, up to `HELD_MESSAGES`)."""
+        head = self._messages[0]
+        if head.message is None:
+            await self._hold_next(head.position)
+        head = self._messages[0]
+        assert head.message is not None
+        return head.position, head.message
+
+    async def _hold_next(self, start: int) -> None:
+        """Read back the arguments of the queue's messages from inbox position ``start``
+        on: the head's, then the next ones' while fewer than `HELD_MESSAGES` are kept
+        (a page of the inbox at a time; the rest of each page is let go)."""
+        wanted = {q.position: i for i, q in enumerate(self._messages) if q.message is None}
+        last = max(wanted)
+        async for batch in self.store.read_batches(self.inbox, start):
+            for record in batch:
+                index = wanted.get(record.position)
+                if index is not None:
+                    entry = INBOX_CODEC.decode(record)
+                    assert isinstance(entry, MessageAccepted)
+                    self._messages[index] = self._messages[index]._replace(message=entry)
+                    self._held += 1
+                if record.position >= last or (index != 0 and self._held >= HELD_MESSAGES):
+                    return
 
     # -- turns ----------------------------------------------------------------------------
 
     async def _next_turn(self) -> None:
-        position, message = self._messages[0]
+        position, message = await self._head_message()
         now = self.clock.now()
         limits = [message.deadline, self._handler_deadline(message.handler)]
         budget = min((d for d in limits if d is not None), default=None)
@@ -590,7 +644,18 @@ class ActorHost:
             )
             if reply.compensation_failed:
                 self.attention = [*self.attention, started.invocation][-MAX_ATTENTION:]
-        seed = await self._retry_seed(started, reply, recorded)
+        seed: tuple[SeedRecord, ...] = ()
+        if not (reply.ok or reply.cancelled or reply.compensated or reply.compensation_failed):
+            seed = await _inspect.retry_seed(
+                self.store, self.stream, recorded.position, self.record_limit // 2
+            )
+            if not seed:
+                log.warning(
+                    "actor %s: invocation %s failed with too many journaled steps to keep "
+                    "for a retry; it cannot be retried",
+                    self.actor_id,
+                    started.invocation,
+                )
         ended = InvocationEnded(started.invocation, started.turn, reply, at, seed)
         extra = [StreamAppend(outcomes_stream(self.actor_id), (OUTCOME_CODEC.encode(ended),))]
         if started.reply_to is not None:
@@ -625,36 +690,6 @@ class ActorHost:
             attention=self.attention,
         )
         return encode(snapshot)
-
-    async def _retry_seed(
-        self, started: TurnStarted, reply: Reply, recorded: RecordedTurn
-    ) -> tuple[SeedRecord, ...]:
-        """The failed turn's records, for an operator's retry (empty when it cannot be
-        retried: it was cancelled, or compensations ran, or it is too large to keep)."""
-        if reply.ok or reply.cancelled or reply.compensated or reply.compensation_failed:
-            return ()
-        records: list[SeedRecord] = []
-        async for batch in self.store.read_batches(self.stream, recorded.position):
-            records.extend(SeedRecord(record.type, record.data) for record in batch)
-        entries = [ACTOR_CODEC.decode_payload(r.type, r.data, self.stream, 0) for r in records]
-        if len(entries) > 1 and isinstance(entries[-1], StepFailed):
-            failing = entries[-1].step  # the step whose error ended the turn runs again
-            records = [
-                record
-                for record, entry in zip(records, entries, strict=True)
-                if getattr(entry, "step", None) != failing
-            ]
-        size = sum(len(record.data) + len(record.type) + 8 for record in records)
-        if size + _END_ENVELOPE > self.record_limit // 2:
-            log.warning(
-                "actor %s: invocation %s failed with %s bytes of journaled steps, too many to "
-                "keep for a retry; it cannot be retried",
-                self.actor_id,
-                started.invocation,
-                size,
-            )
-            return ()
-        return tuple(records)
 
     async def _compact(self) -> None:
         """After every turn whose number is a multiple of ``snapshot_every`` (however often

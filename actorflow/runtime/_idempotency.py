@@ -11,9 +11,13 @@ payment APIs keep theirs), so the keys do not accumulate forever.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
 import msgspec
 
-from actorflow._errors import IdempotencyKeyReused
+from actorflow._errors import IdempotencyKeyReused, InvalidMessageError
 from actorflow._events import (
     CLAIM_LOG,
     CLAIM_LOG_CODEC,
@@ -27,6 +31,18 @@ from journal import Store, StreamAppend
 
 #: How long a client idempotency key stays bound to its invocation, by default.
 DEFAULT_RETENTION = 24 * 3600.0
+#: Idempotency keys: 1 to 200 printable characters.
+MAX_KEY = 200
+
+log = logging.getLogger("actorflow")
+
+
+def check_key(key: object) -> None:
+    """Refuse a client idempotency key that is not 1 to `MAX_KEY` printable characters."""
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY or not key.isprintable():
+        raise InvalidMessageError(
+            f"idempotency key {key!r} must be 1 to {MAX_KEY} printable characters"
+        )
 
 
 def request_fingerprint(handler: str, args: bytes, deadline: float | None) -> int:
@@ -95,3 +111,23 @@ async def _forget(store: Store, through: int, deleted: int) -> int:
         await store.save_snapshot(CLAIM_LOG, through, b"")
         await store.truncate(CLAIM_LOG, through)
     return deleted
+
+
+async def sweep_until(
+    stopping: anyio.Event, retention: float, expire: Callable[[], Awaitable[int]]
+) -> None:
+    """Call ``expire`` every so often (a 24th of the retention, from 1 s to 1 h) until
+    ``stopping`` is set; a failing sweep is logged and tried again next time."""
+    every = min(max(retention / 24, 1.0), 3600.0)
+    while True:
+        with anyio.move_on_after(every):
+            await stopping.wait()
+        if stopping.is_set():
+            return
+        try:
+            swept = await expire()
+        except Exception as exc:  # the journal failing: try again next round
+            log.warning("idempotency key retention sweep failed: %s", exc)
+            continue
+        if swept:
+            log.info("forgot %d idempotency keys older than %g s", swept, retention)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -23,6 +23,8 @@ from actorflow._events import (
     InvocationEnded,
     MessageAccepted,
     Reply,
+    SeedRecord,
+    StepFailed,
     TurnCompleted,
     TurnFailed,
     TurnStarted,
@@ -118,7 +120,17 @@ async def find_outcome(store: Store, actor_id: str, invocation: str) -> Invocati
 # -- invocation statuses -------------------------------------------------------------------
 
 
-def queued_status(actor_id: str, message: MessageAccepted, cancelled: bool) -> InvocationStatus:
+class _Message(Protocol):
+    """A queued message, as a status needs it (a `MessageAccepted`, or a host's entry)."""
+
+    @property
+    def invocation(self) -> str: ...
+
+    @property
+    def handler(self) -> str: ...
+
+
+def queued_status(actor_id: str, message: _Message, cancelled: bool) -> InvocationStatus:
     """A queued invocation (``cancelled`` at once if its cancellation was requested)."""
     if not cancelled:
         return InvocationStatus(message.invocation, actor_id, "queued", handler=message.handler)
@@ -213,3 +225,24 @@ def not_retryable(invocation: str, status: InvocationStatus) -> str:
         f"invocation {invocation} cannot be retried: its journaled steps were not kept "
         f"(too large, or it ended before this version of actorflow)"
     )
+
+
+async def retry_seed(
+    store: Store, stream: str, position: int, budget: int
+) -> tuple[SeedRecord, ...]:
+    """A failed turn's records, from its `TurnStarted` at ``position`` on, kept with its
+    outcome so an operator can retry it: the step whose error ended the turn (its last
+    record) is left out, to run again. Empty if they take more than ``budget`` bytes."""
+    records: list[SeedRecord] = []
+    async for batch in store.read_batches(stream, position):
+        records.extend(SeedRecord(record.type, record.data) for record in batch)
+    entries = [ACTOR_CODEC.decode_payload(r.type, r.data, stream, 0) for r in records]
+    if len(entries) > 1 and isinstance(entries[-1], StepFailed):
+        failing = entries[-1].step
+        records = [
+            record
+            for record, entry in zip(records, entries, strict=True)
+            if getattr(entry, "step", None) != failing
+        ]
+    size = sum(len(record.data) + len(record.type) + 8 for record in records)
+    return () if size > budget else tuple(records)

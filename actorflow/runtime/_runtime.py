@@ -30,6 +30,7 @@ from actorflow._errors import (
     InvocationNotRetryable,
     RuntimeClosedError,
     TooManyPendingEvents,
+    TooManyQueuedMessages,
     UnknownActorError,
     UnknownHandlerError,
 )
@@ -43,6 +44,7 @@ from actorflow._events import (
     ReplyTo,
     TurnStarted,
     actor_stream,
+    idempotency_stream,
     inbox_stream,
 )
 from actorflow._metrics import Metrics
@@ -66,8 +68,6 @@ A = TypeVar("A", bound=Actor)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Idempotency keys: 1 to 200 printable characters.
-_MAX_IDEMPOTENCY_KEY = 200
 #: Longest pause before a host whose journal failed is activated again, in seconds.
 MAX_RETRY_PAUSE = 30.0
 
@@ -82,7 +82,8 @@ class Runtime:
     actor type give none (default: `Retry()`). Sync step functions run in worker threads,
     at most ``step_threads`` at once. Client idempotency keys are kept
     ``idempotency_retention`` seconds. An actor holds at most ``max_pending_events``
-    events nobody has waited for yet; further deliveries are refused.
+    events nobody has waited for yet, and ``max_queued_messages`` messages waiting for
+    their turns; further deliveries and sends are refused (`InboxFull`).
     """
 
     def __init__(
@@ -99,7 +100,8 @@ class Runtime:
         retry: Retry | None = None,
         step_threads: int = 40,
         idempotency_retention: float = _idempotency.DEFAULT_RETENTION,
-        max_pending_events: int = 1000,
+        max_pending_events: int = 100,
+        max_queued_messages: int = 1000,
     ) -> None:
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
@@ -117,6 +119,7 @@ class Runtime:
         self.default_retry = retry or DEFAULT_RETRY
         self.idempotency_retention = idempotency_retention
         self.max_pending_events = max_pending_events
+        self.max_queued_messages = max_queued_messages
         self.record_limit: int = getattr(store, "max_record_bytes", DEFAULT_MAX_RECORD_BYTES)
         self.key_tag: str = store.identity[:16]
         self._step_threads = step_threads
@@ -418,13 +421,26 @@ class Runtime:
         parts = [accept]
         request = 0
         if idempotency_key is not None:
-            _check_idempotency_key(idempotency_key)
+            _idempotency.check_key(idempotency_key)
             sent = INBOX_CODEC.decode_payload("message", accept.records[0].data, "", 0)
             assert isinstance(sent, MessageAccepted)
             request = _idempotency.request_fingerprint(handler, bytes(sent.args), sent.deadline)
             parts += _idempotency.claim_parts(
                 target.id, idempotency_key, invocation, request, self.clock.now()
             )
+        try:
+            host = await self._room_in_queue(target.id)
+        except TooManyQueuedMessages:
+            if idempotency_key is not None:  # a retry of an accepted request still gets it
+                stream = idempotency_stream(target.id, idempotency_key)
+                first = await _idempotency.claimed(
+                    self.store, stream, idempotency_key, request, target.id
+                )
+                if first is not None:
+                    return first
+            raise
+        if host is not None:
+            host.sending += 1
         try:
             await self._accept(target.id, parts)
         except ConflictError as exc:
@@ -443,7 +459,25 @@ class Runtime:
                     deadline=deadline,
                 )
             return first
+        finally:
+            if host is not None:
+                host.sending -= 1
         return invocation
+
+    async def _room_in_queue(self, actor_id: str) -> ActorHost | None:
+        """The actor's host if it is active (None: the send activates it), once it is
+        sure the actor has room for one more message; else `TooManyQueuedMessages`."""
+        host = self._hosts.get(actor_id)
+        if host is None:
+            return None
+        await host.activated.wait()
+        if host.queue_length() >= self.max_queued_messages:
+            raise TooManyQueuedMessages(
+                f"actor {actor_id} already has {host.queue_length()} messages waiting for "
+                f"their turns (the limit is {self.max_queued_messages}); send again once it "
+                f"has caught up, or raise max_queued_messages"
+            )
+        return host
 
     async def _accept(self, actor_id: str, parts: list[StreamAppend]) -> None:
         """Append to an actor's inbox (with ``parts``' other streams) and wake the actor,
@@ -643,10 +677,10 @@ class Runtime:
         """What an active actor's memory says of ``invocation`` (None: ask the journal)."""
         if host.current == invocation:
             return InvocationStatus(invocation, host.actor_id, "running")
-        for message in host.queued_messages():
-            if message.invocation == invocation:
+        for queued in host.queued_messages():
+            if queued.invocation == invocation:
                 cancelled = invocation in host.cancels
-                return _inspect.queued_status(host.actor_id, message, cancelled)
+                return _inspect.queued_status(host.actor_id, queued, cancelled)
         reply = host.results.get(invocation)
         return None if reply is None else self._ended(invocation, host.actor_id, reply)
 
@@ -743,21 +777,9 @@ class Runtime:
         return await _idempotency.sweep(self.store, self.idempotency_retention, self.clock.now())
 
     async def _sweep_claims(self) -> None:
-        every = min(max(self.idempotency_retention / 24, 1.0), 3600.0)
-        while True:
-            with anyio.move_on_after(every):
-                await self._stopping.wait()
-            if self._stopping.is_set():
-                return
-            try:
-                swept = await self.expire_idempotency_keys()
-            except Exception as exc:  # the journal failing: try again next round
-                log.warning("idempotency key retention sweep failed: %s", exc)
-                continue
-            if swept:
-                log.info(
-                    "forgot %d idempotency keys older than %g s", swept, self.idempotency_retention
-                )
+        await _idempotency.sweep_until(
+            self._stopping, self.idempotency_retention, self.expire_idempotency_keys
+        )
 
 
 class _Result:
@@ -769,14 +791,3 @@ class _Result:
 
 def _inbox_part(actor_id: str, record: NewRecord) -> StreamAppend:
     return StreamAppend(inbox_stream(actor_id), (record,))
-
-
-def _check_idempotency_key(key: object) -> None:
-    if (
-        not isinstance(key, str)
-        or not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY
-        or not key.isprintable()
-    ):
-        raise InvalidMessageError(
-            f"idempotency key {key!r} must be 1 to {_MAX_IDEMPOTENCY_KEY} printable characters"
-        )

@@ -28,6 +28,7 @@ from actorflow._errors import (
     InvocationNotRetryable,
     RuntimeClosedError,
     TooManyPendingEvents,
+    TooManyQueuedMessages,
     UnknownActorError,
     UnknownHandlerError,
 )
@@ -120,8 +121,11 @@ def _translate(exc: Exception) -> ApiError:
         return ApiError(422, "idempotency_key_reused", str(exc))
     if isinstance(exc, InvalidMessageError):
         return ApiError(400, "invalid_message", str(exc))
-    if isinstance(exc, TooManyPendingEvents):
-        return ApiError(429, "too_many_pending_events", str(exc))
+    if isinstance(exc, TooManyPendingEvents | TooManyQueuedMessages):
+        kind = "too_many_pending_events"
+        if isinstance(exc, TooManyQueuedMessages):
+            kind = "too_many_queued_messages"
+        return ApiError(429, kind, str(exc))
     if isinstance(exc, InvocationNotRetryable):
         return ApiError(409, "not_retryable", str(exc))
     if isinstance(exc, StorageError | StoreClosedError):

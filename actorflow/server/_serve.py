@@ -76,7 +76,8 @@ class ServeConfig:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     step_threads: int = 40
     idempotency_retention: float = 24 * 3600.0
-    max_pending_events: int = 1000
+    max_pending_events: int = 100
+    max_queued_messages: int = 1000
 
 
 def load_actors(spec: str) -> list[type[Actor]]:
@@ -286,6 +287,7 @@ async def _run(
             step_threads=config.step_threads,
             idempotency_retention=config.idempotency_retention,
             max_pending_events=config.max_pending_events,
+            max_queued_messages=config.max_queued_messages,
         )
         async with runtime:
             state.ready(runtime)
