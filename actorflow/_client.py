@@ -16,7 +16,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 import httpx
 import msgspec
 
-from actorflow._actor import Actor, HandlerInfo
+from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
 from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry
@@ -83,14 +83,14 @@ class _Call:
 
 
 def _actor_path(ref: ActorRef) -> str:
-    return f"/v1/actors/{ref.type_name}/{ref.key}"
+    return f"/v1/actors/{ref.type_name}/{check_key(ref.key)}"
 
 
 def _invocation_path(invocation: str) -> str:
     actor, sep, tail = invocation.rpartition("#")
     if not sep:
         raise ValueError(f"{invocation!r} is not an invocation id (Type/key#hex)")
-    return f"/v1/actors/{actor}/invocations/{tail}"
+    return f"{_actor_path(_as_ref(actor))}/invocations/{tail}"
 
 
 def _read(response: httpx.Response, answer: Any) -> Any:
@@ -336,7 +336,7 @@ class RemoteActor(Generic[A]):
     def __init__(self, client: Client, cls: type[A], key: str) -> None:
         self._client = client
         self._cls = cls
-        self.ref = ActorRef(type_name_of(cls), key)
+        self.ref = ActorRef(type_name_of(cls), check_key(key))
 
     async def send(
         self,
