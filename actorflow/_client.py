@@ -8,6 +8,8 @@ runtime's: ``await client.ref(Researcher, "job-1").call(Researcher.research, "to
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import math
 import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -103,6 +105,14 @@ def _read(response: httpx.Response, answer: Any) -> Any:
     return msgspec.json.decode(response.content, type=answer)
 
 
+def _seconds(value: float, name: str) -> str:
+    """``value`` as the server takes ``?wait=`` and ``?deadline=``: a plain decimal
+    (``1e-05`` is sent as ``0.00001``)."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}= takes a finite number of seconds >= 0, got {value!r}")
+    return format(decimal.Decimal(repr(float(value))), "f")
+
+
 def _as_ref(actor: ActorRef | str) -> ActorRef:
     if isinstance(actor, ActorRef):
         return actor
@@ -126,9 +136,9 @@ class _Requests:
     ) -> _Call:
         params = {}
         if wait:
-            params["wait"] = str(wait)
+            params["wait"] = _seconds(wait, "wait")
         if deadline is not None:
-            params["deadline"] = str(deadline)
+            params["deadline"] = _seconds(deadline, "deadline")
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         path = f"{_actor_path(_as_ref(actor))}/messages/{handler}"
         body = msgspec.json.encode(arguments)
@@ -136,7 +146,7 @@ class _Requests:
 
     @staticmethod
     def invocation(invocation: str, wait: float | None = None) -> _Call:
-        params = {"wait": str(wait)} if wait else {}
+        params = {"wait": _seconds(wait, "wait")} if wait else {}
         path = _invocation_path(invocation)
         return _Call("GET", path, params, answer=InvocationStatus, wait=wait or 0.0)
 
