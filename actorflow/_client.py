@@ -205,6 +205,13 @@ def _positional(
     return named, info
 
 
+def _with_content_type(call: _Call) -> dict[str, str]:
+    """The call's headers, declaring its body JSON (the server refuses other bodies)."""
+    if call.body is None:
+        return call.headers
+    return {**call.headers, "Content-Type": "application/json"}
+
+
 def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -257,7 +264,7 @@ class Client:
                 call.method,
                 call.path,
                 params=call.params,
-                headers=call.headers,
+                headers=_with_content_type(call),
                 content=call.body,
                 timeout=call.wait + self._timeout,
             )
@@ -413,7 +420,7 @@ class SyncClient:
                 call.method,
                 call.path,
                 params=call.params,
-                headers=call.headers,
+                headers=_with_content_type(call),
                 content=call.body,
                 timeout=call.wait + self._timeout,
             )

@@ -151,6 +151,26 @@ def main() -> None:
     show_default=True,
     help="Events an actor may hold that no turn waited for yet (more get 429).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="Also answer requests whose Host header is NAME (on any port, or only PORT; * for "
+    "any), as clients reach the server: a Service's DNS name, the pod IP for /metrics "
+    "scrapes. Repeatable. Always answered: localhost, 127.0.0.1, [::1] and --host, with "
+    "--port. Other Hosts get 421 (a web page reaching the server by DNS rebinding has one); "
+    "/livez and /readyz answer any Host, so probes by pod IP need nothing.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="URL",
+    help="Let web pages of this origin (https://console.example.com) call the API, with "
+    "CORS. Repeatable. Requests with any other Origin header get 403: without this, no "
+    "browser page can drive the server.",
+)
 def serve_command(
     app: str,
     journal: str,
@@ -168,6 +188,8 @@ def serve_command(
     step_threads: int,
     idempotency_retention: float,
     max_pending_events: int,
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -201,6 +223,8 @@ def serve_command(
         step_threads=step_threads,
         idempotency_retention=idempotency_retention,
         max_pending_events=max_pending_events,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
     )
     try:
         code = _run(config)

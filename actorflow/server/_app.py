@@ -7,12 +7,14 @@ that fits; bad input is refused before anything is accepted.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,7 +34,8 @@ from actorflow._errors import (
     UnknownHandlerError,
 )
 from actorflow.runtime import ACTOR_STATES, InvocationStatus, Runtime
-from actorflow.server._input import decode_json, query_seconds
+from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
+from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
 from actorflow.server._responses import ApiError, error_response, json_response
@@ -61,10 +64,17 @@ class ServerState:
         token: str | None = None,
         max_body_bytes: int = 1024 * 1024,
         retry_after: int = 5,
+        allowed_hosts: Sequence[str] | None = None,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         self._runtime = runtime
         self.token = token
         self.max_body_bytes = max_body_bytes
+        #: The Host values answered (``NAME``, ``NAME:PORT`` or ``*``); by default this
+        #: machine's names on any port. `actorflow serve` passes `served_hosts`.
+        self.allowed_hosts = list(LOCAL_NAMES if allowed_hosts is None else allowed_hosts)
+        #: The browser origins allowed to call the API (none by default).
+        self.allowed_origins = list(allowed_origins)
         self.retry_after = retry_after
         self.shutting_down = anyio.Event()
         self.requests = 0
@@ -135,6 +145,9 @@ def endpoint(
         try:
             if not public and state.token is not None:
                 _check_token(request, state.token)
+            if has_body(request.headers):
+                content_type = request.headers.get("content-type")
+                check_json_content_type(request.method, request.url.path, content_type)
             if not (state.is_ready or before_ready):
                 _refuse_while_stopping(state)
                 raise _not_ready(state)
@@ -429,13 +442,30 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
         route(f"{actor}/invocations/{{invocation}}/retry", retry, ["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=_middleware(state))
     # A path with a trailing slash is not found: redirecting it would build a Location
     # from the request's Host header, before any check.
     app.router.redirect_slashes = False
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return app
+
+
+def _middleware(state: ServerState) -> list[Middleware]:
+    """The request guard (framing, Host, Origin) and, for the origins the operator
+    allowed, CORS answers so that their pages can call the API."""
+    guard = Middleware(RequestGuard, hosts=state.allowed_hosts, origins=state.allowed_origins)
+    if not state.allowed_origins:
+        return [guard]
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=[parse_origin(origin) for origin in state.allowed_origins],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Location", "Retry-After"],
+        allow_private_network=True,
+    )
+    return [guard, cors]
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -1,5 +1,5 @@
-"""What a request carries, checked before anything is accepted: its JSON body (nesting and
-numbers the journal cannot store), and its ``?wait=`` and ``?deadline=``.
+"""What a request carries, checked before anything is accepted: its Content-Type, its JSON
+body (nesting and numbers the journal cannot store), and its ``?wait=`` and ``?deadline=``.
 
 Each refusal is an `ApiError` that says what was wrong, where, and what to send instead.
 """
@@ -26,6 +26,32 @@ _ALL_SQUARE = bytes.maketrans(b"{}", b"[]")
 _OPENS_OR_CLOSES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]|[\]}]')
 #: ``?wait=`` and ``?deadline=``: plain decimals only, as the clients send them.
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def has_body(headers: Mapping[str, str]) -> bool:
+    """Whether a request announces a body (chunks, or a Content-Length other than 0)."""
+    length = headers.get("content-length", "0").strip().lstrip("0")
+    return "transfer-encoding" in headers or length != ""
+
+
+def check_json_content_type(method: str, path: str, content_type: str | None) -> None:
+    """Refuse a body that is not declared ``application/json`` (UTF-8): a browser page may
+    send ``text/plain`` anywhere without asking, never ``application/json``."""
+    media, _, parameters = (content_type or "").partition(";")
+    charset = ""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media.strip().lower() == "application/json" and charset in ("", "utf-8"):
+        return
+    got = "no Content-Type" if content_type is None else f"Content-Type {content_type!r}"
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"{method} {path} takes a JSON body, sent with the header "
+        f"'Content-Type: application/json' (UTF-8); this request has {got}",
+    )
 
 
 def decode_json(data: bytes, what: str) -> Any:

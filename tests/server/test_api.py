@@ -122,6 +122,8 @@ async def test_keys_may_use_every_character_of_the_documented_set() -> None:
 # -- bad input: a clear JSON error, and nothing accepted -------------------------------------
 
 _too_long_key = "k" * 201
+#: A raw body sent as JSON (``json=`` bodies get the header from httpx).
+_JSON = {"headers": {"Content-Type": "application/json"}}
 
 BAD_REQUESTS = [
     pytest.param(
@@ -149,11 +151,11 @@ BAD_REQUESTS = [
         400, "invalid_message", "nick", id="unknown-argument",
     ),
     pytest.param(
-        "POST", "/v1/actors/Greeter/k/messages/greet", {"content": b'{"name": "a"'},
+        "POST", "/v1/actors/Greeter/k/messages/greet", {"content": b'{"name": "a"', **_JSON},
         400, "malformed_json", "JSON", id="malformed-json",
     ),
     pytest.param(
-        "POST", "/v1/actors/Approval/k/events/decision", {"content": b"{by: ops}"},
+        "POST", "/v1/actors/Approval/k/events/decision", {"content": b"{by: ops}", **_JSON},
         400, "malformed_json", "JSON", id="malformed-event-payload",
     ),
     pytest.param(
@@ -278,7 +280,7 @@ async def _chunks(total: int, size: int = 256) -> AsyncIterator[bytes]:
 async def test_a_body_over_the_limit_is_refused_by_its_content_length() -> None:
     async with serving(max_body_bytes=1024) as api:
         body = b'{"name": "' + b"a" * 2000 + b'"}'
-        response = await api.http.post("/v1/actors/Greeter/k/messages/greet", content=body)
+        response = await api.http.post("/v1/actors/Greeter/k/messages/greet", content=body, **_JSON)
         assert response.request.headers["content-length"] == str(len(body))
         status, kind, message = error_of(response)
         assert (status, kind) == (413, "body_too_large")
@@ -289,7 +291,9 @@ async def test_a_body_over_the_limit_is_refused_by_its_content_length() -> None:
 
 async def test_a_chunked_body_over_the_limit_is_refused_without_a_content_length() -> None:
     async with serving(max_body_bytes=1024) as api:
-        response = await api.http.post("/v1/actors/Greeter/k/messages/greet", content=_chunks(4096))
+        response = await api.http.post(
+            "/v1/actors/Greeter/k/messages/greet", content=_chunks(4096), **_JSON
+        )
         assert "content-length" not in response.request.headers
         assert response.request.headers["transfer-encoding"] == "chunked"
         assert error_of(response)[:2] == (413, "body_too_large")
@@ -299,7 +303,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_without_a_content_length
 async def test_an_event_payload_over_the_limit_is_refused() -> None:
     async with serving(max_body_bytes=1024) as api:
         response = await api.http.post(
-            "/v1/actors/Approval/a/events/decision", content=b'"' + b"x" * 2000 + b'"'
+            "/v1/actors/Approval/a/events/decision", content=b'"' + b"x" * 2000 + b'"', **_JSON
         )
         assert error_of(response)[:2] == (413, "body_too_large")
         assert await api.runtime.list_actors() == []
@@ -309,7 +313,7 @@ async def test_a_body_of_exactly_the_limit_is_accepted() -> None:
     async with serving(max_body_bytes=1024) as api:
         body = b'{"name": "ann"}'.ljust(1024)
         response = await api.http.post(
-            "/v1/actors/Greeter/k/messages/greet", content=body, params={"wait": "5"}
+            "/v1/actors/Greeter/k/messages/greet", content=body, params={"wait": "5"}, **_JSON
         )
         assert response.status_code == 200, response.text
         assert response.json()["result"] == "hello ann"
@@ -625,7 +629,9 @@ STARTING = "waiting for the journal lock on j.db, held by another process"
 async def app_of(state: ServerState, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app over ``state`` (which may have no runtime yet)."""
     transport = httpx.ASGITransport(app=create_app(state))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test", **options) as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://localhost", **options
+    ) as http:
         yield http
 
 

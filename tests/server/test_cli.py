@@ -179,10 +179,11 @@ def test_a_server_that_is_not_there_fails_saying_what_to_check() -> None:
 
 def test_bodies_over_the_limit_are_refused_over_real_http(server: Server) -> None:
     url = f"{server.url}/v1/actors/Greeter/big/messages/greet"
-    declared = httpx.post(url, content=b" " * 5000)
+    json = {"Content-Type": "application/json"}
+    declared = httpx.post(url, content=b" " * 5000, headers=json)
     assert declared.status_code == 413
     assert declared.json()["error"]["type"] == "body_too_large"
-    chunked = httpx.post(url, content=iter([b" " * 1024] * 8))
+    chunked = httpx.post(url, content=iter([b" " * 1024] * 8), headers=json)
     assert "content-length" not in chunked.request.headers
     assert chunked.status_code == 413
     assert chunked.json()["error"]["type"] == "body_too_large"

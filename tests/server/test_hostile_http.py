@@ -76,6 +76,32 @@ def host(server: Server) -> str:
     return f"127.0.0.1:{port_of(server)}"
 
 
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
+    server: Server,
+) -> None:
+    body = b'{"name": "smuggler"}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    smuggled = (
+        b"POST /v1/actors/Greeter/smuggled/messages/greet HTTP/1.1\r\n"
+        b"Host: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (host(server).encode(), len(body), body)
+    )
+    head = (
+        b"POST /v1/actors/Greeter/framing/messages/greet HTTP/1.1\r\nHost: %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" % host(server).encode()
+    )
+    answer = exchange(server, head + chunked + smuggled)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # the request behind it is not read
+    assert b"\r\nconnection: close\r\n" in answer.lower(), answer
+    assert b'"type":"ambiguous_framing"' in answer
+    assert b"Content-Length and Transfer-Encoding" in answer
+    assert not answer.endswith(b"<still open>")
+    assert journaled(server, "Greeter/framing") == []
+    assert journaled(server, "Greeter/smuggled") == []
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -102,7 +128,7 @@ def test_a_trailing_slash_is_404_without_a_location(server: Server) -> None:
     assert "location" not in {name.lower() for name in headers}
     foreign = {"Host": "evil.example"}  # it used to redirect there
     status, headers, answer = request(server, "GET", "/v1/actors/", foreign)
-    assert status == 404
+    assert (status, answer["error"]["type"]) == (421, "host_not_allowed")
     assert "location" not in {name.lower() for name in headers}
 
 
