@@ -429,7 +429,7 @@ def create_app(state: ServerState) -> Starlette:
 
     routes = [
         route("/livez", livez, ["GET"], public=True, health=True),
-        route("/readyz", readyz, ["GET"], health=True),
+        route("/readyz", readyz, ["GET"], public=True, health=True),
         route("/metrics", metrics, ["GET"]),
         route("/openapi.json", openapi, ["GET"]),
         route(f"{API}/actors", list_actors, ["GET"]),

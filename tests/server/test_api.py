@@ -547,9 +547,8 @@ def test_the_actor_states_are_the_eight_the_runtime_reports() -> None:
 
 TOKEN = "s3cret-token"
 
-#: Every endpoint but /livez, with a request that succeeds given the token.
+#: Every endpoint but the health checks, with a request that succeeds given the token.
 GUARDED = [
-    ("GET", "/readyz", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
     ("GET", "/v1/actors", None),
@@ -567,7 +566,7 @@ GUARDED = [
     [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"],
     ids=["missing", "wrong", "basic-scheme", "empty", "longer"],
 )
-async def test_with_a_token_every_endpoint_but_livez_refuses_a_bad_one(
+async def test_with_a_token_every_endpoint_but_the_health_checks_refuses_a_bad_one(
     authorization: str | None,
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -580,6 +579,8 @@ async def test_with_a_token_every_endpoint_but_livez_refuses_a_bad_one(
             assert "Authorization: Bearer <token>" in error_of(response)[2]
         livez = await api.http.get("/livez", headers=headers)
         assert livez.status_code == 200
+        readyz = await api.http.get("/readyz", headers=headers)  # probes send no token
+        assert (readyz.status_code, readyz.json()) == (200, {"status": "ready"})
         assert await api.runtime.list_actors() == []
 
 
@@ -621,7 +622,7 @@ async def test_readiness_fails_once_shutdown_begins_and_new_work_gets_503() -> N
 
 
 #: Every endpoint but the health checks.
-API = [(method, path, body) for method, path, body in GUARDED if path != "/readyz"]
+API = GUARDED
 STARTING = "waiting for the journal lock on j.db, held by another process"
 
 
@@ -671,8 +672,7 @@ async def test_before_the_runtime_is_ready_a_token_is_still_required() -> None:
         for method, path, body in GUARDED:
             response = await http.request(method, path, json=body)
             assert error_of(response)[:2] == (401, "unauthorized"), (method, path)
-        authorized = {"Authorization": f"Bearer {TOKEN}"}
-        ready = await http.get("/readyz", headers=authorized)
+        ready = await http.get("/readyz")  # public: a probe sends no token
         assert (ready.status_code, ready.json()["status"]) == (503, "starting")
 
 

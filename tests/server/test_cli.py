@@ -263,7 +263,7 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: pathlib.Path) 
     assert not journal.exists()
 
 
-def test_a_token_from_the_environment_guards_every_endpoint_but_livez(
+def test_a_token_from_the_environment_guards_every_endpoint_but_the_health_checks(
     tmp_path: pathlib.Path,
 ) -> None:
     token = "tok-" + "x" * 20
@@ -275,8 +275,11 @@ def test_a_token_from_the_environment_guards_every_endpoint_but_livez(
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert refused.json()["error"]["type"] == "unauthorized"
+        # A Kubernetes probe: no token, and the pod's IP address as Host.
+        probe = httpx.get(f"{server.url}/readyz", headers={"Host": "10.1.2.3:8787"})
+        assert (probe.status_code, probe.json()) == (200, {"status": "ready"})
         wrong = httpx.get(f"{server.url}/readyz", headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401
+        assert wrong.status_code == 200
 
         with SyncClient(server.url, token=token) as client:
             assert client.call("Greeter/tok", "greet", {"name": "tok"}) == "hello tok"
