@@ -414,7 +414,8 @@ async def metrics(request: Request, state: ServerState) -> Response:
 
 async def openapi(request: Request, state: ServerState) -> Response:
     """GET /openapi.json: this API, with a request schema per hosted handler."""
-    return json_response(openapi_document(state.runtime, ACTOR_STATES))
+    document = openapi_document(state.runtime, ACTOR_STATES, token=state.token is not None)
+    return json_response(document)
 
 
 def create_app(state: ServerState) -> Starlette:
