@@ -94,7 +94,8 @@ def main() -> None:
 @click.option(
     "--token-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help=f"File holding the bearer token clients must send (or set {TOKEN_ENV}).",
+    help=f"File holding the bearer token clients must send to every endpoint but /livez "
+    f"and /readyz (or set {TOKEN_ENV}).",
 )
 @click.option(
     "--allow-public-without-token",
@@ -106,7 +107,8 @@ def main() -> None:
     type=int,
     default=1024 * 1024,
     show_default=True,
-    help="Larger request bodies are refused with 413.",
+    help="Larger request bodies are refused with 413; bodies must be JSON, nested at "
+    "most 64 levels deep.",
 )
 @click.option(
     "--lock-wait",
@@ -128,7 +130,8 @@ def main() -> None:
     type=click.IntRange(min=1024),
     default=DEFAULT_MAX_RECORD_BYTES,
     show_default=True,
-    help="Largest journal record: a step result, message or event above it is refused.",
+    help="Largest journal record: a step result above it fails the step; a message or "
+    "event above it is refused with 413.",
 )
 @click.option(
     "--step-threads",
