@@ -187,6 +187,47 @@ CHECKS = [
 ]
 
 
+def test_the_successes_of_a_real_run_are_answered_as_documented(live_schema: Any) -> None:
+    """Random ids never name an invocation, so the generated requests above never cancel,
+    retry or show one; a real run does, each answer checked against the document."""
+
+    def call(path: str, method: str = "GET", **request: Any) -> Any:
+        case = live_schema[path][method].Case(**request)
+        response = case.call_and_validate(checks=CHECKS, timeout=30)
+        assert response.status_code < 300, response.text
+        return response.json()
+
+    actor = "/v1/actors/{type}/{key}"
+    trip = {"type": "Booking", "key": "documented"}
+    sent = call(
+        "/v1/actors/Booking/{key}/messages/trip",
+        "POST",
+        path_parameters={"key": trip["key"]},
+        body={"destination": "lima"},
+        query={"deadline": 3600},
+    )
+    invocation = {**trip, "invocation": sent["invocation"].rpartition("#")[2]}
+    call(f"{actor}/invocations/{{invocation}}", path_parameters=invocation, query={"wait": 0.1})
+    call(f"{actor}/invocations", path_parameters=trip)
+    call(actor, path_parameters=trip)
+    call(f"{actor}/journal", path_parameters=trip)
+    call(f"{actor}/invocations/{{invocation}}/cancel", "POST", path_parameters=invocation)
+    call(f"{actor}/events/{{name}}", "POST", path_parameters={**trip, "name": "go"}, body=[1])
+    failed = call(
+        "/v1/actors/Broken/{key}/messages/explode",
+        "POST",
+        path_parameters={"key": "documented"},
+        body={"reason": "x"},
+        query={"wait": 5},
+    )
+    assert failed["state"] == "failed"
+    retry = {"type": "Broken", "key": "documented", "invocation": failed["invocation"][-24:]}
+    call(f"{actor}/invocations/{{invocation}}/retry", "POST", path_parameters=retry)
+    call("/v1/actors", query={"type": "Booking", "state": "idle"})
+    for path in ("/livez", "/readyz", "/metrics", "/openapi.json"):
+        live_schema[path]["GET"].Case().call_and_validate(checks=CHECKS, timeout=30)
+
+
 def test_the_live_document_is_what_the_in_process_one_is(live: Server) -> None:
     served_document = httpx.get(f"{live.url}/openapi.json").json()
     validate(served_document)
