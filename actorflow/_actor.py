@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 #: How a running turn of an actor type is stopped at shutdown (see docs/deploys.md).
 ShutdownStrategy = Literal["drain", "checkpoint", "compensate"]
 
-KEY_PATTERN = re.compile(r"[A-Za-z0-9._~:@+=-]{1,200}")
+#: An actor key: 1 to 200 characters from ``A-Z a-z 0-9 . _ ~ : @ + = -``, other than
+#: ``.`` and ``..`` (a URL path drops or climbs out of those segments, so no HTTP client
+#: can address them). Written without look-arounds so that the OpenAPI document carries
+#: the same pattern to clients and test generators (docs/api.md, "Actor keys").
+KEY_PATTERN = re.compile(
+    r"[A-Za-z0-9_~:@+=-][A-Za-z0-9._~:@+=-]{0,199}"
+    r"|\.[A-Za-z0-9_~:@+=-][A-Za-z0-9._~:@+=-]{0,198}"
+    r"|\.\.[A-Za-z0-9._~:@+=-]{1,198}"
+)
 TYPE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
 _HANDLER_MARK = "__actorflow_handler__"
 
@@ -328,6 +336,7 @@ def check_key(key: object) -> str:
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise InvalidMessageError(
             f"actor key {key!r} is not valid: use 1 to 200 characters from "
-            f"A-Z a-z 0-9 and . _ ~ : @ + = -"
+            f"A-Z a-z 0-9 and . _ ~ : @ + = -, other than '.' and '..' (URLs cannot "
+            f"address those); see 'Actor keys' in docs/api.md"
         )
     return key

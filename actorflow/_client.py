@@ -8,6 +8,8 @@ runtime's: ``await client.ref(Researcher, "job-1").call(Researcher.research, "to
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import math
 import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -16,7 +18,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 import httpx
 import msgspec
 
-from actorflow._actor import Actor, HandlerInfo
+from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
 from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry
@@ -83,14 +85,14 @@ class _Call:
 
 
 def _actor_path(ref: ActorRef) -> str:
-    return f"/v1/actors/{ref.type_name}/{ref.key}"
+    return f"/v1/actors/{ref.type_name}/{check_key(ref.key)}"
 
 
 def _invocation_path(invocation: str) -> str:
     actor, sep, tail = invocation.rpartition("#")
     if not sep:
         raise ValueError(f"{invocation!r} is not an invocation id (Type/key#hex)")
-    return f"/v1/actors/{actor}/invocations/{tail}"
+    return f"{_actor_path(_as_ref(actor))}/invocations/{tail}"
 
 
 def _read(response: httpx.Response, answer: Any) -> Any:
@@ -101,6 +103,14 @@ def _read(response: httpx.Response, answer: Any) -> Any:
             raise ClientError(response.status_code, "http", response.text[:200]) from None
         raise ClientError(response.status_code, error.type, error.message)
     return msgspec.json.decode(response.content, type=answer)
+
+
+def _seconds(value: float, name: str) -> str:
+    """``value`` as the server takes ``?wait=`` and ``?deadline=``: a plain decimal
+    (``1e-05`` is sent as ``0.00001``)."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}= takes a finite number of seconds >= 0, got {value!r}")
+    return format(decimal.Decimal(repr(float(value))), "f")
 
 
 def _as_ref(actor: ActorRef | str) -> ActorRef:
@@ -126,9 +136,9 @@ class _Requests:
     ) -> _Call:
         params = {}
         if wait:
-            params["wait"] = str(wait)
+            params["wait"] = _seconds(wait, "wait")
         if deadline is not None:
-            params["deadline"] = str(deadline)
+            params["deadline"] = _seconds(deadline, "deadline")
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         path = f"{_actor_path(_as_ref(actor))}/messages/{handler}"
         body = msgspec.json.encode(arguments)
@@ -136,7 +146,7 @@ class _Requests:
 
     @staticmethod
     def invocation(invocation: str, wait: float | None = None) -> _Call:
-        params = {"wait": str(wait)} if wait else {}
+        params = {"wait": _seconds(wait, "wait")} if wait else {}
         path = _invocation_path(invocation)
         return _Call("GET", path, params, answer=InvocationStatus, wait=wait or 0.0)
 
@@ -195,6 +205,13 @@ def _positional(
     return named, info
 
 
+def _with_content_type(call: _Call) -> dict[str, str]:
+    """The call's headers, declaring its body JSON (the server refuses other bodies)."""
+    if call.body is None:
+        return call.headers
+    return {**call.headers, "Content-Type": "application/json"}
+
+
 def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -247,7 +264,7 @@ class Client:
                 call.method,
                 call.path,
                 params=call.params,
-                headers=call.headers,
+                headers=_with_content_type(call),
                 content=call.body,
                 timeout=call.wait + self._timeout,
             )
@@ -336,7 +353,7 @@ class RemoteActor(Generic[A]):
     def __init__(self, client: Client, cls: type[A], key: str) -> None:
         self._client = client
         self._cls = cls
-        self.ref = ActorRef(type_name_of(cls), key)
+        self.ref = ActorRef(type_name_of(cls), check_key(key))
 
     async def send(
         self,
@@ -403,7 +420,7 @@ class SyncClient:
                 call.method,
                 call.path,
                 params=call.params,
-                headers=call.headers,
+                headers=_with_content_type(call),
                 content=call.body,
                 timeout=call.wait + self._timeout,
             )

@@ -94,7 +94,8 @@ def main() -> None:
 @click.option(
     "--token-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help=f"File holding the bearer token clients must send (or set {TOKEN_ENV}).",
+    help=f"File holding the bearer token clients must send to every endpoint but /livez "
+    f"and /readyz (or set {TOKEN_ENV}).",
 )
 @click.option(
     "--allow-public-without-token",
@@ -106,7 +107,8 @@ def main() -> None:
     type=int,
     default=1024 * 1024,
     show_default=True,
-    help="Larger request bodies are refused with 413.",
+    help="Larger request bodies are refused with 413; bodies must be JSON, nested at "
+    "most 64 levels deep.",
 )
 @click.option(
     "--lock-wait",
@@ -128,7 +130,8 @@ def main() -> None:
     type=click.IntRange(min=1024),
     default=DEFAULT_MAX_RECORD_BYTES,
     show_default=True,
-    help="Largest journal record: a step result, message or event above it is refused.",
+    help="Largest journal record: a step result above it fails the step; a message or "
+    "event above it is refused with 413.",
 )
 @click.option(
     "--step-threads",
@@ -158,6 +161,26 @@ def main() -> None:
     show_default=True,
     help="Messages an actor may have waiting for their turns (more get 429).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="Also answer requests whose Host header is NAME (on any port, or only PORT; * for "
+    "any), as clients reach the server: a Service's DNS name, the pod IP for /metrics "
+    "scrapes. Repeatable. Always answered: localhost, 127.0.0.1, [::1] and --host, with "
+    "--port. Other Hosts get 421 (a web page reaching the server by DNS rebinding has one); "
+    "/livez and /readyz answer any Host, so probes by pod IP need nothing.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="URL",
+    help="Let web pages of this origin (https://console.example.com) call the API, with "
+    "CORS. Repeatable. Requests with any other Origin header get 403: without this, no "
+    "browser page can drive the server.",
+)
 def serve_command(
     app: str,
     journal: str,
@@ -176,6 +199,8 @@ def serve_command(
     idempotency_retention: float,
     max_pending_events: int,
     max_queued_messages: int,
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -210,6 +235,8 @@ def serve_command(
         idempotency_retention=idempotency_retention,
         max_pending_events=max_pending_events,
         max_queued_messages=max_queued_messages,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
     )
     try:
         code = _run(config)

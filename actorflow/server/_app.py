@@ -7,12 +7,14 @@ that fits; bad input is refused before anything is accepted.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
-import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,8 +35,11 @@ from actorflow._errors import (
     UnknownHandlerError,
 )
 from actorflow.runtime import ACTOR_STATES, InvocationStatus, Runtime
+from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
+from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
+from actorflow.server._responses import ApiError, error_response, json_response
 from journal import JournalError, StorageError, StoreClosedError
 
 API = "/v1"
@@ -42,8 +47,6 @@ API = "/v1"
 MAX_WAIT = 60.0
 #: Every state an actor's status can report; ``GET /v1/actors?state=`` and
 #: ``actorflow list --state`` take one of them.
-
-_json = msgspec.json.Encoder()
 
 
 class ServerState:
@@ -62,10 +65,17 @@ class ServerState:
         token: str | None = None,
         max_body_bytes: int = 1024 * 1024,
         retry_after: int = 5,
+        allowed_hosts: Sequence[str] | None = None,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         self._runtime = runtime
         self.token = token
         self.max_body_bytes = max_body_bytes
+        #: The Host values answered (``NAME``, ``NAME:PORT`` or ``*``); by default this
+        #: machine's names on any port. `actorflow serve` passes `served_hosts`.
+        self.allowed_hosts = list(LOCAL_NAMES if allowed_hosts is None else allowed_hosts)
+        #: The browser origins allowed to call the API (none by default).
+        self.allowed_origins = list(allowed_origins)
         self.retry_after = retry_after
         self.shutting_down = anyio.Event()
         self.requests = 0
@@ -89,27 +99,6 @@ class ServerState:
         self._runtime = runtime
 
 
-class ApiError(Exception):
-    """An error answered as JSON with an HTTP status."""
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-
-
-def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response encoded by msgspec."""
-    return Response(_json.encode(value), status, headers, media_type="application/json")
-
-
-def error_response(error: ApiError, headers: dict[str, str] | None = None) -> Response:
-    """The JSON body every error gets."""
-    body = {"error": {"type": error.kind, "message": error.message}}
-    return json_response(body, error.status, headers)
-
-
 def _translate(exc: Exception) -> ApiError:
     """Map runtime errors to HTTP."""
     if isinstance(exc, ApiError):
@@ -120,6 +109,13 @@ def _translate(exc: Exception) -> ApiError:
     if isinstance(exc, IdempotencyKeyReused):
         return ApiError(422, "idempotency_key_reused", str(exc))
     if isinstance(exc, InvalidMessageError):
+        # The runtime says so when the journaled record would exceed the record limit.
+        if "record limit" in str(exc):
+            return ApiError(
+                413,
+                "message_too_large",
+                f"{exc} (the server's --max-record-bytes); nothing was accepted",
+            )
         return ApiError(400, "invalid_message", str(exc))
     if isinstance(exc, TooManyPendingEvents | TooManyQueuedMessages):
         kind = "too_many_pending_events"
@@ -153,6 +149,9 @@ def endpoint(
         try:
             if not public and state.token is not None:
                 _check_token(request, state.token)
+            if has_body(request.headers):
+                content_type = request.headers.get("content-type")
+                check_json_content_type(request.method, request.url.path, content_type)
             if not (state.is_ready or before_ready):
                 _refuse_while_stopping(state)
                 raise _not_ready(state)
@@ -182,8 +181,9 @@ def _check_token(request: Request, token: str) -> None:
         raise ApiError(401, "unauthorized", "the bearer token is not valid for this server")
 
 
-async def _body(request: Request, state: ServerState) -> Any:
-    """The request's JSON body (None when empty), refused if too large or malformed."""
+async def _body(request: Request, state: ServerState, what: str) -> Any:
+    """The request's JSON body (None when empty), refused if too large, malformed, too
+    deeply nested, or holding numbers the journal cannot store (see `decode_json`)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > state.max_body_bytes:
         raise _too_large(state)
@@ -197,12 +197,7 @@ async def _body(request: Request, state: ServerState) -> Any:
     data = b"".join(chunks)
     if not data.strip():
         return None
-    try:
-        return msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ApiError(
-            400, "malformed_json", f"the request body is not valid JSON: {exc}"
-        ) from None
+    return decode_json(data, what)
 
 
 def _too_large(state: ServerState) -> ApiError:
@@ -237,34 +232,19 @@ def _ref(request: Request) -> ActorRef:
     return ActorRef(request.path_params["type"], request.path_params["key"])
 
 
-def _query_float(request: Request, name: str, maximum: float | None = None) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ApiError(
-            400, "invalid_query", f"?{name}= takes a number of seconds, got {raw!r}"
-        ) from None
-    if not value >= 0:
-        raise ApiError(400, "invalid_query", f"?{name}= must be >= 0, got {raw!r}")
-    return value if maximum is None else min(value, maximum)
-
-
 # -- endpoints ------------------------------------------------------------------------------
 
 
 async def send(request: Request, state: ServerState) -> Response:
     """POST /v1/actors/{type}/{key}/messages/{handler}: accept a message."""
     _refuse_while_stopping(state)
-    args = await _body(request, state)
+    args = await _body(request, state, "the arguments")
     if args is None:
         args = {}
     if not isinstance(args, dict):
         raise ApiError(400, "invalid_message", "the body must be a JSON object of arguments")
-    wait = _query_float(request, "wait", MAX_WAIT)
-    deadline = _query_float(request, "deadline")
+    wait = query_seconds(request.query_params, "wait", maximum=MAX_WAIT)
+    deadline = query_seconds(request.query_params, "deadline")
     idempotency_key = request.headers.get("idempotency-key")
     invocation = await state.runtime.send(
         _ref(request),
@@ -332,7 +312,7 @@ async def show_invocation(request: Request, state: ServerState) -> Response:
     """GET /v1/actors/{type}/{key}/invocations/{id}[?wait=S]: status and result."""
     invocation = _invocation_id(request)
     status = await _known_invocation(state, invocation)
-    wait = _query_float(request, "wait", MAX_WAIT)
+    wait = query_seconds(request.query_params, "wait", maximum=MAX_WAIT)
     if wait and status.state in ("queued", "running"):
         with anyio.move_on_after(wait):
             await _result_or_shutdown(state, invocation)
@@ -370,7 +350,7 @@ async def list_invocations(request: Request, state: ServerState) -> Response:
 async def deliver(request: Request, state: ServerState) -> Response:
     """POST /v1/actors/{type}/{key}/events/{name}: deliver an event for ctx.wait_for."""
     _refuse_while_stopping(state)
-    payload = await _body(request, state)
+    payload = await _body(request, state, "the event payload")
     await state.runtime.deliver(_ref(request), request.path_params["name"], payload)
     return json_response({"delivered": request.path_params["name"]}, 202)
 
@@ -438,7 +418,8 @@ async def metrics(request: Request, state: ServerState) -> Response:
 
 async def openapi(request: Request, state: ServerState) -> Response:
     """GET /openapi.json: this API, with a request schema per hosted handler."""
-    return json_response(openapi_document(state.runtime, ACTOR_STATES))
+    document = openapi_document(state.runtime, ACTOR_STATES, token=state.token is not None)
+    return json_response(document)
 
 
 def create_app(state: ServerState) -> Starlette:
@@ -453,7 +434,7 @@ def create_app(state: ServerState) -> Starlette:
 
     routes = [
         route("/livez", livez, ["GET"], public=True, health=True),
-        route("/readyz", readyz, ["GET"], health=True),
+        route("/readyz", readyz, ["GET"], public=True, health=True),
         route("/metrics", metrics, ["GET"]),
         route("/openapi.json", openapi, ["GET"]),
         route(f"{API}/actors", list_actors, ["GET"]),
@@ -466,21 +447,47 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
         route(f"{actor}/invocations/{{invocation}}/retry", retry, ["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=_middleware(state))
+    # A path with a trailing slash is not found: redirecting it would build a Location
+    # from the request's Host header, before any check.
+    app.router.redirect_slashes = False
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return app
 
 
+def _middleware(state: ServerState) -> list[Middleware]:
+    """The request guard (framing, Host, Origin) and, for the origins the operator
+    allowed, CORS answers so that their pages can call the API."""
+    guard = Middleware(RequestGuard, hosts=state.allowed_hosts, origins=state.allowed_origins)
+    if not state.allowed_origins:
+        return [guard]
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=[parse_origin(origin) for origin in state.allowed_origins],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Location", "Retry-After"],
+        allow_private_network=True,
+    )
+    return [guard, cors]
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
+    hint = " (paths have no trailing slash)" if request.url.path.endswith("/") else ""
     return error_response(
-        ApiError(404, "not_found", f"no endpoint {request.url.path}; see /openapi.json")
+        ApiError(404, "not_found", f"no endpoint {request.url.path}{hint}; see /openapi.json")
     )
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
+    allowed = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
+    allow = ", ".join(sorted(method.strip() for method in allowed.split(",")))
     return error_response(
         ApiError(
-            405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.url.path}; use {allow}",
+            {"Allow": allow},
         )
     )

@@ -1,4 +1,7 @@
-"""The OpenAPI document the server serves at /openapi.json."""
+"""The OpenAPI document the server serves at /openapi.json: every path, parameter, status
+and error type the server answers, so that clients and test generators can trust it
+(`tests/server/test_openapi.py` validates it and runs schemathesis against a live server).
+"""
 
 from __future__ import annotations
 
@@ -7,120 +10,367 @@ from typing import Any
 
 import msgspec
 
+from actorflow._actor import KEY_PATTERN
 from actorflow.runtime import ActorStatus, InvocationStatus, JournalEntry, Runtime
 
-_ERROR = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
-            "required": ["type", "message"],
-        }
-    },
+_REF = "#/components/schemas/{name}"
+
+#: Every error type the API answers: its status and when.
+ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_message": (400, "arguments, payload or actor key refused (the message says where)"),
+    "malformed_json": (400, "the body is not valid JSON"),
+    "invalid_query": (400, "a ?wait=, ?deadline= or ?state= it cannot take"),
+    "invalid_host": (400, "several or no Host headers"),
+    "ambiguous_framing": (400, "both Content-Length and Transfer-Encoding"),
+    "unauthorized": (401, "no or a wrong bearer token"),
+    "origin_not_allowed": (403, "an Origin (a web page) not named by --allowed-origin"),
+    "unknown_actor_type": (404, "an actor type this server does not host"),
+    "unknown_handler": (404, "a handler the actor type does not have"),
+    "unknown_invocation": (404, "no such invocation was accepted"),
+    "not_found": (404, "no such endpoint"),
+    "actor_stuck": (409, "the actor is stuck (with its error)"),
+    "not_retryable": (409, "the invocation cannot be retried"),
+    "body_too_large": (413, "a body over --max-body-bytes"),
+    "message_too_large": (413, "a message or event over the journal's record limit"),
+    "unsupported_media_type": (415, "a body not sent as Content-Type: application/json"),
+    "host_not_allowed": (421, "a Host not named by --allowed-host (nor this machine's)"),
+    "idempotency_key_reused": (422, "the Idempotency-Key was used for another request"),
+    "too_many_pending_events": (429, "the actor holds too many events nobody waited for"),
+    "too_many_queued_messages": (429, "the actor has too many messages waiting for their turns"),
+    "starting": (503, "the server is not ready yet"),
+    "shutting_down": (503, "the server is shutting down"),
+    "journal_unavailable": (503, "the journal could not write; nothing was accepted"),
 }
+#: What a health check may be refused for (they answer any Host and need no token).
+_HEALTH = ("ambiguous_framing", "origin_not_allowed")
+#: ... any other endpoint (``unauthorized`` when the server has a token).
+_SERVED = (*_HEALTH, "invalid_host", "host_not_allowed", "unauthorized", "starting",
+           "shutting_down")  # fmt: skip
+#: ... and, beyond those, any endpoint of an actor.
+_ACTOR = ("invalid_message", "unknown_actor_type", "journal_unavailable")
+_BODY = ("malformed_json", "body_too_large", "message_too_large", "unsupported_media_type")
+#: Headers an answer of this status carries.
+_HEADERS = {
+    401: {"WWW-Authenticate": "Bearer"},
+    429: {"Retry-After": "seconds to wait before retrying"},
+    503: {"Retry-After": "seconds to wait before retrying"},
+}
+#: Event names as a URL path can carry them: no "/", and not "." or "..".
+EVENT_NAME_PATTERN = r"^(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)$"
+#: An invocation's id after ``#``, as the server makes them.
+INVOCATION_PATTERN = r"^[0-9a-f]{24}$"
 
 
-def openapi_document(runtime: Runtime, actor_states: Sequence[str]) -> dict[str, Any]:
+def openapi_document(
+    runtime: Runtime, actor_states: Sequence[str], *, token: bool = True
+) -> dict[str, Any]:
     """OpenAPI 3.1 for the API, with each hosted handler's argument schema; an actor's
-    ``state`` is one of ``actor_states``."""
+    ``state`` is one of ``actor_states``; ``token``: whether the server requires one."""
     (status, invocation, entry), components = msgspec.json.schema_components(
-        [ActorStatus, InvocationStatus, JournalEntry], ref_template="#/components/schemas/{name}"
+        [ActorStatus, InvocationStatus, JournalEntry], ref_template=_REF
     )
-    state_enum = {"type": "string", "enum": list(actor_states)}
-    components["ActorStatus"]["properties"]["state"] = state_enum
+    states = {"type": "string", "enum": list(actor_states)}
+    components["ActorStatus"]["properties"]["state"] = states
+    types = sorted(runtime.actor_types)
+    served = _SERVED if token else tuple(k for k in _SERVED if k != "unauthorized")
+    actor_errors = (*served, *_ACTOR)
     paths: dict[str, Any] = {}
-    for type_name, cls in sorted(runtime.actor_types.items()):
-        for name, info in sorted(cls.__actorflow_handlers__.items()):
-            (args,), extra = msgspec.json.schema_components(
-                [info.params], ref_template="#/components/schemas/{name}"
-            )
+    for type_name in types:
+        for name, info in sorted(runtime.actor_types[type_name].__actorflow_handlers__.items()):
+            (args,), extra = msgspec.json.schema_components([info.params], ref_template=_REF)
             components.update(extra)
+            doc = (info.fn.__doc__ or "").strip().splitlines()
+            summary = f"Send {type_name}.{name}" + (f": {doc[0]}" if doc else "")
             paths[f"/v1/actors/{type_name}/{{key}}/messages/{name}"] = {
-                "post": _send(type_name, name, info.fn.__doc__ or "", args, invocation)
+                "post": _operation(
+                    summary,
+                    [_key(), *_send_parameters()],
+                    {
+                        "200": _answer("The invocation, finished within ?wait=.", invocation),
+                        "202": _answer("Accepted durably; still queued or running.", invocation),
+                    },
+                    (
+                        *actor_errors,
+                        *_BODY,
+                        "unknown_handler",
+                        "invalid_query",
+                        "actor_stuck",
+                        "idempotency_key_reused",
+                        "too_many_queued_messages",
+                    ),
+                    body=_body("The handler's arguments, by name.", args, required=False),
+                    location=True,
+                )
             }
     actor = "/v1/actors/{type}/{key}"
-    endpoints: list[tuple[str, str, str, dict[str, Any]]] = [
-        (actor, "get", "An actor's status.", status),
-        (f"{actor}/journal", "get", "An actor's journal.", _array(entry)),
-        (f"{actor}/invocations", "get", "An actor's invocations.", _array(invocation)),
-        (f"{actor}/invocations/{{id}}", "get", "An invocation (?wait=S).", invocation),
-        (f"{actor}/invocations/{{id}}/cancel", "post", "Cancel an invocation.", invocation),
-        (
-            f"{actor}/invocations/{{id}}/retry",
-            "post",
-            "Retry a failed invocation from its last journaled step.",
-            invocation,
-        ),
-        (f"{actor}/events/{{name}}", "post", "Deliver an event.", {"type": "object"}),
-        ("/v1/actors", "get", "Actors by ?type= and ?state=.", _array(status)),
-        ("/livez", "get", "Liveness (200 from the moment the port is bound).", {"type": "object"}),
-        (
-            "/readyz",
-            "get",
-            "Readiness (503 with the reason while starting, and while shutting down).",
-            {"type": "object"},
-        ),
-    ]
-    for path, method, summary, schema in endpoints:
-        paths[path] = {method: _get(summary, schema, path)}
-    paths["/v1/actors"]["get"]["parameters"] = [
-        {"name": "type", "in": "query", "schema": {"type": "string"}},
-        {"name": "state", "in": "query", "schema": state_enum},
-    ]
-    paths["/metrics"] = {"get": {"summary": "Prometheus metrics.", "responses": {"200": {}}}}
-    return {
+    address = [_type(types), _key()]
+    one = [*address, _path("invocation", "The hex after '#' in the invocation id.",
+                           {"type": "string", "pattern": INVOCATION_PATTERN})]  # fmt: skip
+    wait = _query("wait", "Wait up to this many seconds (capped at 60) for it to end.",
+                  {"type": "number", "minimum": 0})  # fmt: skip
+    paths[actor] = {
+        "get": _operation(
+            "An actor's status.", address, {"200": _answer("Its status.", status)}, actor_errors
+        )
+    }
+    paths[f"{actor}/journal"] = {
+        "get": _operation(
+            "An actor's journal and inbox, as readable entries.",
+            address,
+            {"200": _answer("Its entries.", _array(entry))},
+            actor_errors,
+        )
+    }
+    paths[f"{actor}/invocations"] = {
+        "get": _operation(
+            "An actor's invocations: running and queued first, then ended, latest first.",
+            address,
+            {"200": _answer("Its invocations.", _array(invocation))},
+            actor_errors,
+        )
+    }
+    paths[f"{actor}/invocations/{{invocation}}"] = {
+        "get": _operation(
+            "An invocation, waiting up to ?wait= seconds for it to end.",
+            [*one, wait],
+            {"200": _answer("The invocation.", invocation)},
+            (*actor_errors, "unknown_invocation", "invalid_query", "actor_stuck"),
+        )
+    }
+    paths[f"{actor}/invocations/{{invocation}}/cancel"] = {
+        "post": _operation(
+            "Cancel an invocation: it stops at its next step and its compensations run.",
+            one,
+            {"202": _answer("The invocation, being cancelled.", invocation)},
+            (*actor_errors, "unknown_invocation", "actor_stuck"),
+        )
+    }
+    paths[f"{actor}/invocations/{{invocation}}/retry"] = {
+        "post": _operation(
+            "Run a failed invocation again from its last journaled step.",
+            one,
+            {"202": _answer("The invocation, queued again.", invocation)},
+            (*actor_errors, "unknown_invocation", "actor_stuck", "not_retryable"),
+            location=True,
+        )
+    }
+    delivered = {
+        "type": "object",
+        "properties": {"delivered": {"type": "string"}},
+        "required": ["delivered"],
+    }
+    paths[f"{actor}/events/{{name}}"] = {
+        "post": _operation(
+            "Deliver an event, for ctx.wait_for(name).",
+            [
+                *address,
+                _path(
+                    "name", "The event's name.", {"type": "string", "pattern": EVENT_NAME_PATTERN}
+                ),
+            ],
+            {"202": _answer("Delivered durably.", delivered)},
+            (*actor_errors, *_BODY, "actor_stuck", "too_many_pending_events"),
+            body=_body("The event's payload (any JSON).", {}, required=False),
+        )
+    }
+    paths["/v1/actors"] = {
+        "get": _operation(
+            "Actors and their states, by ?type= and ?state=.",
+            [
+                _query("type", "Only actors of this type.", {"type": "string", "enum": types}),
+                _query("state", "Only actors in this state.", states),
+            ],
+            {"200": _answer("The actors.", _array(status))},
+            (*served, "invalid_query", "unknown_actor_type", "journal_unavailable"),
+        )
+    }
+    paths["/livez"] = {
+        "get": _operation(
+            "Liveness: 200 from the moment the port is bound. Needs no token, answers any Host.",
+            [],
+            {"200": _answer("Alive.", _status_body(["alive"]))},
+            _HEALTH,
+            public=True,
+        )
+    }
+    paths["/readyz"] = {
+        "get": _operation(
+            "Readiness: 503 with the reason while starting, and from the start of shutdown. "
+            "Needs no token, answers any Host (a probe addresses the pod IP).",
+            [],
+            {
+                "200": _answer("Ready.", _status_body(["ready"])),
+                "503": _answer(
+                    "Not ready: starting (with the reason) or shutting down.",
+                    _status_body(["starting", "shutting down"]),
+                ),
+            },
+            _HEALTH,
+            public=True,
+        )
+    }
+    paths["/metrics"] = {
+        "get": _operation(
+            "Prometheus metrics.",
+            [],
+            {
+                "200": {
+                    "description": "Prometheus' text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+            served,
+        )
+    }
+    paths["/openapi.json"] = {
+        "get": _operation(
+            "This document.", [], {"200": _answer("OpenAPI 3.1.", {"type": "object"})}, served
+        )
+    }
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": "actorflow", "version": "1"},
+        "info": {
+            "title": "actorflow",
+            "version": "1",
+            "description": "Actors addressed as {type}/{key}; see docs/api.md.",
+        },
         "paths": paths,
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "security": [{"bearer": []}],
     }
+    if token:
+        document["security"] = [{"bearer": []}]
+    return document
+
+
+def _operation(
+    summary: str,
+    parameters: list[dict[str, Any]],
+    answers: dict[str, Any],
+    errors: Sequence[str],
+    *,
+    body: dict[str, Any] | None = None,
+    location: bool = False,
+    public: bool = False,
+) -> dict[str, Any]:
+    """An operation answering ``answers`` or one of the ``errors`` (by type)."""
+    responses = dict(answers)
+    if location:
+        for code in answers:
+            responses[code]["headers"] = _headers({"Location": "The invocation's URL."})
+    responses.update(_errors(errors))
+    operation: dict[str, Any] = {"summary": summary, "parameters": parameters}
+    if body is not None:
+        operation["requestBody"] = body
+    operation["responses"] = dict(sorted(responses.items()))
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _errors(kinds: Sequence[str]) -> dict[str, Any]:
+    """One response per status among ``kinds``, its ``type`` one of them."""
+    by_status: dict[int, list[str]] = {}
+    for kind in dict.fromkeys(kinds):
+        by_status.setdefault(ERRORS[kind][0], []).append(kind)
+    responses = {}
+    for code, found in sorted(by_status.items()):
+        description = "; ".join(f"{kind}: {ERRORS[kind][1]}" for kind in found)
+        response = _answer(description, _error_body(found))
+        if code in _HEADERS:
+            response["headers"] = _headers(_HEADERS[code])
+        responses[str(code)] = response
+    return responses
+
+
+def _error_body(kinds: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "enum": kinds},
+                    "message": {"type": "string"},
+                },
+                "required": ["type", "message"],
+            }
+        },
+        "required": ["error"],
+    }
+
+
+def _headers(described: dict[str, str]) -> dict[str, Any]:
+    return {
+        name: {"description": text, "required": True, "schema": {"type": "string"}}
+        for name, text in described.items()
+    }
+
+
+def _status_body(values: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": values}, "reason": {"type": "string"}},
+        "required": ["status"],
+    }
+
+
+def _answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(description: str, schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"required": required, **_answer(description, schema)}
 
 
 def _array(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": item}
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
-
-
-def _get(summary: str, schema: dict[str, Any], path: str = "") -> dict[str, Any]:
+def _path(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
-        "summary": summary,
-        "parameters": _path_parameters(path),
-        "responses": {"200": _json(schema), "default": _json(_ERROR)},
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
     }
 
 
-def _path_parameters(path: str) -> list[dict[str, Any]]:
-    """Every ``{name}`` in a path template, declared as a required string parameter."""
-    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+def _key() -> dict[str, Any]:
+    return _path(
+        "key",
+        "The actor's key: 1 to 200 of A-Z a-z 0-9 . _ ~ : @ + = -, not '.' or '..'.",
+        {"type": "string", "pattern": f"^(?:{KEY_PATTERN.pattern})$"},
+    )
+
+
+def _type(types: list[str]) -> dict[str, Any]:
+    return _path("type", "A hosted actor type.", {"type": "string", "enum": types})
+
+
+def _send_parameters() -> list[dict[str, Any]]:
     return [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in names
-    ]
-
-
-def _send(
-    type_name: str, handler: str, doc: str, args: dict[str, Any], invocation: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "summary": f"Send {type_name}.{handler}: {doc.strip().splitlines()[0] if doc else ''}",
-        "parameters": [
-            {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
-            {"name": "wait", "in": "query", "schema": {"type": "number", "maximum": 60}},
-            {"name": "deadline", "in": "query", "schema": {"type": "number"}},
-            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
-        ],
-        "requestBody": {"required": False, **_json(args)},
-        "responses": {
-            "200": _json(invocation),
-            "202": _json(invocation),
-            "default": _json(_ERROR),
+        _query(
+            "wait",
+            "Wait up to this many seconds (capped at 60) for the result; a plain decimal.",
+            {"type": "number", "minimum": 0},
+        ),
+        _query(
+            "deadline",
+            "Cancel (and compensate) the turn after this many seconds; a plain decimal.",
+            {"type": "number", "exclusiveMinimum": 0},
+        ),
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "description": "Retries with the same key return the same invocation.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
         },
-    }
+    ]

@@ -36,6 +36,7 @@ from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow.runtime import Runtime
 from actorflow.server._app import ServerState, create_app
+from actorflow.server._guard import HostRule, parse_origin, served_hosts
 from journal import DEFAULT_MAX_RECORD_BYTES, Durability, SqliteStore, StoreLockedError
 
 log = logging.getLogger("actorflow.serve")
@@ -78,6 +79,10 @@ class ServeConfig:
     idempotency_retention: float = 24 * 3600.0
     max_pending_events: int = 100
     max_queued_messages: int = 1000
+    #: Host values answered beyond this machine's names and the bound address (`--allowed-host`).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Browser origins allowed to call the API (`--allowed-origin`); none by default.
+    allowed_origins: tuple[str, ...] = ()
 
 
 def load_actors(spec: str) -> list[type[Actor]]:
@@ -226,6 +231,17 @@ def check_binding(config: ServeConfig) -> None:
     )
 
 
+def check_browser_rules(config: ServeConfig) -> None:
+    """Refuse an --allowed-host or --allowed-origin that could never match a request."""
+    try:
+        for host in config.allowed_hosts:
+            HostRule.parse(host)
+        for origin in config.allowed_origins:
+            parse_origin(origin)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
+
+
 class _Server(uvicorn.Server):
     """uvicorn, minus its signal handling: `serve` owns SIGTERM and SIGINT."""
 
@@ -248,10 +264,16 @@ async def serve(config: ServeConfig) -> int:
     then).
     """
     check_binding(config)
+    check_browser_rules(config)
     actors = load_actors(config.app)
     started = time.monotonic()
     sock = _bind(config)  # before anything else, so a busy port is a plain error
-    state = ServerState(token=config.token, max_body_bytes=config.max_body_bytes)
+    state = ServerState(
+        token=config.token,
+        max_body_bytes=config.max_body_bytes,
+        allowed_hosts=served_hosts(config.host, sock.getsockname()[1], config.allowed_hosts),
+        allowed_origins=config.allowed_origins,
+    )
     try:
         with _Signals(state) as signals:
             async with _listening(config, state, sock) as http:

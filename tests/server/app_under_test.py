@@ -6,6 +6,7 @@ Module-level lists record the effects of steps, so an in-process test can count 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 
 import msgspec
 
@@ -44,8 +45,9 @@ class Greeter(Actor):
     """Answers at once."""
 
     @handler
-    async def greet(self, name: str, times: int = 1) -> str:
-        """Greet someone, ``times`` times."""
+    async def greet(self, name: str, times: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1) -> str:
+        """Greet someone, ``times`` times (bounded, so that generated requests cannot ask
+        for gigabytes)."""
         return await self.ctx.run(greeting, name, times, name="greeting")
 
 

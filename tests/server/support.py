@@ -57,7 +57,7 @@ async def serving(
             state = ServerState(runtime, **settings)
             transport = httpx.ASGITransport(app=create_app(state))
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://test", headers=headers
+                transport=transport, base_url="http://localhost", headers=headers
             ) as http:
                 yield Api(runtime, state, transport, http)
     finally:
@@ -92,3 +92,9 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
     error = response.json()["error"]
     assert set(error) == {"type", "message"}
     return response.status_code, error["type"], error["message"]
+
+
+async def nothing_accepted(api: Api) -> None:
+    """Nothing is journaled: no actor, no message, no event, no record at all."""
+    assert await api.runtime.list_actors() == []
+    assert [record async for record in api.runtime.store.read_all()] == []

@@ -122,6 +122,8 @@ async def test_keys_may_use_every_character_of_the_documented_set() -> None:
 # -- bad input: a clear JSON error, and nothing accepted -------------------------------------
 
 _too_long_key = "k" * 201
+#: A raw body sent as JSON (``json=`` bodies get the header from httpx).
+_JSON = {"headers": {"Content-Type": "application/json"}}
 
 BAD_REQUESTS = [
     pytest.param(
@@ -149,11 +151,11 @@ BAD_REQUESTS = [
         400, "invalid_message", "nick", id="unknown-argument",
     ),
     pytest.param(
-        "POST", "/v1/actors/Greeter/k/messages/greet", {"content": b'{"name": "a"'},
+        "POST", "/v1/actors/Greeter/k/messages/greet", {"content": b'{"name": "a"', **_JSON},
         400, "malformed_json", "JSON", id="malformed-json",
     ),
     pytest.param(
-        "POST", "/v1/actors/Approval/k/events/decision", {"content": b"{by: ops}"},
+        "POST", "/v1/actors/Approval/k/events/decision", {"content": b"{by: ops}", **_JSON},
         400, "malformed_json", "JSON", id="malformed-event-payload",
     ),
     pytest.param(
@@ -278,7 +280,7 @@ async def _chunks(total: int, size: int = 256) -> AsyncIterator[bytes]:
 async def test_a_body_over_the_limit_is_refused_by_its_content_length() -> None:
     async with serving(max_body_bytes=1024) as api:
         body = b'{"name": "' + b"a" * 2000 + b'"}'
-        response = await api.http.post("/v1/actors/Greeter/k/messages/greet", content=body)
+        response = await api.http.post("/v1/actors/Greeter/k/messages/greet", content=body, **_JSON)
         assert response.request.headers["content-length"] == str(len(body))
         status, kind, message = error_of(response)
         assert (status, kind) == (413, "body_too_large")
@@ -289,7 +291,9 @@ async def test_a_body_over_the_limit_is_refused_by_its_content_length() -> None:
 
 async def test_a_chunked_body_over_the_limit_is_refused_without_a_content_length() -> None:
     async with serving(max_body_bytes=1024) as api:
-        response = await api.http.post("/v1/actors/Greeter/k/messages/greet", content=_chunks(4096))
+        response = await api.http.post(
+            "/v1/actors/Greeter/k/messages/greet", content=_chunks(4096), **_JSON
+        )
         assert "content-length" not in response.request.headers
         assert response.request.headers["transfer-encoding"] == "chunked"
         assert error_of(response)[:2] == (413, "body_too_large")
@@ -299,7 +303,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_without_a_content_length
 async def test_an_event_payload_over_the_limit_is_refused() -> None:
     async with serving(max_body_bytes=1024) as api:
         response = await api.http.post(
-            "/v1/actors/Approval/a/events/decision", content=b'"' + b"x" * 2000 + b'"'
+            "/v1/actors/Approval/a/events/decision", content=b'"' + b"x" * 2000 + b'"', **_JSON
         )
         assert error_of(response)[:2] == (413, "body_too_large")
         assert await api.runtime.list_actors() == []
@@ -309,7 +313,7 @@ async def test_a_body_of_exactly_the_limit_is_accepted() -> None:
     async with serving(max_body_bytes=1024) as api:
         body = b'{"name": "ann"}'.ljust(1024)
         response = await api.http.post(
-            "/v1/actors/Greeter/k/messages/greet", content=body, params={"wait": "5"}
+            "/v1/actors/Greeter/k/messages/greet", content=body, params={"wait": "5"}, **_JSON
         )
         assert response.status_code == 200, response.text
         assert response.json()["result"] == "hello ann"
@@ -543,9 +547,8 @@ def test_the_actor_states_are_the_eight_the_runtime_reports() -> None:
 
 TOKEN = "s3cret-token"
 
-#: Every endpoint but /livez, with a request that succeeds given the token.
+#: Every endpoint but the health checks, with a request that succeeds given the token.
 GUARDED = [
-    ("GET", "/readyz", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
     ("GET", "/v1/actors", None),
@@ -563,7 +566,7 @@ GUARDED = [
     [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer", f"Bearer {TOKEN}x"],
     ids=["missing", "wrong", "basic-scheme", "empty", "longer"],
 )
-async def test_with_a_token_every_endpoint_but_livez_refuses_a_bad_one(
+async def test_with_a_token_every_endpoint_but_the_health_checks_refuses_a_bad_one(
     authorization: str | None,
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -576,6 +579,8 @@ async def test_with_a_token_every_endpoint_but_livez_refuses_a_bad_one(
             assert "Authorization: Bearer <token>" in error_of(response)[2]
         livez = await api.http.get("/livez", headers=headers)
         assert livez.status_code == 200
+        readyz = await api.http.get("/readyz", headers=headers)  # probes send no token
+        assert (readyz.status_code, readyz.json()) == (200, {"status": "ready"})
         assert await api.runtime.list_actors() == []
 
 
@@ -617,7 +622,7 @@ async def test_readiness_fails_once_shutdown_begins_and_new_work_gets_503() -> N
 
 
 #: Every endpoint but the health checks.
-API = [(method, path, body) for method, path, body in GUARDED if path != "/readyz"]
+API = GUARDED
 STARTING = "waiting for the journal lock on j.db, held by another process"
 
 
@@ -625,7 +630,9 @@ STARTING = "waiting for the journal lock on j.db, held by another process"
 async def app_of(state: ServerState, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app over ``state`` (which may have no runtime yet)."""
     transport = httpx.ASGITransport(app=create_app(state))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test", **options) as http:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://localhost", **options
+    ) as http:
         yield http
 
 
@@ -665,8 +672,7 @@ async def test_before_the_runtime_is_ready_a_token_is_still_required() -> None:
         for method, path, body in GUARDED:
             response = await http.request(method, path, json=body)
             assert error_of(response)[:2] == (401, "unauthorized"), (method, path)
-        authorized = {"Authorization": f"Bearer {TOKEN}"}
-        ready = await http.get("/readyz", headers=authorized)
+        ready = await http.get("/readyz")  # public: a probe sends no token
         assert (ready.status_code, ready.json()["status"]) == (503, "starting")
 
 
@@ -787,7 +793,7 @@ async def test_the_openapi_document_lists_each_handler_with_its_argument_schema(
         assert "get" in document["paths"][path]
     enum = {"type": "string", "enum": list(ACTOR_STATES)}
     query = {p["name"]: p for p in document["paths"]["/v1/actors"]["get"]["parameters"]}
-    assert query["state"] == {"name": "state", "in": "query", "schema": enum}
+    assert (query["state"]["in"], query["state"]["schema"]) == ("query", enum)
     assert query["type"]["in"] == "query"
     assert schemas["ActorStatus"]["properties"]["state"] == enum
     for ref in _refs(document):

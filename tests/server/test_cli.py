@@ -179,10 +179,11 @@ def test_a_server_that_is_not_there_fails_saying_what_to_check() -> None:
 
 def test_bodies_over_the_limit_are_refused_over_real_http(server: Server) -> None:
     url = f"{server.url}/v1/actors/Greeter/big/messages/greet"
-    declared = httpx.post(url, content=b" " * 5000)
+    json = {"Content-Type": "application/json"}
+    declared = httpx.post(url, content=b" " * 5000, headers=json)
     assert declared.status_code == 413
     assert declared.json()["error"]["type"] == "body_too_large"
-    chunked = httpx.post(url, content=iter([b" " * 1024] * 8))
+    chunked = httpx.post(url, content=iter([b" " * 1024] * 8), headers=json)
     assert "content-length" not in chunked.request.headers
     assert chunked.status_code == 413
     assert chunked.json()["error"]["type"] == "body_too_large"
@@ -262,7 +263,7 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: pathlib.Path) 
     assert not journal.exists()
 
 
-def test_a_token_from_the_environment_guards_every_endpoint_but_livez(
+def test_a_token_from_the_environment_guards_every_endpoint_but_the_health_checks(
     tmp_path: pathlib.Path,
 ) -> None:
     token = "tok-" + "x" * 20
@@ -274,8 +275,11 @@ def test_a_token_from_the_environment_guards_every_endpoint_but_livez(
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert refused.json()["error"]["type"] == "unauthorized"
+        # A Kubernetes probe: no token, and the pod's IP address as Host.
+        probe = httpx.get(f"{server.url}/readyz", headers={"Host": "10.1.2.3:8787"})
+        assert (probe.status_code, probe.json()) == (200, {"status": "ready"})
         wrong = httpx.get(f"{server.url}/readyz", headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401
+        assert wrong.status_code == 200
 
         with SyncClient(server.url, token=token) as client:
             assert client.call("Greeter/tok", "greet", {"name": "tok"}) == "hello tok"

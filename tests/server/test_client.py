@@ -21,11 +21,11 @@ pytestmark = pytest.mark.anyio
 @contextlib.asynccontextmanager
 async def client_of(api: Api, token: str | None = None) -> AsyncIterator[Client]:
     """A `Client` whose requests go to ``api``'s app instead of the network."""
-    async with Client("http://test", token=token) as client:
+    async with Client("http://localhost", token=token) as client:
         headers = client._http.headers
         await client._http.aclose()
         client._http = httpx.AsyncClient(
-            transport=api.transport, base_url="http://test", headers=headers
+            transport=api.transport, base_url="http://localhost", headers=headers
         )
         yield client
 

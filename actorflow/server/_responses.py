@@ -1,0 +1,36 @@
+"""`ApiError` and the JSON responses of the API: every refusal, wherever it is decided
+(before routing, in an endpoint, or from a runtime error), has the same body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+_json = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """An error answered as JSON with an HTTP status."""
+
+    def __init__(
+        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        #: Headers the answer needs (``Allow``, ``Connection: close``, ...).
+        self.headers = headers or {}
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response encoded by msgspec."""
+    return Response(_json.encode(value), status, headers, media_type="application/json")
+
+
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> Response:
+    """The JSON body every error gets: ``{"error": {"type": ..., "message": ...}}``."""
+    body = {"error": {"type": error.kind, "message": error.message}}
+    return json_response(body, error.status, {**error.headers, **(headers or {})})
