@@ -33,6 +33,7 @@ from actorflow._errors import InvalidMessageError as InvalidMessageError
 from actorflow._errors import InvalidResultError as InvalidResultError
 from actorflow._errors import InvocationNotRetryable as InvocationNotRetryable
 from actorflow._errors import JournalFailure as JournalFailure
+from actorflow._errors import MessageTooLarge as MessageTooLarge
 from actorflow._errors import NonDeterminismError as NonDeterminismError
 from actorflow._errors import RuntimeClosedError as RuntimeClosedError
 from actorflow._errors import StepError as StepError
@@ -82,6 +83,7 @@ __all__ = [
     "JournalEntry",
     "JournalFailure",
     "ManualClock",
+    "MessageTooLarge",
     "NonDeterminismError",
     "RemoteActor",
     "Retry",

@@ -75,11 +75,16 @@ class HandlerInfo:
         """Validate a mapping of argument names to values; return them as MessagePack."""
         try:
             value = msgspec.convert(named, self.params, from_attributes=True)
+            return msgspec.msgpack.encode(value)
         except msgspec.ValidationError as exc:
             raise InvalidMessageError(
                 f"invalid arguments for {actor_type}.{self.name}: {exc}"
             ) from None
-        return msgspec.msgpack.encode(value)
+        except (OverflowError, TypeError) as exc:  # e.g. an integer outside 64 bits
+            raise InvalidMessageError(
+                f"invalid arguments for {actor_type}.{self.name}: {exc} (the journal stores "
+                f"integers of 64 bits at most; send larger numbers as strings)"
+            ) from None
 
     def decode_args(self, data: bytes) -> dict[str, Any]:
         """The keyword arguments stored in a message."""

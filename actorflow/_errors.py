@@ -160,6 +160,11 @@ class CompensationFailed(ActorflowError):
         )
 
 
+class MessageTooLarge(InvalidMessageError):
+    """A message's arguments or an event's payload take more bytes than one journal record
+    may hold; nothing was accepted (HTTP 413)."""
+
+
 class IdempotencyKeyReused(InvalidMessageError):
     """An idempotency key came back with a different request than the one it was first
     used for; nothing was accepted."""

@@ -28,6 +28,7 @@ from actorflow._errors import (
     HandlerFailed,
     InvalidMessageError,
     InvocationNotRetryable,
+    MessageTooLarge,
     RuntimeClosedError,
     TooManyPendingEvents,
     TooManyQueuedMessages,
@@ -387,7 +388,7 @@ class Runtime:
         )
         record = INBOX_CODEC.encode(message)
         if len(record.data) > self.record_limit:
-            raise InvalidMessageError(
+            raise MessageTooLarge(
                 f"the arguments of {target.type_name}.{handler} take {len(record.data):,} bytes, "
                 f"over the journal's record limit of {self.record_limit:,} bytes; pass a "
                 f"reference to large data instead"
@@ -571,13 +572,13 @@ class Runtime:
             raise InvalidMessageError(f"event names are non-empty strings, got {name!r}")
         try:
             data = encode(payload)
-        except TypeError as exc:
+        except (TypeError, OverflowError) as exc:
             raise InvalidMessageError(f"event {name!r} payload is not encodable: {exc}") from None
         check_event(cls, name, data)
         event = EventDelivered(name, msgspec.Raw(data), self.clock.now())
         record = INBOX_CODEC.encode(event)
         if len(record.data) > self.record_limit:
-            raise InvalidMessageError(
+            raise MessageTooLarge(
                 f"event {name!r} takes {len(record.data):,} bytes, over the journal's record "
                 f"limit of {self.record_limit:,} bytes"
             )

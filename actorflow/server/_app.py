@@ -28,6 +28,7 @@ from actorflow._errors import (
     IdempotencyKeyReused,
     InvalidMessageError,
     InvocationNotRetryable,
+    MessageTooLarge,
     RuntimeClosedError,
     TooManyPendingEvents,
     TooManyQueuedMessages,
@@ -109,8 +110,7 @@ def _translate(exc: Exception) -> ApiError:
     if isinstance(exc, IdempotencyKeyReused):
         return ApiError(422, "idempotency_key_reused", str(exc))
     if isinstance(exc, InvalidMessageError):
-        # The runtime says so when the journaled record would exceed the record limit.
-        if "record limit" in str(exc):
+        if isinstance(exc, MessageTooLarge):
             return ApiError(
                 413,
                 "message_too_large",

@@ -352,3 +352,20 @@ async def test_a_finished_turn_journaled_by_older_code_replays_once_and_is_check
     assert status.turns == 2
     assert ran == {"y": 1}  # the old turn's step was handed back, not run
     assert snapshot is not None
+
+
+async def test_numbers_the_journal_cannot_store_are_refused_before_anything_is_accepted(
+    db: pathlib.Path,
+) -> None:
+    class Counter_(Actor, name="Numbers"):
+        @handler
+        async def add(self, n: int) -> int:
+            return n
+
+    async with running(db, [Counter_], clock=ManualClock(T0)) as rt:
+        numbers = rt.ref(Counter_, "k")
+        with pytest.raises(InvalidMessageError, match="64 bits"):
+            await numbers.send(Counter_.add, 2**64)
+        with pytest.raises(InvalidMessageError, match="not encodable"):
+            await numbers.deliver("n", 2**70)
+        assert await rt.store.last_position("inbox/Numbers/k") == 0
