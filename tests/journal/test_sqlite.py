@@ -27,14 +27,17 @@ from journal import (
     NewRecord,
     Problem,
     Record,
+    Salvaged,
     SchemaVersionError,
     Snapshot,
     SnapshotError,
     SqliteStore,
     StorageError,
     StorageFullError,
+    StoreClosedError,
     StoreConfigurationError,
     StoreLockedError,
+    StoreReadOnlyError,
     StreamAppend,
     StreamInfo,
 )
@@ -525,6 +528,70 @@ async def test_a_hard_link_to_a_file_open_in_another_process_is_refused(
         await store.append("s", [NewRecord("t", b"2")])
     finally:
         await store.close()
+
+
+# -- reading beside the writer ----------------------------------------------------------------
+
+
+async def test_a_read_only_store_reads_beside_the_writer_and_writes_nothing(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+        await store.save_snapshot("s", 1, b"state")
+        reader = await SqliteStore.open(path, read_only=True)
+        try:
+            assert reader.identity == store.identity
+            await store.append("s", one(b"3"))  # seen by the reader: WAL, no lock
+            assert [r.data for r in await read_list(reader, "s")] == [b"1", b"2", b"3"]
+            assert await reader.load_snapshot("s") == Snapshot("s", 1, b"state")
+            assert await reader.list_streams() == ["s"]
+            assert (await reader.verify()).ok
+            before = contents(path)
+            writes: list[Callable[[], Awaitable[object]]] = [
+                lambda: reader.append("s", one(b"x")),
+                lambda: reader.append_many([StreamAppend("t", tuple(one(b"x")))]),
+                lambda: reader.claim("s"),
+                lambda: reader.save_snapshot("s", 2, b"x"),
+                lambda: reader.truncate("s", 1),
+                lambda: reader.delete_stream("s"),
+            ]
+            for write in writes:
+                with pytest.raises(StoreReadOnlyError, match="opened read-only") as refused:
+                    await write()
+                assert str(path) in str(refused.value)
+            assert contents(path) == before
+        finally:
+            await reader.close()
+        with pytest.raises(StoreClosedError):
+            await read_list(reader, "s")
+        await store.append("s", one(b"4"))
+    finally:
+        await store.close()
+
+
+async def test_a_read_only_open_changes_nothing_and_refuses_what_it_cannot_read(
+    tmp_path: pathlib.Path,
+) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StorageError, match="no journal file there to read"):
+        await SqliteStore.open(missing, read_only=True)
+    assert not missing.exists()
+
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(SchemaVersionError, match="holds no journal"):
+        await SqliteStore.open(empty, read_only=True)
+    assert empty.read_bytes() == b""
+
+    foreign = tmp_path / "foreign.db"
+    with raw(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    before = contents(foreign)
+    with pytest.raises(SchemaVersionError, match="not an actorflow journal"):
+        await SqliteStore.open(foreign, read_only=True)
+    assert contents(foreign) == before
 
 
 # -- group commit -----------------------------------------------------------------------------
@@ -1158,6 +1225,48 @@ async def test_a_damaged_snapshot_is_reported(path: pathlib.Path, written_by: st
     assert [(p.stream, p.position, p.kind) for p in report.problems] == [("s", 2, "snapshot")]
     assert [r.data for r in records] == [b"1", b"2"]
     assert contents(path) == damaged, "reading a damaged journal wrote to it"
+
+
+async def test_salvage_gives_back_a_damaged_stream_whole_saying_what_is_damaged(
+    path: pathlib.Path,
+) -> None:
+    """What an operator exports from a damaged stream: every record as stored, the
+    damaged one too (its bytes as the file holds them), and the damaged snapshot."""
+    marker = b"<<salvage-marker-3e8d1b-" + b"0123456789" * 4 + b">>"
+    snapshot_marker = b"<<salvage-snapshot-77a4f0-" + b"abcdefghij" * 4 + b">>"
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", marker), one(b"3")[0]])
+        await store.save_snapshot("s", 1, snapshot_marker)
+    finally:
+        await store.close()
+    flip(path, marker, [5])
+    damaged = flip(path, snapshot_marker, [7])
+    expected = bytearray(marker)
+    expected[5] ^= 0xFF
+
+    store = await SqliteStore.open(path, read_only=True)
+    try:
+        salvaged = await salvage_list(store, "s")
+        snapshot = await store.salvage_snapshot("s")
+    finally:
+        await store.close()
+
+    assert [(r.position, r.damage) for r in salvaged] == [
+        (1, None),
+        (2, "checksum mismatch"),
+        (3, None),
+    ]
+    assert [r.data for r in salvaged] == [b"1", bytes(expected), b"3"]
+    assert snapshot is not None
+    assert (snapshot.position, snapshot.damage) == (1, "checksum mismatch")
+    assert snapshot.data[:7] + snapshot.data[8:] == snapshot_marker[:7] + snapshot_marker[8:]
+    assert snapshot.data[7] == snapshot_marker[7] ^ 0xFF
+    assert contents(path) == damaged, "salvaging wrote to the journal"
+
+
+async def salvage_list(store: SqliteStore, stream: str) -> list[Salvaged]:
+    return [r async for r in store.salvage(stream)]
 
 
 async def test_verify_reports_rows_that_belong_to_no_stream(path: pathlib.Path) -> None:
