@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from unittest import mock
 
 import anyio
 import anyio.to_thread
@@ -41,6 +42,7 @@ from journal import (
     StreamAppend,
     StreamInfo,
 )
+from journal._file_lock import WRITER_BYTE, FileLock
 from journal._records import checksum, snapshot_checksum
 from journal._sqlite import WAKE_SLICE, _Transaction
 from journal._sqlite_schema import DELETE_STREAM
@@ -530,6 +532,120 @@ async def test_a_hard_link_to_a_file_open_in_another_process_is_refused(
         await store.close()
 
 
+def delete_lock_file(path: pathlib.Path) -> None:
+    pathlib.Path(f"{path}.lock").unlink()
+
+
+def delete_side_files(path: pathlib.Path) -> list[str]:
+    """Delete every file beside the journal whose name extends the journal's (its lock
+    file, write-ahead log and shared index); the names deleted."""
+    gone = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
+    gone += sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "-"))
+    for name in gone:
+        (path.parent / name).unlink()
+    return gone
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+@pytest.mark.parametrize("where", ["this process", "another process"])
+async def test_deleting_the_lock_file_does_not_let_a_second_writer_in(
+    path: pathlib.Path, where: str
+) -> None:
+    """The lock is on the journal file itself: the `.lock` file beside it (which older
+    versions relied on, and a clean-up of "stale" lock files deletes) decides nothing."""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", one(b"1"))
+        delete_lock_file(path)
+
+        if where == "this process":
+            with pytest.raises(StoreLockedError, match="open for writing elsewhere"):
+                await SqliteStore.open(path)
+        else:
+            opened = await anyio.to_thread.run_sync(try_open_in_another_process, str(path))
+            assert opened == "StoreLockedError"
+        await store.append("s", one(b"2"))  # the owner goes on, and reads what it wrote
+        assert [r.data for r in await read_list(store, "s")] == [b"1", b"2"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_deleting_every_side_file_does_not_let_a_second_writer_in(
+    path: pathlib.Path,
+) -> None:
+    """Not even the write-ahead log and its index. (Deleting those loses what they hold;
+    SQLite then refuses to go on with the store, with a "disk I/O error": it is the lock
+    that is checked here, not the wisdom of deleting them.)"""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", one(b"1"))
+        gone = delete_side_files(path)
+        assert gone == ["journal.db.lock", "journal.db-shm", "journal.db-wal"]
+
+        opened = await anyio.to_thread.run_sync(try_open_in_another_process, str(path))
+        assert opened == "StoreLockedError"
+        with pytest.raises(StoreLockedError):
+            await SqliteStore.open(path)
+    finally:
+        await store.close()
+
+
+PROBE_LOCKS = """
+import ctypes, fcntl, os, sys
+
+class Flock(ctypes.Structure):
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short),
+                ("l_start", ctypes.c_int64), ("l_len", ctypes.c_int64), ("l_pid", ctypes.c_int)]
+
+fd = os.open(sys.argv[1], os.O_RDWR)
+for start, length in [(0x40000002, 510), (int(sys.argv[2]), 1)]:
+    asked = bytes(Flock(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+    found = Flock.from_buffer_copy(fcntl.fcntl(fd, fcntl.F_GETLK, asked))
+    print("held" if found.l_type != fcntl.F_UNLCK else "free")
+"""
+
+
+def locks_seen_from_outside(path: pathlib.Path) -> tuple[str, str]:
+    """From another process: whether SQLite's shared lock bytes of the journal file are
+    locked (a WAL connection holds them while it is open), and whether the writer's byte
+    is."""
+    child = subprocess.run(
+        [sys.executable, "-c", PROBE_LOCKS, str(path), str(WRITER_BYTE)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    shared, writer = child.stdout.decode().split()
+    return shared, writer
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_a_refused_opener_in_this_process_leaves_sqlites_locks_alone(
+    path: pathlib.Path,
+) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included: a second store of this process is refused without opening (and
+    so without closing) the file, and a read-only store's connections are SQLite's own."""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", one(b"1"))
+        assert await anyio.to_thread.run_sync(locks_seen_from_outside, path) == ("held", "held")
+
+        for _ in range(3):
+            with pytest.raises(StoreLockedError):
+                await SqliteStore.open(path)
+        reader = await SqliteStore.open(path, read_only=True)
+        assert [r.data for r in await read_list(reader, "s")] == [b"1"]
+        await reader.close()
+
+        assert await anyio.to_thread.run_sync(locks_seen_from_outside, path) == ("held", "held")
+        await store.append("s", one(b"2"))
+    finally:
+        await store.close()
+    assert await anyio.to_thread.run_sync(locks_seen_from_outside, path) == ("free", "free")
+
+
 # -- reading beside the writer ----------------------------------------------------------------
 
 
@@ -868,13 +984,14 @@ async def test_deleted_streams_do_not_crowd_the_writers_memory(path: pathlib.Pat
 
 @contextlib.asynccontextmanager
 async def two_writers(path: pathlib.Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
-    """Two stores writing one file, as when the lock does not work: the second opens once
-    the first's lock file has been deleted (as a clean-up of "stale" lock files would), so
-    each holds a lock and each trusts its own cache of positions and epochs."""
+    """Two stores writing one file, as when the lock does not work (a file system whose
+    locks do nothing, or an older actorflow that only locked a side file someone deleted):
+    the second opens without the lock, and each trusts its own cache of positions and
+    epochs."""
     first = await SqliteStore.open(path)
     try:
-        delete_lock_file(path)
-        second = await SqliteStore.open(path)
+        with lock_not_working():
+            second = await SqliteStore.open(path)
         try:
             yield first, second
         finally:
@@ -883,8 +1000,11 @@ async def two_writers(path: pathlib.Path) -> AsyncIterator[tuple[SqliteStore, Sq
         await first.close()
 
 
-def delete_lock_file(path: pathlib.Path) -> None:
-    pathlib.Path(f"{path}.lock").unlink()
+@contextlib.contextmanager
+def lock_not_working() -> Iterator[None]:
+    """Stores opened meanwhile take no lock, as on a file system whose locks do nothing."""
+    with mock.patch.object(FileLock, "acquire", return_value=None):
+        yield
 
 
 def one(data: bytes) -> list[NewRecord]:
