@@ -61,7 +61,16 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
+from actorflow.runtime import _quarantine
+from actorflow.runtime._status import Damage
+from journal import (
+    ConflictError,
+    CorruptionError,
+    FencingError,
+    StorageError,
+    StoreClosedError,
+    StreamAppend,
+)
 
 if TYPE_CHECKING:
     from actorflow.runtime._runtime import Runtime
@@ -77,6 +86,7 @@ ActorState = Literal[
     "waiting-retry",
     "retrying",
     "stuck",
+    "corrupt",
     "stopped",
 ]
 
@@ -120,6 +130,8 @@ class ActorHost:
         self.state: ActorState = "activating"
         self.current: str | None = None
         self.stuck: ActorflowError | None = None
+        #: Where its journal is damaged, once it is quarantined (state ``corrupt``).
+        self.damage: Damage | None = None
         #: Why the journal stopped this host, if it did (the runtime retries the actor).
         self.failure: JournalFailure | None = None
         #: Journal failures in a row before this host (for the runtime's backoff).
@@ -700,6 +712,8 @@ class ActorHost:
             self._retrying(failure)
         except NonDeterminismError as exc:
             self._stuck(exc)
+        except CorruptionError as exc:
+            _quarantine.quarantine(self, _quarantine.damage_of(exc))
         except Exception as exc:
             if self.failure is not None:  # a read failed after a write did
                 self._retrying(self.failure)

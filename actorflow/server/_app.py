@@ -31,7 +31,7 @@ from actorflow._errors import (
     UnknownActorError,
     UnknownHandlerError,
 )
-from actorflow.runtime import ACTOR_STATES, InvocationStatus, Runtime
+from actorflow.runtime import ACTOR_STATES, ActorCorruptError, InvocationStatus, Runtime
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
 from journal import JournalError, StorageError, StoreClosedError
@@ -128,6 +128,8 @@ def _translate(exc: Exception) -> ApiError:
         return ApiError(503, "journal_unavailable", f"{exc}; nothing was accepted, retry")
     if isinstance(exc, RuntimeClosedError):
         return ApiError(503, "shutting_down", str(exc))
+    if isinstance(exc, ActorCorruptError):
+        return ApiError(409, "actor_corrupt", str(exc))
     if isinstance(exc, ActorStuckError):
         return ApiError(409, "actor_stuck", str(exc))
     if isinstance(exc, ActorflowError | JournalError):
