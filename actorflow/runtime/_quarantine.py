@@ -7,20 +7,37 @@ position of the damage, and it refuses messages, events, cancellations and resul
 with `ActorCorruptError` (HTTP 409 ``actor_corrupt``) until it is repaired. Every other
 actor is recovered and served as usual.
 
-Quarantine is not stored anywhere: the journal is the truth, and each start finds the damage
-again until it is repaired.
+The operator then exports what can be read (`export`: the records as JSON lines, the damaged
+ones as their raw bytes) and either restores the journal from a backup or starts the actor
+afresh (`reset`: its streams deleted). Quarantine is not stored anywhere: the journal is the
+truth, and each start finds the damage again until it is repaired.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import msgspec
 
 from actorflow._errors import ActorStuckError
+from actorflow._events import (
+    ACTOR_CODEC,
+    IDEMPOTENCY_CODEC,
+    INBOX_CODEC,
+    OUTCOME_CODEC,
+    ActorSnapshot,
+    actor_stream,
+    idempotency_stream,
+    inbox_stream,
+    outcomes_stream,
+)
 from actorflow.runtime import _inspect
 from actorflow.runtime._inspect import JournalView
 from actorflow.runtime._status import Damage, QuarantinedStatus
-from journal import CorruptionError, Store
+from journal import Codec, CorruptionError, JournalError, Salvaged, Store
 
 if TYPE_CHECKING:
     from actorflow.runtime._host import ActorHost
@@ -93,3 +110,142 @@ async def view(store: Store, actor_id: str) -> JournalView | Damage:
         return await _inspect.view(store, actor_id)
     except CorruptionError as exc:
         return damage_of(exc)
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+class ExportedRecord(msgspec.Struct, frozen=True):
+    """One line of an export: a record (or the snapshot) of one of the actor's streams.
+
+    ``data`` is the payload as stored (base64 in JSON), so nothing is lost even where it
+    cannot be decoded; ``entry`` is what it decodes to, for reading, unless it is damaged
+    (``damage`` says how) or cannot be decoded (``decode_error`` says why).
+    """
+
+    stream: str
+    position: int
+    kind: Literal["record", "snapshot"]
+    type: str
+    global_position: int
+    damage: str | None
+    data: bytes
+    entry: Any = None
+    decode_error: str | None = None
+
+
+def actor_streams(actor_id: str) -> tuple[tuple[str, Codec[Any]], ...]:
+    """The streams that are the actor, with the codec of each."""
+    return (
+        (actor_stream(actor_id), ACTOR_CODEC),
+        (inbox_stream(actor_id), INBOX_CODEC),
+        (outcomes_stream(actor_id), OUTCOME_CODEC),
+    )
+
+
+async def claim_streams(store: Store, actor_id: str) -> list[str]:
+    """The actor's client idempotency key claims."""
+    return await store.list_streams(idempotency_stream(actor_id, ""))
+
+
+async def export(store: Store, actor_id: str) -> AsyncIterator[ExportedRecord]:
+    """Every record of the actor's streams (its journal, inbox, outcomes and idempotency
+    claims) and its checkpoint, as stored: damaged ones too, saying so."""
+    snapshot = await store.salvage_snapshot(actor_stream(actor_id))
+    if snapshot is not None:
+        entry, error = None, None
+        if snapshot.damage is None:
+            entry, error = _decoded(_CHECKPOINT, snapshot.data)
+        yield ExportedRecord(
+            snapshot.stream, snapshot.position, "snapshot", "", 0, snapshot.damage,
+            snapshot.data, entry, error,
+        )  # fmt: skip
+    streams = [*actor_streams(actor_id)]
+    streams += [(stream, IDEMPOTENCY_CODEC) for stream in await claim_streams(store, actor_id)]
+    for stream, codec in streams:
+        async for record in store.salvage(stream):
+            entry, error = None, None
+            if record.damage is None:
+                entry, error = _decoded(codec, record)
+            yield ExportedRecord(
+                record.stream, record.position, "record", record.type, record.global_position,
+                record.damage, record.data, entry, error,
+            )  # fmt: skip
+
+
+_CHECKPOINT = msgspec.msgpack.Decoder(ActorSnapshot)
+
+
+def _decoded(
+    decoder: Codec[Any] | msgspec.msgpack.Decoder[Any], stored: Salvaged | bytes
+) -> tuple[Any, str | None]:
+    """What a record (or a checkpoint's bytes) decodes to, as plain data; else why not."""
+    try:
+        if isinstance(stored, bytes):
+            assert isinstance(decoder, msgspec.msgpack.Decoder)
+            return plain(decoder.decode(stored)), None
+        assert isinstance(decoder, Codec)
+        value = decoder.decode_payload(stored.type, stored.data, stored.stream, stored.position)
+        return plain(value), None
+    except (JournalError, msgspec.DecodeError) as exc:
+        return None, str(exc)
+
+
+def plain(value: Any) -> Any:
+    """A decoded entry as plain data, its embedded MessagePack values decoded too."""
+    if isinstance(value, msgspec.Raw):
+        return plain(msgspec.msgpack.decode(value))
+    if isinstance(value, msgspec.Struct):
+        return {field: plain(getattr(value, field)) for field in value.__struct_fields__}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
+# -- reset ----------------------------------------------------------------------------------
+
+
+async def existing_streams(store: Store, actor_id: str) -> list[str]:
+    """The actor's streams that exist (what `reset` would delete)."""
+    named = [stream for stream, _ in actor_streams(actor_id)]
+    return [s for s in named if await _exists(store, s)] + await claim_streams(store, actor_id)
+
+
+async def reset(store: Store, actor_id: str) -> list[str]:
+    """Delete the actor's streams (journal and checkpoint, inbox, outcomes, idempotency key
+    claims), so that its next message starts it afresh; return the streams deleted.
+
+    The deletions are queued together, so a SQLite journal commits them in one transaction:
+    all or nothing. (Were they committed one by one and interrupted, a half-reset actor
+    could replay old messages, or skip new ones; the damaged streams go last, so that it
+    would still be quarantined, and resetting again finishes the job.)
+    """
+    found = await existing_streams(store, actor_id)
+    damaged = [stream for stream in found if await _damaged(store, stream)]
+    streams = [stream for stream in found if stream not in damaged] + damaged
+    deleted: dict[str, bool] = {}
+
+    async def delete(stream: str) -> None:
+        deleted[stream] = await store.delete_stream(stream)
+
+    async with anyio.create_task_group() as group:
+        for stream in streams:
+            group.start_soon(delete, stream)
+    return [stream for stream in streams if deleted[stream]]
+
+
+async def _exists(store: Store, stream: str) -> bool:
+    info = await store.stream_info(stream)
+    return bool(info.last_position or info.epoch)
+
+
+async def _damaged(store: Store, stream: str) -> bool:
+    snapshot = await store.salvage_snapshot(stream)
+    if snapshot is not None and snapshot.damage is not None:
+        return True
+    async for record in store.salvage(stream):
+        if record.damage is not None:
+            return True
+    return False

@@ -1,6 +1,6 @@
 """A damaged record takes down its actor, not the runtime: the actor is quarantined (status
 ``corrupt``, with the stream and position of the damage) and refuses all work, while every
-other actor recovers and goes on.
+other actor recovers and goes on. An operator exports what can be read and resets it.
 
 The damage is real: one byte of a stored record (or snapshot) flipped in the journal file,
 through a plain SQLite connection, so that it no longer matches its checksum.
@@ -24,6 +24,8 @@ from actorflow import (
     QuarantinedStatus,
     handler,
 )
+from actorflow.runtime import _quarantine
+from journal import SqliteStore
 from tests.runtime.support import eventually, reaches, running
 
 pytestmark = pytest.mark.anyio
@@ -164,3 +166,58 @@ async def test_damage_found_when_an_actor_is_activated_quarantines_it(db: pathli
         assert is_quarantined(status, "actor/Worker/p", position, "snapshot checksum mismatch")
         with pytest.raises(ActorCorruptError, match="snapshot checksum mismatch"):
             await actor.send(Worker.ping)
+
+
+async def test_an_operator_exports_a_damaged_actor_and_resets_it(db: pathlib.Path) -> None:
+    async with running(db, [Worker]) as rt:
+        actor = rt.ref(Worker, "e")
+        ping = await actor.options(idempotency_key="key-1").send(Worker.ping)
+        assert await rt.result(ping) == "pong"
+        await actor.send(Worker.work, 7)
+        await reaches(actor, "waiting-event")
+        await rt.ref(Worker, "bystander").send(Worker.ping)
+    position = flip_record(db, "actor/Worker/e")
+
+    async with await SqliteStore.open(db, read_only=True) as store:
+        lines = [line async for line in _quarantine.export(store, "Worker/e")]
+    streams = {(line.stream, line.kind) for line in lines}
+    assert streams == {
+        ("actor/Worker/e", "snapshot"),
+        ("actor/Worker/e", "record"),
+        ("inbox/Worker/e", "record"),
+        ("outcomes/Worker/e", "record"),
+        ("idempotency/Worker/e/key-1", "record"),
+    }
+    [bad] = [line for line in lines if line.damage is not None]
+    assert (bad.stream, bad.position) == ("actor/Worker/e", position)
+    assert bad.damage == "checksum mismatch"
+    assert bad.entry is None
+    assert bad.data  # the bytes as stored, for whoever repairs it by hand
+    good = [line for line in lines if line.damage is None]
+    assert all(line.entry is not None and line.decode_error is None for line in good)
+    [message] = [line for line in good if line.stream == "inbox/Worker/e" and line.position == 2]
+    assert message.entry["handler"] == "work"
+    assert message.entry["args"] == {"n": 7}
+
+    async with await SqliteStore.open(db) as store:
+        commits = store.stats.commits
+        deleted = await _quarantine.reset(store, "Worker/e")
+        assert store.stats.commits == commits + 1  # all or nothing
+        assert deleted == [  # the damaged stream last
+            "inbox/Worker/e",
+            "outcomes/Worker/e",
+            "idempotency/Worker/e/key-1",
+            "actor/Worker/e",
+        ]
+        assert await _quarantine.reset(store, "Worker/e") == []
+        assert await store.list_streams("inbox/") == ["inbox/Worker/bystander"]
+
+    async with running(db, [Worker]) as rt:  # afresh: no state, no history, no damage
+        actor = rt.ref(Worker, "e")
+        status = await actor.status()
+        assert (status.state, status.turns, type(status)) == ("idle", 0, type(status))
+        assert not isinstance(status, QuarantinedStatus)
+        again = await actor.options(idempotency_key="key-1").send(Worker.ping)
+        assert again != ping  # the key was forgotten with the rest
+        assert await rt.result(again) == "pong"
+        assert (await rt.store.verify()).ok
