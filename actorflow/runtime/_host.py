@@ -62,18 +62,11 @@ from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
 from actorflow.runtime import _quarantine
-from actorflow.runtime._status import Damage
-from journal import (
-    ConflictError,
-    CorruptionError,
-    FencingError,
-    StorageError,
-    StoreClosedError,
-    StreamAppend,
-)
+from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
     from actorflow.runtime._runtime import Runtime
+    from actorflow.runtime._status import Damage
 
 log = logging.getLogger("actorflow")
 
@@ -712,10 +705,10 @@ class ActorHost:
             self._retrying(failure)
         except NonDeterminismError as exc:
             self._stuck(exc)
-        except CorruptionError as exc:
-            _quarantine.quarantine(self, _quarantine.damage_of(exc))
         except Exception as exc:
-            if self.failure is not None:  # a read failed after a write did
+            if _quarantine.quarantine_if_damaged(self, exc):
+                pass
+            elif self.failure is not None:  # a read failed after a write did
                 self._retrying(self.failure)
             elif _transient(exc):
                 self._retrying(JournalFailure(self.actor_id, exc))

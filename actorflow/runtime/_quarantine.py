@@ -41,6 +41,7 @@ from journal import Codec, CorruptionError, JournalError, Salvaged, Store
 
 if TYPE_CHECKING:
     from actorflow.runtime._host import ActorHost
+    from actorflow.runtime._runtime import Runtime
 
 log = logging.getLogger("actorflow")
 
@@ -104,12 +105,28 @@ def status(host: ActorHost) -> QuarantinedStatus:
     )
 
 
-async def view(store: Store, actor_id: str) -> JournalView | Damage:
-    """What the journal says of the actor (see `_inspect.view`), or where it is damaged."""
+def quarantine_if_damaged(host: ActorHost, exc: Exception) -> bool:
+    """Quarantine ``host``'s actor if ``exc`` says its journal is damaged; whether it did."""
+    if not isinstance(exc, CorruptionError):
+        return False
+    quarantine(host, damage_of(exc))
+    return True
+
+
+async def view(runtime: Runtime, actor_id: str) -> JournalView:
+    """What the journal says of the actor, for recovery (see `_inspect.view`). If its
+    journal is damaged, the actor is quarantined: hosted, ``corrupt``, never activated
+    (so it has no work to recover)."""
     try:
-        return await _inspect.view(store, actor_id)
+        return await _inspect.view(runtime.store, actor_id)
     except CorruptionError as exc:
-        return damage_of(exc)
+        from actorflow.runtime._host import ActorHost  # (_host imports this module)
+
+        type_name, _, key = actor_id.partition("/")
+        host = ActorHost(runtime, runtime.actor_types[type_name], key)
+        runtime._hosts[actor_id] = host
+        quarantine(host, damage_of(exc))
+        return JournalView()
 
 
 # -- export ---------------------------------------------------------------------------------

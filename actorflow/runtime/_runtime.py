@@ -53,7 +53,6 @@ from actorflow.runtime._host import ActorHost
 from actorflow.runtime._status import (
     ACTOR_STATES,
     ActorStatus,
-    Damage,
     InvocationStatus,
     JournalEntry,
     ShutdownReport,
@@ -259,19 +258,12 @@ class Runtime:
         return ShutdownReport(len(running), abandoned=abandoned, seconds=seconds, **outcome)
 
     async def recover(self) -> int:
-        """Activate every actor with an unfinished turn or unprocessed messages; quarantine
-        those whose journals are damaged (status ``corrupt``)."""
+        """Activate every actor with unfinished work; quarantine any whose journal is damaged."""
         count = 0
         for inbox in await self.store.list_streams("inbox/"):
             actor_id = inbox.removeprefix("inbox/")
-            type_name, _, key = actor_id.partition("/")
-            if type_name not in self._types:
-                continue
-            found = await _quarantine.view(self.store, actor_id)
-            if isinstance(found, Damage):
-                self._hosts[actor_id] = ActorHost(self, self._types[type_name], key)
-                _quarantine.quarantine(self._hosts[actor_id], found)
-            elif found.has_work:
+            type_name = actor_id.partition("/")[0]
+            if type_name in self._types and (await _quarantine.view(self, actor_id)).has_work:
                 self._activate(actor_id)
                 count += 1
         self.metrics.recovered += count
