@@ -47,11 +47,14 @@ from actorflow._errors import TurnCancelled as TurnCancelled
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
 from actorflow.runtime._handle import ActorHandle as ActorHandle
+from actorflow.runtime._quarantine import ActorCorruptError as ActorCorruptError
 from actorflow.runtime._runtime import Runtime as Runtime
 from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
 from actorflow.runtime._status import ActorStatus as ActorStatus
+from actorflow.runtime._status import Damage as Damage
 from actorflow.runtime._status import InvocationStatus as InvocationStatus
 from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import QuarantinedStatus as QuarantinedStatus
 from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
 __version__ = "0.1.0"
@@ -60,6 +63,7 @@ __all__ = [
     "ACTOR_STATES",
     "NO_RETRY",
     "Actor",
+    "ActorCorruptError",
     "ActorDefinitionError",
     "ActorHandle",
     "ActorRef",
@@ -69,6 +73,7 @@ __all__ = [
     "Client",
     "CompensationFailed",
     "ContextMisuseError",
+    "Damage",
     "ClientError",
     "Clock",
     "Context",
@@ -84,6 +89,7 @@ __all__ = [
     "JournalFailure",
     "ManualClock",
     "MessageTooLarge",
+    "QuarantinedStatus",
     "NonDeterminismError",
     "RemoteActor",
     "Retry",

@@ -21,11 +21,14 @@ from journal._errors import StorageFullError as StorageFullError
 from journal._errors import StoreClosedError as StoreClosedError
 from journal._errors import StoreConfigurationError as StoreConfigurationError
 from journal._errors import StoreLockedError as StoreLockedError
+from journal._errors import StoreReadOnlyError as StoreReadOnlyError
 from journal._memory import MemoryStore as MemoryStore
 from journal._records import Appended as Appended
 from journal._records import NewRecord as NewRecord
 from journal._records import Problem as Problem
 from journal._records import Record as Record
+from journal._records import Salvaged as Salvaged
+from journal._records import SalvagedSnapshot as SalvagedSnapshot
 from journal._records import Snapshot as Snapshot
 from journal._records import StreamAppend as StreamAppend
 from journal._records import StreamInfo as StreamInfo
@@ -53,6 +56,8 @@ __all__ = [
     "Problem",
     "Record",
     "RecordTooLargeError",
+    "Salvaged",
+    "SalvagedSnapshot",
     "SchemaVersionError",
     "Snapshot",
     "SnapshotError",
@@ -63,6 +68,7 @@ __all__ = [
     "StoreClosedError",
     "StoreConfigurationError",
     "StoreLockedError",
+    "StoreReadOnlyError",
     "StreamAppend",
     "StreamInfo",
     "VerifyReport",

@@ -104,6 +104,10 @@ class StoreLockedError(JournalError):
     """Another process holds the journal file open for writing."""
 
 
+class StoreReadOnlyError(JournalError):
+    """A write was asked of a store opened read-only; nothing was written."""
+
+
 class StorageError(JournalError):
     """The database failed underneath a write or read; the write was rolled back."""
 

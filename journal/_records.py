@@ -68,6 +68,31 @@ class Snapshot(msgspec.Struct, frozen=True):
     data: bytes
 
 
+class Salvaged(msgspec.Struct, frozen=True, gc=False):
+    """A stored record read back without trusting it (see `Store.salvage`).
+
+    ``damage`` says why its bytes do not match their checksum, or is None when they do:
+    a record with damage holds whatever the file holds, which may be wrong in any byte.
+    """
+
+    stream: str
+    position: int
+    global_position: int
+    type: str
+    data: bytes
+    damage: str | None = None
+
+
+class SalvagedSnapshot(msgspec.Struct, frozen=True):
+    """A stream's snapshot read back without trusting it (see `Store.salvage_snapshot`);
+    ``damage`` as in `Salvaged`."""
+
+    stream: str
+    position: int
+    data: bytes
+    damage: str | None = None
+
+
 class Problem(msgspec.Struct, frozen=True):
     """One integrity problem that `Store.verify` found."""
 

@@ -27,6 +27,7 @@ from journal._errors import (
     CorruptionError,
     JournalError,
     StoreClosedError,
+    StoreReadOnlyError,
 )
 from journal._file_lock import FileLock
 from journal._records import (
@@ -34,6 +35,8 @@ from journal._records import (
     Appended,
     NewRecord,
     Record,
+    Salvaged,
+    SalvagedSnapshot,
     Snapshot,
     StreamAppend,
     StreamInfo,
@@ -43,14 +46,22 @@ from journal._records import (
     head_crc,
     snapshot_checksum,
 )
-from journal._sqlite_reads import global_page, stream_page, verify_all
+from journal._sqlite_reads import (
+    global_page,
+    salvage_page,
+    salvage_snapshot,
+    stream_page,
+    verify_all,
+)
 from journal._sqlite_schema import (
     DELETE_STREAM,
     HIGH_WATER,
     ROW_VALUES,
+    check_readable,
     chunk_sizes,
     insert_records,
     prepare,
+    read_only_uri,
     translate,
 )
 from journal._store import DEFAULT_MAX_RECORD_BYTES, Durability, StoreBase, check_position
@@ -152,7 +163,8 @@ class SqliteStore(StoreBase):
     Open it with ``await SqliteStore.open(path)`` and close it with ``await store.close()``
     (or ``async with``). ``durability="full"`` (the default) syncs every commit, so an
     acknowledged append survives a power loss; ``"normal"`` survives a process crash but may
-    lose the last commits on power loss. One process at a time may open a file.
+    lose the last commits on power loss. One store at a time may open a file for writing;
+    ``read_only=True`` opens it for reading beside that writer.
     """
 
     _loop: asyncio.AbstractEventLoop  # set by `open`
@@ -166,6 +178,7 @@ class SqliteStore(StoreBase):
         durability: Durability = "full",
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         cached_streams: int = DEFAULT_CACHED_STREAMS,
+        read_only: bool = False,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
@@ -174,6 +187,8 @@ class SqliteStore(StoreBase):
         self.cached_streams = cached_streams
         self._path = os.fspath(path)
         self.durability: Durability = durability
+        #: Opened with ``read_only=True``: reads only, beside whichever writer has the file.
+        self.read_only = read_only
         self.max_record_bytes = max_record_bytes
         self.stats = CommitStats()
         self._states: dict[str, StreamState] = {}
@@ -198,6 +213,7 @@ class SqliteStore(StoreBase):
         max_bytes: int | None = None,
         readers: int = 2,
         cached_streams: int = DEFAULT_CACHED_STREAMS,
+        read_only: bool = False,
     ) -> SqliteStore:
         """Open (creating if needed) the journal file at ``path``.
 
@@ -206,15 +222,24 @@ class SqliteStore(StoreBase):
         ``cached_streams`` bounds how many streams' positions and epochs the writer keeps in
         memory (those cached longest are dropped, and read back from the file when next
         written).
+
+        ``read_only=True`` opens an existing journal for reading only: no lock is taken
+        (it reads beside a server that has the file open for writing, through SQLite's
+        WAL), nothing in the file is created, upgraded or changed, and every write raises
+        `StoreReadOnlyError`.
         """
         self = cls(
             path,
             durability=durability,
             max_record_bytes=max_record_bytes,
             cached_streams=cached_streams,
+            read_only=read_only,
         )
         self._loop = asyncio.get_running_loop()
         try:
+            if read_only:
+                await self._connect_read_only(readers)
+                return self
             await self._connect(durability, max_bytes, readers)
         except BaseException:
             await self._release()
@@ -239,16 +264,30 @@ class SqliteStore(StoreBase):
             self._next_global = await _on_thread(self._writer, setup) + 1
         except sqlite3.Error as exc:
             raise translate(exc, self._path, "opening the journal") from exc
+        await self._connect_readers(self._path, readers, uri=False)
+
+    async def _connect_read_only(self, readers: int) -> None:
+        await self._connect_readers(read_only_uri(self._path), readers, uri=True)
+        check = partial(check_readable, path=self._path)
+        self.identity = await self._read(check, "opening the journal read-only")
+
+    async def _connect_readers(self, target: str, readers: int, *, uri: bool) -> None:
         for _ in range(max(1, readers)):
-            reader = await aiosqlite.connect(self._path, isolation_level=None)
-            await reader.execute("PRAGMA query_only = 1")
+            reader = await aiosqlite.connect(target, isolation_level=None, uri=uri)
             self._all_readers.append(reader)
             self._readers.put_nowait(reader)
+            await reader.execute("PRAGMA query_only = 1")
 
     # -- writes ---------------------------------------------------------------------------
 
     def _enqueue(self, op: Callable[[Any, _Transaction], Any], arg: Any) -> asyncio.Future[Any]:
         """Queue a write for the next commit; its future gets the outcome."""
+        if self.read_only:
+            raise StoreReadOnlyError(
+                f"{self._path} was opened read-only (SqliteStore.open(..., read_only=True)); "
+                f"nothing was written. Open it without read_only= to write (one writer at "
+                f"a time may)."
+            )
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending.append((op, arg, future))
         self._wakeup.set()
@@ -627,6 +666,26 @@ class SqliteStore(StoreBase):
             raise CorruptionError(stream, position, "snapshot checksum mismatch")
         return Snapshot(stream, position, data)
 
+    async def salvage(self, stream: str, from_position: int = 1) -> AsyncIterator[Salvaged]:
+        """Iterate over ``stream``'s stored records in order, damaged ones included, each
+        with its ``damage`` said (None when its checksum matches); pages are bounded as
+        `read_batches`' are."""
+        check_position(stream, "from_position", from_position, 1)
+        doing = f"salvaging stream {stream!r}"
+        while True:
+            page = await self._read(partial(salvage_page, stream, start=from_position), doing)
+            if not page:
+                return
+            for record in page:
+                yield record
+            from_position = page[-1].position + 1
+
+    async def salvage_snapshot(self, stream: str) -> SalvagedSnapshot | None:
+        """The latest snapshot of ``stream`` as stored, damaged or not; None if none."""
+        check_stream_name(stream)
+        doing = f"salvaging the snapshot of {stream!r}"
+        return await self._read(partial(salvage_snapshot, stream), doing)
+
     async def verify(self) -> VerifyReport:
         """Check every record's checksum, every stream's gapless positions, every snapshot,
         and SQLite's own structure; report every problem found."""
@@ -655,7 +714,7 @@ class SqliteStore(StoreBase):
         self._lock.release()
 
     def _check_open(self) -> None:
-        if self._closed or self._writer_task is None:
+        if self._closed or (self._writer_task is None and not self.read_only):
             raise StoreClosedError(f"SqliteStore({self._path!r})")
 
 

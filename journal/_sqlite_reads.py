@@ -12,6 +12,8 @@ from journal._records import (
     POSITION_MIX,
     Problem,
     Record,
+    Salvaged,
+    SalvagedSnapshot,
     VerifyReport,
     checksum,
     head_crc,
@@ -76,6 +78,37 @@ def global_page(conn: sqlite3.Connection, start: int) -> _Page:
         if room < 0:
             return out, None, True
     return out, None, len(out) == READ_BATCH
+
+
+def salvage_page(stream: str, conn: sqlite3.Connection, *, start: int) -> list[Salvaged]:
+    """One page of a stream as stored, each record's checksum checked and reported, not
+    enforced (bounded like `stream_page`)."""
+    out: list[Salvaged] = []
+    room = READ_BYTES
+    for position, global_position, kind, data, stored in conn.execute(
+        _STREAM_PAGE, (stream, start)
+    ):
+        intact = checksum(stream, position, kind, data) == stored
+        damage = None if intact else "checksum mismatch"
+        out.append(Salvaged(stream, position, global_position, kind, data, damage))
+        room -= len(data)
+        if room < 0:
+            break
+    return out
+
+
+def salvage_snapshot(stream: str, conn: sqlite3.Connection) -> SalvagedSnapshot | None:
+    """A stream's snapshot as stored, its checksum checked and reported, not enforced."""
+    row: tuple[int, bytes, int] | None = conn.execute(
+        "SELECT position, data, checksum FROM snapshots "
+        "WHERE stream_id = (SELECT id FROM streams WHERE name = ?)",
+        (stream,),
+    ).fetchone()
+    if row is None:
+        return None
+    position, data, stored = row
+    intact = snapshot_checksum(stream, position, data) == stored
+    return SalvagedSnapshot(stream, position, data, None if intact else "checksum mismatch")
 
 
 def verify_all(conn: sqlite3.Connection) -> VerifyReport:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from typing import Literal
 
@@ -155,6 +157,35 @@ def prepare(conn: sqlite3.Connection, path: str, durability: Literal["full", "no
         raise StoreConfigurationError(
             f"{path}: SQLite did not apply synchronous={wanted} (it reports {got}); "
             f"refusing to run with weaker durability than {durability!r} promises."
+        )
+    return _identity(conn, path)
+
+
+def read_only_uri(path: str) -> str:
+    """The URI that opens the journal at ``path`` for reading only (``mode=ro``: SQLite
+    never writes the file itself, and still shares the WAL index with the writer)."""
+    if not os.path.isfile(path):
+        raise StorageError(
+            f"{path}: no journal file there to read; check the path (actorflow serve "
+            f"--journal names the file it writes)"
+        )
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+
+
+def check_readable(conn: sqlite3.Connection, path: str) -> str:
+    """For a read-only open: check the file is a journal of this schema, changing nothing;
+    return its identity."""
+    version = _version(conn, path)
+    if version == 0:
+        raise SchemaVersionError(
+            f"{path} holds no journal (it is empty); a read-only open creates nothing. "
+            f"Check the path (actorflow serve --journal names the file it writes)."
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} was written by an older journal schema (version {version}); a "
+            f"read-only open does not upgrade it. Open it once for writing (start "
+            f"actorflow serve on it) to upgrade it, then read it."
         )
     return _identity(conn, path)
 

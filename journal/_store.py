@@ -12,6 +12,8 @@ from journal._records import (
     Appended,
     NewRecord,
     Record,
+    Salvaged,
+    SalvagedSnapshot,
     Snapshot,
     StreamAppend,
     StreamInfo,
@@ -120,6 +122,19 @@ class Store(Protocol):
 
     async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
         """Remove ``stream`` whole (records, snapshot, epoch); return whether it existed."""
+        ...
+
+    def salvage(self, stream: str, from_position: int = 1) -> AsyncIterator[Salvaged]:
+        """Iterate over ``stream``'s stored records in order, damaged ones included.
+
+        Unlike `read`, a record whose checksum does not match is not an error: it comes
+        back as stored, with its ``damage`` said. For getting what can be got out of a
+        damaged stream; never for replay, which must only see verified records.
+        """
+        ...
+
+    async def salvage_snapshot(self, stream: str) -> SalvagedSnapshot | None:
+        """The latest snapshot of ``stream`` as stored, damaged or not; None if none."""
         ...
 
     async def verify(self) -> VerifyReport:

@@ -7,24 +7,32 @@ runtime reports.
 - `_host`: `ActorHost`, one activated actor: its journal writer, inbox, checkpoint and turn
   loop (it hosts the `replay` core's turns).
 - `_inspect`: reading an actor's journal from outside it (status, invocations).
+- `_quarantine`: actors whose journals are damaged (status ``corrupt``): refusing their
+  work, exporting what can be read, resetting them.
 - `_idempotency`: client idempotency keys and their retention.
 - `_status`: the records the runtime reports (`ActorStatus`, `InvocationStatus`, ...).
 """
 
 from actorflow.runtime._handle import ActorHandle as ActorHandle
+from actorflow.runtime._quarantine import ActorCorruptError as ActorCorruptError
 from actorflow.runtime._runtime import Runtime as Runtime
 from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
 from actorflow.runtime._status import ActorStatus as ActorStatus
+from actorflow.runtime._status import Damage as Damage
 from actorflow.runtime._status import InvocationStatus as InvocationStatus
 from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import QuarantinedStatus as QuarantinedStatus
 from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
 __all__ = [
     "ACTOR_STATES",
+    "ActorCorruptError",
     "ActorHandle",
     "ActorStatus",
+    "Damage",
     "InvocationStatus",
     "JournalEntry",
+    "QuarantinedStatus",
     "Runtime",
     "ShutdownReport",
 ]

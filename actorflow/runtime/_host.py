@@ -61,11 +61,12 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from actorflow.runtime import _inspect
+from actorflow.runtime import _inspect, _quarantine
 from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
     from actorflow.runtime._runtime import Runtime
+    from actorflow.runtime._status import Damage
 
 log = logging.getLogger("actorflow")
 
@@ -78,6 +79,7 @@ ActorState = Literal[
     "waiting-retry",
     "retrying",
     "stuck",
+    "corrupt",
     "stopped",
 ]
 
@@ -137,6 +139,8 @@ class ActorHost:
         self.state: ActorState = "activating"
         self.current: str | None = None
         self.stuck: ActorflowError | None = None
+        #: Where its journal is damaged, once it is quarantined (state ``corrupt``).
+        self.damage: Damage | None = None
         #: Why the journal stopped this host, if it did (the runtime retries the actor).
         self.failure: JournalFailure | None = None
         #: Journal failures in a row before this host (for the runtime's backoff).
@@ -736,7 +740,9 @@ class ActorHost:
         except NonDeterminismError as exc:
             self._stuck(exc)
         except Exception as exc:
-            if self.failure is not None:  # a read failed after a write did
+            if _quarantine.quarantine_if_damaged(self, exc):
+                pass
+            elif self.failure is not None:  # a read failed after a write did
                 self._retrying(self.failure)
             elif _transient(exc):
                 self._retrying(JournalFailure(self.actor_id, exc))

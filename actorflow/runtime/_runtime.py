@@ -50,7 +50,7 @@ from actorflow._events import (
 )
 from actorflow._metrics import Metrics
 from actorflow._values import decoder_for, encode
-from actorflow.runtime import _idempotency, _inspect
+from actorflow.runtime import _idempotency, _inspect, _quarantine
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
 from actorflow.runtime._status import (
@@ -262,12 +262,12 @@ class Runtime:
         return ShutdownReport(len(running), abandoned=abandoned, seconds=seconds, **outcome)
 
     async def recover(self) -> int:
-        """Activate every actor with an unfinished turn or unprocessed messages."""
+        """Activate every actor with unfinished work; quarantine any whose journal is damaged."""
         count = 0
         for inbox in await self.store.list_streams("inbox/"):
             actor_id = inbox.removeprefix("inbox/")
             type_name = actor_id.partition("/")[0]
-            if type_name in self._types and (await _inspect.view(self.store, actor_id)).has_work:
+            if type_name in self._types and (await _quarantine.view(self, actor_id)).has_work:
                 self._activate(actor_id)
                 count += 1
         self.metrics.recovered += count
@@ -301,7 +301,7 @@ class Runtime:
             if self._hosts.get(host.actor_id) is host:
                 if host.state == "retrying" and self._running and self._group is not None:
                     self._group.start_soon(self._retry_later, host)
-                elif host.state not in ("stuck", "retrying"):
+                elif host.state not in ("stuck", "retrying", "corrupt"):
                     del self._hosts[host.actor_id]
                     if host.notified_late and self._running:
                         self._activate(host.actor_id)
@@ -328,10 +328,8 @@ class Runtime:
 
     def _refuse_if_stuck(self, actor_id: str) -> None:
         host = self._hosts.get(actor_id)
-        if host is not None and host.state == "stuck":
-            raise ActorStuckError(
-                f"actor {actor_id} is stuck and accepts nothing until it is fixed: {host.stuck}"
-            )
+        if host is not None and host.state in ("stuck", "corrupt"):
+            raise _quarantine.refusal(host)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -665,6 +663,8 @@ class Runtime:
         """
         actor_id = self._actor_of(invocation)
         host = self._hosts.get(actor_id)
+        if host is not None and host.state == "corrupt":  # its journal cannot be read
+            raise _quarantine.refusal(host)
         if host is not None and host.activated.is_set():
             known = self._in_memory(host, invocation)
             if known is None and host.notified():  # just sent, not read by the actor yet
@@ -733,6 +733,8 @@ class Runtime:
     async def status(self, target: ActorRef) -> ActorStatus:
         """What the actor is doing (see `ActorStatus`); the same in memory or not."""
         host = self._hosts.get(target.id)
+        if host is not None and host.damage is not None:
+            return _quarantine.status(host)
         if host is not None and host.activated.is_set():
             error = host.stuck or host.failure
             return ActorStatus(

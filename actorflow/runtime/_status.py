@@ -15,6 +15,7 @@ ACTOR_STATES = (
     "waiting-retry",
     "retrying",
     "stuck",
+    "corrupt",
     "pending",
 )
 
@@ -49,6 +50,15 @@ class InvocationStatus(msgspec.Struct, frozen=True):
     retryable: bool = False
 
 
+class Damage(msgspec.Struct, frozen=True):
+    """Where an actor's journal is damaged: the stream, the position of the record (or
+    snapshot) that fails its checksum, and what is wrong with it."""
+
+    stream: str
+    position: int
+    detail: str
+
+
 class ActorStatus(msgspec.Struct, frozen=True):
     """What an actor is doing. ``state`` is one of:
 
@@ -58,6 +68,8 @@ class ActorStatus(msgspec.Struct, frozen=True):
     - ``retrying``: the journal failed under it (see ``error``); it is re-activated
       after a pause, and replays from what the journal holds;
     - ``stuck``: it cannot go on until its code or journal is fixed (see ``error``);
+    - ``corrupt``: its journal is damaged; it is quarantined, and refuses all work until
+      an operator repairs it (see ``error``, and `QuarantinedStatus`);
     - ``pending``: work is journaled but the actor is not active in this process.
 
     ``turns`` counts its turns; ``attention`` lists recent invocations whose
@@ -70,6 +82,13 @@ class ActorStatus(msgspec.Struct, frozen=True):
     turns: int
     error: str | None = None
     attention: list[str] = []
+
+
+class QuarantinedStatus(ActorStatus, frozen=True):
+    """The status of a quarantined actor (``state`` ``corrupt``): also where its journal
+    is damaged (the stream and position of the record that fails its checksum)."""
+
+    damage: Damage | None = None
 
 
 class JournalEntry(msgspec.Struct, frozen=True):

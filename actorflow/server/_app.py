@@ -7,6 +7,7 @@ that fits; bad input is refused before anything is accepted.
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -35,13 +36,15 @@ from actorflow._errors import (
     UnknownActorError,
     UnknownHandlerError,
 )
-from actorflow.runtime import ACTOR_STATES, InvocationStatus, Runtime
+from actorflow.runtime import ACTOR_STATES, ActorCorruptError, InvocationStatus, Runtime
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
 from actorflow.server._responses import ApiError, error_response, json_response
-from journal import JournalError, StorageError, StoreClosedError
+from journal import CorruptionError, JournalError, StorageError, StoreClosedError
+
+log = logging.getLogger("actorflow.server")
 
 API = "/v1"
 #: Longest a send may wait for its result before answering 202.
@@ -128,6 +131,15 @@ def _translate(exc: Exception) -> ApiError:
         return ApiError(503, "journal_unavailable", f"{exc}; nothing was accepted, retry")
     if isinstance(exc, RuntimeClosedError):
         return ApiError(503, "shutting_down", str(exc))
+    if isinstance(exc, ActorCorruptError):
+        return ApiError(409, "actor_corrupt", str(exc))
+    if isinstance(exc, CorruptionError):  # reading a damaged actor's journal or invocations
+        return ApiError(
+            409,
+            "actor_corrupt",
+            f'{exc} Export what is readable with `actorflow export ACTOR`; see "A damaged '
+            f'journal" in docs/actors.md.',
+        )
     if isinstance(exc, ActorStuckError):
         return ApiError(409, "actor_stuck", str(exc))
     if isinstance(exc, ActorflowError | JournalError):
@@ -255,13 +267,17 @@ async def send(request: Request, state: ServerState) -> Response:
         deadline=deadline,
     )
     location = {"Location": _invocation_url(invocation)}
+    queued = InvocationStatus(invocation, invocation.rpartition("#")[0], "queued")
     if not wait and idempotency_key is None:  # accepted durably: all the answer need say
-        actor = invocation.rpartition("#")[0]
-        return json_response(InvocationStatus(invocation, actor, "queued"), 202, location)
-    if wait:
-        with anyio.move_on_after(wait):
-            await _result_or_shutdown(state, invocation)
-    status = await state.runtime.invocation(invocation)  # a retry may find it finished
+        return json_response(queued, 202, location)
+    try:
+        if wait:
+            with anyio.move_on_after(wait):
+                await _result_or_shutdown(state, invocation)
+        status = await state.runtime.invocation(invocation)  # a retry may find it finished
+    except Exception as exc:  # accepted durably all the same: a 4xx/5xx would invite a resend
+        log.warning("invocation %s was accepted; looking at it then failed: %s", invocation, exc)
+        return json_response(queued, 202, location)
     code = 200 if status is not None and status.state not in ("queued", "running") else 202
     return json_response(status, code, location)
 

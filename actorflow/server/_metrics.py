@@ -19,6 +19,11 @@ def render_metrics(runtime: Runtime, requests: int) -> str:
         *counter("actorflow_http_requests_total", "HTTP requests served.", requests),
         *gauge("actorflow_actors_active", "Actors in memory.", len(states)),
         *gauge("actorflow_actors_stuck", "Actors stuck.", states.count("stuck")),
+        *gauge(
+            "actorflow_actors_corrupt",
+            "Actors quarantined because their journal is damaged.",
+            states.count("corrupt"),
+        ),
         *metrics.turn_seconds.render("actorflow_turn_duration_seconds", "Wall time of live turns."),
     ]
     stats = getattr(runtime.store, "stats", None)

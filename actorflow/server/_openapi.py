@@ -29,6 +29,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "unknown_invocation": (404, "no such invocation was accepted"),
     "not_found": (404, "no such endpoint"),
     "actor_stuck": (409, "the actor is stuck (with its error)"),
+    "actor_corrupt": (
+        409,
+        "the actor is quarantined: its journal is damaged (where, and what to do)",
+    ),
     "not_retryable": (409, "the invocation cannot be retried"),
     "body_too_large": (413, "a body over --max-body-bytes"),
     "message_too_large": (413, "a message or event over the journal's record limit"),
@@ -47,7 +51,7 @@ _HEALTH = ("ambiguous_framing", "origin_not_allowed")
 _SERVED = (*_HEALTH, "invalid_host", "host_not_allowed", "unauthorized", "starting",
            "shutting_down")  # fmt: skip
 #: ... and, beyond those, any endpoint of an actor.
-_ACTOR = ("invalid_message", "unknown_actor_type", "journal_unavailable")
+_ACTOR = ("invalid_message", "unknown_actor_type", "journal_unavailable", "actor_corrupt")
 _BODY = ("malformed_json", "body_too_large", "message_too_large", "unsupported_media_type")
 #: Headers an answer of this status carries.
 _HEADERS = {

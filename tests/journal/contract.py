@@ -30,6 +30,8 @@ from journal import (
     NewRecord,
     Record,
     RecordTooLargeError,
+    Salvaged,
+    SalvagedSnapshot,
     Snapshot,
     SnapshotError,
     Store,
@@ -61,6 +63,11 @@ async def read_all_list(store: Store, from_global_position: int = 1) -> list[Rec
     return [r async for r in store.read_all(from_global_position)]
 
 
+async def salvage_list(store: Store, stream: str, from_position: int = 1) -> list[Salvaged]:
+    """Every record ``store.salvage`` yields."""
+    return [r async for r in store.salvage(stream, from_position)]
+
+
 def positions(records: list[Record]) -> list[int]:
     return [r.position for r in records]
 
@@ -82,6 +89,8 @@ STREAM_CALLS: dict[str, StreamCall] = {
     "claim": lambda store, name: store.claim(name),
     "save_snapshot": lambda store, name: store.save_snapshot(name, 1, b"state"),
     "load_snapshot": lambda store, name: store.load_snapshot(name),
+    "salvage": lambda store, name: salvage_list(store, name),
+    "salvage_snapshot": lambda store, name: store.salvage_snapshot(name),
     "truncate": lambda store, name: store.truncate(name, 0),
     "delete_stream": lambda store, name: store.delete_stream(name),
 }
@@ -1126,6 +1135,25 @@ class StoreContract:
 
         assert report.ok
         assert report.records == 0
+
+    # -- salvage --------------------------------------------------------------------------
+
+    async def test_salvage_of_intact_records_gives_what_read_gives(self, store: Store) -> None:
+        await store.append("s", numbered("s", 1, 5))
+        await store.append("other", numbered("other", 1, 1))
+        await store.save_snapshot("s", 2, b"state")
+        await store.truncate("s", 2)
+
+        read = await read_list(store, "s")
+        salvaged = await salvage_list(store, "s")
+        assert [
+            Record(r.stream, r.position, r.global_position, r.type, r.data) for r in salvaged
+        ] == read
+        assert [r.damage for r in salvaged] == [None, None, None]
+        assert [r.position for r in await salvage_list(store, "s", 4)] == [4, 5]
+        assert await salvage_list(store, "never") == []
+        assert await store.salvage_snapshot("s") == SalvagedSnapshot("s", 2, b"state")
+        assert await store.salvage_snapshot("other") is None
 
     # -- closing --------------------------------------------------------------------------
 

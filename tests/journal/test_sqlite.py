@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from unittest import mock
 
 import anyio
 import anyio.to_thread
@@ -27,17 +28,21 @@ from journal import (
     NewRecord,
     Problem,
     Record,
+    Salvaged,
     SchemaVersionError,
     Snapshot,
     SnapshotError,
     SqliteStore,
     StorageError,
     StorageFullError,
+    StoreClosedError,
     StoreConfigurationError,
     StoreLockedError,
+    StoreReadOnlyError,
     StreamAppend,
     StreamInfo,
 )
+from journal._file_lock import WRITER_BYTE, FileLock
 from journal._records import checksum, snapshot_checksum
 from journal._sqlite import WAKE_SLICE, _Transaction
 from journal._sqlite_schema import DELETE_STREAM
@@ -527,6 +532,184 @@ async def test_a_hard_link_to_a_file_open_in_another_process_is_refused(
         await store.close()
 
 
+def delete_lock_file(path: pathlib.Path) -> None:
+    pathlib.Path(f"{path}.lock").unlink()
+
+
+def delete_side_files(path: pathlib.Path) -> list[str]:
+    """Delete every file beside the journal whose name extends the journal's (its lock
+    file, write-ahead log and shared index); the names deleted."""
+    gone = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
+    gone += sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "-"))
+    for name in gone:
+        (path.parent / name).unlink()
+    return gone
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+@pytest.mark.parametrize("where", ["this process", "another process"])
+async def test_deleting_the_lock_file_does_not_let_a_second_writer_in(
+    path: pathlib.Path, where: str
+) -> None:
+    """The lock is on the journal file itself: the `.lock` file beside it (which older
+    versions relied on, and a clean-up of "stale" lock files deletes) decides nothing."""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", one(b"1"))
+        delete_lock_file(path)
+
+        if where == "this process":
+            with pytest.raises(StoreLockedError, match="open for writing elsewhere"):
+                await SqliteStore.open(path)
+        else:
+            opened = await anyio.to_thread.run_sync(try_open_in_another_process, str(path))
+            assert opened == "StoreLockedError"
+        await store.append("s", one(b"2"))  # the owner goes on, and reads what it wrote
+        assert [r.data for r in await read_list(store, "s")] == [b"1", b"2"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_deleting_every_side_file_does_not_let_a_second_writer_in(
+    path: pathlib.Path,
+) -> None:
+    """Not even the write-ahead log and its index. (Deleting those loses what they hold;
+    SQLite then refuses to go on with the store, with a "disk I/O error": it is the lock
+    that is checked here, not the wisdom of deleting them.)"""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", one(b"1"))
+        gone = delete_side_files(path)
+        assert gone == ["journal.db.lock", "journal.db-shm", "journal.db-wal"]
+
+        opened = await anyio.to_thread.run_sync(try_open_in_another_process, str(path))
+        assert opened == "StoreLockedError"
+        with pytest.raises(StoreLockedError):
+            await SqliteStore.open(path)
+    finally:
+        await store.close()
+
+
+PROBE_LOCKS = """
+import ctypes, fcntl, os, sys
+
+class Flock(ctypes.Structure):
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short),
+                ("l_start", ctypes.c_int64), ("l_len", ctypes.c_int64), ("l_pid", ctypes.c_int)]
+
+fd = os.open(sys.argv[1], os.O_RDWR)
+for start, length in [(0x40000002, 510), (int(sys.argv[2]), 1)]:
+    asked = bytes(Flock(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+    found = Flock.from_buffer_copy(fcntl.fcntl(fd, fcntl.F_GETLK, asked))
+    print("held" if found.l_type != fcntl.F_UNLCK else "free")
+"""
+
+
+def locks_seen_from_outside(path: pathlib.Path) -> tuple[str, str]:
+    """From another process: whether SQLite's shared lock bytes of the journal file are
+    locked (a WAL connection holds them while it is open), and whether the writer's byte
+    is."""
+    child = subprocess.run(
+        [sys.executable, "-c", PROBE_LOCKS, str(path), str(WRITER_BYTE)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    shared, writer = child.stdout.decode().split()
+    return shared, writer
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["asyncio"])
+async def test_a_refused_opener_in_this_process_leaves_sqlites_locks_alone(
+    path: pathlib.Path,
+) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included: a second store of this process is refused without opening (and
+    so without closing) the file, and a read-only store's connections are SQLite's own."""
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", one(b"1"))
+        assert await anyio.to_thread.run_sync(locks_seen_from_outside, path) == ("held", "held")
+
+        for _ in range(3):
+            with pytest.raises(StoreLockedError):
+                await SqliteStore.open(path)
+        reader = await SqliteStore.open(path, read_only=True)
+        assert [r.data for r in await read_list(reader, "s")] == [b"1"]
+        await reader.close()
+
+        assert await anyio.to_thread.run_sync(locks_seen_from_outside, path) == ("held", "held")
+        await store.append("s", one(b"2"))
+    finally:
+        await store.close()
+    assert await anyio.to_thread.run_sync(locks_seen_from_outside, path) == ("free", "free")
+
+
+# -- reading beside the writer ----------------------------------------------------------------
+
+
+async def test_a_read_only_store_reads_beside_the_writer_and_writes_nothing(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", b"2")])
+        await store.save_snapshot("s", 1, b"state")
+        reader = await SqliteStore.open(path, read_only=True)
+        try:
+            assert reader.identity == store.identity
+            await store.append("s", one(b"3"))  # seen by the reader: WAL, no lock
+            assert [r.data for r in await read_list(reader, "s")] == [b"1", b"2", b"3"]
+            assert await reader.load_snapshot("s") == Snapshot("s", 1, b"state")
+            assert await reader.list_streams() == ["s"]
+            assert (await reader.verify()).ok
+            before = contents(path)
+            writes: list[Callable[[], Awaitable[object]]] = [
+                lambda: reader.append("s", one(b"x")),
+                lambda: reader.append_many([StreamAppend("t", tuple(one(b"x")))]),
+                lambda: reader.claim("s"),
+                lambda: reader.save_snapshot("s", 2, b"x"),
+                lambda: reader.truncate("s", 1),
+                lambda: reader.delete_stream("s"),
+            ]
+            for write in writes:
+                with pytest.raises(StoreReadOnlyError, match="opened read-only") as refused:
+                    await write()
+                assert str(path) in str(refused.value)
+            assert contents(path) == before
+        finally:
+            await reader.close()
+        with pytest.raises(StoreClosedError):
+            await read_list(reader, "s")
+        await store.append("s", one(b"4"))
+    finally:
+        await store.close()
+
+
+async def test_a_read_only_open_changes_nothing_and_refuses_what_it_cannot_read(
+    tmp_path: pathlib.Path,
+) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StorageError, match="no journal file there to read"):
+        await SqliteStore.open(missing, read_only=True)
+    assert not missing.exists()
+
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(SchemaVersionError, match="holds no journal"):
+        await SqliteStore.open(empty, read_only=True)
+    assert empty.read_bytes() == b""
+
+    foreign = tmp_path / "foreign.db"
+    with raw(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    before = contents(foreign)
+    with pytest.raises(SchemaVersionError, match="not an actorflow journal"):
+        await SqliteStore.open(foreign, read_only=True)
+    assert contents(foreign) == before
+
+
 # -- group commit -----------------------------------------------------------------------------
 
 
@@ -801,13 +984,14 @@ async def test_deleted_streams_do_not_crowd_the_writers_memory(path: pathlib.Pat
 
 @contextlib.asynccontextmanager
 async def two_writers(path: pathlib.Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
-    """Two stores writing one file, as when the lock does not work: the second opens once
-    the first's lock file has been deleted (as a clean-up of "stale" lock files would), so
-    each holds a lock and each trusts its own cache of positions and epochs."""
+    """Two stores writing one file, as when the lock does not work (a file system whose
+    locks do nothing, or an older actorflow that only locked a side file someone deleted):
+    the second opens without the lock, and each trusts its own cache of positions and
+    epochs."""
     first = await SqliteStore.open(path)
     try:
-        delete_lock_file(path)
-        second = await SqliteStore.open(path)
+        with lock_not_working():
+            second = await SqliteStore.open(path)
         try:
             yield first, second
         finally:
@@ -816,8 +1000,11 @@ async def two_writers(path: pathlib.Path) -> AsyncIterator[tuple[SqliteStore, Sq
         await first.close()
 
 
-def delete_lock_file(path: pathlib.Path) -> None:
-    pathlib.Path(f"{path}.lock").unlink()
+@contextlib.contextmanager
+def lock_not_working() -> Iterator[None]:
+    """Stores opened meanwhile take no lock, as on a file system whose locks do nothing."""
+    with mock.patch.object(FileLock, "acquire", return_value=None):
+        yield
 
 
 def one(data: bytes) -> list[NewRecord]:
@@ -1158,6 +1345,48 @@ async def test_a_damaged_snapshot_is_reported(path: pathlib.Path, written_by: st
     assert [(p.stream, p.position, p.kind) for p in report.problems] == [("s", 2, "snapshot")]
     assert [r.data for r in records] == [b"1", b"2"]
     assert contents(path) == damaged, "reading a damaged journal wrote to it"
+
+
+async def test_salvage_gives_back_a_damaged_stream_whole_saying_what_is_damaged(
+    path: pathlib.Path,
+) -> None:
+    """What an operator exports from a damaged stream: every record as stored, the
+    damaged one too (its bytes as the file holds them), and the damaged snapshot."""
+    marker = b"<<salvage-marker-3e8d1b-" + b"0123456789" * 4 + b">>"
+    snapshot_marker = b"<<salvage-snapshot-77a4f0-" + b"abcdefghij" * 4 + b">>"
+    store = await SqliteStore.open(path)
+    try:
+        await store.append("s", [NewRecord("t", b"1"), NewRecord("t", marker), one(b"3")[0]])
+        await store.save_snapshot("s", 1, snapshot_marker)
+    finally:
+        await store.close()
+    flip(path, marker, [5])
+    damaged = flip(path, snapshot_marker, [7])
+    expected = bytearray(marker)
+    expected[5] ^= 0xFF
+
+    store = await SqliteStore.open(path, read_only=True)
+    try:
+        salvaged = await salvage_list(store, "s")
+        snapshot = await store.salvage_snapshot("s")
+    finally:
+        await store.close()
+
+    assert [(r.position, r.damage) for r in salvaged] == [
+        (1, None),
+        (2, "checksum mismatch"),
+        (3, None),
+    ]
+    assert [r.data for r in salvaged] == [b"1", bytes(expected), b"3"]
+    assert snapshot is not None
+    assert (snapshot.position, snapshot.damage) == (1, "checksum mismatch")
+    assert snapshot.data[:7] + snapshot.data[8:] == snapshot_marker[:7] + snapshot_marker[8:]
+    assert snapshot.data[7] == snapshot_marker[7] ^ 0xFF
+    assert contents(path) == damaged, "salvaging wrote to the journal"
+
+
+async def salvage_list(store: SqliteStore, stream: str) -> list[Salvaged]:
+    return [r async for r in store.salvage(stream)]
 
 
 async def test_verify_reports_rows_that_belong_to_no_stream(path: pathlib.Path) -> None:

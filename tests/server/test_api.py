@@ -530,7 +530,7 @@ async def test_an_unknown_state_filter_is_refused_with_the_valid_states() -> Non
             assert {a["state"] for a in response.json()} <= {state}
 
 
-def test_the_actor_states_are_the_eight_the_runtime_reports() -> None:
+def test_the_actor_states_are_the_nine_the_runtime_reports() -> None:
     assert ACTOR_STATES == (
         "idle",
         "running",
@@ -539,6 +539,7 @@ def test_the_actor_states_are_the_eight_the_runtime_reports() -> None:
         "waiting-retry",
         "retrying",
         "stuck",
+        "corrupt",
         "pending",
     )
 
