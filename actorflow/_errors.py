@@ -200,9 +200,9 @@ class Suspended(BaseException):
 
 
 class JournalFailure(BaseException):
-    """The journal refused or failed a write under a running turn.
+    """The journal refused or failed a write (or a read) under a running turn.
 
-    Never a step outcome: the turn stops where it stands (nothing after the failed write
+    Never a step outcome: the turn stops where it stands (nothing after the failed call
     happened), and the runtime re-activates the actor after a pause, replaying the turn
     from what the journal holds. Derives from BaseException so that handler code catching
     Exception cannot mistake it for a failed step and act on it.
@@ -215,7 +215,7 @@ class JournalFailure(BaseException):
 
     def __str__(self) -> str:
         return (
-            f"actor {self.actor}: the journal failed a write ({type(self.cause).__name__}: "
+            f"actor {self.actor}: the journal failed ({type(self.cause).__name__}: "
             f"{self.cause}); the turn is suspended and will be replayed"
         )
 

@@ -14,6 +14,7 @@ BaseException) and aborts the turn, which stops where it stands and is replayed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -272,7 +273,9 @@ class Turn:
         async with anyio.create_task_group() as group:
 
             async def wait() -> None:
-                outcome.append(await waiter())
+                # A read failing under the turn aborts it: `_live` below raises why.
+                with contextlib.suppress(JournalFailure):
+                    outcome.append(await waiter())
                 group.cancel_scope.cancel()
 
             async def watch(event: anyio.Event) -> None:

@@ -256,7 +256,10 @@ class ActorHost:
         notified = self._notified
         if self._notifications == self._read_up_to:
             await notified.wait()
-        await self.read_new()
+        try:
+            await self.read_new()
+        except Exception as exc:  # a damaged or failed read stops the turn, never reaches it
+            raise self._failed(exc) from exc
 
     def prepare_send(
         self,
@@ -736,7 +739,8 @@ class ActorHost:
                 self.runtime.stopped_turn(self.actor_id, "checkpointed")
             self.state = "stopped"
         except JournalFailure as failure:
-            self._retrying(failure)
+            if not _quarantine.quarantine_if_damaged(self, failure.cause):
+                self._retrying(failure)
         except NonDeterminismError as exc:
             self._stuck(exc)
         except Exception as exc:

@@ -105,7 +105,7 @@ def status(host: ActorHost) -> QuarantinedStatus:
     )
 
 
-def quarantine_if_damaged(host: ActorHost, exc: Exception) -> bool:
+def quarantine_if_damaged(host: ActorHost, exc: BaseException) -> bool:
     """Quarantine ``host``'s actor if ``exc`` says its journal is damaged; whether it did."""
     if not isinstance(exc, CorruptionError):
         return False

@@ -1,4 +1,5 @@
-"""`FaultyStore`: a real store with journal failures injected where a test says.
+"""`FaultyStore`: a real store with journal failures injected where a test says; and
+`DamagingStore`: a real store whose next record on a stream is damaged in the file.
 
 Not a mock: every call goes to the real store underneath (a `SqliteStore` on a file), except
 that the appends a test picks fail, either before anything is written (``refuse``: the
@@ -8,12 +9,17 @@ happened but the caller heard an error, as when a connection drops during COMMIT
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import pathlib
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import anyio.to_thread
+
 from actorflow._events import ACTOR_CODEC
-from journal import Appended, StorageError, Store, StreamAppend
+from journal import Appended, SqliteStore, StorageError, Store, StreamAppend
 
 Mode = Literal["refuse", "lose_ack"]
 #: Decides, for each append (its parts and its number from 0), whether it fails and how.
@@ -101,3 +107,38 @@ def first_time(
         return None
 
     return rule
+
+
+class DamagingStore:
+    """A real `SqliteStore`, except that the next record appended to ``stream`` is damaged
+    in the file right after it is committed (once armed)."""
+
+    def __init__(self, inner: SqliteStore, path: pathlib.Path, stream: str) -> None:
+        self.inner = inner
+        self.path = path
+        self.stream = stream
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+        done = await self.inner.append_many(appends)
+        for appended in done:
+            if self.armed and appended.stream == self.stream:
+                self.armed = False
+                await anyio.to_thread.run_sync(self._flip, appended.last_position)
+        return done
+
+    def _flip(self, position: int) -> None:
+        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as conn:
+            rowid, data = conn.execute(
+                "SELECT r.global_position, r.data FROM records r JOIN streams s "
+                "ON s.id = r.stream_id WHERE s.name = ? AND r.position = ?",
+                (self.stream, position),
+            ).fetchone()
+            damaged = bytearray(data)
+            damaged[-1] ^= 0xFF
+            conn.execute(
+                "UPDATE records SET data = ? WHERE global_position = ?", (bytes(damaged), rowid)
+            )

@@ -22,10 +22,12 @@ from actorflow import (
     ActorStuckError,
     Damage,
     QuarantinedStatus,
+    Runtime,
     handler,
 )
 from actorflow.runtime import _quarantine
 from journal import SqliteStore
+from tests.runtime.faults import DamagingStore
 from tests.runtime.support import eventually, reaches, running
 
 pytestmark = pytest.mark.anyio
@@ -221,3 +223,40 @@ async def test_an_operator_exports_a_damaged_actor_and_resets_it(db: pathlib.Pat
         assert again != ping  # the key was forgotten with the rest
         assert await rt.result(again) == "pong"
         assert (await rt.store.verify()).ok
+
+
+class Swallower(Actor):
+    """Handler code that catches every exception while it waits: damage found under its
+    turn must stop the turn, never reach this `except`."""
+
+    @handler
+    async def wait(self) -> str:
+        try:
+            await self.ctx.wait_for("go")
+        except Exception as exc:
+            return f"swallowed {type(exc).__name__}"
+        return "went"
+
+
+async def test_damage_found_during_a_turn_stops_the_turn_and_quarantines_the_actor(
+    db: pathlib.Path,
+) -> None:
+    """The event a waiting turn reads is damaged on disk: the turn is stopped (its handler
+    never sees the error, so it cannot journal a result built on it) and the actor is
+    quarantined, with the inbox position of the damage."""
+    store = DamagingStore(await SqliteStore.open(db), db, "inbox/Swallower/s")
+    try:
+        async with Runtime(store, [Swallower]) as rt:  # type: ignore[arg-type]
+            actor = rt.ref(Swallower, "s")
+            waiting = await actor.send(Swallower.wait)
+            await reaches(actor, "waiting-event")
+            store.armed = True
+            await rt.deliver(actor.ref, "go")
+            with anyio.fail_after(5), pytest.raises(ActorCorruptError):
+                await rt.result(waiting)
+            status = await actor.status()
+            assert is_quarantined(status, "inbox/Swallower/s", 2), status
+            outcomes = [r async for r in store.salvage("outcomes/Swallower/s")]
+            assert outcomes == []  # no result was journaled for the turn
+    finally:
+        await store.close()

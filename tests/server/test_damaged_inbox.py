@@ -9,54 +9,16 @@ raises `CorruptionError` when the send looks at its invocation.
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
-import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
-import anyio.to_thread
 import pytest
 
-from journal import Appended, SqliteStore, StreamAppend
+from journal import SqliteStore
+from tests.runtime.faults import DamagingStore
 from tests.server.support import Api, error_of, reaches, serving
 
 pytestmark = pytest.mark.anyio
-
-
-class DamagingStore:
-    """A real `SqliteStore`, except that the next record appended to ``stream`` is damaged
-    in the file right after it is committed (once armed)."""
-
-    def __init__(self, inner: SqliteStore, path: pathlib.Path, stream: str) -> None:
-        self.inner = inner
-        self.path = path
-        self.stream = stream
-        self.armed = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
-        done = await self.inner.append_many(appends)
-        for appended in done:
-            if self.armed and appended.stream == self.stream:
-                self.armed = False
-                await anyio.to_thread.run_sync(self._flip, appended.last_position)
-        return done
-
-    def _flip(self, position: int) -> None:
-        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as conn:
-            rowid, data = conn.execute(
-                "SELECT r.global_position, r.data FROM records r JOIN streams s "
-                "ON s.id = r.stream_id WHERE s.name = ? AND r.position = ?",
-                (self.stream, position),
-            ).fetchone()
-            damaged = bytearray(data)
-            damaged[-1] ^= 0xFF
-            conn.execute(
-                "UPDATE records SET data = ? WHERE global_position = ?", (bytes(damaged), rowid)
-            )
 
 
 @pytest.mark.parametrize(
