@@ -19,6 +19,11 @@ import msgspec
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow.runtime._status import JournalEntry
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
+from actorflow.server._connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_CONNECTIONS,
+)
 from journal import DEFAULT_MAX_RECORD_BYTES
 
 TOKEN_ENV = "ACTORFLOW_TOKEN"
@@ -151,6 +156,35 @@ def main() -> None:
     show_default=True,
     help="Events an actor may hold that no turn waited for yet (more get 429).",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT,
+    show_default=True,
+    help="Seconds a request's line and headers may take to arrive (from the connection "
+    "opening, or its previous response); past it the connection is closed.",
+)
+@click.option(
+    "--keep-alive",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP_ALIVE,
+    show_default=True,
+    help="Seconds an idle keep-alive connection is kept after a response.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    help=f"Connections held open at most (default: {DEFAULT_MAX_CONNECTIONS}, or half the "
+    f"open-file limit if lower). One more closes the one that has waited longest for a "
+    f"request's headers; only if all are serving requests is it refused with 503.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds an actor stays in memory after its last turn (then only its journal).",
+)
 def serve_command(
     app: str,
     journal: str,
@@ -168,6 +202,10 @@ def serve_command(
     step_threads: int,
     idempotency_retention: float,
     max_pending_events: int,
+    header_timeout: float,
+    keep_alive: int,
+    max_connections: int | None,
+    idle_timeout: float,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -201,6 +239,10 @@ def serve_command(
         step_threads=step_threads,
         idempotency_retention=idempotency_retention,
         max_pending_events=max_pending_events,
+        header_timeout=header_timeout,
+        keep_alive=keep_alive,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
     )
     try:
         code = _run(config)

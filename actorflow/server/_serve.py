@@ -31,11 +31,22 @@ from typing import Any, Self
 
 import anyio
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow.runtime import Runtime
 from actorflow.server._app import ServerState, create_app
+from actorflow.server._connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    MAX_HEAD_BYTES,
+    ConnectionGuard,
+    ConnectionLimits,
+    check_max_connections,
+    default_max_connections,
+    guarded_protocol,
+)
 from journal import DEFAULT_MAX_RECORD_BYTES, Durability, SqliteStore, StoreLockedError
 
 log = logging.getLogger("actorflow.serve")
@@ -77,6 +88,19 @@ class ServeConfig:
     step_threads: int = 40
     idempotency_retention: float = 24 * 3600.0
     max_pending_events: int = 1000
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keep_alive: int = DEFAULT_KEEP_ALIVE
+    #: None: `default_max_connections` (1000, or half the open-file limit if lower).
+    max_connections: int | None = None
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The connection settings, checked against the process's open-file limit."""
+        if self.max_connections is None:
+            return ConnectionLimits(self.header_timeout, self.keep_alive, default_max_connections())
+        problem = check_max_connections(self.max_connections)
+        if problem is not None:
+            raise ServeError(problem)
+        return ConnectionLimits(self.header_timeout, self.keep_alive, self.max_connections)
 
 
 def load_actors(spec: str) -> list[type[Actor]]:
@@ -247,13 +271,14 @@ async def serve(config: ServeConfig) -> int:
     then).
     """
     check_binding(config)
+    limits = config.connection_limits()
     actors = load_actors(config.app)
     started = time.monotonic()
     sock = _bind(config)  # before anything else, so a busy port is a plain error
     state = ServerState(token=config.token, max_body_bytes=config.max_body_bytes)
     try:
         with _Signals(state) as signals:
-            async with _listening(config, state, sock) as http:
+            async with _listening(config, limits, state, sock) as http:
                 await _run(config, actors, state, signals, http)
     finally:
         sock.close()
@@ -415,10 +440,12 @@ class _Http:
 
 @contextlib.asynccontextmanager
 async def _listening(
-    config: ServeConfig, state: ServerState, sock: socket.socket
+    config: ServeConfig, limits: ConnectionLimits, state: ServerState, sock: socket.socket
 ) -> AsyncIterator[_Http]:
     """Serve HTTP on ``sock`` for the duration of the block (closed at its end, if not
-    before)."""
+    before), with a deadline on request heads and a bound on connections (see
+    `actorflow.server._connections`)."""
+    guard = ConnectionGuard(limits)
     http = _Http(
         _Server(
             uvicorn.Config(
@@ -429,13 +456,22 @@ async def _listening(
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=1,
+                http=guarded_protocol(AutoHTTPProtocol, guard),
+                timeout_keep_alive=limits.keep_alive,
+                h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             )
         )
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(http.run, sock)
-        event("listening", url=f"http://{config.host}:{sock.getsockname()[1]}")
+        event(
+            "listening",
+            url=f"http://{config.host}:{sock.getsockname()[1]}",
+            max_connections=limits.max_connections,
+            header_timeout_s=f"{limits.header_timeout:g}",
+            keep_alive_s=limits.keep_alive,
+        )
         try:
             yield http
         except Exception as exc:  # re-raised below as itself, not in an exception group

@@ -206,7 +206,10 @@ def test_every_command_has_help() -> None:
         if name != "serve":
             assert "--url" in shown.output, name
     serve_help = runner.invoke(main, ["serve", "--help"]).output
-    for option in ("--journal", "--host", "--port", "--grace", "--log-level", "--token-file"):
+    for option in (
+        "--journal", "--host", "--port", "--grace", "--log-level", "--token-file",
+        "--header-timeout", "--keep-alive", "--max-connections", "--idle-timeout",
+    ):  # fmt: skip
         assert option in serve_help
     assert "ACTORFLOW_TOKEN" in serve_help
 
