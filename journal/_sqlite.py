@@ -43,7 +43,7 @@ from journal._records import (
     head_crc,
     snapshot_checksum,
 )
-from journal._sqlite_reads import global_page, stream_page, verify_all
+from journal._sqlite_reads import READ_BATCH, global_page, stream_infos, stream_page, verify_all
 from journal._sqlite_schema import (
     DELETE_STREAM,
     HIGH_WATER,
@@ -53,7 +53,13 @@ from journal._sqlite_schema import (
     prepare,
     translate,
 )
-from journal._store import DEFAULT_MAX_RECORD_BYTES, Durability, StoreBase, check_position
+from journal._store import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Durability,
+    StoreBase,
+    check_limit,
+    check_position,
+)
 from journal._streams import Changes, StreamState
 
 T = TypeVar("T")
@@ -531,7 +537,7 @@ class SqliteStore(StoreBase):
             self._readers.put_nowait(reader)
 
     async def read_batches(
-        self, stream: str, from_position: int = 1
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
     ) -> AsyncIterator[list[Record]]:
         """Iterate over ``stream``'s records in order, a list of up to `READ_BATCH` at a time.
 
@@ -540,12 +546,15 @@ class SqliteStore(StoreBase):
         record raises `CorruptionError` once the records before it have been yielded. Replay
         reads this way: one await per batch instead of one per record. (Fetching the next
         batch while the caller decodes this one measured slower: both threads need the GIL.)
+        With ``limit``, at most that many records are read from the file.
         """
         check_position(stream, "from_position", from_position, 1)
+        check_limit(stream, limit)
         doing = f"reading stream {stream!r}"
-        while True:
+        left = READ_BATCH if limit is None else limit
+        while left > 0:
             batch, error, more = await self._read(
-                partial(stream_page, stream, start=from_position), doing
+                partial(stream_page, stream, start=from_position, limit=left), doing
             )
             if batch:
                 yield batch
@@ -553,6 +562,8 @@ class SqliteStore(StoreBase):
                 raise error
             if not more:
                 return
+            if limit is not None:
+                left -= len(batch)
             from_position = batch[-1].position + 1
 
     async def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
@@ -606,6 +617,17 @@ class SqliteStore(StoreBase):
 
         check_prefix(prefix)
         return await self._read(fetch, "listing streams")
+
+    async def list_stream_infos(
+        self, prefix: str = "", *, after: str = "", limit: int = 1000
+    ) -> list[StreamInfo]:
+        """The streams named after ``after`` that start with ``prefix`` (and hold, or held,
+        records), with their infos, in name order: at most ``limit``, in one query."""
+        check_prefix(prefix)
+        check_prefix(after)
+        check_limit("<streams>", limit)
+        page = partial(stream_infos, prefix=prefix, after=after, limit=limit)
+        return await self._read(page, "listing streams")
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:
         """The latest snapshot of ``stream``, or None; a damaged one raises `CorruptionError`."""
