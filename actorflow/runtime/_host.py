@@ -33,7 +33,6 @@ from actorflow._errors import (
 from actorflow._events import (
     ACTOR_CODEC,
     INBOX_CODEC,
-    OUTCOME_CODEC,
     RULES,
     ActorEntry,
     ActorSnapshot,
@@ -56,11 +55,11 @@ from actorflow._events import (
     TurnStarted,
     actor_stream,
     inbox_stream,
-    outcomes_stream,
 )
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
+from actorflow.runtime._inspect import OutcomeLog
 from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
@@ -109,6 +108,7 @@ class ActorHost:
         self.actor_id = f"{self.type_name}/{key}"
         self.stream = actor_stream(self.actor_id)
         self.inbox = inbox_stream(self.actor_id)
+        self.outcomes = OutcomeLog(runtime.store, self.actor_id)
         self.clock = runtime.clock
         self.store = runtime.store
         self.record_limit = runtime.record_limit
@@ -592,7 +592,7 @@ class ActorHost:
                 self.attention = [*self.attention, started.invocation][-MAX_ATTENTION:]
         seed = await self._retry_seed(started, reply, recorded)
         ended = InvocationEnded(started.invocation, started.turn, reply, at, seed)
-        extra = [StreamAppend(outcomes_stream(self.actor_id), (OUTCOME_CODEC.encode(ended),))]
+        extra = await self.outcomes.parts(ended)
         if started.reply_to is not None:
             event = EventDelivered(started.reply_to.event, msgspec.Raw(encode(reply)), at)
             extra.append(
@@ -601,6 +601,7 @@ class ActorHost:
         if reply.ok:
             self._state_bytes = encode(self.instance.state)
         await self.journal([entry], extra, snapshot=self._checkpoint(started.turn))
+        self.outcomes.committed()
         await self._compact()
 
     def _checkpoint(self, turn: int) -> bytes:

@@ -4,6 +4,11 @@ turn it has not finished, and the outcomes of its invocations.
 For actors that are not in memory (passivated, or hosted by a process that stopped):
 what `Runtime.status`, `Runtime.invocation` and `Runtime.invocations` report is read from
 the journal here, so an actor says the same before and after a restart.
+
+An invocation's outcome is found through its index (`InvocationIndexed`, on its own
+``invocation/`` stream, written by `OutcomeLog` with the outcome): a few small reads,
+however many invocations the actor has run. Outcomes journaled before the index existed
+are found by scanning them, as before; their number never grows.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import msgspec
 from actorflow._events import (
     ACTOR_CODEC,
     INBOX_CODEC,
+    INDEX_CODEC,
     OUTCOME_CODEC,
     ActorSnapshot,
     InvocationCancelled,
     InvocationEnded,
+    InvocationIndexed,
     MessageAccepted,
     Reply,
     TurnCompleted,
@@ -28,10 +35,11 @@ from actorflow._events import (
     TurnStarted,
     actor_stream,
     inbox_stream,
+    invocation_stream,
     outcomes_stream,
 )
 from actorflow.runtime._status import InvocationStatus
-from journal import Store
+from journal import Store, StreamAppend
 
 #: Decodes an invocation's result (its handler's return type), given its actor id.
 Decode = Callable[[str, Reply], Any]
@@ -93,26 +101,89 @@ async def view(store: Store, actor_id: str) -> JournalView:
     return found
 
 
-async def outcomes(store: Store, actor_id: str) -> dict[str, InvocationEnded]:
-    """The latest outcome of each of the actor's invocations, in the order they ended."""
-    ended: dict[str, InvocationEnded] = {}
-    async for batch in store.read_batches(outcomes_stream(actor_id)):
-        for record in batch:
-            entry = OUTCOME_CODEC.decode(record)
-            ended.pop(entry.invocation, None)
-            ended[entry.invocation] = entry
-    return ended
+# -- outcomes and their index -------------------------------------------------------------
+
+
+class OutcomeLog:
+    """Writes an actor's outcomes with their index: each outcome at the position its
+    writer expects, and that position on the invocation's ``invocation/`` stream, in the
+    turn's end transaction. One per activation of the actor (its only writer)."""
+
+    def __init__(self, store: Store, actor_id: str) -> None:
+        self.store = store
+        self.actor_id = actor_id
+        self.stream = outcomes_stream(actor_id)
+        self._last: int | None = None  # the outcomes' last position, once read
+        self._unindexed = 0
+
+    async def parts(self, ended: InvocationEnded) -> list[StreamAppend]:
+        """The appends that journal ``ended`` and index it; call `committed` once they
+        are."""
+        if self._last is None:
+            self._last = await self.store.last_position(self.stream)
+            self._unindexed = await unindexed_through(self.store, self.actor_id, self._last)
+        index = InvocationIndexed(self._last + 1, self._unindexed)
+        return [
+            StreamAppend(self.stream, (OUTCOME_CODEC.encode(ended),), self._last),
+            StreamAppend(invocation_stream(ended.invocation), (INDEX_CODEC.encode(index),)),
+        ]
+
+    def committed(self) -> None:
+        """The parts of the last `parts` call were committed."""
+        assert self._last is not None
+        self._last += 1
+
+
+async def latest_index(store: Store, invocation: str) -> InvocationIndexed | None:
+    """Where the latest outcome of ``invocation`` is, if it ended since the index exists."""
+    found = None
+    async for batch in store.read_batches(invocation_stream(invocation)):
+        found = INDEX_CODEC.decode(batch[-1])
+    return found
+
+
+async def outcome_at(store: Store, actor_id: str, position: int) -> InvocationEnded | None:
+    """The outcome at ``position`` of the actor's ``outcomes/`` stream (one record read)."""
+    async for batch in store.read_batches(outcomes_stream(actor_id), position, limit=1):
+        if batch[0].position == position:
+            return OUTCOME_CODEC.decode(batch[0])
+    return None
+
+
+async def unindexed_through(store: Store, actor_id: str, last: int) -> int:
+    """How many of the actor's first outcomes (of ``last``) were written before the index
+    existed: what the latest outcome's index says, or all of them if it has none."""
+    if last == 0:
+        return 0
+    newest = await outcome_at(store, actor_id, last)
+    index = None if newest is None else await latest_index(store, newest.invocation)
+    return index.unindexed if index is not None and index.position == last else last
 
 
 async def find_outcome(store: Store, actor_id: str, invocation: str) -> InvocationEnded | None:
-    """The latest outcome of ``invocation``, if it ended."""
-    found = None
-    async for batch in store.read_batches(outcomes_stream(actor_id)):
-        for record in batch:
-            entry = OUTCOME_CODEC.decode(record)
-            if entry.invocation == invocation:
-                found = entry
-    return found
+    """The latest outcome of ``invocation``, if it ended: through its index, or among the
+    outcomes written before the index existed."""
+    index = await latest_index(store, invocation)
+    if index is not None:
+        return await outcome_at(store, actor_id, index.position)
+    last = await store.last_position(outcomes_stream(actor_id))
+    unindexed = await unindexed_through(store, actor_id, last)
+    found = (await unindexed_outcomes(store, actor_id, unindexed)).get(invocation)
+    return None if found is None else found[1]
+
+
+async def unindexed_outcomes(
+    store: Store, actor_id: str, through: int
+) -> dict[str, tuple[int, InvocationEnded]]:
+    """The latest of the actor's outcomes at positions 1 to ``through`` (those written
+    before the index existed) for each invocation, with its position."""
+    ended: dict[str, tuple[int, InvocationEnded]] = {}
+    if through:
+        async for batch in store.read_batches(outcomes_stream(actor_id), limit=through):
+            for record in batch:
+                entry = OUTCOME_CODEC.decode(record)
+                ended[entry.invocation] = (record.position, entry)
+    return ended
 
 
 # -- invocation statuses -------------------------------------------------------------------
@@ -164,14 +235,20 @@ def outcome_status(actor_id: str, ended: InvocationEnded, decode: Decode) -> Inv
 async def invocation_status(
     store: Store, invocation: str, actor_id: str, decode: Decode
 ) -> InvocationStatus | None:
-    """Where ``invocation`` is, read from the journal; None if it was never accepted."""
+    """Where ``invocation`` is, read from the journal; None if it was never accepted.
+
+    An outcome that cannot change (it completed, was cancelled, or cannot be retried) is
+    the answer at once; otherwise the actor's unfinished turn and queue say whether it
+    runs (again)."""
+    ended = await find_outcome(store, actor_id, invocation)
+    if ended is not None and not ended.seed:
+        return outcome_status(actor_id, ended, decode)
     found = await view(store, actor_id)
     if found.unfinished is not None and found.unfinished.invocation == invocation:
         return InvocationStatus(invocation, actor_id, "running", handler=found.unfinished.handler)
     for message in found.queued:
         if message.invocation == invocation:
             return queued_status(actor_id, message, invocation in found.cancels)
-    ended = await find_outcome(store, actor_id, invocation)
     return None if ended is None else outcome_status(actor_id, ended, decode)
 
 
@@ -190,7 +267,10 @@ async def invocation_statuses(
     for message in found.queued:
         listed.append(queued_status(actor_id, message, message.invocation in found.cancels))
     seen = {status.invocation for status in listed}
-    ended = await outcomes(store, actor_id)
+    ended = {
+        entry.invocation: entry
+        for _, entry in (await unindexed_outcomes(store, actor_id, 1 << 62)).values()
+    }
     for outcome in reversed(list(ended.values())):
         if outcome.invocation not in seen:
             listed.append(outcome_status(actor_id, outcome, decode))
