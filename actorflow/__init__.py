@@ -49,6 +49,7 @@ from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
 from actorflow.runtime._status import ActorStatus as ActorStatus
 from actorflow.runtime._status import InvocationStatus as InvocationStatus
 from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import Page as Page
 from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
 __version__ = "0.1.0"
@@ -80,6 +81,7 @@ __all__ = [
     "JournalFailure",
     "ManualClock",
     "NonDeterminismError",
+    "Page",
     "RemoteActor",
     "Retry",
     "Runtime",

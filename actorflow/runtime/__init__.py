@@ -6,7 +6,9 @@ runtime reports.
 - `_handle`: `ActorHandle`, a typed reference to one actor.
 - `_host`: `ActorHost`, one activated actor: its journal writer, inbox, checkpoint and turn
   loop (it hosts the `replay` core's turns).
-- `_inspect`: reading an actor's journal from outside it (status, invocations).
+- `_inspect`: reading an actor's journal from outside it (status, invocations), and the
+  index that finds an invocation's outcome.
+- `_pages`: listings a page at a time (journal, invocations, actors), with cursors.
 - `_idempotency`: client idempotency keys and their retention.
 - `_status`: the records the runtime reports (`ActorStatus`, `InvocationStatus`, ...).
 """
@@ -17,6 +19,7 @@ from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
 from actorflow.runtime._status import ActorStatus as ActorStatus
 from actorflow.runtime._status import InvocationStatus as InvocationStatus
 from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import Page as Page
 from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "ActorStatus",
     "InvocationStatus",
     "JournalEntry",
+    "Page",
     "Runtime",
     "ShutdownReport",
 ]

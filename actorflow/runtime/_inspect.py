@@ -39,10 +39,19 @@ from actorflow._events import (
     outcomes_stream,
 )
 from actorflow.runtime._status import InvocationStatus
-from journal import Store, StreamAppend
+from journal import Store, StreamAppend, StreamInfo
 
 #: Decodes an invocation's result (its handler's return type), given its actor id.
 Decode = Callable[[str, Reply], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Queued:
+    """A message waiting for its turn: where it is in the inbox, and what it asks."""
+
+    position: int
+    invocation: str
+    handler: str
 
 
 @dataclasses.dataclass
@@ -55,7 +64,7 @@ class JournalView:
     #: The turn that started and has not ended, if any.
     unfinished: TurnStarted | None = None
     #: Messages after ``inbox_done``, in order, and the invocations asked to be cancelled.
-    queued: list[MessageAccepted] = dataclasses.field(default_factory=list)
+    queued: list[Queued] = dataclasses.field(default_factory=list)
     cancels: set[str] = dataclasses.field(default_factory=set)
     attention: list[str] = dataclasses.field(default_factory=list)
 
@@ -63,6 +72,11 @@ class JournalView:
     def has_work(self) -> bool:
         """Whether a turn is unfinished or a message waits for its turn."""
         return self.unfinished is not None or bool(self.queued)
+
+    def invocations_in_progress(self) -> set[str]:
+        """The invocations running or queued."""
+        running = {self.unfinished.invocation} if self.unfinished is not None else set()
+        return running | {message.invocation for message in self.queued}
 
 
 async def read_checkpoint(store: Store, actor_id: str) -> ActorSnapshot | None:
@@ -76,14 +90,22 @@ async def read_checkpoint(store: Store, actor_id: str) -> ActorSnapshot | None:
 async def view(store: Store, actor_id: str) -> JournalView:
     """Read the actor's checkpoint, the actor stream after it, and the inbox after the
     last message a turn took (everything before is folded into the checkpoint)."""
-    found = JournalView()
     checkpoint = await read_checkpoint(store, actor_id)
-    start = 1
+    start = 0
+    if checkpoint is not None:
+        start = (await store.stream_info(actor_stream(actor_id))).snapshot_position
+    return await view_after(store, actor_id, checkpoint, start)
+
+
+async def view_after(
+    store: Store, actor_id: str, checkpoint: ActorSnapshot | None, snapshot_position: int
+) -> JournalView:
+    """`view`, given the checkpoint and the actor-stream position it covers."""
+    found = JournalView()
     if checkpoint is not None:
         found.turns, found.inbox_done = checkpoint.turn, checkpoint.inbox_done
         found.attention = list(checkpoint.attention)
-        start = (await store.stream_info(actor_stream(actor_id))).snapshot_position + 1
-    async for batch in store.read_batches(actor_stream(actor_id), start):
+    async for batch in store.read_batches(actor_stream(actor_id), snapshot_position + 1):
         for record in batch:
             entry = ACTOR_CODEC.decode(record)
             if isinstance(entry, TurnStarted):
@@ -95,10 +117,27 @@ async def view(store: Store, actor_id: str) -> JournalView:
         for record in batch:
             item = INBOX_CODEC.decode(record)
             if isinstance(item, MessageAccepted):
-                found.queued.append(item)
+                found.queued.append(Queued(record.position, item.invocation, item.handler))
             elif isinstance(item, InvocationCancelled):
                 found.cancels.add(item.invocation)
     return found
+
+
+async def quick_view(
+    store: Store, actor_id: str, actor: StreamInfo | None, inbox: StreamInfo
+) -> JournalView:
+    """`view`, in one read when nothing was journaled after the checkpoint (its actor and
+    inbox stream infos say so): the usual case of an actor at rest."""
+    checkpoint = None if actor is None else await read_checkpoint(store, actor_id)
+    if (
+        actor is None
+        or checkpoint is None
+        or actor.last_position > actor.snapshot_position
+        or inbox.last_position > checkpoint.inbox_done
+    ):
+        position = 0 if actor is None or checkpoint is None else actor.snapshot_position
+        return await view_after(store, actor_id, checkpoint, position)
+    return JournalView(checkpoint.turn, checkpoint.inbox_done, attention=list(checkpoint.attention))
 
 
 # -- outcomes and their index -------------------------------------------------------------
@@ -189,17 +228,19 @@ async def unindexed_outcomes(
 # -- invocation statuses -------------------------------------------------------------------
 
 
-def queued_status(actor_id: str, message: MessageAccepted, cancelled: bool) -> InvocationStatus:
+def queued_status(
+    actor_id: str, invocation: str, handler: str, cancelled: bool
+) -> InvocationStatus:
     """A queued invocation (``cancelled`` at once if its cancellation was requested)."""
     if not cancelled:
-        return InvocationStatus(message.invocation, actor_id, "queued", handler=message.handler)
+        return InvocationStatus(invocation, actor_id, "queued", handler=handler)
     return InvocationStatus(
-        message.invocation,
+        invocation,
         actor_id,
         "cancelled",
         error="cancelled by request",
         error_type="actorflow.Cancelled",
-        handler=message.handler,
+        handler=handler,
     )
 
 
@@ -248,33 +289,9 @@ async def invocation_status(
         return InvocationStatus(invocation, actor_id, "running", handler=found.unfinished.handler)
     for message in found.queued:
         if message.invocation == invocation:
-            return queued_status(actor_id, message, invocation in found.cancels)
+            cancelled = invocation in found.cancels
+            return queued_status(actor_id, invocation, message.handler, cancelled)
     return None if ended is None else outcome_status(actor_id, ended, decode)
-
-
-async def invocation_statuses(
-    store: Store, actor_id: str, decode: Decode
-) -> list[InvocationStatus]:
-    """The actor's invocations: the running one, the queued ones in order, then the ended
-    ones, the latest first."""
-    found = await view(store, actor_id)
-    listed: list[InvocationStatus] = []
-    if found.unfinished is not None:
-        started = found.unfinished
-        listed.append(
-            InvocationStatus(started.invocation, actor_id, "running", handler=started.handler)
-        )
-    for message in found.queued:
-        listed.append(queued_status(actor_id, message, message.invocation in found.cancels))
-    seen = {status.invocation for status in listed}
-    ended = {
-        entry.invocation: entry
-        for _, entry in (await unindexed_outcomes(store, actor_id, 1 << 62)).values()
-    }
-    for outcome in reversed(list(ended.values())):
-        if outcome.invocation not in seen:
-            listed.append(outcome_status(actor_id, outcome, decode))
-    return listed
 
 
 def not_retryable(invocation: str, status: InvocationStatus) -> str:

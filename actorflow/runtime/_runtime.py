@@ -42,21 +42,21 @@ from actorflow._events import (
     Reply,
     ReplyTo,
     TurnStarted,
-    actor_stream,
     inbox_stream,
 )
 from actorflow._metrics import Metrics
 from actorflow._values import decoder_for, encode
-from actorflow.runtime import _idempotency, _inspect
+from actorflow.runtime import _idempotency, _inspect, _pages
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
+from actorflow.runtime._pages import DEFAULT_PAGE
 from actorflow.runtime._status import (
     ACTOR_STATES,
     ActorStatus,
     InvocationStatus,
     JournalEntry,
+    Page,
     ShutdownReport,
-    readable,
 )
 from journal import DEFAULT_MAX_RECORD_BYTES, ConflictError, NewRecord, Store, StreamAppend
 
@@ -70,6 +70,9 @@ R = TypeVar("R")
 _MAX_IDEMPOTENCY_KEY = 200
 #: Longest pause before a host whose journal failed is activated again, in seconds.
 MAX_RETRY_PAUSE = 30.0
+#: The states `Runtime.status` reports for an actor that is not in memory; the others
+#: only an actor in memory can be in.
+JOURNAL_STATES = ("idle", "pending")
 
 
 class Runtime:
@@ -646,7 +649,7 @@ class Runtime:
         for message in host.queued_messages():
             if message.invocation == invocation:
                 cancelled = invocation in host.cancels
-                return _inspect.queued_status(host.actor_id, message, cancelled)
+                return _inspect.queued_status(host.actor_id, invocation, message.handler, cancelled)
         reply = host.results.get(invocation)
         return None if reply is None else self._ended(invocation, host.actor_id, reply)
 
@@ -667,9 +670,28 @@ class Runtime:
 
     async def invocations(self, target: ActorRef) -> list[InvocationStatus]:
         """An actor's invocations: the running one, the queued ones in order, then the
-        ended ones, the latest first."""
+        ended ones, the latest first (every page of `invocations_page`)."""
+
+        async def fetch(cursor: str | None) -> tuple[list[InvocationStatus], str | None]:
+            page = await self.invocations_page(target, cursor=cursor, limit=_pages.MAX_PAGE)
+            return page.items, page.next
+
+        found: list[InvocationStatus] = await _pages.every_page(fetch)
+        return found
+
+    async def invocations_page(
+        self, target: ActorRef, *, cursor: str | None = None, limit: int = DEFAULT_PAGE
+    ) -> Page[InvocationStatus]:
+        """A page of `invocations`: at most ``limit`` (1000 at most) and about a MiB of
+        results; ``next`` asks for the next page. Running and queued invocations are read
+        afresh for each page, ended ones from the latest back, so an invocation that ends
+        while you page may be listed twice, its newer state last."""
         self._check_ref(target)
-        return await _inspect.invocation_statuses(self.store, target.id, self._decode_result)
+        limit = _pages.check_limit(limit)
+        items, after = await _pages.invocations_page(
+            self.store, target.id, cursor, limit, self._decode_result
+        )
+        return Page(items, after)
 
     def _check_ref(self, target: ActorRef) -> None:
         check_key(target.key)
@@ -679,53 +701,114 @@ class Runtime:
     async def list_actors(
         self, type_name: str | None = None, state: str | None = None
     ) -> list[ActorStatus]:
-        """Every actor that has an inbox (of ``type_name``, in ``state`` if given)."""
+        """Every actor that has an inbox (of ``type_name``, in ``state`` if given): every
+        page of `actors_page`."""
+
+        async def fetch(cursor: str | None) -> tuple[list[ActorStatus], str | None]:
+            page = await self.actors_page(type_name, state, cursor=cursor, limit=_pages.MAX_PAGE)
+            return page.items, page.next
+
+        found: list[ActorStatus] = await _pages.every_page(fetch)
+        return found
+
+    async def actors_page(
+        self,
+        type_name: str | None = None,
+        state: str | None = None,
+        *,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> Page[ActorStatus]:
+        """A page of the actors that have an inbox (of ``type_name``, in ``state`` if
+        given), in id order: at most ``limit`` (1000 at most); ``next`` asks for the next
+        page. An actor in memory answers from memory, any other with about one journal
+        read. A filtered page may hold fewer (even none) and still have a next page."""
         if state is not None and state not in ACTOR_STATES:
             raise InvalidMessageError(
                 f"unknown actor state {state!r}; the states are: {', '.join(ACTOR_STATES)}"
             )
-        prefix = "inbox/" if type_name is None else f"inbox/{type_name}/"
-        found = []
-        for stream in await self.store.list_streams(prefix):
-            type_of, _, key = stream.removeprefix("inbox/").partition("/")
-            if type_of not in self._types:
-                continue
-            status = await self.status(ActorRef(type_of, key))
-            if state is None or status.state == state:
-                found.append(status)
-        return found
+        if type_name is not None and type_name not in self._types:
+            raise UnknownActorError(self._unknown_type(type_name))
+        limit = _pages.check_limit(limit)
+        prefix = "" if type_name is None else f"{type_name}/"
+        if state is not None and state not in JOURNAL_STATES:
+            return self._hosted_page(prefix, state, cursor, limit)
+
+        def hosted(actor_id: str) -> bool:
+            return actor_id.partition("/")[0] in self._types
+
+        def wanted(status: ActorStatus) -> bool:
+            return state is None or status.state == state
+
+        items, after = await _pages.actors_page(
+            self.store, prefix, hosted, self._status_in_memory, wanted, cursor, limit
+        )
+        return Page(items, after)
+
+    def _hosted_page(
+        self, prefix: str, state: str, cursor: str | None, limit: int
+    ) -> Page[ActorStatus]:
+        """A page of the actors in ``state``, one only an actor in memory can be in."""
+        (after,) = _pages.read_cursor(cursor, "actors", (str,)) or ("",)
+        found = sorted(
+            actor_id
+            for actor_id, host in self._hosts.items()
+            if actor_id > after
+            and actor_id.startswith(prefix)
+            and host.activated.is_set()
+            and host.status_state() == state
+        )
+        items = [self._status_in_memory(actor_id) for actor_id in found[:limit]]
+        more = len(found) > limit
+        return Page(
+            [item for item in items if item is not None],
+            _pages.write_cursor("actors", found[limit - 1]) if more else None,
+        )
+
+    def _status_in_memory(self, actor_id: str) -> ActorStatus | None:
+        """The status of an actor in memory (None if it is not, or still activating)."""
+        host = self._hosts.get(actor_id)
+        if host is None or not host.activated.is_set():
+            return None
+        error = host.stuck or host.failure
+        return ActorStatus(
+            actor_id,
+            host.status_state(),
+            host.current,
+            host.turns,
+            str(error) if error is not None else None,
+            list(host.attention),
+        )
 
     async def status(self, target: ActorRef) -> ActorStatus:
         """What the actor is doing (see `ActorStatus`); the same in memory or not."""
-        host = self._hosts.get(target.id)
-        if host is not None and host.activated.is_set():
-            error = host.stuck or host.failure
-            return ActorStatus(
-                target.id,
-                host.status_state(),
-                host.current,
-                host.turns,
-                str(error) if error is not None else None,
-                list(host.attention),
-            )
+        known = self._status_in_memory(target.id)
+        if known is not None:
+            return known
         found = await _inspect.view(self.store, target.id)
         state = "pending" if found.has_work else "idle"
         return ActorStatus(target.id, state, None, found.turns, None, found.attention)
 
     async def journal(self, target: ActorRef) -> list[JournalEntry]:
-        """The actor's journal and inbox as readable entries, in order."""
-        entries = []
-        for stream, codec, label in (
-            (actor_stream(target.id), ACTOR_CODEC, "actor"),
-            (inbox_stream(target.id), INBOX_CODEC, "inbox"),
-        ):
-            async for batch in self.store.read_batches(stream):
-                for record in batch:
-                    value = codec.decode(record)
-                    data = readable(value)
-                    at = float(data.pop("at", 0.0) or 0.0)
-                    entries.append(JournalEntry(label, record.position, record.type, at, data))  # type: ignore[arg-type]
-        return entries
+        """The actor's journal and inbox as readable entries, in order (every page of
+        `journal_page`)."""
+
+        async def fetch(cursor: str | None) -> tuple[list[JournalEntry], str | None]:
+            page = await self.journal_page(target, cursor=cursor, limit=_pages.MAX_PAGE)
+            return page.items, page.next
+
+        found: list[JournalEntry] = await _pages.every_page(fetch)
+        return found
+
+    async def journal_page(
+        self, target: ActorRef, *, cursor: str | None = None, limit: int = DEFAULT_PAGE
+    ) -> Page[JournalEntry]:
+        """A page of `journal`: at most ``limit`` entries (1000 at most) and about a MiB of
+        journal payload (at least one entry); ``next`` asks for the next page."""
+        self._check_ref(target)
+        limit = _pages.check_limit(limit)
+        items, after = await _pages.journal_page(self.store, target.id, cursor, limit)
+        return Page(items, after)
 
     def running_turns(self) -> int:
         """How many actors are in the middle of a turn."""
