@@ -85,7 +85,9 @@ class Runtime:
     actor type give none (default: `Retry()`). Sync step functions run in worker threads,
     at most ``step_threads`` at once. Client idempotency keys are kept
     ``idempotency_retention`` seconds. An actor holds at most ``max_pending_events``
-    events nobody has waited for yet; further deliveries are refused.
+    events nobody has waited for yet; further deliveries are refused. An actor in memory
+    keeps the outcomes of its last ``keep_results`` invocations at hand; older ones (and
+    every outcome of a passivated actor) are read from the journal, through their index.
     """
 
     def __init__(
@@ -97,7 +99,7 @@ class Runtime:
         snapshot_every: int = 100,
         idle_timeout: float = 60.0,
         version: str = "",
-        keep_results: int = 1000,
+        keep_results: int = 100,
         grace: float = 25.0,
         retry: Retry | None = None,
         step_threads: int = 40,
@@ -817,6 +819,10 @@ class Runtime:
     def hosted(self) -> dict[str, str]:
         """The actors in memory now, and their states."""
         return {actor_id: host.status_state() for actor_id, host in self._hosts.items()}
+
+    def in_memory(self) -> int:
+        """How many actors are in memory now (`hosted`, counted)."""
+        return len(self._hosts)
 
     # -- idempotency key retention -------------------------------------------------------
 

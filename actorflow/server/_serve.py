@@ -47,6 +47,7 @@ from actorflow.server._connections import (
     default_max_connections,
     guarded_protocol,
 )
+from actorflow.server._memory import trim_after_passivations
 from journal import DEFAULT_MAX_RECORD_BYTES, Durability, SqliteStore, StoreLockedError
 
 log = logging.getLogger("actorflow.serve")
@@ -59,6 +60,11 @@ EXIT_MARGIN = 0.5
 LOCK_POLL = 0.1
 #: Longest the HTTP server may take to close its connections once told to stop.
 HTTP_CLOSE_WAIT = 2.0
+#: Stream states the journal's writer keeps in memory (`SqliteStore.open`'s
+#: ``cached_streams``): those of the actors active now, not of every actor seen since
+#: the start (each actor has three streams, and each invocation one more). A stream not
+#: cached costs one indexed read when it is next written.
+CACHED_STREAMS = 500
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -312,7 +318,7 @@ async def _run(
             idempotency_retention=config.idempotency_retention,
             max_pending_events=config.max_pending_events,
         )
-        async with runtime:
+        async with runtime, anyio.create_task_group() as background:
             state.ready(runtime)
             event(
                 "start",
@@ -321,7 +327,9 @@ async def _run(
                 durability=config.durability,
                 recovered=runtime.metrics.recovered,
             )
+            background.start_soon(trim_after_passivations, runtime.in_memory)
             await signals.stop.wait()
+            background.cancel_scope.cancel()
             await _drain(config, runtime, signals)
             await http.close()
     finally:
@@ -343,6 +351,7 @@ async def _open_journal(
                 config.journal,
                 durability=config.durability,
                 max_record_bytes=config.max_record_bytes,
+                cached_streams=CACHED_STREAMS,
             )
         except StoreLockedError:
             if time.monotonic() >= give_up:
