@@ -54,6 +54,7 @@ from actorflow.runtime._status import ActorStatus as ActorStatus
 from actorflow.runtime._status import Damage as Damage
 from actorflow.runtime._status import InvocationStatus as InvocationStatus
 from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import Page as Page
 from actorflow.runtime._status import QuarantinedStatus as QuarantinedStatus
 from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
@@ -91,6 +92,7 @@ __all__ = [
     "MessageTooLarge",
     "QuarantinedStatus",
     "NonDeterminismError",
+    "Page",
     "RemoteActor",
     "Retry",
     "Runtime",

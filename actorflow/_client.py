@@ -11,7 +11,8 @@ import dataclasses
 import decimal
 import math
 import time
-from collections.abc import Callable, Coroutine
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
@@ -21,11 +22,12 @@ import msgspec
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
-from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry
+from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry, Page
 
 A = TypeVar("A", bound=Actor)
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 #: Longest one request waits server-side for a result before the client asks again.
@@ -82,6 +84,8 @@ class _Call:
     answer: Any = Any
     #: How long the request asks the server to wait (for a result) before answering.
     wait: float = 0.0
+    #: Whether the answer is a page of a listing (its next cursor in the Link header).
+    paged: bool = False
 
 
 def _actor_path(ref: ActorRef) -> str:
@@ -95,14 +99,33 @@ def _invocation_path(invocation: str) -> str:
     return f"{_actor_path(_as_ref(actor))}/invocations/{tail}"
 
 
-def _read(response: httpx.Response, answer: Any) -> Any:
+def _read(response: httpx.Response, call: _Call) -> Any:
     if response.status_code >= 400:
         try:
             error = msgspec.json.decode(response.content, type=_Error).error
         except msgspec.DecodeError:
             raise ClientError(response.status_code, "http", response.text[:200]) from None
         raise ClientError(response.status_code, error.type, error.message)
-    return msgspec.json.decode(response.content, type=answer)
+    found = msgspec.json.decode(response.content, type=call.answer)
+    return Page(found, _next_cursor(response)) if call.paged else found
+
+
+def _next_cursor(response: httpx.Response) -> str | None:
+    """The cursor of the next page, from the ``Link: <...>; rel="next"`` header."""
+    url = response.links.get("next", {}).get("url")
+    if url is None:
+        return None
+    found = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("cursor")
+    return found[0] if found else None
+
+
+def _page_params(cursor: str | None, limit: int | None) -> dict[str, str]:
+    params = {}
+    if cursor is not None:
+        params["cursor"] = cursor
+    if limit is not None:
+        params["limit"] = str(limit)
+    return params
 
 
 def _seconds(value: float, name: str) -> str:
@@ -161,9 +184,10 @@ class _Requests:
         return _Call("POST", path, answer=InvocationStatus)
 
     @staticmethod
-    def invocations(actor: ActorRef | str) -> _Call:
+    def invocations(actor: ActorRef | str, cursor: str | None, limit: int | None) -> _Call:
         path = _actor_path(_as_ref(actor)) + "/invocations"
-        return _Call("GET", path, answer=list[InvocationStatus])
+        params = _page_params(cursor, limit)
+        return _Call("GET", path, params, answer=list[InvocationStatus], paged=True)
 
     @staticmethod
     def deliver(actor: ActorRef | str, name: str, payload: Any) -> _Call:
@@ -175,14 +199,18 @@ class _Requests:
         return _Call("GET", _actor_path(_as_ref(actor)), answer=ActorStatus)
 
     @staticmethod
-    def journal(actor: ActorRef | str) -> _Call:
+    def journal(actor: ActorRef | str, cursor: str | None, limit: int | None) -> _Call:
         path = _actor_path(_as_ref(actor)) + "/journal"
-        return _Call("GET", path, answer=list[JournalEntry])
+        params = _page_params(cursor, limit)
+        return _Call("GET", path, params, answer=list[JournalEntry], paged=True)
 
     @staticmethod
-    def list_actors(type_name: str | None, state: str | None) -> _Call:
+    def list_actors(
+        type_name: str | None, state: str | None, cursor: str | None, limit: int | None
+    ) -> _Call:
         params = {k: v for k, v in (("type", type_name), ("state", state)) if v}
-        return _Call("GET", "/v1/actors", params, answer=list[ActorStatus])
+        params |= _page_params(cursor, limit)
+        return _Call("GET", "/v1/actors", params, answer=list[ActorStatus], paged=True)
 
 
 def _outcome(status: InvocationStatus, result_type: Any = Any) -> Any:
@@ -270,7 +298,7 @@ class Client:
             )
         except httpx.TimeoutException as exc:
             raise _timed_out(self._http, call, self._timeout) from exc
-        return _read(response, call.answer)
+        return _read(response, call)
 
     def ref(self, cls: type[A], key: str) -> RemoteActor[A]:
         """A typed reference to a remote actor."""
@@ -321,9 +349,27 @@ class Client:
         return status
 
     async def invocations(self, actor: ActorRef | str) -> list[InvocationStatus]:
-        """An actor's invocations: running and queued first, then ended, latest first."""
-        found: list[InvocationStatus] = await self._do(_Requests.invocations(actor))
-        return found
+        """An actor's invocations: running and queued first, then ended, latest first
+        (every page of `invocation_pages`)."""
+        return [item async for page in self.invocation_pages(actor) for item in page.items]
+
+    async def invocation_pages(
+        self, actor: ActorRef | str, *, limit: int | None = None, cursor: str | None = None
+    ) -> AsyncIterator[Page[InvocationStatus]]:
+        """An actor's invocations a page at a time (``limit`` each, 1000 at most; from
+        ``cursor``, a page's ``next``, if given)."""
+        async for page in self._pages(lambda c: _Requests.invocations(actor, c, limit), cursor):
+            yield page
+
+    async def _pages(
+        self, call: Callable[[str | None], _Call], cursor: str | None
+    ) -> AsyncIterator[Page[Any]]:
+        while True:
+            page: Page[Any] = await self._do(call(cursor))
+            yield page
+            if page.next is None:
+                return
+            cursor = page.next
 
     async def deliver(self, actor: ActorRef | str, name: str, payload: Any = None) -> None:
         """Deliver an event to an actor (for ``ctx.wait_for``)."""
@@ -335,16 +381,41 @@ class Client:
         return status
 
     async def journal(self, actor: ActorRef | str) -> list[JournalEntry]:
-        """An actor's journal as readable entries."""
-        entries: list[JournalEntry] = await self._do(_Requests.journal(actor))
-        return entries
+        """An actor's journal as readable entries (every page of `journal_pages`)."""
+        return [item async for page in self.journal_pages(actor) for item in page.items]
+
+    async def journal_pages(
+        self, actor: ActorRef | str, *, limit: int | None = None, cursor: str | None = None
+    ) -> AsyncIterator[Page[JournalEntry]]:
+        """An actor's journal a page at a time (``limit`` entries each, 1000 at most; from
+        ``cursor``, a page's ``next``, if given)."""
+        async for page in self._pages(lambda c: _Requests.journal(actor, c, limit), cursor):
+            yield page
 
     async def list_actors(
         self, type_name: str | None = None, state: str | None = None
     ) -> list[ActorStatus]:
-        """Actors by type and state."""
-        found: list[ActorStatus] = await self._do(_Requests.list_actors(type_name, state))
-        return found
+        """Actors by type and state (every page of `actor_pages`)."""
+        pages = self.actor_pages(type_name, state)
+        return [item async for page in pages for item in page.items]
+
+    async def actor_pages(
+        self,
+        type_name: str | None = None,
+        state: str | None = None,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> AsyncIterator[Page[ActorStatus]]:
+        """Actors by type and state, a page at a time (``limit`` each, 1000 at most; from
+        ``cursor``, a page's ``next``, if given). A page filtered by state may hold fewer,
+        even none, and still be followed by more."""
+
+        def call(cursor: str | None) -> _Call:
+            return _Requests.list_actors(type_name, state, cursor, limit)
+
+        async for page in self._pages(call, cursor):
+            yield page
 
 
 class RemoteActor(Generic[A]):
@@ -426,7 +497,7 @@ class SyncClient:
             )
         except httpx.TimeoutException as exc:
             raise _timed_out(self._http, call, self._timeout) from exc
-        return _read(response, call.answer)
+        return _read(response, call)
 
     def send(
         self,
@@ -489,9 +560,26 @@ class SyncClient:
         return status
 
     def invocations(self, actor: ActorRef | str) -> list[InvocationStatus]:
-        """An actor's invocations: running and queued first, then ended, latest first."""
-        found: list[InvocationStatus] = self._do(_Requests.invocations(actor))
-        return found
+        """An actor's invocations: running and queued first, then ended, latest first
+        (every page of `invocation_pages`)."""
+        return [item for page in self.invocation_pages(actor) for item in page.items]
+
+    def invocation_pages(
+        self, actor: ActorRef | str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Iterator[Page[InvocationStatus]]:
+        """An actor's invocations a page at a time (``limit`` each, 1000 at most; from
+        ``cursor``, a page's ``next``, if given)."""
+        return self._pages(lambda c: _Requests.invocations(actor, c, limit), cursor)
+
+    def _pages(
+        self, call: Callable[[str | None], _Call], cursor: str | None
+    ) -> Iterator[Page[Any]]:
+        while True:
+            page: Page[Any] = self._do(call(cursor))
+            yield page
+            if page.next is None:
+                return
+            cursor = page.next
 
     def deliver(self, actor: ActorRef | str, name: str, payload: Any = None) -> None:
         """Deliver an event to an actor (for ``ctx.wait_for``)."""
@@ -503,13 +591,31 @@ class SyncClient:
         return status
 
     def journal(self, actor: ActorRef | str) -> list[JournalEntry]:
-        """An actor's journal as readable entries."""
-        entries: list[JournalEntry] = self._do(_Requests.journal(actor))
-        return entries
+        """An actor's journal as readable entries (every page of `journal_pages`)."""
+        return [item for page in self.journal_pages(actor) for item in page.items]
+
+    def journal_pages(
+        self, actor: ActorRef | str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Iterator[Page[JournalEntry]]:
+        """An actor's journal a page at a time (``limit`` entries each, 1000 at most; from
+        ``cursor``, a page's ``next``, if given)."""
+        return self._pages(lambda c: _Requests.journal(actor, c, limit), cursor)
 
     def list_actors(
         self, type_name: str | None = None, state: str | None = None
     ) -> list[ActorStatus]:
-        """Actors by type and state."""
-        found: list[ActorStatus] = self._do(_Requests.list_actors(type_name, state))
-        return found
+        """Actors by type and state (every page of `actor_pages`)."""
+        return [item for page in self.actor_pages(type_name, state) for item in page.items]
+
+    def actor_pages(
+        self,
+        type_name: str | None = None,
+        state: str | None = None,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Iterator[Page[ActorStatus]]:
+        """Actors by type and state, a page at a time (``limit`` each, 1000 at most; from
+        ``cursor``, a page's ``next``, if given). A page filtered by state may hold fewer,
+        even none, and still be followed by more."""
+        return self._pages(lambda c: _Requests.list_actors(type_name, state, c, limit), cursor)

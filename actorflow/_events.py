@@ -10,6 +10,9 @@ Three streams per actor, all plain journal streams:
   events delivered, replies to the actor's calls, cancellation requests.
 - ``outcomes/<Type>/<key>``: one `InvocationEnded` per finished invocation, written with
   the turn's end, so an invocation reads back as finished forever.
+- ``invocation/<Type>/<key>#<id>``: one `InvocationIndexed` per ending of the invocation,
+  in the same transaction as its outcome: where that outcome is, so that it is found
+  without reading the ``outcomes/`` stream.
 
 Plus one ``idempotency/<Type>/<key>/<client key>`` stream per client idempotency key, and
 the ``idempotency-log`` that lists them in order, for their retention.
@@ -299,6 +302,20 @@ class InvocationEnded(msgspec.Struct, tag="ended", frozen=True):
     seed: tuple[SeedRecord, ...] = ()
 
 
+class InvocationIndexed(msgspec.Struct, tag="indexed", frozen=True):
+    """Where an invocation's outcome is: its ``position`` on the actor's ``outcomes/``
+    stream. On the invocation's own ``invocation/`` stream, written in the same
+    transaction as the outcome; the latest record is the latest outcome (an operator's
+    retry ends an invocation again).
+
+    ``unindexed``: the actor's outcomes at positions 1 to ``unindexed`` were written
+    before this index existed, so an invocation without an index may still be among them.
+    """
+
+    position: int
+    unindexed: int = 0
+
+
 class IdempotencyClaim(msgspec.Struct, tag="idempotency", frozen=True):
     """The invocation that a client's idempotency key was first used for, with a
     fingerprint of that request (handler, arguments, deadline) and when it was made."""
@@ -318,6 +335,7 @@ class ClaimMade(msgspec.Struct, tag="claim", frozen=True):
 ACTOR_CODEC: Codec[ActorEntry] = Codec(ActorEntry)
 INBOX_CODEC: Codec[InboxEntry] = Codec(InboxEntry)
 OUTCOME_CODEC: Codec[InvocationEnded] = Codec(InvocationEnded)
+INDEX_CODEC: Codec[InvocationIndexed] = Codec(InvocationIndexed)
 IDEMPOTENCY_CODEC: Codec[IdempotencyClaim] = Codec(IdempotencyClaim)
 CLAIM_LOG_CODEC: Codec[ClaimMade] = Codec(ClaimMade)
 
@@ -338,6 +356,11 @@ def inbox_stream(actor_id: str) -> str:
 def outcomes_stream(actor_id: str) -> str:
     """The journal stream holding the outcome of each of an actor's invocations."""
     return f"outcomes/{actor_id}"
+
+
+def invocation_stream(invocation: str) -> str:
+    """The journal stream indexing where an invocation's outcome is."""
+    return f"invocation/{invocation}"
 
 
 def idempotency_stream(actor_id: str, key: str) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import json
 import logging
 import os
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +24,13 @@ from actorflow._actor import check_key
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow._errors import InvalidMessageError
 from actorflow.runtime import _quarantine
-from actorflow.runtime._status import JournalEntry
+from actorflow.runtime._status import JournalEntry, Page
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
+from actorflow.server._connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_CONNECTIONS,
+)
 from journal import DEFAULT_MAX_RECORD_BYTES, JournalError, SqliteStore, StoreLockedError
 
 TOKEN_ENV = "ACTORFLOW_TOKEN"
@@ -187,6 +194,35 @@ def main() -> None:
     "CORS. Repeatable. Requests with any other Origin header get 403: without this, no "
     "browser page can drive the server.",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT,
+    show_default=True,
+    help="Seconds a request's line and headers may take to arrive (from the connection "
+    "opening, or its previous response); past it the connection is closed.",
+)
+@click.option(
+    "--keep-alive",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP_ALIVE,
+    show_default=True,
+    help="Seconds an idle keep-alive connection is kept after a response.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    help=f"Connections held open at most (default: {DEFAULT_MAX_CONNECTIONS}, or half the "
+    f"open-file limit if lower). One more closes the one that has waited longest for a "
+    f"request's headers; only if all are serving requests is it refused with 503.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds an actor stays in memory after its last turn (then only its journal).",
+)
 def serve_command(
     app: str,
     journal: str,
@@ -207,6 +243,10 @@ def serve_command(
     max_queued_messages: int,
     allowed_hosts: tuple[str, ...],
     allowed_origins: tuple[str, ...],
+    header_timeout: float,
+    keep_alive: int,
+    max_connections: int | None,
+    idle_timeout: float,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -243,6 +283,10 @@ def serve_command(
         max_queued_messages=max_queued_messages,
         allowed_hosts=allowed_hosts,
         allowed_origins=allowed_origins,
+        header_timeout=header_timeout,
+        keep_alive=keep_alive,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
     )
     try:
         code = _run(config)
@@ -426,43 +470,81 @@ def status(actor: str, url: str, token_file: Path | None, timeout: float) -> Non
     _print(_talk(url, token_file, timeout, lambda client: client.status(actor)))
 
 
+def _limit_option(fn: Any) -> Any:
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        help="Show at most this many (default: all, fetched from the server a page of "
+        f"{PAGE_SIZE} at a time).",
+    )(fn)
+
+
+#: Items per request when a command pages through a listing.
+PAGE_SIZE = 1000
+
+
+def _paged(pages: Iterator[Page[T]], limit: int | None) -> Iterator[T]:
+    """The items of ``pages``, at most ``limit`` of them (fetching no page more)."""
+    return itertools.islice((item for page in pages for item in page.items), limit)
+
+
+def _print_json_items(items: Iterator[Any]) -> None:
+    """Print ``items`` as one indented JSON array, as they come."""
+    click.echo("[", nl=False)
+    first = True
+    for item in items:
+        text = json.dumps(msgspec.to_builtins(item), indent=2, default=str)
+        click.echo(("\n" if first else ",\n") + textwrap.indent(text, "  "), nl=False)
+        first = False
+    click.echo("]" if first else "\n]")
+
+
 @main.command("journal")
 @click.argument("actor")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@_limit_option
 @_client_options
 def journal_command(
-    actor: str, as_json: bool, url: str, token_file: Path | None, timeout: float
+    actor: str,
+    as_json: bool,
+    limit: int | None,
+    url: str,
+    token_file: Path | None,
+    timeout: float,
 ) -> None:
     """Show ACTOR's journal: time, entry, step name and how long it took."""
-    entries = _talk(url, token_file, timeout, lambda client: client.journal(actor))
-    if as_json:
-        _print(entries)
-        return
-    for line in journal_lines(entries):
-        click.echo(line)
+
+    def show(client: SyncClient) -> None:
+        entries = _paged(client.journal_pages(actor, limit=PAGE_SIZE), limit)
+        if as_json:
+            _print_json_items(entries)
+            return
+        previous: dict[int, float] = {}
+        for entry in entries:
+            click.echo(journal_line(entry, previous))
+
+    _talk(url, token_file, timeout, show)
 
 
 def journal_lines(entries: list[JournalEntry]) -> list[str]:
     """The journal as a person reads it: one line per entry, durations between steps."""
-    lines = []
     previous: dict[int, float] = {}
-    for entry in entries:
-        turn = entry.data.get("turn")
-        at = (
-            datetime.datetime.fromtimestamp(entry.at).strftime("%H:%M:%S.%f")[:-3]
-            if entry.at
-            else "-"
-        )
-        took = ""
-        if isinstance(turn, int) and entry.at:
-            if turn in previous:
-                took = f"+{entry.at - previous[turn]:.3f}s"
-            previous[turn] = entry.at
-        lines.append(
-            f"{entry.stream:5} {entry.position:>5}  {at}  {entry.type:12} "
-            f"{_describe(entry):50} {took}"
-        )
-    return lines
+    return [journal_line(entry, previous) for entry in entries]
+
+
+def journal_line(entry: JournalEntry, previous: dict[int, float]) -> str:
+    """One entry as a person reads it; ``previous`` holds the time of each turn's latest
+    entry so far (updated), to show how long each step took."""
+    turn = entry.data.get("turn")
+    at = datetime.datetime.fromtimestamp(entry.at).strftime("%H:%M:%S.%f")[:-3] if entry.at else "-"
+    took = ""
+    if isinstance(turn, int) and entry.at:
+        if turn in previous:
+            took = f"+{entry.at - previous[turn]:.3f}s"
+        previous[turn] = entry.at
+    return (
+        f"{entry.stream:5} {entry.position:>5}  {at}  {entry.type:12} {_describe(entry):50} {took}"
+    )
 
 
 def _describe(entry: JournalEntry) -> str:
@@ -490,14 +572,24 @@ def _short(value: Any, width: int = 40) -> str:
 @main.command("list")
 @click.option("--type", "type_name", help="Only actors of this type.")
 @click.option("--state", type=click.Choice(ACTOR_STATES), help="Only actors in this state.")
+@_limit_option
 @_client_options
 def list_command(
-    type_name: str | None, state: str | None, url: str, token_file: Path | None, timeout: float
+    type_name: str | None,
+    state: str | None,
+    limit: int | None,
+    url: str,
+    token_file: Path | None,
+    timeout: float,
 ) -> None:
-    """List actors with their states."""
-    found = _talk(url, token_file, timeout, lambda client: client.list_actors(type_name, state))
-    for actor in found:
-        click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
+    """List actors with their states, in id order."""
+
+    def show(client: SyncClient) -> None:
+        pages = client.actor_pages(type_name, state, limit=PAGE_SIZE)
+        for actor in _paged(pages, limit):
+            click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
+
+    _talk(url, token_file, timeout, show)
 
 
 @main.command()
@@ -535,22 +627,33 @@ def retry(invocation: str, url: str, token_file: Path | None, timeout: float) ->
 @main.command()
 @click.argument("actor")
 @click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@_limit_option
 @_client_options
 def invocations(
-    actor: str, as_json: bool, url: str, token_file: Path | None, timeout: float
+    actor: str,
+    as_json: bool,
+    limit: int | None,
+    url: str,
+    token_file: Path | None,
+    timeout: float,
 ) -> None:
     """List ACTOR's invocations: running and queued first, then ended ones, latest first,
     with their results or errors."""
-    found = _talk(url, token_file, timeout, lambda client: client.invocations(actor))
-    if as_json:
-        _print(found)
-        return
-    for status in found:
-        if status.state == "completed":
-            detail = _short(status.result, 60)
-        else:
-            detail = status.error or ""
-        click.echo(f"{status.invocation:45} {status.state:10} {status.handler or '':14} {detail}")
+
+    def show(client: SyncClient) -> None:
+        found = _paged(client.invocation_pages(actor, limit=PAGE_SIZE), limit)
+        if as_json:
+            _print_json_items(found)
+            return
+        for status in found:
+            if status.state == "completed":
+                detail = _short(status.result, 60)
+            else:
+                detail = status.error or ""
+            handler = status.handler or ""
+            click.echo(f"{status.invocation:45} {status.state:10} {handler:14} {detail}")
+
+    _talk(url, token_file, timeout, show)
 
 
 # -- a damaged actor: export and reset, on the journal file itself ---------------------------

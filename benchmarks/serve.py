@@ -23,6 +23,9 @@
   must be 0 and the log's ``event=stopped-turns`` line must say every agent was
   checkpointed. Then a new server on the same journal must log ``recovered N actors`` and
   list all N waiting on their timers again; it is stopped the same way.
+- ``memory`` and ``reads`` (`benchmarks.serve_memory`, run once): the server's RSS per
+  active and per passivated actor, with each of CPython's allocators, and the cost of
+  lookups and listings over a large history.
 
 Each measurement is repeated and the middle run reported. Everything talks to 127.0.0.1
 only; journals and logs live in a temporary directory, removed afterwards (set ``TMPDIR``
@@ -59,6 +62,7 @@ from benchmarks._report import (
     Column,
     Progress,
     Result,
+    Section,
     SuiteReport,
     Target,
     fraction,
@@ -195,13 +199,19 @@ def ceiling_command(port: int) -> list[str]:
 
 @contextlib.contextmanager
 def served(
-    name: str, command: list[str], port: int, log: Path, ready: str = "/readyz"
+    name: str,
+    command: list[str],
+    port: int,
+    log: Path,
+    ready: str = "/readyz",
+    env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
-    """Start ``command`` (a server on ``port``), wait until ``ready`` answers 200 (for
-    `actorflow serve`, /readyz: the journal is open and the actors recovered; /livez
-    answers as soon as the port is bound), yield it; kill and reap it afterwards,
-    whatever happened."""
+    """Start ``command`` (a server on ``port``, with ``env`` added to this process's
+    environment), wait until ``ready`` answers 200 (for `actorflow serve`, /readyz: the
+    journal is open and the actors recovered; /livez answers as soon as the port is
+    bound), yield it; kill and reap it afterwards, whatever happened."""
     environment = {k: v for k, v in os.environ.items() if k != "ACTORFLOW_TOKEN"}
+    environment |= env or {}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=environment
@@ -767,15 +777,19 @@ COLUMNS: Sequence[Column] = [
 # -- the suite ------------------------------------------------------------------------------
 
 
-def measure(quick: bool, repeats: int) -> list[Result]:
-    """Run every scenario in turn and return their results."""
-    progress = Progress("serve", 2)
+def measure(quick: bool, repeats: int) -> tuple[list[Result], list[Result]]:
+    """Run every scenario in turn; the main table's results, and the memory and reads
+    ones (run once: their figures are not rates, and they take a while)."""
+    from benchmarks.serve_memory import memory_scenarios
+
+    progress = Progress("serve", 3)
     results = [
         send_scenario(SENDS[quick], repeats, progress),
         exit_scenario(AGENTS[quick], repeats, progress),
     ]
+    memory = memory_scenarios(quick, progress)
     progress.finish()
-    return results
+    return results, memory
 
 
 def http_implementation() -> str:
@@ -786,7 +800,9 @@ def http_implementation() -> str:
 
 def run(*, quick: bool, repeats: int) -> SuiteReport:
     """Run the serve suite."""
-    results = measure(quick, repeats)
+    from benchmarks import serve_memory
+
+    results, memory = measure(quick, repeats)
     loop = loop_name()
     http = http_implementation()
     uvicorn = importlib.metadata.version("uvicorn")
@@ -812,6 +828,34 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
         columns=COLUMNS,
         results=results,
         targets=targets(results),
+        sections=[
+            Section(
+                "memory: the server's RSS (/proc/<pid>/status) with every actor in memory, "
+                "then passivated",
+                serve_memory.MEMORY_COLUMNS,
+                [r for r in memory if r["scenario"] == "memory"],
+                [
+                    "KiB/active: (active - start) / actors in memory; KiB/passivated: "
+                    "(passivated - start) / actors; returned: share of the growth given "
+                    "back; passivated: once the RSS stopped falling",
+                    "pymalloc is CPython's default; PYTHONMALLOC=malloc allocates from the "
+                    "C heap, which the server trims once actors are passivated; again: after "
+                    "as many more actors ran and were passivated",
+                ],
+            ),
+            Section(
+                "reads: lookups and listings on that server, everything passivated",
+                serve_memory.READS_COLUMNS,
+                [r for r in memory if r["scenario"] == "reads"],
+                [
+                    "invocation lookup: median of GETs; ratios to the newest invocation's "
+                    "(1.0: flat, whatever the history)",
+                    "list actors: every page of GET /v1/actors?limit=1000; journal pages: "
+                    "every page of the history actor's journal (kept whole), with the "
+                    "server's RSS growth meanwhile",
+                ],
+            ),
+        ],
         environment={
             "sqlite": sqlite3.sqlite_version,
             "loop": loop,

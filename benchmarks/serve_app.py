@@ -49,7 +49,17 @@ class Napper(actorflow.Actor, shutdown="checkpoint"):
         return total
 
 
-ACTORS = [Ping, Napper]
+class Echo(actorflow.Actor):
+    """The ``reads`` scenario's actor with a long history: each turn journals its text twice
+    (the message, the result)."""
+
+    @actorflow.handler
+    async def echo(self, text: str) -> str:
+        """Take no step; return ``text``."""
+        return text
+
+
+ACTORS = [Ping, Napper, Echo]
 
 
 # -- the ceiling ----------------------------------------------------------------------------

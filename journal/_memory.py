@@ -23,6 +23,7 @@ from journal._records import (
 from journal._store import (
     DEFAULT_MAX_RECORD_BYTES,
     StoreBase,
+    check_limit,
     check_position,
     is_identity,
     new_identity,
@@ -88,18 +89,23 @@ class MemoryStore(StoreBase):
         return results
 
     async def read_batches(
-        self, stream: str, from_position: int = 1
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
     ) -> AsyncIterator[list[Record]]:
-        """Iterate over ``stream``'s records in order, a list at a time."""
+        """Iterate over ``stream``'s records in order, a list at a time (at most ``limit``
+        records in all, if given)."""
         check_position(stream, "from_position", from_position, 1)
-        while True:
+        check_limit(stream, limit)
+        left = _READ_BATCH if limit is None else limit
+        while left > 0:
             self._check_open()
             stored = self._streams.get(stream, [])
             index = bisect.bisect_left(stored, from_position, key=lambda r: r.position)
-            batch = stored[index : index + _READ_BATCH]
+            batch = stored[index : index + min(_READ_BATCH, left)]
             if not batch:
                 return
             yield batch
+            if limit is not None:
+                left -= len(batch)
             from_position = batch[-1].position + 1
             await anyio.lowlevel.checkpoint()
 
@@ -148,6 +154,22 @@ class MemoryStore(StoreBase):
         check_prefix(prefix)
         self._check_open()
         return sorted(s.name for s in self._states.values() if s.last and s.name.startswith(prefix))
+
+    async def list_stream_infos(
+        self, prefix: str = "", *, after: str = "", limit: int = 1000
+    ) -> list[StreamInfo]:
+        """The streams named after ``after`` that start with ``prefix`` (and hold, or held,
+        records), with their infos, in name order: at most ``limit``."""
+        check_prefix(prefix)
+        check_prefix(after)
+        check_limit("<streams>", limit)
+        self._check_open()
+        names = sorted(
+            s.name
+            for s in self._states.values()
+            if s.last and s.name > after and s.name.startswith(prefix)
+        )
+        return [await self.stream_info(name) for name in names[:limit]]
 
     async def claim(self, stream: str) -> int:
         """Become the owner of ``stream``: return a new epoch, higher than every earlier one

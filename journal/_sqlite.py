@@ -47,9 +47,12 @@ from journal._records import (
     snapshot_checksum,
 )
 from journal._sqlite_reads import (
+    READ_BATCH,
     global_page,
     salvage_page,
     salvage_snapshot,
+    stream_info,
+    stream_infos,
     stream_page,
     verify_all,
 )
@@ -64,7 +67,13 @@ from journal._sqlite_schema import (
     read_only_uri,
     translate,
 )
-from journal._store import DEFAULT_MAX_RECORD_BYTES, Durability, StoreBase, check_position
+from journal._store import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Durability,
+    StoreBase,
+    check_limit,
+    check_position,
+)
 from journal._streams import Changes, StreamState
 
 T = TypeVar("T")
@@ -570,7 +579,7 @@ class SqliteStore(StoreBase):
             self._readers.put_nowait(reader)
 
     async def read_batches(
-        self, stream: str, from_position: int = 1
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
     ) -> AsyncIterator[list[Record]]:
         """Iterate over ``stream``'s records in order, a list of up to `READ_BATCH` at a time.
 
@@ -579,12 +588,15 @@ class SqliteStore(StoreBase):
         record raises `CorruptionError` once the records before it have been yielded. Replay
         reads this way: one await per batch instead of one per record. (Fetching the next
         batch while the caller decodes this one measured slower: both threads need the GIL.)
+        With ``limit``, at most that many records are read from the file.
         """
         check_position(stream, "from_position", from_position, 1)
+        check_limit(stream, limit)
         doing = f"reading stream {stream!r}"
-        while True:
+        left = READ_BATCH if limit is None else limit
+        while left > 0:
             batch, error, more = await self._read(
-                partial(stream_page, stream, start=from_position), doing
+                partial(stream_page, stream, start=from_position, limit=left), doing
             )
             if batch:
                 yield batch
@@ -592,6 +604,8 @@ class SqliteStore(StoreBase):
                 raise error
             if not more:
                 return
+            if limit is not None:
+                left -= len(batch)
             from_position = batch[-1].position + 1
 
     async def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
@@ -616,20 +630,7 @@ class SqliteStore(StoreBase):
     async def stream_info(self, stream: str) -> StreamInfo:
         """Positions, owner epoch and snapshot position of ``stream``."""
         check_stream_name(stream)
-
-        def fetch(conn: sqlite3.Connection) -> StreamInfo:
-            row = conn.execute(
-                "SELECT first_position, epoch, snapshot_position, "
-                "(SELECT max(position) FROM records WHERE stream_id = streams.id) "
-                "FROM streams WHERE name = ?",
-                (stream,),
-            ).fetchone()
-            if row is None:
-                return StreamInfo(stream, 0, 1, 0, 0)
-            first, epoch, snap, last = row
-            return StreamInfo(stream, max(last or 0, first - 1), first, epoch, snap)
-
-        return await self._read(fetch, f"reading stream {stream!r}")
+        return await self._read(partial(stream_info, stream=stream), f"reading stream {stream!r}")
 
     async def list_streams(self, prefix: str = "") -> list[str]:
         """Names of the streams holding (or having held) records, starting with ``prefix``."""
@@ -645,6 +646,17 @@ class SqliteStore(StoreBase):
 
         check_prefix(prefix)
         return await self._read(fetch, "listing streams")
+
+    async def list_stream_infos(
+        self, prefix: str = "", *, after: str = "", limit: int = 1000
+    ) -> list[StreamInfo]:
+        """The streams named after ``after`` that start with ``prefix`` (and hold, or held,
+        records), with their infos, in name order: at most ``limit``, in one query."""
+        check_prefix(prefix)
+        check_prefix(after)
+        check_limit("<streams>", limit)
+        page = partial(stream_infos, prefix=prefix, after=after, limit=limit)
+        return await self._read(page, "listing streams")
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:
         """The latest snapshot of ``stream``, or None; a damaged one raises `CorruptionError`."""

@@ -14,6 +14,7 @@ from journal._records import (
     Record,
     Salvaged,
     SalvagedSnapshot,
+    StreamInfo,
     VerifyReport,
     checksum,
     head_crc,
@@ -34,7 +35,7 @@ _Page = tuple[list[Record], CorruptionError | None, bool]
 _STREAM_PAGE = (
     "SELECT position, global_position, type, data, checksum FROM records "
     "WHERE stream_id = (SELECT id FROM streams WHERE name = ?) AND position >= ? "
-    f"ORDER BY position LIMIT {READ_BATCH}"
+    "ORDER BY position LIMIT ?"
 )
 _GLOBAL_PAGE = (
     "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
@@ -43,15 +44,19 @@ _GLOBAL_PAGE = (
 )
 
 
-def stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Page:
-    """One page of a stream, checksums verified (the hot loop of replay)."""
+def stream_page(
+    stream: str, conn: sqlite3.Connection, *, start: int, limit: int = READ_BATCH
+) -> _Page:
+    """One page of a stream (at most ``limit`` records, and `READ_BATCH`), checksums
+    verified (the hot loop of replay)."""
     out: list[Record] = []
     append = out.append
     crc32, mix = zlib.crc32, POSITION_MIX
     last_kind, head = "", 0  # consecutive records mostly share a type: reuse its seed
     room = READ_BYTES
+    limit = min(limit, READ_BATCH)
     for position, global_position, kind, data, stored in conn.execute(
-        _STREAM_PAGE, (stream, start)
+        _STREAM_PAGE, (stream, start, limit)
     ):
         if kind != last_kind:
             last_kind, head = kind, head_crc(stream, kind)
@@ -61,7 +66,7 @@ def stream_page(stream: str, conn: sqlite3.Connection, *, start: int) -> _Page:
         room -= len(data)
         if room < 0:
             return out, None, True
-    return out, None, len(out) == READ_BATCH
+    return out, None, len(out) == limit
 
 
 def global_page(conn: sqlite3.Connection, start: int) -> _Page:
@@ -86,7 +91,7 @@ def salvage_page(stream: str, conn: sqlite3.Connection, *, start: int) -> list[S
     out: list[Salvaged] = []
     room = READ_BYTES
     for position, global_position, kind, data, stored in conn.execute(
-        _STREAM_PAGE, (stream, start)
+        _STREAM_PAGE, (stream, start, READ_BATCH)
     ):
         intact = checksum(stream, position, kind, data) == stored
         damage = None if intact else "checksum mismatch"
@@ -109,6 +114,40 @@ def salvage_snapshot(stream: str, conn: sqlite3.Connection) -> SalvagedSnapshot 
     position, data, stored = row
     intact = snapshot_checksum(stream, position, data) == stored
     return SalvagedSnapshot(stream, position, data, None if intact else "checksum mismatch")
+
+
+_STREAM_INFOS = (
+    "SELECT name, first_position, epoch, snapshot_position, "
+    "(SELECT max(position) FROM records WHERE stream_id = streams.id) "
+    "FROM streams WHERE name > ? AND name >= ? AND substr(name, 1, ?) = ? AND "
+    "(first_position > 1 OR EXISTS (SELECT 1 FROM records WHERE stream_id = id)) "
+    "ORDER BY name LIMIT ?"
+)
+
+
+def stream_info(conn: sqlite3.Connection, *, stream: str) -> StreamInfo:
+    """Positions, owner epoch and snapshot position of ``stream``."""
+    row = conn.execute(
+        "SELECT first_position, epoch, snapshot_position, "
+        "(SELECT max(position) FROM records WHERE stream_id = streams.id) "
+        "FROM streams WHERE name = ?",
+        (stream,),
+    ).fetchone()
+    if row is None:
+        return StreamInfo(stream, 0, 1, 0, 0)
+    first, epoch, snap, last = row
+    return StreamInfo(stream, max(last or 0, first - 1), first, epoch, snap)
+
+
+def stream_infos(
+    conn: sqlite3.Connection, *, prefix: str, after: str, limit: int
+) -> list[StreamInfo]:
+    """A page of the streams that hold (or held) records, with their infos."""
+    rows = conn.execute(_STREAM_INFOS, (after, prefix, len(prefix), prefix, limit))
+    return [
+        StreamInfo(name, max(last or 0, first - 1), first, epoch, snapshot)
+        for name, first, epoch, snapshot, last in rows
+    ]
 
 
 def verify_all(conn: sqlite3.Connection) -> VerifyReport:

@@ -77,12 +77,21 @@ class Store(Protocol):
         """Append to several streams in one transaction: every part is written, or none."""
         ...
 
-    def read(self, stream: str, from_position: int = 1) -> AsyncIterator[Record]:
-        """Iterate over ``stream``'s records from ``from_position`` on, in order."""
+    def read(
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[Record]:
+        """Iterate over ``stream``'s records from ``from_position`` on, in order (at most
+        ``limit`` of them, if given)."""
         ...
 
-    def read_batches(self, stream: str, from_position: int = 1) -> AsyncIterator[list[Record]]:
-        """Like `read`, a list of records at a time (one await per batch, for replay)."""
+    def read_batches(
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[list[Record]]:
+        """Like `read`, a list of records at a time (one await per batch, for replay).
+
+        With ``limit``, at most that many records in all, and the store fetches no more
+        than it yields: reading one record of a long stream costs one record.
+        """
         ...
 
     def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
@@ -99,6 +108,17 @@ class Store(Protocol):
 
     async def list_streams(self, prefix: str = "") -> list[str]:
         """Names of the streams holding (or having held) records, starting with ``prefix``."""
+        ...
+
+    async def list_stream_infos(
+        self, prefix: str = "", *, after: str = "", limit: int = 1000
+    ) -> list[StreamInfo]:
+        """A page of `list_streams` with each stream's `stream_info`: the streams named
+        after ``after`` (in name order) that start with ``prefix``, at most ``limit``.
+
+        Page through every stream by passing the last name of a page as the next
+        ``after``; each page costs what it holds, however many streams there are.
+        """
         ...
 
     async def claim(self, stream: str) -> int:
@@ -177,16 +197,21 @@ class StoreBase:
         part = StreamAppend(stream, tuple(records), expected_position, epoch)
         return (await self.append_many([part]))[0]
 
-    def read_batches(self, stream: str, from_position: int = 1) -> AsyncIterator[list[Record]]:
+    def read_batches(
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[list[Record]]:
         raise NotImplementedError
 
-    async def read(self, stream: str, from_position: int = 1) -> AsyncIterator[Record]:
-        """Iterate over ``stream``'s records from ``from_position`` on, in order.
+    async def read(
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[Record]:
+        """Iterate over ``stream``'s records from ``from_position`` on, in order (at most
+        ``limit`` of them, if given).
 
         Batches are fetched behind the scenes, so memory stays bounded however long the
         stream; a damaged record raises `CorruptionError` when the iteration reaches it.
         """
-        async for batch in self.read_batches(stream, from_position):
+        async for batch in self.read_batches(stream, from_position, limit=limit):
             for record in batch:
                 yield record
 
@@ -203,6 +228,12 @@ class StoreBase:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def check_limit(stream: str, limit: int | None) -> None:
+    """Refuse a ``limit`` argument that is neither None nor an int of at least 1."""
+    if limit is not None:
+        check_position(stream, "limit", limit, 1)
 
 
 def check_position(stream: str, name: str, value: int, minimum: int) -> None:

@@ -4,11 +4,14 @@ runtime reports.
 - `_runtime`: `Runtime`, the embedded runtime: accepting messages, activating actors,
   results, cancellation, operator retries, shutdown.
 - `_handle`: `ActorHandle`, a typed reference to one actor.
+- `_reads`: the read side of `Runtime` (status, invocations, journal pages, listings).
 - `_host`: `ActorHost`, one activated actor: its journal writer, inbox, checkpoint and turn
   loop (it hosts the `replay` core's turns).
-- `_inspect`: reading an actor's journal from outside it (status, invocations).
 - `_quarantine`: actors whose journals are damaged (status ``corrupt``): refusing their
   work, exporting what can be read, resetting them.
+- `_inspect`: reading an actor's journal from outside it (status, invocations), and the
+  index that finds an invocation's outcome.
+- `_pages`: listings a page at a time (journal, invocations, actors), with cursors.
 - `_idempotency`: client idempotency keys and their retention.
 - `_status`: the records the runtime reports (`ActorStatus`, `InvocationStatus`, ...).
 """
@@ -21,6 +24,7 @@ from actorflow.runtime._status import ActorStatus as ActorStatus
 from actorflow.runtime._status import Damage as Damage
 from actorflow.runtime._status import InvocationStatus as InvocationStatus
 from actorflow.runtime._status import JournalEntry as JournalEntry
+from actorflow.runtime._status import Page as Page
 from actorflow.runtime._status import QuarantinedStatus as QuarantinedStatus
 from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
@@ -33,6 +37,7 @@ __all__ = [
     "InvocationStatus",
     "JournalEntry",
     "QuarantinedStatus",
+    "Page",
     "Runtime",
     "ShutdownReport",
 ]

@@ -33,7 +33,6 @@ from actorflow._errors import (
 from actorflow._events import (
     ACTOR_CODEC,
     INBOX_CODEC,
-    OUTCOME_CODEC,
     RULES,
     ActorEntry,
     ActorSnapshot,
@@ -56,7 +55,6 @@ from actorflow._events import (
     TurnStarted,
     actor_stream,
     inbox_stream,
-    outcomes_stream,
 )
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
@@ -128,6 +126,7 @@ class ActorHost:
         self.actor_id = f"{self.type_name}/{key}"
         self.stream = actor_stream(self.actor_id)
         self.inbox = inbox_stream(self.actor_id)
+        self.outcomes = _inspect.OutcomeLog(runtime.store, self.actor_id)
         self.clock = runtime.clock
         self.store = runtime.store
         self.record_limit = runtime.record_limit
@@ -460,7 +459,8 @@ class ActorHost:
     async def _next_turn(self) -> None:
         position, message = await self._head_message()
         now = self.clock.now()
-        limits = [message.deadline, self._handler_deadline(message.handler)]
+        info = self.cls.__actorflow_handlers__.get(message.handler)
+        limits = [message.deadline, info.options.deadline if info is not None else None]
         budget = min((d for d in limits if d is not None), default=None)
         started = TurnStarted(
             self.turns + 1,
@@ -492,10 +492,6 @@ class ActorHost:
             if isinstance(entry, StepEntry):
                 entries.append(msgspec.structs.replace(entry, turn=started.turn))
         return entries
-
-    def _handler_deadline(self, handler: str) -> float | None:
-        info = self.cls.__actorflow_handlers__.get(handler)
-        return info.options.deadline if info is not None else None
 
     async def _run_turn(self, started: TurnStarted, recorded: RecordedTurn) -> None:
         """Run (or replay) one turn to its end; journal the end unless it was journaled."""
@@ -664,7 +660,7 @@ class ActorHost:
                     started.invocation,
                 )
         ended = InvocationEnded(started.invocation, started.turn, reply, at, seed)
-        extra = [StreamAppend(outcomes_stream(self.actor_id), (OUTCOME_CODEC.encode(ended),))]
+        extra = await self.outcomes.parts(ended)
         if started.reply_to is not None:
             event = EventDelivered(started.reply_to.event, msgspec.Raw(encode(reply)), at)
             extra.append(
@@ -673,6 +669,7 @@ class ActorHost:
         if reply.ok:
             self._state_bytes = encode(self.instance.state)
         await self.journal([entry], extra, snapshot=self._checkpoint(started.turn))
+        self.outcomes.committed()
         await self._compact()
 
     def _checkpoint(self, turn: int) -> bytes:

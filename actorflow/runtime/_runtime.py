@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from actorflow._actor import Actor, HandlerInfo, check_event, check_key
+from actorflow._actor import Actor, check_event, check_key
 from actorflow._clock import Clock, SystemClock
 from actorflow._context import DEFAULT_RETRY, ActorRef, Retry
 from actorflow._errors import (
@@ -33,7 +33,6 @@ from actorflow._errors import (
     TooManyPendingEvents,
     TooManyQueuedMessages,
     UnknownActorError,
-    UnknownHandlerError,
 )
 from actorflow._events import (
     ACTOR_CODEC,
@@ -44,22 +43,18 @@ from actorflow._events import (
     Reply,
     ReplyTo,
     TurnStarted,
-    actor_stream,
     idempotency_stream,
     inbox_stream,
 )
 from actorflow._metrics import Metrics
-from actorflow._values import decoder_for, encode
+from actorflow._values import encode
 from actorflow.runtime import _idempotency, _inspect, _quarantine
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
+from actorflow.runtime._reads import RuntimeReads
 from actorflow.runtime._status import (
-    ACTOR_STATES,
-    ActorStatus,
     InvocationStatus,
-    JournalEntry,
     ShutdownReport,
-    readable,
 )
 from journal import DEFAULT_MAX_RECORD_BYTES, ConflictError, NewRecord, Store, StreamAppend
 
@@ -73,7 +68,7 @@ R = TypeVar("R")
 MAX_RETRY_PAUSE = 30.0
 
 
-class Runtime:
+class Runtime(RuntimeReads):
     """Hosts actor classes on a journal `Store`; use it as an async context manager.
 
     Every turn's end checkpoints the actor (state, inbox progress) in the same transaction;
@@ -84,7 +79,9 @@ class Runtime:
     at most ``step_threads`` at once. Client idempotency keys are kept
     ``idempotency_retention`` seconds. An actor holds at most ``max_pending_events``
     events nobody has waited for yet, and ``max_queued_messages`` messages waiting for
-    their turns; further deliveries and sends are refused (`InboxFull`).
+    their turns; further deliveries and sends are refused (`InboxFull`). An actor in memory
+    keeps the outcomes of its last ``keep_results`` invocations at hand; older ones (and
+    every outcome of a passivated actor) are read from the journal, through their index.
     """
 
     def __init__(
@@ -96,7 +93,7 @@ class Runtime:
         snapshot_every: int = 100,
         idle_timeout: float = 60.0,
         version: str = "",
-        keep_results: int = 1000,
+        keep_results: int = 100,
         grace: float = 25.0,
         retry: Retry | None = None,
         step_threads: int = 40,
@@ -339,23 +336,6 @@ class Runtime:
             raise UnknownActorError(self._unknown_type(cls.__actorflow_name__))
         return ActorHandle(self, cls, key)
 
-    def _unknown_type(self, type_name: str) -> str:
-        known = ", ".join(sorted(self._types)) or "none"
-        return f"unknown actor type {type_name!r}; this runtime hosts: {known}"
-
-    def handler_info(self, type_name: str, handler: str) -> HandlerInfo:
-        """A hosted handler's checked definition (or a clear error)."""
-        cls = self._types.get(type_name)
-        if cls is None:
-            raise UnknownActorError(self._unknown_type(type_name))
-        info = cls.__actorflow_handlers__.get(handler)
-        if info is None:
-            known = ", ".join(sorted(cls.__actorflow_handlers__))
-            raise UnknownHandlerError(
-                f"actor type {type_name!r} has no handler {handler!r}; its handlers: {known}"
-            )
-        return info
-
     def accept_message(
         self,
         target: ActorRef,
@@ -541,18 +521,6 @@ class Runtime:
         await self._accept(actor_id, [_inbox_part(actor_id, INBOX_CODEC.encode(message))])
         return InvocationStatus(invocation, actor_id, "queued", handler=first.handler)
 
-    def _actor_of(self, invocation: str) -> str:
-        actor_id, sep, _ = invocation.rpartition("#")
-        type_name, slash, key = actor_id.partition("/")
-        if not (sep and slash):
-            raise InvalidMessageError(
-                f"{invocation!r} is not an invocation id (they look like Type/key#hex)"
-            )
-        if type_name not in self._types:
-            raise UnknownActorError(f"invocation {invocation!r}: {self._unknown_type(type_name)}")
-        check_key(key)
-        return actor_id
-
     async def deliver(self, target: ActorRef, name: str, payload: Any = None) -> None:
         """Deliver the event ``name`` to ``target`` durably (kept until it is waited for).
 
@@ -654,116 +622,6 @@ class Runtime:
             self._activate(actor_id)  # journaled work that nobody hosts: take it on
         return None
 
-    # -- inspection -----------------------------------------------------------------------
-
-    async def invocation(self, invocation: str) -> InvocationStatus | None:
-        """Where an invocation is, and its result or error once it ended; None if unknown.
-
-        A queued invocation whose cancellation was requested is ``cancelled`` at once.
-        """
-        actor_id = self._actor_of(invocation)
-        host = self._hosts.get(actor_id)
-        if host is not None and host.state == "corrupt":  # its journal cannot be read
-            raise _quarantine.refusal(host)
-        if host is not None and host.activated.is_set():
-            known = self._in_memory(host, invocation)
-            if known is None and host.notified():  # just sent, not read by the actor yet
-                await host.read_new()
-                known = self._in_memory(host, invocation)
-            if known is not None:
-                return known
-        return await self._invocation_from_journal(invocation, actor_id)
-
-    def _in_memory(self, host: ActorHost, invocation: str) -> InvocationStatus | None:
-        """What an active actor's memory says of ``invocation`` (None: ask the journal)."""
-        if host.current == invocation:
-            return InvocationStatus(invocation, host.actor_id, "running")
-        for queued in host.queued_messages():
-            if queued.invocation == invocation:
-                cancelled = invocation in host.cancels
-                return _inspect.queued_status(host.actor_id, queued, cancelled)
-        reply = host.results.get(invocation)
-        return None if reply is None else self._ended(invocation, host.actor_id, reply)
-
-    def _ended(self, invocation: str, actor_id: str, reply: Reply) -> InvocationStatus:
-        return _inspect.ended_status(invocation, actor_id, reply, self._decode_result)
-
-    def _decode_result(self, actor_id: str, reply: Reply) -> Any:
-        type_name = actor_id.partition("/")[0]
-        kind = self.handler_info(type_name, reply.handler).result_type if reply.handler else Any
-        return decoder_for(kind).decode(reply.result)
-
-    async def _invocation_from_journal(
-        self, invocation: str, actor_id: str
-    ) -> InvocationStatus | None:
-        return await _inspect.invocation_status(
-            self.store, invocation, actor_id, self._decode_result
-        )
-
-    async def invocations(self, target: ActorRef) -> list[InvocationStatus]:
-        """An actor's invocations: the running one, the queued ones in order, then the
-        ended ones, the latest first."""
-        self._check_ref(target)
-        return await _inspect.invocation_statuses(self.store, target.id, self._decode_result)
-
-    def _check_ref(self, target: ActorRef) -> None:
-        check_key(target.key)
-        if target.type_name not in self._types:
-            raise UnknownActorError(self._unknown_type(target.type_name))
-
-    async def list_actors(
-        self, type_name: str | None = None, state: str | None = None
-    ) -> list[ActorStatus]:
-        """Every actor that has an inbox (of ``type_name``, in ``state`` if given)."""
-        if state is not None and state not in ACTOR_STATES:
-            raise InvalidMessageError(
-                f"unknown actor state {state!r}; the states are: {', '.join(ACTOR_STATES)}"
-            )
-        prefix = "inbox/" if type_name is None else f"inbox/{type_name}/"
-        found = []
-        for stream in await self.store.list_streams(prefix):
-            type_of, _, key = stream.removeprefix("inbox/").partition("/")
-            if type_of not in self._types:
-                continue
-            status = await self.status(ActorRef(type_of, key))
-            if state is None or status.state == state:
-                found.append(status)
-        return found
-
-    async def status(self, target: ActorRef) -> ActorStatus:
-        """What the actor is doing (see `ActorStatus`); the same in memory or not."""
-        host = self._hosts.get(target.id)
-        if host is not None and host.damage is not None:
-            return _quarantine.status(host)
-        if host is not None and host.activated.is_set():
-            error = host.stuck or host.failure
-            return ActorStatus(
-                target.id,
-                host.status_state(),
-                host.current,
-                host.turns,
-                str(error) if error is not None else None,
-                list(host.attention),
-            )
-        found = await _inspect.view(self.store, target.id)
-        state = "pending" if found.has_work else "idle"
-        return ActorStatus(target.id, state, None, found.turns, None, found.attention)
-
-    async def journal(self, target: ActorRef) -> list[JournalEntry]:
-        """The actor's journal and inbox as readable entries, in order."""
-        entries = []
-        for stream, codec, label in (
-            (actor_stream(target.id), ACTOR_CODEC, "actor"),
-            (inbox_stream(target.id), INBOX_CODEC, "inbox"),
-        ):
-            async for batch in self.store.read_batches(stream):
-                for record in batch:
-                    value = codec.decode(record)
-                    data = readable(value)
-                    at = float(data.pop("at", 0.0) or 0.0)
-                    entries.append(JournalEntry(label, record.position, record.type, at, data))  # type: ignore[arg-type]
-        return entries
-
     def running_turns(self) -> int:
         """How many actors are in the middle of a turn."""
         return sum(1 for host in self._hosts.values() if host.turn is not None)
@@ -771,6 +629,10 @@ class Runtime:
     def hosted(self) -> dict[str, str]:
         """The actors in memory now, and their states."""
         return {actor_id: host.status_state() for actor_id, host in self._hosts.items()}
+
+    def in_memory(self) -> int:
+        """How many actors are in memory now (`hosted`, counted)."""
+        return len(self._hosts)
 
     # -- idempotency key retention -------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 #: The states an actor's status may be in (see `ActorStatus`).
 ACTOR_STATES = (
@@ -89,6 +91,15 @@ class QuarantinedStatus(ActorStatus, frozen=True):
     is damaged (the stream and position of the record that fails its checksum)."""
 
     damage: Damage | None = None
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True):
+    """One page of a listing: its ``items``, and ``next``, the cursor that asks for the
+    page after it (None on the last page). A page may hold fewer items than its limit,
+    even none, and still have a next one: only ``next`` says whether more may follow."""
+
+    items: list[T]
+    next: str | None = None
 
 
 class JournalEntry(msgspec.Struct, frozen=True):

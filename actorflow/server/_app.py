@@ -6,9 +6,10 @@ that fits; bad input is refused before anything is accepted.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from actorflow._actor import check_key
@@ -36,12 +37,13 @@ from actorflow._errors import (
     UnknownActorError,
     UnknownHandlerError,
 )
-from actorflow.runtime import ACTOR_STATES, ActorCorruptError, InvocationStatus, Runtime
+from actorflow.runtime import ACTOR_STATES, ActorCorruptError, InvocationStatus, Page, Runtime
+from actorflow.runtime._pages import DEFAULT_PAGE, MAX_PAGE, CursorError
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
 from actorflow.server._openapi import openapi_document
-from actorflow.server._responses import ApiError, error_response, json_response
+from actorflow.server._responses import ApiError, error_response, json_array, json_response
 from journal import CorruptionError, JournalError, StorageError, StoreClosedError
 
 log = logging.getLogger("actorflow.server")
@@ -356,11 +358,14 @@ async def retry(request: Request, state: ServerState) -> Response:
 
 
 async def list_invocations(request: Request, state: ServerState) -> Response:
-    """GET /v1/actors/{type}/{key}/invocations: the running, the queued, then the ended
-    ones (latest first)."""
+    """GET /v1/actors/{type}/{key}/invocations[?limit=N&cursor=C]: a page of the running,
+    the queued, then the ended ones (latest first)."""
     ref = _ref(request)
     _check_ref(state, ref)
-    return json_response(await state.runtime.invocations(ref))
+    cursor, limit = _page_query(request)
+    with _cursor_errors():
+        page = await state.runtime.invocations_page(ref, cursor=cursor, limit=limit)
+    return _page_response(request, page)
 
 
 async def deliver(request: Request, state: ServerState) -> Response:
@@ -379,10 +384,45 @@ async def actor_status(request: Request, state: ServerState) -> Response:
 
 
 async def actor_journal(request: Request, state: ServerState) -> Response:
-    """GET /v1/actors/{type}/{key}/journal: the actor's journal as readable entries."""
+    """GET /v1/actors/{type}/{key}/journal[?limit=N&cursor=C]: a page of the actor's
+    journal as readable entries."""
     ref = _ref(request)
     _check_ref(state, ref)
-    return json_response(await state.runtime.journal(ref))
+    cursor, limit = _page_query(request)
+    with _cursor_errors():
+        page = await state.runtime.journal_page(ref, cursor=cursor, limit=limit)
+    return _page_response(request, page)
+
+
+def _page_query(request: Request) -> tuple[str | None, int]:
+    """A listing's ``?cursor=`` and ``?limit=`` (a whole number, at most `MAX_PAGE`)."""
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return request.query_params.get("cursor"), DEFAULT_PAGE
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+        raise ApiError(
+            400, "invalid_query", f"?limit= takes a whole number from 1 to {MAX_PAGE}, got {raw!r}"
+        )
+    return request.query_params.get("cursor"), min(int(raw), MAX_PAGE)
+
+
+@contextlib.contextmanager
+def _cursor_errors() -> Iterator[None]:
+    """A cursor the runtime refuses is the client's query at fault: 400 invalid_query."""
+    try:
+        yield
+    except CursorError as exc:
+        raise ApiError(400, "invalid_query", f"?cursor=: {exc}") from None
+
+
+def _page_response(request: Request, page: Page[Any]) -> Response:
+    """A page as a JSON array, encoded item by item as it is sent; the next page's URL in
+    a ``Link: <...>; rel="next"`` header when there is one."""
+    headers = {}
+    if page.next is not None:
+        url = request.url.include_query_params(cursor=page.next)
+        headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return StreamingResponse(json_array(page.items), headers=headers, media_type="application/json")
 
 
 def _check_ref(state: ServerState, ref: ActorRef) -> None:
@@ -398,7 +438,8 @@ def _check_type(state: ServerState, type_name: str) -> None:
 
 
 async def list_actors(request: Request, state: ServerState) -> Response:
-    """GET /v1/actors?type=&state=: actors by type and state."""
+    """GET /v1/actors?type=&state=[&limit=N&cursor=C]: a page of actors by type and
+    state."""
     wanted = request.query_params.get("state")
     if wanted is not None and wanted not in ACTOR_STATES:
         raise ApiError(
@@ -409,7 +450,10 @@ async def list_actors(request: Request, state: ServerState) -> Response:
     type_name = request.query_params.get("type")
     if type_name is not None:
         _check_type(state, type_name)
-    return json_response(await state.runtime.list_actors(type_name, wanted))
+    cursor, limit = _page_query(request)
+    with _cursor_errors():
+        page = await state.runtime.actors_page(type_name, wanted, cursor=cursor, limit=limit)
+    return _page_response(request, page)
 
 
 async def livez(request: Request, state: ServerState) -> Response:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from actorflow._actor import KEY_PATTERN
-from actorflow.runtime import ActorStatus, InvocationStatus, JournalEntry, Runtime
+from actorflow.runtime import ActorStatus, Damage, InvocationStatus, JournalEntry, Runtime
 
 _REF = "#/components/schemas/{name}"
 
@@ -19,7 +19,7 @@ _REF = "#/components/schemas/{name}"
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_message": (400, "arguments, payload or actor key refused (the message says where)"),
     "malformed_json": (400, "the body is not valid JSON"),
-    "invalid_query": (400, "a ?wait=, ?deadline= or ?state= it cannot take"),
+    "invalid_query": (400, "a ?wait=, ?deadline=, ?state=, ?limit= or ?cursor= it cannot take"),
     "invalid_host": (400, "several or no Host headers"),
     "ambiguous_framing": (400, "both Content-Length and Transfer-Encoding"),
     "unauthorized": (401, "no or a wrong bearer token"),
@@ -70,11 +70,13 @@ def openapi_document(
 ) -> dict[str, Any]:
     """OpenAPI 3.1 for the API, with each hosted handler's argument schema; an actor's
     ``state`` is one of ``actor_states``; ``token``: whether the server requires one."""
-    (status, invocation, entry), components = msgspec.json.schema_components(
-        [ActorStatus, InvocationStatus, JournalEntry], ref_template=_REF
+    (status, invocation, entry, damage), components = msgspec.json.schema_components(
+        [ActorStatus, InvocationStatus, JournalEntry, Damage], ref_template=_REF
     )
     states = {"type": "string", "enum": list(actor_states)}
     components["ActorStatus"]["properties"]["state"] = states
+    # a quarantined actor's status (`QuarantinedStatus`) also says where its journal is damaged
+    components["ActorStatus"]["properties"]["damage"] = damage
     types = sorted(runtime.actor_types)
     served = _SERVED if token else tuple(k for k in _SERVED if k != "unauthorized")
     actor_errors = (*served, *_ACTOR)
@@ -119,18 +121,18 @@ def openapi_document(
     }
     paths[f"{actor}/journal"] = {
         "get": _operation(
-            "An actor's journal and inbox, as readable entries.",
-            address,
-            {"200": _answer("Its entries.", _array(entry))},
-            actor_errors,
+            "A page of an actor's journal and inbox, as readable entries.",
+            [*address, *_page_parameters()],
+            {"200": _page("Its entries.", entry)},
+            (*actor_errors, "invalid_query"),
         )
     }
     paths[f"{actor}/invocations"] = {
         "get": _operation(
-            "An actor's invocations: running and queued first, then ended, latest first.",
-            address,
-            {"200": _answer("Its invocations.", _array(invocation))},
-            actor_errors,
+            "A page of an actor's invocations: running and queued, then ended, latest first.",
+            [*address, *_page_parameters()],
+            {"200": _page("Its invocations.", invocation)},
+            (*actor_errors, "invalid_query"),
         )
     }
     paths[f"{actor}/invocations/{{invocation}}"] = {
@@ -179,12 +181,13 @@ def openapi_document(
     }
     paths["/v1/actors"] = {
         "get": _operation(
-            "Actors and their states, by ?type= and ?state=.",
+            "A page of actors and their states, by ?type= and ?state=, in id order.",
             [
                 _query("type", "Only actors of this type.", {"type": "string", "enum": types}),
                 _query("state", "Only actors in this state.", states),
+                *_page_parameters(),
             ],
-            {"200": _answer("The actors.", _array(status))},
+            {"200": _page("The actors.", status)},
             (*served, "invalid_query", "unknown_actor_type", "journal_unavailable"),
         )
     }
@@ -331,6 +334,28 @@ def _body(description: str, schema: dict[str, Any], *, required: bool) -> dict[s
 
 def _array(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": item}
+
+
+def _page(description: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A page of a listing: a JSON array, and the next page's URL in a Link header."""
+    link = '<URL>; rel="next": the next page (same query, and a cursor); none on the last.'
+    headers = {"Link": {"description": link, "schema": {"type": "string"}}}
+    return {**_answer(description, _array(item)), "headers": headers}
+
+
+def _page_parameters() -> list[dict[str, Any]]:
+    return [
+        _query(
+            "limit",
+            "Items per page: 100 by default; more than 1000 is taken as 1000.",
+            {"type": "integer", "minimum": 1},
+        ),
+        _query(
+            "cursor",
+            "Where the page starts: the cursor in the previous page's Link header, unchanged.",
+            {"type": "string"},
+        ),
+    ]
 
 
 def _path(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -34,3 +35,17 @@ def error_response(error: ApiError, headers: dict[str, str] | None = None) -> Re
     """The JSON body every error gets: ``{"error": {"type": ..., "message": ...}}``."""
     body = {"error": {"type": error.kind, "message": error.message}}
     return json_response(body, error.status, {**error.headers, **(headers or {})})
+
+
+async def json_array(items: list[Any]) -> AsyncIterator[bytes]:
+    """``items`` as a JSON array, in chunks of about 64 KiB."""
+    chunk = bytearray(b"[")
+    for n, item in enumerate(items):
+        if n:
+            chunk += b","
+        chunk += _json.encode(item)
+        if len(chunk) >= 65536:
+            yield bytes(chunk)
+            chunk.clear()
+    chunk += b"]"
+    yield bytes(chunk)

@@ -31,12 +31,24 @@ from typing import Any, Self
 
 import anyio
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow.runtime import Runtime
 from actorflow.server._app import ServerState, create_app
+from actorflow.server._connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    MAX_HEAD_BYTES,
+    ConnectionGuard,
+    ConnectionLimits,
+    check_max_connections,
+    default_max_connections,
+    guarded_protocol,
+)
 from actorflow.server._guard import HostRule, parse_origin, served_hosts
+from actorflow.server._memory import trim_after_passivations
 from journal import DEFAULT_MAX_RECORD_BYTES, Durability, SqliteStore, StoreLockedError
 
 log = logging.getLogger("actorflow.serve")
@@ -49,6 +61,11 @@ EXIT_MARGIN = 0.5
 LOCK_POLL = 0.1
 #: Longest the HTTP server may take to close its connections once told to stop.
 HTTP_CLOSE_WAIT = 2.0
+#: Stream states the journal's writer keeps in memory (`SqliteStore.open`'s
+#: ``cached_streams``): those of the actors active now, not of every actor seen since
+#: the start (each actor has three streams, and each invocation one more). A stream not
+#: cached costs one indexed read when it is next written.
+CACHED_STREAMS = 500
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -83,6 +100,19 @@ class ServeConfig:
     allowed_hosts: tuple[str, ...] = ()
     #: Browser origins allowed to call the API (`--allowed-origin`); none by default.
     allowed_origins: tuple[str, ...] = ()
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keep_alive: int = DEFAULT_KEEP_ALIVE
+    #: None: `default_max_connections` (1000, or half the open-file limit if lower).
+    max_connections: int | None = None
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The connection settings, checked against the process's open-file limit."""
+        if self.max_connections is None:
+            return ConnectionLimits(self.header_timeout, self.keep_alive, default_max_connections())
+        problem = check_max_connections(self.max_connections)
+        if problem is not None:
+            raise ServeError(problem)
+        return ConnectionLimits(self.header_timeout, self.keep_alive, self.max_connections)
 
 
 def load_actors(spec: str) -> list[type[Actor]]:
@@ -265,6 +295,7 @@ async def serve(config: ServeConfig) -> int:
     """
     check_binding(config)
     check_browser_rules(config)
+    limits = config.connection_limits()
     actors = load_actors(config.app)
     started = time.monotonic()
     sock = _bind(config)  # before anything else, so a busy port is a plain error
@@ -276,7 +307,7 @@ async def serve(config: ServeConfig) -> int:
     )
     try:
         with _Signals(state) as signals:
-            async with _listening(config, state, sock) as http:
+            async with _listening(config, limits, state, sock) as http:
                 await _run(config, actors, state, signals, http)
     finally:
         sock.close()
@@ -320,7 +351,10 @@ async def _run(
                 durability=config.durability,
                 recovered=runtime.metrics.recovered,
             )
-            await signals.stop.wait()
+            async with anyio.create_task_group() as background:
+                background.start_soon(trim_after_passivations, runtime.in_memory)
+                await signals.stop.wait()
+                background.cancel_scope.cancel()
             await _drain(config, runtime, signals)
             await http.close()
     finally:
@@ -342,6 +376,7 @@ async def _open_journal(
                 config.journal,
                 durability=config.durability,
                 max_record_bytes=config.max_record_bytes,
+                cached_streams=CACHED_STREAMS,
             )
         except StoreLockedError:
             if time.monotonic() >= give_up:
@@ -439,10 +474,12 @@ class _Http:
 
 @contextlib.asynccontextmanager
 async def _listening(
-    config: ServeConfig, state: ServerState, sock: socket.socket
+    config: ServeConfig, limits: ConnectionLimits, state: ServerState, sock: socket.socket
 ) -> AsyncIterator[_Http]:
     """Serve HTTP on ``sock`` for the duration of the block (closed at its end, if not
-    before)."""
+    before), with a deadline on request heads and a bound on connections (see
+    `actorflow.server._connections`)."""
+    guard = ConnectionGuard(limits)
     http = _Http(
         _Server(
             uvicorn.Config(
@@ -453,13 +490,22 @@ async def _listening(
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=1,
+                http=guarded_protocol(AutoHTTPProtocol, guard),
+                timeout_keep_alive=limits.keep_alive,
+                h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             )
         )
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(http.run, sock)
-        event("listening", url=f"http://{config.host}:{sock.getsockname()[1]}")
+        event(
+            "listening",
+            url=f"http://{config.host}:{sock.getsockname()[1]}",
+            max_connections=limits.max_connections,
+            header_timeout_s=f"{limits.header_timeout:g}",
+            keep_alive_s=limits.keep_alive,
+        )
         try:
             yield http
         except Exception as exc:  # re-raised below as itself, not in an exception group

@@ -53,9 +53,18 @@ def numbered(stream: str, first: int, count: int) -> list[NewRecord]:
     return [record(f"{stream}#{n}".encode()) for n in range(first, first + count)]
 
 
-async def read_list(store: Store, stream: str, from_position: int = 1) -> list[Record]:
+async def read_list(
+    store: Store, stream: str, from_position: int = 1, limit: int | None = None
+) -> list[Record]:
     """Every record ``store.read`` yields."""
-    return [r async for r in store.read(stream, from_position)]
+    return [r async for r in store.read(stream, from_position, limit=limit)]
+
+
+async def batches_list(
+    store: Store, stream: str, from_position: int = 1, limit: int | None = None
+) -> list[list[Record]]:
+    """Every batch ``store.read_batches`` yields."""
+    return [b async for b in store.read_batches(stream, from_position, limit=limit)]
 
 
 async def read_all_list(store: Store, from_global_position: int = 1) -> list[Record]:
@@ -84,6 +93,7 @@ STREAM_CALLS: dict[str, StreamCall] = {
         [StreamAppend("fine", (record(b"x"),)), StreamAppend(name, (record(b"y"),))]
     ),
     "read": lambda store, name: read_list(store, name),
+    "read with a limit": lambda store, name: read_list(store, name, limit=1),
     "last_position": lambda store, name: store.last_position(name),
     "stream_info": lambda store, name: store.stream_info(name),
     "claim": lambda store, name: store.claim(name),
@@ -100,6 +110,7 @@ STORE_CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     **{op: (lambda store, call=call: call(store, "s")) for op, call in STREAM_CALLS.items()},
     "read_all": lambda store: read_all_list(store),
     "list_streams": lambda store: store.list_streams(),
+    "list_stream_infos": lambda store: store.list_stream_infos(),
     "verify": lambda store: store.verify(),
 }
 
@@ -1068,7 +1079,72 @@ class StoreContract:
         assert await store.list_streams("p/") == ["p/\U0010ffff", "p/\U0010ffffx"]
         assert await store.list_streams() == sorted(names)
 
+    async def test_list_stream_infos_pages_through_streams_with_their_infos(
+        self, store: Store
+    ) -> None:
+        names = ["order/3", "order/1", "order/2", "orders", "user/1", "\u00e9/1"]
+        for name in names:
+            await store.append(name, numbered(name, 1, 2))
+        await store.claim("order/0")  # claimed, never written: not listed
+        await store.save_snapshot("order/2", 2, b"state")
+        await store.truncate("order/2", 2)  # no records left, but it held some: listed
+
+        everything = await store.list_stream_infos()
+        assert everything == [await store.stream_info(name) for name in sorted(names)]
+        assert [info.stream for info in everything] == await store.list_streams()
+        assert (everything[1].stream, everything[1].first_position) == ("order/2", 3)
+
+        pages, after = [], ""
+        while page := await store.list_stream_infos("order", after=after, limit=2):
+            pages.append([info.stream for info in page])
+            after = page[-1].stream
+        assert pages == [["order/1", "order/2"], ["order/3", "orders"]]
+        assert await store.list_stream_infos("order/", after="order/1", limit=5) == [
+            await store.stream_info("order/2"),
+            await store.stream_info("order/3"),
+        ]
+        assert await store.list_stream_infos("zzz") == []
+        assert await store.list_stream_infos(after="\U0010ffff") == []
+
+    async def test_a_limit_that_is_not_a_positive_integer_is_refused(self, store: Store) -> None:
+        await store.append("s", [record(b"x")])
+
+        wrong = await refusals(
+            [
+                (f"{what}(limit={bad!r})", lambda call=call, bad=bad: call(bad))
+                for bad in [0, -1, 1.5, "2", True]
+                for what, call in [
+                    ("read", lambda bad: read_list(store, "s", limit=bad)),
+                    ("list_stream_infos", lambda bad: store.list_stream_infos(limit=bad)),
+                ]
+            ]
+            + [
+                (
+                    f"list_stream_infos(after={bad!r})",
+                    lambda bad=bad: store.list_stream_infos(after=bad),
+                )
+                for bad in [None, 42, "lone \ud800"]
+            ]
+        )
+
+        assert wrong == []
+
     # -- long streams ---------------------------------------------------------------------
+
+    async def test_a_read_with_a_limit_stops_after_that_many_records(self, store: Store) -> None:
+        total = 5300
+        for first in range(1, total + 1, 500):
+            await store.append("long", numbered("long", first, min(500, total - first + 1)))
+
+        for start, limit in [(1, 1), (1, 511), (1, 2048), (1, 2049), (100, 5000), (5000, 1000)]:
+            batches = await batches_list(store, "long", start, limit)
+            read = [r for batch in batches for r in batch]
+            wanted = list(range(start, min(start + limit, total + 1)))
+            assert positions(read) == wanted, (start, limit)
+            assert all(batches), (start, limit)  # no empty batch
+            assert positions(await read_list(store, "long", start, limit)) == wanted
+        assert await read_list(store, "never", 1, 10) == []
+        assert await read_list(store, "long", total + 1, 10) == []
 
     async def test_a_long_stream_reads_back_in_order(self, store: Store) -> None:
         total = 5300

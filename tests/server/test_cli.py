@@ -207,7 +207,10 @@ def test_every_command_has_help() -> None:
         if name != "serve":
             assert "--url" in shown.output, name
     serve_help = runner.invoke(main, ["serve", "--help"]).output
-    for option in ("--journal", "--host", "--port", "--grace", "--log-level", "--token-file"):
+    for option in (
+        "--journal", "--host", "--port", "--grace", "--log-level", "--token-file",
+        "--header-timeout", "--keep-alive", "--max-connections", "--idle-timeout",
+    ):  # fmt: skip
         assert option in serve_help
     assert "ACTORFLOW_TOKEN" in serve_help
 
@@ -340,3 +343,49 @@ def test_invocations_lists_an_actor_s_runs_and_retry_explains_a_refusal(server: 
     assert refused.returncode == 1
     assert "only failed invocations can be retried" in refused.stderr
     assert "HTTP 409, not_retryable" in refused.stderr
+
+
+# -- listings a page at a time ----------------------------------------------------------------
+
+#: Actors for the paging test: more than one page of the CLI's (1000).
+MANY = 1010
+
+
+def test_list_journal_and_invocations_page_through_the_server(tmp_path: pathlib.Path) -> None:
+    with served(tmp_path, "--idle-timeout", "0.5") as server:
+        url = ("--url", server.url)
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for n in range(MANY):  # accepted at once; their turns run meanwhile
+                path = f"/v1/actors/Greeter/p{n:04d}/messages/greet"
+                assert http.post(path, json={"name": "p"}).status_code == 202
+            sent = [
+                http.post("/v1/actors/Greeter/many/messages/greet", json={"name": f"m{n}"})
+                for n in range(5)
+            ]
+        invocations = [answer.json()["invocation"] for answer in sent]
+        for invocation in invocations:
+            ok_json("show", invocation, "--wait", "10", *url)
+
+        listed = ok("list", "--type", "Greeter", *url).splitlines()
+        assert [line.split()[0] for line in listed] == sorted(
+            [f"Greeter/p{n:04d}" for n in range(MANY)] + ["Greeter/many"]
+        )
+        assert len(ok("list", "--limit", "3", *url).splitlines()) == 3
+
+        with SyncClient(server.url) as client:
+            pages = list(client.invocation_pages("Greeter/many", limit=2))
+            journal = list(client.journal_pages("Greeter/many", limit=7))
+            actors = list(client.actor_pages("Greeter", limit=400))
+        assert [len(page.items) for page in pages] == [2, 2, 1]
+        assert [s.invocation for page in pages for s in page.items] == invocations[::-1]
+        assert [len(page.items) for page in journal] == [7, 7, 6]  # 15 actor, 5 inbox
+        assert [len(page.items) for page in actors] == [400, 400, MANY + 1 - 800]
+
+        shown = ok("invocations", "Greeter/many", "--limit", "2", *url).splitlines()
+        assert [line.split()[0] for line in shown] == invocations[:2:-1][:2]
+        as_json = ok_json("invocations", "Greeter/many", "--json", "--limit", "2", *url)
+        assert [i["invocation"] for i in as_json] == invocations[:2:-1][:2]
+        lines = ok("journal", "Greeter/many", "--limit", "4", *url).splitlines()
+        assert [line.split()[:2] for line in lines] == [["actor", str(n)] for n in range(1, 5)]
+        entries = ok_json("journal", "Greeter/many", "--json", *url)
+        assert len(entries) == 20
