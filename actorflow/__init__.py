@@ -44,6 +44,7 @@ from actorflow._errors import Suspended as Suspended
 from actorflow._errors import TooManyPendingEvents as TooManyPendingEvents
 from actorflow._errors import TooManyQueuedMessages as TooManyQueuedMessages
 from actorflow._errors import TurnCancelled as TurnCancelled
+from actorflow._errors import TurnEndedError as TurnEndedError
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
 from actorflow.runtime._handle import ActorHandle as ActorHandle
@@ -79,6 +80,7 @@ __all__ = [
     "Clock",
     "Context",
     "HandlerFailed",
+    "TurnEndedError",
     "Happened",
     "IdempotencyKeyReused",
     "InboxFull",

@@ -10,9 +10,9 @@ import contextvars
 import dataclasses
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast, overload
 
-from actorflow._errors import ActorflowError
+from actorflow._errors import ActorflowError, TurnEndedError
 
 if TYPE_CHECKING:
     from actorflow._actor import Actor
@@ -193,6 +193,19 @@ def type_name_of(actor: str | type[Actor]) -> str:
     return name
 
 
+class _EndedTurn:
+    """The operations of a context whose turn has ended: each use is an error."""
+
+    def __init__(self, actor_id: str, turn: int) -> None:
+        self.message = (
+            f"this ctx belongs to turn {turn} of {actor_id}, which has ended; a handler's "
+            f"self.ctx works only while its turn runs (not in tasks that outlive it)"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        raise TurnEndedError(self.message)
+
+
 class Context:
     """The running turn's door to time, randomness, side effects, timers, events and
     other actors. Everything it returns is journaled (or derived from the journal), so a
@@ -201,6 +214,13 @@ class Context:
 
     def __init__(self, ops: TurnOps) -> None:
         self._ops = ops
+
+    def close(self) -> None:
+        """End this context with its turn (the runtime does, as the turn ends): it lets go
+        of the turn, so that the turn and everything it held are freed at once rather than
+        by the garbage collector some time later, and any later use raises
+        `TurnEndedError`."""
+        self._ops = cast(TurnOps, _EndedTurn(self._ops.actor_id, self._ops.turn))
 
     @property
     def actor_id(self) -> str:

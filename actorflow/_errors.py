@@ -246,3 +246,8 @@ JOURNALED_ERRORS: dict[str, type[Exception]] = {
         CompensationFailed,
     )
 }
+
+
+class TurnEndedError(ActorflowError, RuntimeError):
+    """A `Context` was used after its turn ended (kept by a background task, say): each
+    turn has its own ``self.ctx``, usable only while the turn runs."""

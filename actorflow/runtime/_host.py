@@ -508,8 +508,9 @@ class ActorHost:
             turn.cancel(self.stopping)
         try:
             reply = await self._outcome(turn, started)
-        finally:
+        finally:  # the context holds the turn, the turn this host: no cycle outlives a turn
             self.turn = None
+            turn.context.close()
         end = recorded.end
         if end is not None:  # a turn journaled before checkpoints came with every turn
             self._check_same_end(recorded, end, reply)
