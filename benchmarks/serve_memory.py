@@ -89,6 +89,7 @@ def memory_server(
         *serve.server_command(tmp / "j.db", port),
         f"--idle-timeout={idle:g}",
         "--snapshot-every=0",
+        f"--max-queued-messages={HISTORY[0] + 1}",  # the history actor's, all queued at once
     ]
     with serve.served(label, command, port, tmp / f"{label}.log", env=environment) as server:
         yield server
@@ -208,9 +209,11 @@ def reads_run(server: object, quick: bool, progress: Progress, results: list[Res
     progress.step(f"reads: {history:,} invocations of one actor")
     with httpx.Client(base_url=server.url, timeout=serve.REQUEST_TIMEOUT) as client:
         path = "/v1/actors/Echo/history/messages/echo"
-        first = client.post(path, json={"text": text}).json()["invocation"]
-        serve.load(server, lambda i: path, lambda i: body, history - 2, lambda n: None)
-        last = client.post(path, json={"text": text}).json()["invocation"]
+        first = accepted(client, path, text)
+        sent = serve.load(server, lambda i: path, lambda i: body, history - 2, lambda n: None)
+        if sent.errors:
+            raise server.fail(f"{sent.errors:,} sends failed: {sent.describe_errors()}")
+        last = accepted(client, path, text)
         serve.settle(
             server, "the history actor's turns and passivation",
             lambda c: c.get(serve_path(last)).json()["state"] == "completed"
@@ -267,6 +270,15 @@ def reads_run(server: object, quick: bool, progress: Progress, results: list[Res
                 "rss_growth_mib": round(max(peak) - before, 1),
             }
         )
+
+
+def accepted(client: httpx.Client, path: str, text: str) -> str:
+    """Send ``text`` to ``path``; the invocation id (the send must be accepted)."""
+    answer = client.post(path, json={"text": text})
+    if answer.status_code != 202:
+        raise RuntimeError(f"POST {path}: {answer.status_code} {answer.text[:200]}")
+    invocation: str = answer.json()["invocation"]
+    return invocation
 
 
 def timed_unknown(client: httpx.Client, path: str, times: int) -> float:

@@ -62,10 +62,11 @@ LOCK_POLL = 0.1
 #: Longest the HTTP server may take to close its connections once told to stop.
 HTTP_CLOSE_WAIT = 2.0
 #: Stream states the journal's writer keeps in memory (`SqliteStore.open`'s
-#: ``cached_streams``): those of the actors active now, not of every actor seen since
-#: the start (each actor has three streams, and each invocation one more). A stream not
-#: cached costs one indexed read when it is next written.
-CACHED_STREAMS = 500
+#: ``cached_streams``, about 0.5 KiB each): enough for the streams of a few thousand
+#: busy actors, not of every actor seen since the start (each actor has three or four
+#: streams, and each invocation one more, so 20,000 actors held over 30 MiB). A stream
+#: not cached costs one indexed read when it is next written.
+CACHED_STREAMS = 10_000
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
