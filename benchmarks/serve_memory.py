@@ -89,7 +89,7 @@ def memory_server(
         *serve.server_command(tmp / "j.db", port),
         f"--idle-timeout={idle:g}",
         "--snapshot-every=0",
-        f"--max-queued-messages={HISTORY[0] + 1}",  # the history actor's, all queued at once
+        f"--max-queued-messages={2 * HISTORY[0]}",  # the history actor queues all at once
     ]
     with serve.served(label, command, port, tmp / f"{label}.log", env=environment) as server:
         yield server

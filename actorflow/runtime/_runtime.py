@@ -421,7 +421,7 @@ class Runtime(RuntimeReads):
         if host is not None:
             host.sending += 1
         try:
-            await self._accept(target.id, parts)
+            await self._accept(target.id, parts, host)
         except ConflictError as exc:
             if idempotency_key is None or exc.stream != parts[1].stream:
                 raise
@@ -438,9 +438,6 @@ class Runtime(RuntimeReads):
                     deadline=deadline,
                 )
             return first
-        finally:
-            if host is not None:
-                host.sending -= 1
         return invocation
 
     async def _room_in_queue(self, actor_id: str) -> ActorHost | None:
@@ -458,12 +455,17 @@ class Runtime(RuntimeReads):
             )
         return host
 
-    async def _accept(self, actor_id: str, parts: list[StreamAppend]) -> None:
+    async def _accept(
+        self, actor_id: str, parts: list[StreamAppend], sender: ActorHost | None = None
+    ) -> None:
         """Append to an actor's inbox (with ``parts``' other streams) and wake the actor,
-        even if the append failed: it may have committed all the same."""
+        even if the append failed: it may have committed all the same. A send counted in
+        ``sender``'s queue while under way is counted as a notification from then on."""
         try:
             await self.store.append_many(parts)
         finally:
+            if sender is not None:
+                sender.sending -= 1
             self.notify(actor_id)
 
     def _check_accepting(self) -> None:
