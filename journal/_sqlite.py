@@ -413,6 +413,7 @@ class SqliteStore(StoreBase):
         records = txn.changes.next_global - self._next_global
         self._next_global = txn.changes.next_global
         self._forget_deleted(txn.deleted)
+        self._forget_created(txn.changes.created)
         self._forget_oldest_streams()
         return outcomes, records
 
@@ -450,6 +451,14 @@ class SqliteStore(StoreBase):
         if excess > 0:
             keep = itertools.islice(states.items(), excess + self.cached_streams // 10, None)
             self._states = dict(keep)
+
+    def _forget_created(self, created: list[str]) -> None:
+        """Keep no state of the streams this batch created (once committed): many streams
+        are written once (an index entry, a claim) and would crowd out those written again
+        and again. A stream written again is read back once, then kept."""
+        states = self._states
+        for name in created:
+            states.pop(name, None)
 
     def _forget_deleted(self, deleted: list[StreamState]) -> None:
         """Drop the states of streams deleted (and not written again) in a committed batch.

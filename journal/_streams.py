@@ -86,12 +86,17 @@ class Changes:
         self._load = load
         self._undo: list[tuple[StreamState, int | None, int, int, int, int]] = []
         self.next_global = next_global
+        #: Streams this transaction found new (no state in the cache nor the backend).
+        self.created: list[str] = []
 
     def state(self, stream: str) -> StreamState:
         """The current state of ``stream`` (a fresh one if the stream is new)."""
         state = self._states.get(stream)
         if state is None:
-            state = self._load(stream) or StreamState(stream)
+            state = self._load(stream)
+            if state is None:
+                state = StreamState(stream)
+                self.created.append(stream)
             self._states[stream] = state
         return state
 

@@ -63,9 +63,9 @@ LOCK_POLL = 0.1
 HTTP_CLOSE_WAIT = 2.0
 #: Stream states the journal's writer keeps in memory (`SqliteStore.open`'s
 #: ``cached_streams``, about 0.5 KiB each): enough for the streams of a few thousand
-#: busy actors, not of every actor seen since the start (each actor has three or four
-#: streams, and each invocation one more, so 20,000 actors held over 30 MiB). A stream
-#: not cached costs one indexed read when it is next written.
+#: busy actors (three each), not of every actor seen since the start (20,000 actors held
+#: over 30 MiB). A stream not cached costs one indexed read when it is next written; one
+#: written only once (an invocation's index entry) is never cached.
 CACHED_STREAMS = 10_000
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -966,6 +966,7 @@ async def test_deleted_streams_do_not_crowd_the_writers_memory(path: pathlib.Pat
     store = await SqliteStore.open(path, cached_streams=1000)
     try:
         await store.append("live", [NewRecord("t", b"x")])
+        await store.append("live", [NewRecord("t", b"y")])  # written again: kept in memory
         for n in range(500):
             await store.append(f"claim/{n}", [NewRecord("t", b"x")])
             await store.delete_stream(f"claim/{n}")
@@ -974,7 +975,7 @@ async def test_deleted_streams_do_not_crowd_the_writers_memory(path: pathlib.Pat
         assert await store.list_streams() == ["live"]
         with raw(path) as conn:
             assert conn.execute("SELECT count(*) FROM streams").fetchone()[0] == 1
-            assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 2
     finally:
         await store.close()
 
@@ -1529,8 +1530,9 @@ async def test_the_writer_keeps_a_bounded_number_of_streams_and_reads_the_rest_b
         await store.append("owned", [NewRecord("t", b"1"), NewRecord("t", b"2")], epoch=epoch)
         await store.save_snapshot("owned", 2, b"state", epoch=epoch)
         await store.truncate("owned", 2, epoch=epoch)
-        for n in range(200):  # one-record streams push "owned" out of the writer's memory
+        for n in range(200):  # streams written twice push "owned" out of the writer's memory
             await store.append(f"idempotency/{n:03}", [NewRecord("t", b"x")])
+            await store.append(f"idempotency/{n:03}", [NewRecord("t", b"y")])
         assert len(store._states) <= 10
         assert "owned" not in store._states
 
@@ -1545,7 +1547,33 @@ async def test_the_writer_keeps_a_bounded_number_of_streams_and_reads_the_rest_b
         assert appended.first_position == 3
         assert await store.claim("owned") == epoch + 1
         assert [r.position for r in await read_list(store, "owned")] == [3]
-        assert await store.last_position("idempotency/000") == 1
+        assert await store.last_position("idempotency/000") == 2
+    finally:
+        await store.close()
+
+
+async def test_streams_written_once_are_not_kept_in_the_writers_memory(
+    path: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(path, cached_streams=1000)
+    try:
+        await store.append("hot", [NewRecord("t", b"1")])
+        await store.append("hot", [NewRecord("t", b"2")])
+        for n in range(300):  # one record each, as an index entry per invocation
+            await store.append_many(
+                [
+                    StreamAppend("hot", (NewRecord("t", b"%d" % n),)),
+                    StreamAppend(f"index/{n:03}", (NewRecord("t", b"x"),)),
+                ]
+            )
+        assert list(store._states) == ["hot"]
+        # a stream written again is read back, its position and conflicts intact
+        with pytest.raises(ConflictError):
+            await store.append("index/007", [NewRecord("t", b"late")], expected_position=0)
+        appended = await store.append("index/007", [NewRecord("t", b"y")], expected_position=1)
+        assert appended.first_position == 2
+        assert "index/007" in store._states
+        assert await store.last_position("hot") == 302
     finally:
         await store.close()
 

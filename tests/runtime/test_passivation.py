@@ -76,14 +76,16 @@ class Worker(Actor, retry=NO_RETRY, events={"go": int}):
         raise ValueError(f"{n} fails")
 
 
+#: The contexts `Keeper` kept.
+KEPT: list[Context] = []
+
+
 class Keeper(Actor):
     """Keeps its turn's context past the turn, as a background task might."""
 
-    kept: list[Context] = []
-
     @handler
     async def keep(self) -> str:
-        Keeper.kept.append(self.ctx)
+        KEPT.append(self.ctx)
         return self.ctx.actor_id
 
 
@@ -137,16 +139,17 @@ async def test_a_passivated_actor_is_freed_at_once_without_the_garbage_collector
             assert runtime.hosted() == {}
             assert runtime._waiters == {}
             status = await runtime.invocation(invocation)
-            assert status is not None and status.state == "completed"
+            assert status is not None
+            assert status.state == "completed"
         await store.close()
 
 
 async def test_a_context_kept_past_its_turn_says_the_turn_has_ended() -> None:
-    Keeper.kept.clear()
+    KEPT.clear()
     async with Runtime(MemoryStore(), [Keeper]) as runtime:
         invocation = await runtime.send(ActorRef("Keeper", "k"), "keep", ())
         assert await runtime.result(invocation, timeout=10) == "Keeper/k"
-    (ctx,) = Keeper.kept
+    (ctx,) = KEPT
     with pytest.raises(TurnEndedError, match="turn 1 of Keeper/k, which has ended"):
         ctx.now()
     with pytest.raises(TurnEndedError):
