@@ -119,10 +119,14 @@ class VerifyReport(msgspec.Struct, frozen=True):
 POSITION_MIX = 0x9E3779B1
 
 
-@functools.lru_cache(maxsize=4096)
-def head_crc(stream: str, record_type: str) -> int:
-    """The CRC-32 of a record's stream name and type tag: the seed of its checksum."""
+def compute_head_crc(stream: str, record_type: str) -> int:
+    """The CRC-32 of a record's stream name and type tag: the seed of its checksum (for
+    callers that keep it themselves, as the SQLite writer does in its stream states)."""
     return zlib.crc32(f"{stream}\x00{record_type}\x00".encode())
+
+
+#: `compute_head_crc`, cached for readers and checks (one entry per stream and type).
+head_crc = functools.lru_cache(maxsize=4096)(compute_head_crc)
 
 
 def checksum(stream: str, position: int, record_type: str, data: bytes) -> int:

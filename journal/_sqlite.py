@@ -43,7 +43,7 @@ from journal._records import (
     VerifyReport,
     check_prefix,
     check_stream_name,
-    head_crc,
+    compute_head_crc,
     snapshot_checksum,
 )
 from journal._sqlite_reads import (
@@ -786,7 +786,7 @@ def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[A
             kind, data = new.type, new.data
             seed = seeds.get(kind)
             if seed is None:
-                seed = seeds[kind] = head_crc(stream, kind)
+                seed = seeds[kind] = compute_head_crc(stream, kind)
             crc = crc32(data, seed) ^ ((position * POSITION_MIX) & 0xFFFFFFFF)
             params += (global_position, sid, position, kind, data, crc)
             position += 1
