@@ -637,10 +637,15 @@ class ExitRun:
 
 
 def waiting(client: httpx.Client) -> int:
-    """How many `Napper` agents the server lists as waiting on their timer."""
-    response = client.get("/v1/actors", params={"type": "Napper", "state": "waiting-timer"})
-    response.raise_for_status()
-    return len(response.json())
+    """How many `Napper` agents the server lists as waiting on their timer (every page)."""
+    count = 0
+    url: str | None = "/v1/actors?type=Napper&state=waiting-timer&limit=1000"
+    while url is not None:
+        response = client.get(url)
+        response.raise_for_status()
+        count += len(response.json())
+        url = response.links.get("next", {}).get("url")
+    return count
 
 
 def nap_body(i: int) -> bytes:

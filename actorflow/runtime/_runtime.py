@@ -441,12 +441,13 @@ class Runtime(RuntimeReads):
         return invocation
 
     async def _room_in_queue(self, actor_id: str) -> ActorHost | None:
-        """The actor's host if it is active (None: the send activates it), once it is
-        sure the actor has room for one more message; else `TooManyQueuedMessages`."""
+        """The actor's host if it is in memory (None: the send activates it), if the
+        actor has room for one more message; else `TooManyQueuedMessages`. A send does not
+        wait for an activation under way (that would hold every send behind the journal
+        reads of a replay): until the inbox is read, only messages sent since count."""
         host = self._hosts.get(actor_id)
         if host is None:
             return None
-        await host.activated.wait()
         if host.queue_length() >= self.max_queued_messages:
             raise TooManyQueuedMessages(
                 f"actor {actor_id} already has {host.queue_length()} messages waiting for "
