@@ -7,6 +7,7 @@ never at its first message.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import re
 import typing
@@ -345,3 +346,17 @@ def check_key(key: object) -> str:
             f"address those); see 'Actor keys' in docs/api.md"
         )
     return key
+
+
+def source_version(cls: type) -> str:
+    """A code version for an actor class when the app names none: ``src-`` and the first
+    12 hex digits of the SHA-256 of the class's source text, so that any edit to the class
+    (a handler, a step it calls inline, a comment) gives a new version and an unchanged
+    class keeps its version across deploys. Code the class calls outside itself is not
+    covered; name builds with ``--build-id`` for that. ``src-unknown`` when the source
+    cannot be read (a class made at run time)."""
+    try:
+        text = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return "src-unknown"
+    return "src-" + hashlib.sha256(text.encode()).hexdigest()[:12]

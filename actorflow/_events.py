@@ -284,6 +284,8 @@ class ActorSnapshot(msgspec.Struct, frozen=True):
     rules: int = 1
     pending: list[PendingEvent] = []
     attention: list[str] = []
+    #: The code version of the checkpointed turn ("" in checkpoints written before it).
+    version: str = ""
 
 
 class InvocationEnded(msgspec.Struct, tag="ended", frozen=True):

@@ -115,6 +115,11 @@ class _TurnGroup:
         self.cancelled: str | None = None
 
 
+#: Journal failures that may go away by themselves (a busy or full store, a lost
+#: ownership), unlike those that need a fix (a damaged record, a bug).
+_TRANSIENT = (StorageError, ConflictError, FencingError, StoreClosedError)
+
+
 class ActorHost:
     """One actor in memory; see the module docstring."""
 
@@ -151,6 +156,7 @@ class ActorHost:
         self.instance.state = state_type() if state_type is not None else None
         self._state_bytes = encode(self.instance.state)  # the state as last checkpointed
         self.turns = 0
+        self.version = ""  # the code version of its latest turn ("": none, or unrecorded)
         self.results: collections.OrderedDict[str, Reply] = collections.OrderedDict()
         self.attention: list[str] = []
         self._position = 0  # the actor stream's last position known to be committed
@@ -374,7 +380,7 @@ class ActorHost:
         if state_type is not None:
             self.instance.state = msgspec.msgpack.decode(snapshot.state, type=state_type)
             self._state_bytes = bytes(snapshot.state)
-        self.turns = snapshot.turn
+        self.turns, self.version = snapshot.turn, snapshot.version
         self._message_done = snapshot.inbox_done
         self._consumed = set(snapshot.events)
         self.attention = list(snapshot.attention)
@@ -469,7 +475,7 @@ class ActorHost:
             message.handler,
             message.args,
             now,
-            self.runtime.version,
+            self.runtime.versions[self.type_name],
             message.reply_to,
             None if budget is None else now + budget,
             RULES,
@@ -495,7 +501,7 @@ class ActorHost:
 
     async def _run_turn(self, started: TurnStarted, recorded: RecordedTurn) -> None:
         """Run (or replay) one turn to its end; journal the end unless it was journaled."""
-        self.turns = started.turn
+        self.turns, self.version = started.turn, started.version
         self.current = started.invocation
         self.state = "running"
         deadline = started.deadline if recorded.end is None else None
@@ -693,6 +699,7 @@ class ActorHost:
             rules=RULES,
             pending=pending,
             attention=self.attention,
+            version=self.version,
         )
         return encode(snapshot)
 
@@ -746,7 +753,7 @@ class ActorHost:
                 pass
             elif self.failure is not None:  # a read failed after a write did
                 self._retrying(self.failure)
-            elif _transient(exc):
+            elif isinstance(exc, _TRANSIENT):
                 self._retrying(JournalFailure(self.actor_id, exc))
             else:
                 self._stuck(exc)
@@ -790,9 +797,3 @@ class ActorHost:
         if self.state in ("activating", "stopped"):
             return "pending"  # between processes or activations: work may be journaled
         return self.state
-
-
-def _transient(exc: Exception) -> bool:
-    """Whether a failure while reading the journal may go away by itself (a busy or full
-    store, a lost ownership) rather than need a fix (a damaged record, a bug)."""
-    return isinstance(exc, StorageError | ConflictError | FencingError | StoreClosedError)

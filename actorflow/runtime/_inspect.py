@@ -69,6 +69,8 @@ class JournalView:
     queued: list[Queued] = dataclasses.field(default_factory=list)
     cancels: set[str] = dataclasses.field(default_factory=set)
     attention: list[str] = dataclasses.field(default_factory=list)
+    #: The code version of the latest turn ("" if unknown).
+    version: str = ""
 
     @property
     def has_work(self) -> bool:
@@ -107,11 +109,13 @@ async def view_after(
     if checkpoint is not None:
         found.turns, found.inbox_done = checkpoint.turn, checkpoint.inbox_done
         found.attention = list(checkpoint.attention)
+        found.version = checkpoint.version
     async for batch in store.read_batches(actor_stream(actor_id), snapshot_position + 1):
         for record in batch:
             entry = ACTOR_CODEC.decode(record)
             if isinstance(entry, TurnStarted):
                 found.unfinished, found.turns = entry, entry.turn
+                found.version = entry.version
                 found.inbox_done = max(found.inbox_done, entry.inbox)
             elif isinstance(entry, TurnCompleted | TurnFailed):
                 found.unfinished = None
@@ -139,7 +143,10 @@ async def quick_view(
     ):
         position = 0 if actor is None or checkpoint is None else actor.snapshot_position
         return await view_after(store, actor_id, checkpoint, position)
-    return JournalView(checkpoint.turn, checkpoint.inbox_done, attention=list(checkpoint.attention))
+    attention = list(checkpoint.attention)
+    return JournalView(
+        checkpoint.turn, checkpoint.inbox_done, attention=attention, version=checkpoint.version
+    )
 
 
 # -- outcomes and their index -------------------------------------------------------------

@@ -303,7 +303,9 @@ async def _journal_status(
     """The status of an actor not in memory, from its journal (as `Runtime.status` says)."""
     found = await _inspect.quick_view(store, actor_id, actors.get(actor_id), inbox)
     state = "pending" if found.has_work else "idle"
-    return ActorStatus(actor_id, state, None, found.turns, None, found.attention)
+    return ActorStatus(
+        actor_id, state, None, found.turns, None, found.attention, found.version or None
+    )
 
 
 async def every_page(

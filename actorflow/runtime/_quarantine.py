@@ -101,7 +101,14 @@ def status(host: ActorHost) -> QuarantinedStatus:
     error = str(host.stuck)
     attention = list(host.attention)
     return QuarantinedStatus(
-        host.actor_id, "corrupt", host.current, host.turns, error, attention, host.damage
+        host.actor_id,
+        "corrupt",
+        host.current,
+        host.turns,
+        error,
+        attention,
+        host.version or None,
+        damage=host.damage,
     )
 
 

@@ -229,6 +229,7 @@ class RuntimeReads:
             host.turns,
             str(error) if error is not None else None,
             list(host.attention),
+            host.version or None,
         )
 
     async def status(self, target: ActorRef) -> ActorStatus:
@@ -238,7 +239,9 @@ class RuntimeReads:
             return known
         found = await _inspect.view(self.store, target.id)
         state = "pending" if found.has_work else "idle"
-        return ActorStatus(target.id, state, None, found.turns, None, found.attention)
+        return ActorStatus(
+            target.id, state, None, found.turns, None, found.attention, found.version or None
+        )
 
     async def journal(self, target: ActorRef) -> list[JournalEntry]:
         """The actor's journal and inbox as readable entries, in order (every page of

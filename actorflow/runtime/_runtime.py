@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from actorflow._actor import Actor, check_event, check_key
+from actorflow._actor import Actor, check_event, check_key, source_version
 from actorflow._clock import Clock, SystemClock
 from actorflow._context import DEFAULT_RETRY, ActorRef, Retry
 from actorflow._errors import (
@@ -73,15 +73,17 @@ class Runtime(RuntimeReads):
 
     Every turn's end checkpoints the actor (state, inbox progress) in the same transaction;
     every ``snapshot_every`` turns the journal behind the checkpoint is deleted (0: never).
-    Actors idle for ``idle_timeout`` seconds are passivated. ``version`` is written into
-    every turn the runtime starts. ``retry`` is the retry policy of steps whose step and
-    actor type give none (default: `Retry()`). Sync step functions run in worker threads,
-    at most ``step_threads`` at once. Client idempotency keys are kept
-    ``idempotency_retention`` seconds. An actor holds at most ``max_pending_events``
-    events nobody has waited for yet, and ``max_queued_messages`` messages waiting for
-    their turns; further deliveries and sends are refused (`InboxFull`). An actor in memory
-    keeps the outcomes of its last ``keep_results`` invocations at hand; older ones (and
-    every outcome of a passivated actor) are read from the journal, through their index.
+    Actors idle for ``idle_timeout`` seconds are passivated. Every turn records the code
+    version that runs it: ``version`` (a build id) if given, else one derived from the actor
+    class's source (`source_version`), per type in ``versions``. ``retry`` is the retry
+    policy of steps whose step and actor type give none (default: `Retry()`). Sync step
+    functions run in worker threads, at most ``step_threads`` at once. Client idempotency
+    keys are kept ``idempotency_retention`` seconds. An actor holds at most
+    ``max_pending_events`` events nobody has waited for yet, and ``max_queued_messages``
+    messages waiting for their turns; further deliveries and sends are refused
+    (`InboxFull`). An actor in memory keeps the outcomes of its last ``keep_results``
+    invocations at hand; older ones (and every outcome of a passivated actor) are read from
+    the journal, through their index.
     """
 
     def __init__(
@@ -131,6 +133,8 @@ class Runtime(RuntimeReads):
             if name in self._types and self._types[name] is not cls:
                 raise ValueError(f"two actor classes are both named {name!r}")
             self._types[name] = cls
+        #: The code version each type's new turns record: ``version``, or its source's.
+        self.versions = {name: version or source_version(cls) for name, cls in self._types.items()}
         self._hosts: dict[str, ActorHost] = {}
         self._waiters: dict[str, list[anyio.Event]] = {}
         self._group: anyio.abc.TaskGroup | None = None

@@ -75,7 +75,9 @@ class ActorStatus(msgspec.Struct, frozen=True):
     - ``pending``: work is journaled but the actor is not active in this process.
 
     ``turns`` counts its turns; ``attention`` lists recent invocations whose
-    compensations failed. It reads the same whether the actor is in memory or not.
+    compensations failed; ``version`` is the code version that ran its latest turn (None
+    before its first turn, or when journaled before versions were recorded). It reads the
+    same whether the actor is in memory or not.
     """
 
     actor: str
@@ -84,6 +86,7 @@ class ActorStatus(msgspec.Struct, frozen=True):
     turns: int
     error: str | None = None
     attention: list[str] = []
+    version: str | None = None
 
 
 class QuarantinedStatus(ActorStatus, frozen=True):

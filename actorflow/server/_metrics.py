@@ -26,6 +26,14 @@ def render_metrics(runtime: Runtime, requests: int) -> str:
         ),
         *metrics.turn_seconds.render("actorflow_turn_duration_seconds", "Wall time of live turns."),
     ]
+    lines += [
+        "# HELP actorflow_code_version_info The code version new turns of each type record.",
+        "# TYPE actorflow_code_version_info gauge",
+        *(
+            f'actorflow_code_version_info{{type="{_label(name)}",version="{_label(version)}"}} 1'
+            for name, version in sorted(runtime.versions.items())
+        ),
+    ]
     stats = getattr(runtime.store, "stats", None)
     if stats is not None:
         lines += counter("actorflow_journal_commits_total", "Group commits.", stats.commits)
@@ -34,3 +42,8 @@ def render_metrics(runtime: Runtime, requests: int) -> str:
             "actorflow_journal_commit_batch_records", "Records per group commit."
         )
     return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """``value`` as a Prometheus label value (backslash, quote and newline escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -110,7 +110,9 @@ async def test_an_idle_actor_reads_the_same_before_and_after_a_restart(
     async with running(db, [Worker], clock=ManualClock(T0)) as rt:
         after = await rt.status(ActorRef("Worker", "k"))
         assert rt.hosted() == {}
-    assert before == after == ActorStatus("Worker/k", "idle", None, 1)
+    version = rt.versions["Worker"]
+    assert version.startswith("src-")  # none given: derived from the class's source
+    assert before == after == ActorStatus("Worker/k", "idle", None, 1, version=version)
 
 
 async def test_the_journal_reads_as_plain_entries_in_order(db: pathlib.Path) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from actorflow import Runtime
+from actorflow._actor import source_version
 from actorflow.server import ACTOR_STATES, ServerState, create_app
 from journal import MemoryStore, SqliteStore
 from tests.server import app_under_test
@@ -452,6 +453,7 @@ async def test_actor_status_says_what_each_actor_is_doing() -> None:
             "turns": 1,
             "error": None,
             "attention": [],
+            "version": source_version(app_under_test.Booking),
         }
         greeter = (await api.http.get("/v1/actors/Greeter/g")).json()
         assert (greeter["state"], greeter["invocation"], greeter["turns"]) == ("idle", None, 1)
@@ -744,6 +746,8 @@ async def test_metrics_are_prometheus_text_with_turns_and_commit_batches(
         assert line.startswith(("# HELP ", "# TYPE ")) or _is_sample(line), line
     samples = _samples(text)
     assert samples["actorflow_turns_total"] >= 3
+    version = source_version(app_under_test.Greeter)
+    assert samples[f'actorflow_code_version_info{{type="Greeter",version="{version}"}}'] == 1
     assert samples["actorflow_steps_total"] >= 3
     assert samples["actorflow_journal_appends_total"] >= 1
     assert samples['actorflow_journal_commit_batch_records_bucket{le="+Inf"}'] >= 1
@@ -757,7 +761,10 @@ async def test_metrics_are_prometheus_text_with_turns_and_commit_batches(
 
 
 def _is_sample(line: str) -> bool:
-    return re.fullmatch(r'[a-z_]+(\{le="[^"]+"\})? -?[0-9.e+]+', line) is not None
+    return (
+        re.fullmatch(r'[a-z_]+(\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\})? -?[0-9.e+]+', line)
+        is not None
+    )
 
 
 async def test_the_openapi_document_lists_each_handler_with_its_argument_schema() -> None:

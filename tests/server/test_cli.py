@@ -389,3 +389,21 @@ def test_list_journal_and_invocations_page_through_the_server(tmp_path: pathlib.
         assert [line.split()[:2] for line in lines] == [["actor", str(n)] for n in range(1, 5)]
         entries = ok_json("journal", "Greeter/many", "--json", *url)
         assert len(entries) == 20
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_the_build_id_is_recorded_by_every_turn_and_shown(tmp_path: pathlib.Path, how: str) -> None:
+    build = "2026.11.30-abc1234"
+    options = ("--build-id", build) if how == "option" else ()
+    env = clean_env() if how == "option" else clean_env(ACTORFLOW_BUILD_ID=build)
+    with served(tmp_path, *options, env=env) as server, httpx.Client(base_url=server.url) as http:
+        sent = http.post("/v1/actors/Greeter/v/messages/greet?wait=5", json={"name": "v"})
+        assert sent.status_code == 200, sent.text
+        assert http.get("/v1/actors/Greeter/v").json()["version"] == build
+        (turn,) = [
+            e for e in http.get("/v1/actors/Greeter/v/journal").json() if e["type"] == "turn"
+        ]
+        assert turn["data"]["version"] == build
+        metrics = http.get("/metrics").text
+        assert f'actorflow_code_version_info{{type="Greeter",version="{build}"}} 1' in metrics
+        assert server.stop() == 0

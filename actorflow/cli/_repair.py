@@ -1,0 +1,157 @@
+"""`actorflow export` and `actorflow reset`: repairing a damaged actor on the journal file
+itself, with or without a server running (see "A damaged journal" in docs/actors.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+import click
+import msgspec
+
+from actorflow._actor import check_key
+from actorflow._errors import InvalidMessageError
+from actorflow.runtime import _quarantine
+from actorflow.server._serve import DEFAULT_JOURNAL
+from journal import JournalError, SqliteStore, StoreLockedError
+
+
+def _journal_option(fn: Any) -> Any:
+    return click.option(
+        "--journal",
+        default=DEFAULT_JOURNAL,
+        show_default=True,
+        help="The SQLite journal file (as given to actorflow serve --journal).",
+    )(fn)
+
+
+def _actor_id(actor: str) -> str:
+    type_name, slash, key = actor.partition("/")
+    try:
+        if not (type_name and slash):
+            raise InvalidMessageError(f"actors are named Type/key, got {actor!r}")
+        check_key(key)
+    except InvalidMessageError as exc:
+        raise click.BadParameter(str(exc), param_hint="ACTOR") from None
+    return actor
+
+
+@click.command("export")
+@click.argument("actor")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file to write (refused if it exists); '-' for standard output.",
+)
+@_journal_option
+def export_command(actor: str, out: Path, journal: str) -> None:
+    """Export ACTOR's journal (Type/key) as JSON lines, damaged records included.
+
+    One line per record of its streams (journal and checkpoint, inbox, outcomes,
+    idempotency keys): its stream and position, its bytes as stored in base64 ("data"),
+    what they decode to ("entry"), or for a damaged record its "damage" instead. Reads the
+    journal file directly, beside a running server, and changes nothing in it.
+    """
+    actor_id = _actor_id(actor)
+    try:
+        damaged = anyio.run(_export, journal, actor_id, out)
+    except (JournalError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in damaged:
+        click.echo(
+            f"damaged: stream {line.stream!r} position {line.position} ({line.damage}); "
+            f"its bytes as stored are in the export",
+            err=True,
+        )
+
+
+async def _export(journal: str, actor_id: str, out: Path) -> list[_quarantine.ExportedRecord]:
+    """Write the export; the damaged records (also reported in it)."""
+    async with await SqliteStore.open(journal, read_only=True) as store:
+        if not await _quarantine.existing_streams(store, actor_id):
+            raise click.ClickException(
+                f"{journal} holds no journal for {actor_id}; check the name (actorflow list "
+                f"shows the actors a server hosts) and --journal"
+            )
+        damaged, count = [], 0
+        with _output(out) as sink:
+            async for line in _quarantine.export(store, actor_id):
+                sink.write(_JSON.encode(line) + b"\n")
+                count += 1
+                if line.damage is not None:
+                    damaged.append(line)
+    where = "standard output" if str(out) == "-" else str(out)
+    click.echo(f"exported {count} records of {actor_id} from {journal} to {where}", err=True)
+    return damaged
+
+
+_JSON = msgspec.json.Encoder()
+
+
+@contextlib.contextmanager
+def _output(out: Path) -> Iterator[BinaryIO]:
+    if str(out) == "-":
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    try:
+        sink = out.open("xb")  # never over an earlier export
+    except FileExistsError:
+        raise click.ClickException(
+            f"{out} already exists; choose another --out, or move that file away first"
+        ) from None
+    with sink:
+        yield sink
+
+
+@click.command("reset")
+@click.argument("actor")
+@click.option("--yes", is_flag=True, help="Delete for real (without it: say what would go).")
+@_journal_option
+def reset_command(actor: str, yes: bool, journal: str) -> None:
+    """Start ACTOR (Type/key) afresh: delete its journal, checkpoint, inbox, outcomes and
+    idempotency keys, so that its next message finds it new.
+
+    For an actor quarantined because its journal is damaged (status corrupt) that cannot be
+    restored from a backup; export it first (actorflow export). What is lost: its state,
+    the messages and events queued for it, the results of its invocations (their ids become
+    unknown), its idempotency keys (a retry with one sends anew), and the unfinished turn
+    (effects its steps had are not undone; no compensation runs). Actors waiting for its
+    replies wait until their own timeouts. The journal must not be open in a server: stop
+    it first, then start it again.
+    """
+    actor_id = _actor_id(actor)
+    try:
+        anyio.run(_reset, journal, actor_id, yes)
+    except StoreLockedError:
+        raise click.ClickException(
+            f"{journal} is open in a running server (or another process); stop it first "
+            f"(a server would go on with its own idea of {actor_id}), run this again, then "
+            f"start the server"
+        ) from None
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _reset(journal: str, actor_id: str, yes: bool) -> None:
+    if not yes:
+        async with await SqliteStore.open(journal, read_only=True) as store:
+            streams = await _quarantine.existing_streams(store, actor_id)
+        if not streams:
+            raise click.ClickException(f"{journal} holds no journal for {actor_id}")
+        raise click.ClickException(
+            f"refusing to reset {actor_id} without --yes. It would delete {len(streams)} "
+            f"streams ({', '.join(streams)}): its state, queued messages and events, the "
+            f"results of its invocations and its idempotency keys, for good. Export it "
+            f"first (actorflow export {actor_id} --out FILE), then run this again with --yes."
+        )
+    async with await SqliteStore.open(journal) as store:
+        deleted = await _quarantine.reset(store, actor_id)
+    if not deleted:
+        raise click.ClickException(f"{journal} holds no journal for {actor_id}; nothing reset")
+    click.echo(f"reset {actor_id}: deleted {', '.join(deleted)}")
