@@ -144,8 +144,9 @@ class TurnOps(Protocol):
         """Message another actor exactly once (and, for a call, await its reply)."""
         ...
 
-    async def patched(self, patch_id: str) -> bool:
-        """Whether this run takes the new branch of a versioning patch."""
+    async def patched(self, patch_id: str, *, deprecated: bool = False) -> bool:
+        """Whether this run takes the new branch of a versioning patch (``deprecated``:
+        it has no old branch any more)."""
         ...
 
     async def gather(self, awaitables: tuple[Awaitable[Any], ...], first: bool) -> Any:
@@ -388,6 +389,17 @@ class Context:
         runs reaching this point live get True, and the marker is journaled.
         """
         return await self._ops.patched(patch_id)
+
+    async def deprecate_patch(self, patch_id: str) -> None:
+        """Versioning: the old path of ``patch_id`` is gone; only the new one remains.
+
+        Replaces ``if await ctx.patched(patch_id): new else: old`` with ``new`` once no
+        turn that started before the patch is unfinished. Runs that journaled the marker
+        replay through it; runs reaching it live journal it still (so that code with the
+        ``patched`` branch, redeployed, takes the new path); a run journaled before the
+        patch stops here as non-deterministic. See docs/versioning.md.
+        """
+        await self._ops.patched(patch_id, deprecated=True)
 
     async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
         """Run ``ctx`` operations concurrently; return their results in argument order.

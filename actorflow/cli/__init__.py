@@ -587,12 +587,14 @@ def list_command(
     token_file: Path | None,
     timeout: float,
 ) -> None:
-    """List actors with their states, in id order."""
+    """List actors with their states, the code version of their latest turn ("-" if none)
+    and their running invocation, in id order."""
 
     def show(client: SyncClient) -> None:
         pages = client.actor_pages(type_name, state, limit=PAGE_SIZE)
         for actor in _paged(pages, limit):
-            click.echo(f"{actor.actor:40} {actor.state:14} {actor.invocation or ''}")
+            version = actor.version or "-"
+            click.echo(f"{actor.actor:40} {actor.state:14} {version:20} {actor.invocation or ''}")
 
     _talk(url, token_file, timeout, show)
 

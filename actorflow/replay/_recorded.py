@@ -156,6 +156,18 @@ class RecordedTurn:
                 return True
         return False
 
+    def position_beyond(self, prefix: str, seq: int) -> int:
+        """The journal position of the first step of branch ``prefix`` numbered ``seq`` or
+        later (of the turn's end if there is none)."""
+        positions = [
+            found.position
+            for step, found in self._steps.items()
+            if step.rpartition(".")[0] == prefix
+            and step.rpartition(".")[2].isdigit()
+            and int(step.rpartition(".")[2]) >= seq
+        ]
+        return min(positions, default=self.end_position)
+
     def unconsumed(self) -> list[tuple[str, Recorded]]:
         """Recorded steps the code never asked for (non-determinism at turn end)."""
         return [(step, found) for step, found in self._steps.items() if step not in self._consumed]

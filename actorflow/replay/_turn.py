@@ -642,9 +642,12 @@ class Turn:
 
     # -- versioning -----------------------------------------------------------------------
 
-    async def patched(self, patch_id: str) -> bool:
-        """True on runs that reach this point live or journaled the marker before."""
-        refuse_inside_step(self.actor_id, "ctx.patched()")
+    async def patched(self, patch_id: str, *, deprecated: bool = False) -> bool:
+        """True on runs that reach this point live or journaled the marker before. With
+        ``deprecated`` (`Context.deprecate_patch`) there is no old path: a run journaled
+        before the patch diverges here."""
+        operation = "ctx.deprecate_patch()" if deprecated else "ctx.patched()"
+        refuse_inside_step(self.actor_id, operation)
         self._check_going()
         branch = _branch.get()
         step = f"{branch}.p:{patch_id}" if branch else f"p:{patch_id}"
@@ -653,7 +656,18 @@ class Turn:
             return True
         nxt = self._counters.get(branch, 0) + 1
         if self.recorded.end is not None or self.recorded.has_beyond(branch, nxt):
-            return False  # journaled before the patch: keep to the old path
+            if not deprecated:
+                return False  # journaled before the patch: keep to the old path
+            self.diverged = NonDeterminismError(
+                self.actor_id,
+                self.recorded.position_beyond(branch, nxt),
+                f"a turn started before patch {patch_id!r} (on its old path)",
+                f"ctx.deprecate_patch({patch_id!r}), which has no old path: keep "
+                f"ctx.patched({patch_id!r}) deployed until every turn started before the "
+                f"patch has finished",
+            )
+            self.abort()
+            raise self.diverged
         self._live(branch)
         at = self.host.clock.now()
         value = msgspec.Raw(encode(True))

@@ -227,3 +227,64 @@ async def test_old_and_new_turns_both_replay_as_they_ran(db: pathlib.Path) -> No
         await replays_cleanly(after, AfterPatch.ping)
     assert patch_answers == [False, True, True]
     assert executions == {"reserve": 2}
+
+
+# -- ctx.deprecate_patch -----------------------------------------------------------------------
+
+
+class Deprecated(Actor, name="Versioned"):
+    """`AfterPatch` once its old path is deleted: only the new one remains."""
+
+    @handler
+    async def go(self) -> str:
+        await self.ctx.run(reserve, 1)
+        await self.ctx.deprecate_patch("skip-hold")
+        await self.ctx.sleep(60)
+        return "new path"
+
+    @handler
+    async def ping(self) -> str:
+        return "pong"
+
+
+async def test_a_deprecated_patch_replays_turns_that_took_the_new_path(db: pathlib.Path) -> None:
+    async with running(db, [AfterPatch], clock=ManualClock(T0)) as rt:
+        actor = rt.ref(AfterPatch, "k")
+        invocation = await actor.send(AfterPatch.go)
+        await reaches(actor, "waiting-timer")  # the marker is journaled
+
+    async with running(db, [Deprecated], clock=ManualClock(T0 + 60)) as rt:
+        assert await rt.result(invocation) == "new path"
+        await replays_cleanly(rt.ref(Deprecated, "k"), Deprecated.ping)
+    assert executions == {"reserve": 1}
+
+
+async def test_a_deprecated_patch_still_journals_its_marker_for_a_rollback(
+    db: pathlib.Path,
+) -> None:
+    async with running(db, [Deprecated], clock=ManualClock(T0)) as rt:
+        actor = rt.ref(Deprecated, "k")
+        invocation = await actor.send(Deprecated.go)
+        await reaches(actor, "waiting-timer")
+
+    # rolled back to the code with both paths: the turn in flight keeps to the new one
+    async with running(db, [AfterPatch], clock=ManualClock(T0 + 60)) as rt:
+        assert await rt.result(invocation) == "new path"
+    assert patch_answers == [True]
+    assert executions == {"reserve": 1}
+
+
+async def test_a_turn_from_before_the_patch_stops_at_a_deprecated_patch(db: pathlib.Path) -> None:
+    async with running(db, [BeforePatch], clock=ManualClock(T0)) as rt:
+        before = rt.ref(BeforePatch, "k")
+        await before.send(BeforePatch.go)
+        await reaches(before, "waiting-timer")
+
+    async with running(db, [Deprecated], clock=ManualClock(T0 + 60)) as rt:
+        status = await settles(rt.ref(Deprecated, "k"))
+    assert status.state == "stuck"
+    assert status.error is not None
+    assert "a turn started before patch 'skip-hold' (on its old path)" in status.error
+    assert "keep ctx.patched('skip-hold') deployed until every turn" in status.error
+    assert "journal position 3" in status.error  # the old path's timer, after the step
+    assert executions == {"reserve": 1}

@@ -16,8 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from actorflow import ClientError, SyncClient
+from actorflow._actor import source_version
 from actorflow.cli import main
 from actorflow.server import ACTOR_STATES
+from tests.server import app_under_test
 from tests.server.processes import (
     ACTORFLOW,
     APP,
@@ -101,7 +103,10 @@ def test_status_journal_list_and_cancel_of_a_running_trip(server: Server) -> Non
     assert [entry["type"] for entry in as_json] == ["turn", "step", "timer", "message"]
 
     listed = ok("list", "--type", "Booking", *url).splitlines()
-    assert [line.split() for line in listed] == [["Booking/cli", "waiting-timer", invocation]]
+    version = source_version(app_under_test.Booking)
+    assert [line.split() for line in listed] == [
+        ["Booking/cli", "waiting-timer", version, invocation]
+    ]
     by_state = ok("list", "--state", "waiting-timer", *url)
     assert "Booking/cli" in by_state
     assert "Greeter/" not in by_state
