@@ -288,3 +288,68 @@ async def test_a_turn_from_before_the_patch_stops_at_a_deprecated_patch(db: path
     assert "keep ctx.patched('skip-hold') deployed until every turn" in status.error
     assert "journal position 3" in status.error  # the old path's timer, after the step
     assert executions == {"reserve": 1}
+
+
+# -- a finished conversation under changed code ------------------------------------------------
+
+
+def charge(item: int) -> str:
+    executions["charge"] += 1
+    return f"charged {item}"
+
+
+class Chat(Actor, name="Chat"):
+    """The deployed version: each message reserves, then holds."""
+
+    @handler
+    async def say(self, n: int) -> str:
+        await self.ctx.run(reserve, n)
+        await self.ctx.run(hold, n)
+        return "v1"
+
+
+class ChatStepAdded(Actor, name="Chat"):
+    @handler
+    async def say(self, n: int) -> str:
+        await self.ctx.run(reserve, n)
+        await self.ctx.run(charge, n)  # new, without a patch
+        await self.ctx.run(hold, n)
+        return "v2"
+
+
+class ChatStepRenamed(Actor, name="Chat"):
+    @handler
+    async def say(self, n: int) -> str:
+        await self.ctx.run(reserve, n)
+        await self.ctx.run(charge, n)  # was hold
+        return "v2"
+
+
+class ChatReordered(Actor, name="Chat"):
+    @handler
+    async def say(self, n: int) -> str:
+        await self.ctx.run(hold, n)
+        await self.ctx.run(reserve, n)
+        return "v2"
+
+
+@pytest.mark.parametrize("changed", [ChatStepAdded, ChatStepRenamed, ChatReordered])
+async def test_a_change_to_a_finished_conversation_s_handler_does_not_affect_the_next_turn(
+    db: pathlib.Path, changed: type[Actor]
+) -> None:
+    async with running(db, [Chat], clock=ManualClock(T0), snapshot_every=0) as rt:
+        chat = rt.ref(Chat, "c")
+        for n in range(3):
+            assert await chat.call(Chat.say, n) == "v1"
+    assert executions == {"reserve": 3, "hold": 3}
+
+    # deployed without a patch: the finished turns are never replayed, so nothing diverges
+    async with running(db, [changed], clock=ManualClock(T0), snapshot_every=0) as rt:
+        invocation = await rt.send(rt.ref(changed, "c").ref, "say", (3,))
+        assert await rt.result(invocation, timeout=10) == "v2"
+        status = await rt.status(rt.ref(changed, "c").ref)
+    assert status.state == "idle"
+    assert status.turns == 4
+    assert executions["reserve"] + executions["hold"] + executions["charge"] == 6 + (
+        3 if changed is ChatStepAdded else 2
+    )
