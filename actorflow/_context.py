@@ -198,13 +198,14 @@ class _EndedTurn:
     """The operations of a context whose turn has ended: each use is an error."""
 
     def __init__(self, actor_id: str, turn: int) -> None:
-        self.message = (
-            f"this ctx belongs to turn {turn} of {actor_id}, which has ended; a handler's "
-            f"self.ctx works only while its turn runs (not in tasks that outlive it)"
-        )
+        self._ended = (actor_id, turn)  # every public name still reaches __getattr__
 
     def __getattr__(self, name: str) -> Any:
-        raise TurnEndedError(self.message)
+        actor_id, turn = self._ended
+        raise TurnEndedError(
+            f"this ctx belongs to turn {turn} of {actor_id}, which has ended; a "
+            f"handler's self.ctx works only while its turn runs (not in tasks that outlive it)"
+        )
 
 
 class Context:

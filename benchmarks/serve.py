@@ -638,14 +638,20 @@ class ExitRun:
 
 def waiting(client: httpx.Client) -> int:
     """How many `Napper` agents the server lists as waiting on their timer (every page)."""
-    count = 0
-    url: str | None = "/v1/actors?type=Napper&state=waiting-timer&limit=1000"
+    path = "/v1/actors?type=Napper&state=waiting-timer&limit=1000"
+    return sum(len(page.json()) for page in every_page(client, path))
+
+
+def every_page(client: httpx.Client, path: str) -> Iterator[httpx.Response]:
+    """The answers to ``path`` and to each next page its ``Link`` header names (each must
+    answer 200)."""
+    url: str | None = path
     while url is not None:
-        response = client.get(url)
-        response.raise_for_status()
-        count += len(response.json())
-        url = response.links.get("next", {}).get("url")
-    return count
+        answer = client.get(url)
+        if answer.status_code != 200:
+            raise RuntimeError(f"GET {url}: {answer.status_code} {answer.text[:200]}")
+        yield answer
+        url = answer.links.get("next", {}).get("url")
 
 
 def nap_body(i: int) -> bytes:

@@ -172,29 +172,28 @@ def passivate(server: object, progress: Progress, allocator: str) -> float:
     return settled_rss(server.proc.pid)
 
 
-def timed(client: httpx.Client, path: str, times: int) -> float:
-    """The median seconds of ``times`` GETs of ``path`` (each must answer 200)."""
+def timed(client: httpx.Client, path: str, times: int, status: int = 200) -> float:
+    """The median seconds of ``times`` GETs of ``path`` (each must answer ``status``)."""
     spent = []
     for _ in range(times):
         began = time.perf_counter()
         answer = client.get(path)
         spent.append(time.perf_counter() - began)
-        if answer.status_code != 200:
-            raise RuntimeError(f"GET {path}: {answer.status_code} {answer.text[:200]}")
+        if answer.status_code != status:
+            raise RuntimeError(
+                f"GET {path}: {answer.status_code}, expected {status}: {answer.text[:200]}"
+            )
     return statistics.median(spent)
 
 
 def pages(client: httpx.Client, path: str, on_page: Callable[[int], None]) -> tuple[int, int]:
     """Follow ``path``'s pages to the end; the number of pages and of body bytes."""
+    from benchmarks import serve
+
     count = size = 0
-    url: str | None = path
-    while url is not None:
-        answer = client.get(url)
-        if answer.status_code != 200:
-            raise RuntimeError(f"GET {url}: {answer.status_code} {answer.text[:200]}")
+    for answer in serve.every_page(client, path):
         count, size = count + 1, size + len(answer.content)
         on_page(count)
-        url = answer.links.get("next", {}).get("url")
     return count, size
 
 
@@ -223,7 +222,7 @@ def reads_run(server: object, quick: bool, progress: Progress, results: list[Res
         newest = timed(client, serve_path(last), LOOKUPS)
         oldest = timed(client, serve_path(first), LOOKUPS)
         unknown_path = serve_path("Echo/history#" + "0" * 24)
-        unknown = timed_unknown(client, unknown_path, LOOKUPS)
+        unknown = timed(client, unknown_path, LOOKUPS, status=404)
         results.append(
             {
                 "scenario": "reads",
@@ -279,18 +278,6 @@ def accepted(client: httpx.Client, path: str, text: str) -> str:
         raise RuntimeError(f"POST {path}: {answer.status_code} {answer.text[:200]}")
     invocation: str = answer.json()["invocation"]
     return invocation
-
-
-def timed_unknown(client: httpx.Client, path: str, times: int) -> float:
-    """The median seconds of ``times`` GETs of an unknown invocation (each 404)."""
-    spent = []
-    for _ in range(times):
-        began = time.perf_counter()
-        answer = client.get(path)
-        spent.append(time.perf_counter() - began)
-        if answer.status_code != 404:
-            raise RuntimeError(f"GET {path}: {answer.status_code}, expected 404")
-    return statistics.median(spent)
 
 
 def serve_path(invocation: str) -> str:

@@ -159,13 +159,11 @@ class RecordedTurn:
     def position_beyond(self, prefix: str, seq: int) -> int:
         """The journal position of the first step of branch ``prefix`` numbered ``seq`` or
         later (of the turn's end if there is none)."""
-        positions = [
-            found.position
-            for step, found in self._steps.items()
-            if step.rpartition(".")[0] == prefix
-            and step.rpartition(".")[2].isdigit()
-            and int(step.rpartition(".")[2]) >= seq
-        ]
+        positions = []
+        for step, found in self._steps.items():
+            head, _, last = step.rpartition(".")
+            if head == prefix and last.isdigit() and int(last) >= seq:
+                positions.append(found.position)
         return min(positions, default=self.end_position)
 
     def unconsumed(self) -> list[tuple[str, Recorded]]:

@@ -360,12 +360,7 @@ async def retry(request: Request, state: ServerState) -> Response:
 async def list_invocations(request: Request, state: ServerState) -> Response:
     """GET /v1/actors/{type}/{key}/invocations[?limit=N&cursor=C]: a page of the running,
     the queued, then the ended ones (latest first)."""
-    ref = _ref(request)
-    _check_ref(state, ref)
-    cursor, limit = _page_query(request)
-    with _cursor_errors():
-        page = await state.runtime.invocations_page(ref, cursor=cursor, limit=limit)
-    return _page_response(request, page)
+    return await _actor_listing(request, state, state.runtime.invocations_page)
 
 
 async def deliver(request: Request, state: ServerState) -> Response:
@@ -386,11 +381,19 @@ async def actor_status(request: Request, state: ServerState) -> Response:
 async def actor_journal(request: Request, state: ServerState) -> Response:
     """GET /v1/actors/{type}/{key}/journal[?limit=N&cursor=C]: a page of the actor's
     journal as readable entries."""
+    return await _actor_listing(request, state, state.runtime.journal_page)
+
+
+async def _actor_listing(
+    request: Request, state: ServerState, page_of: Callable[..., Awaitable[Page[Any]]]
+) -> Response:
+    """The page of one actor's listing that the request's ``?cursor=`` and ``?limit=`` ask
+    ``page_of(ref, cursor=, limit=)`` for."""
     ref = _ref(request)
     _check_ref(state, ref)
     cursor, limit = _page_query(request)
     with _cursor_errors():
-        page = await state.runtime.journal_page(ref, cursor=cursor, limit=limit)
+        page = await page_of(ref, cursor=cursor, limit=limit)
     return _page_response(request, page)
 
 

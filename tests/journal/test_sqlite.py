@@ -43,7 +43,7 @@ from journal import (
     StreamInfo,
 )
 from journal._file_lock import WRITER_BYTE, FileLock
-from journal._records import checksum, snapshot_checksum
+from journal._records import checksum, head_crc, snapshot_checksum
 from journal._sqlite import WAKE_SLICE, _Transaction
 from journal._sqlite_schema import DELETE_STREAM
 
@@ -1556,6 +1556,7 @@ async def test_streams_written_once_are_not_kept_in_the_writers_memory(
     path: pathlib.Path,
 ) -> None:
     store = await SqliteStore.open(path, cached_streams=1000)
+    head_crc.cache_clear()
     try:
         await store.append("hot", [NewRecord("t", b"1")])
         await store.append("hot", [NewRecord("t", b"2")])
@@ -1567,6 +1568,8 @@ async def test_streams_written_once_are_not_kept_in_the_writers_memory(
                 ]
             )
         assert list(store._states) == ["hot"]
+        # nor are their checksum seeds kept in the cache shared with the readers
+        assert head_crc.cache_info().currsize == 0
         # a stream written again is read back, its position and conflicts intact
         with pytest.raises(ConflictError):
             await store.append("index/007", [NewRecord("t", b"late")], expected_position=0)

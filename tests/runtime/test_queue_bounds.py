@@ -5,11 +5,14 @@ back from the inbox when their turn comes)."""
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
+import anyio
 import pytest
 
 from actorflow import Actor, ManualClock, TooManyQueuedMessages, handler
 from actorflow.runtime._host import HELD_MESSAGES
+from journal import Store
 from tests.runtime.support import reaches, running
 
 pytestmark = pytest.mark.anyio
@@ -76,3 +79,37 @@ async def test_only_a_page_of_queued_messages_keeps_its_arguments_in_memory(
         await busy.deliver("go")
         await reaches(busy, "idle")
     assert [t.partition(" x")[0] for t in taken] == [f"message {n}" for n in range(count)]
+
+
+class SlowClaims:
+    """A store whose claims wait for `release`: an actor it activates stays activating."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.release = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def claim(self, stream: str) -> int:
+        await self.release.wait()
+        return await self.inner.claim(stream)
+
+
+async def test_a_send_does_not_wait_for_its_actor_s_activation(db: pathlib.Path) -> None:
+    slow: list[SlowClaims] = []
+
+    def wrap(store: Store) -> SlowClaims:
+        slow.append(SlowClaims(store))
+        return slow[0]
+
+    async with running(db, [Busy], wrap=wrap, max_queued_messages=5) as rt:
+        busy = rt.ref(Busy, "k")
+        first = await busy.send(Busy.take, "a")  # activates the actor, which waits
+        with anyio.fail_after(5):  # a send behind the activation would wait for ever
+            second = await busy.send(Busy.take, "b")
+        assert rt.hosted() == {"Busy/k": "pending"}  # still activating
+        slow[0].release.set()
+        assert await rt.result(first, timeout=10) == 1
+        assert await rt.result(second, timeout=10) == 1
+    assert taken == ["a", "b"]
