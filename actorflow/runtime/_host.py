@@ -41,7 +41,6 @@ from actorflow._events import (
     InvocationCancelled,
     InvocationEnded,
     MessageAccepted,
-    PendingEvent,
     Reply,
     ReplyTo,
     SeedRecord,
@@ -59,7 +58,7 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from actorflow.runtime import _inspect, _quarantine
+from actorflow.runtime import _checkpoint, _inspect, _quarantine
 from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
@@ -365,7 +364,7 @@ class ActorHost:
         start = 1
         snapshot = await self.store.load_snapshot(self.stream)
         if snapshot is not None:
-            self._restore(msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot))
+            _checkpoint.restore(self, msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot))
             start = snapshot.position + 1
         self._position = self._reserved = await self.store.last_position(self.stream)
         await self.read_inbox()
@@ -374,22 +373,6 @@ class ActorHost:
         for group in groups:
             await self._rerun(group)
         return resume
-
-    def _restore(self, snapshot: ActorSnapshot) -> None:
-        state_type = self.cls.__actorflow_state__
-        if state_type is not None:
-            self.instance.state = msgspec.msgpack.decode(snapshot.state, type=state_type)
-            self._state_bytes = bytes(snapshot.state)
-        self.turns, self.version = snapshot.turn, snapshot.version
-        self._message_done = snapshot.inbox_done
-        self._consumed = set(snapshot.events)
-        self.attention = list(snapshot.attention)
-        if snapshot.rules >= 2:  # the inbox up to inbox_done is folded into the checkpoint
-            self._inbox_read = snapshot.inbox_done
-            for pending in snapshot.pending:
-                self._buffer_event(pending.position, pending.event)
-        else:
-            self.results.update(snapshot.results)
 
     async def _read_turns(self, start: int) -> list[_TurnGroup]:
         groups: list[_TurnGroup] = []
@@ -675,49 +658,9 @@ class ActorHost:
             )
         if reply.ok:
             self._state_bytes = encode(self.instance.state)
-        await self.journal([entry], extra, snapshot=self._checkpoint(started.turn))
+        await self.journal([entry], extra, snapshot=_checkpoint.checkpoint(self, started.turn))
         self.outcomes.committed()
-        await self._compact()
-
-    def _checkpoint(self, turn: int) -> bytes:
-        """The actor's checkpoint after ``turn``: state, inbox progress, pending events."""
-        done = self._message_done
-        pending = [
-            PendingEvent(position, event)
-            for queue in self._events.values()
-            for position, event in queue
-            if position <= done
-        ]
-        pending.sort(key=lambda item: item.position)
-        self._consumed = {position for position in self._consumed if position > done}
-        self.cancels = {invocation for invocation in self.cancels if self.queued(invocation)}
-        snapshot = ActorSnapshot(
-            turn,
-            msgspec.Raw(self._state_bytes),
-            done,
-            sorted(self._consumed),
-            rules=RULES,
-            pending=pending,
-            attention=self.attention,
-            version=self.version,
-        )
-        return encode(snapshot)
-
-    async def _compact(self) -> None:
-        """After every turn whose number is a multiple of ``snapshot_every`` (however often
-        the actor was passivated), delete what the checkpoint covers: the actor's records
-        through the checkpoint, and the inbox through the last message taken."""
-        every = self.runtime.snapshot_every
-        if not every or self.turns % every:
-            return
-        try:
-            await self.store.truncate(self.stream, self._position, epoch=self._epoch)
-            done = self._message_done
-            if done:
-                await self.store.save_snapshot(self.inbox, done, b"")
-                await self.store.truncate(self.inbox, done)
-        except Exception as exc:
-            raise self._failed(exc) from exc
+        await _checkpoint.compact(self)
 
     def _finish(self, invocation: str, reply: Reply) -> None:
         self.results[invocation] = reply
