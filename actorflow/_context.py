@@ -10,7 +10,7 @@ import contextvars
 import dataclasses
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, cast, overload
 
 from actorflow._errors import ActorflowError, TurnEndedError
 
@@ -155,6 +155,12 @@ class TurnOps(Protocol):
 
     async def compensate(self) -> list[str]:
         """Run the turn's registered compensations in reverse order."""
+        ...
+
+    async def continue_as_new(
+        self, handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> NoReturn:
+        """End the turn's segment; the invocation goes on in a fresh one."""
         ...
 
 
@@ -419,6 +425,22 @@ class Context:
         """
         result: tuple[int, Any] = await self._ops.gather(awaitables, True)
         return result
+
+    async def continue_as_new(
+        self, handler: str | Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> NoReturn:
+        """End this turn's journal segment and go on in a fresh one: the same invocation
+        (its caller still waits for its result) continues in the actor's next turn, which
+        calls ``handler`` (one of this actor's, usually the running one) with ``args``.
+
+        The state, the events not consumed yet and the queued messages are carried over;
+        the segment's journal is deleted, so a loop of thousands of steps replays at most
+        one segment after a crash, and the next segment runs on whatever code is deployed
+        when it starts. Never returns. Refused inside a step, inside a ``ctx.gather`` or
+        ``ctx.first`` branch, and while steps of the segment registered compensations not
+        run yet (they would be lost with it). See "Long loops" in docs/actors.md.
+        """
+        await self._ops.continue_as_new(handler_name(handler), args, kwargs)
 
     async def compensate(self) -> list[str]:
         """Undo this turn's completed steps that registered ``compensate=``, newest first;

@@ -232,6 +232,18 @@ class TurnCancelled(BaseException):
         super().__init__(reason)
 
 
+class ContinuedAsNew(BaseException):
+    """Raised by `Context.continue_as_new` to end the turn's segment: the runtime
+    journals the end of this segment and starts the invocation's next one, calling
+    ``handler`` with its arguments (``encoded``, MessagePack). Derives from
+    BaseException so that handler code catching Exception does not swallow it."""
+
+    def __init__(self, handler: str, encoded: bytes) -> None:
+        super().__init__(handler)
+        self.handler = handler
+        self.encoded = encoded
+
+
 #: Exceptions of actorflow's own that a journaled step outcome can hold, rebuilt as
 #: themselves (live and on replay alike) from their arguments.
 JOURNALED_ERRORS: dict[str, type[Exception]] = {

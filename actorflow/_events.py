@@ -180,6 +180,19 @@ class TurnFailed(msgspec.Struct, tag="turn_failed", frozen=True):
     compensation_failed: tuple[str, ...] = ()
 
 
+class TurnContinued(msgspec.Struct, tag="turn_continued", frozen=True):
+    """The turn ended its segment with `Context.continue_as_new`: its invocation goes on
+    in the next turn, which calls ``handler`` with ``args``. Journaled with a checkpoint
+    that carries the continuation, and the journal before it is then deleted."""
+
+    turn: int
+    invocation: str
+    handler: str
+    args: msgspec.Raw
+    at: float
+    inbox: int = 0
+
+
 ActorEntry = (
     TurnStarted
     | TurnCancelling
@@ -190,6 +203,7 @@ ActorEntry = (
     | TimerStarted
     | TurnCompleted
     | TurnFailed
+    | TurnContinued
 )
 StepEntry = StepStarted | StepRetrying | StepCompleted | StepFailed | TimerStarted
 TurnEnd = TurnCompleted | TurnFailed
@@ -261,6 +275,18 @@ class PendingEvent(msgspec.Struct, array_like=True, frozen=True):
     event: EventDelivered
 
 
+class Continuation(msgspec.Struct, frozen=True):
+    """An invocation between two segments (`Context.continue_as_new`): the turn that
+    runs its next one starts from this."""
+
+    invocation: str
+    handler: str
+    args: msgspec.Raw
+    inbox: int
+    reply_to: ReplyTo | None = None
+    deadline: float | None = None
+
+
 class ActorSnapshot(msgspec.Struct, frozen=True):
     """An actor's checkpoint at a turn boundary: activation starts here, so a finished turn
     is never replayed.
@@ -286,6 +312,9 @@ class ActorSnapshot(msgspec.Struct, frozen=True):
     attention: list[str] = []
     #: The code version of the checkpointed turn ("" in checkpoints written before it).
     version: str = ""
+    #: The invocation whose turn ended with `Context.continue_as_new`, until the turn
+    #: that continues it is journaled.
+    continuation: Continuation | None = None
 
 
 class InvocationEnded(msgspec.Struct, tag="ended", frozen=True):

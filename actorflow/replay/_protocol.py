@@ -73,3 +73,10 @@ class TurnHost(Protocol):
     def result_type(self, target: ActorRef, handler: str) -> Any:
         """The annotated result type of another actor's handler."""
         ...
+
+    def continuation_args(
+        self, handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bytes:
+        """Validate the arguments of the next segment's handler (`continue_as_new`);
+        return them encoded."""
+        ...

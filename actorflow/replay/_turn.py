@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import msgspec
@@ -27,6 +27,7 @@ from actorflow._errors import (
     ActorflowError,
     CompensationFailed,
     ContextMisuseError,
+    ContinuedAsNew,
     HandlerFailed,
     InvalidResultError,
     JournalFailure,
@@ -673,6 +674,33 @@ class Turn:
         value = msgspec.Raw(encode(True))
         await self._write([StepCompleted(self.turn, step, patch_id, "patch", value, at=at)])
         return True
+
+    async def continue_as_new(
+        self, handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> NoReturn:
+        """End the segment (`Context.continue_as_new`): the host journals it and starts
+        the next; refused where the next segment could not pick up what this one did."""
+        operation = "ctx.continue_as_new()"
+        refuse_inside_step(self.actor_id, operation)
+        self._check_going()
+        why = None
+        if _branch.get():
+            why = "inside a ctx.gather or ctx.first branch; call it from the handler itself"
+        elif self.compensating:
+            why = "while the turn is compensating"
+        elif self.can_compensate:
+            why = (
+                "with compensations registered in this segment and not run: they would be "
+                "lost with it; run ctx.compensate() first, or continue before the saga"
+            )
+        if why is not None:
+            raise ContextMisuseError(f"actor {self.actor_id}: {operation} {why}")
+        encoded = self.host.continuation_args(handler, args, kwargs)
+        if self.deadline is not None and self.host.clock.now() >= self.deadline:
+            self.cancel("deadline exceeded")
+        if self.cancel_reason is not None and self.cancellable:
+            raise TurnCancelled(self.cancel_reason)
+        raise ContinuedAsNew(handler, encoded)
 
     # -- concurrency ----------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ def restore(host: ActorHost, snapshot: ActorSnapshot) -> None:
     host._message_done = snapshot.inbox_done
     host._consumed = set(snapshot.events)
     host.attention = list(snapshot.attention)
+    host.continuation = snapshot.continuation
     if snapshot.rules >= 2:  # the inbox up to inbox_done is folded into the checkpoint
         host._inbox_read = snapshot.inbox_done
         for pending in snapshot.pending:
@@ -57,16 +58,18 @@ def checkpoint(host: ActorHost, turn: int) -> bytes:
         pending=pending,
         attention=host.attention,
         version=host.version,
+        continuation=host.continuation,
     )
     return encode(snapshot)
 
 
-async def compact(host: ActorHost) -> None:
+async def compact(host: ActorHost, always: bool = False) -> None:
     """After every turn whose number is a multiple of ``snapshot_every`` (however often
-    the actor was passivated), delete what the checkpoint covers: the actor's records
-    through the checkpoint, and the inbox through the last message taken."""
+    the actor was passivated), or ``always``, delete what the checkpoint covers: the
+    actor's records through the checkpoint, and the inbox through the last message
+    taken."""
     every = host.runtime.snapshot_every
-    if not every or host.turns % every:
+    if not always and (not every or host.turns % every):
         return
     try:
         await host.store.truncate(host.stream, host._position, epoch=host._epoch)

@@ -25,6 +25,7 @@ from actorflow._actor import Actor, HandlerInfo
 from actorflow._context import ActorRef
 from actorflow._errors import (
     ActorflowError,
+    ContinuedAsNew,
     JournalFailure,
     NonDeterminismError,
     Suspended,
@@ -36,6 +37,7 @@ from actorflow._events import (
     RULES,
     ActorEntry,
     ActorSnapshot,
+    Continuation,
     ErrorInfo,
     EventDelivered,
     InvocationCancelled,
@@ -49,6 +51,7 @@ from actorflow._events import (
     StepFailed,
     TurnCancelling,
     TurnCompleted,
+    TurnContinued,
     TurnEnd,
     TurnFailed,
     TurnStarted,
@@ -58,7 +61,7 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from actorflow.runtime import _checkpoint, _inspect, _quarantine
+from actorflow.runtime import _checkpoint, _continuation, _inspect, _quarantine
 from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
@@ -156,6 +159,8 @@ class ActorHost:
         self._state_bytes = encode(self.instance.state)  # the state as last checkpointed
         self.turns = 0
         self.version = ""  # the code version of its latest turn ("": none, or unrecorded)
+        #: An invocation between two segments (`Context.continue_as_new`), if any.
+        self.continuation: Continuation | None = None
         self.results: collections.OrderedDict[str, Reply] = collections.OrderedDict()
         self.attention: list[str] = []
         self._position = 0  # the actor stream's last position known to be committed
@@ -281,6 +286,12 @@ class ActorHost:
         """The annotated result type of another actor's handler."""
         return self.runtime.handler_info(target.type_name, handler).result_type
 
+    def continuation_args(
+        self, handler: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bytes:
+        """The next segment's arguments, checked (`Context.continue_as_new`)."""
+        return _continuation.encode_args(self, handler, args, kwargs)
+
     # -- inbox ----------------------------------------------------------------------------
 
     def notify(self) -> None:
@@ -336,7 +347,9 @@ class ActorHost:
         return self._buffered_events + self.delivering
 
     def queued(self, invocation: str) -> bool:
-        """Whether ``invocation`` waits in the inbox for its turn."""
+        """Whether ``invocation`` waits for its turn (in the inbox, or to continue)."""
+        if self.continuation is not None and self.continuation.invocation == invocation:
+            return True
         return any(queued.invocation == invocation for queued in self._messages)
 
     def queued_messages(self) -> list[Queued]:
@@ -369,6 +382,8 @@ class ActorHost:
         self._position = self._reserved = await self.store.last_position(self.stream)
         await self.read_inbox()
         groups = await self._read_turns(start)
+        if groups and self.continuation is not None:
+            self.continuation = None  # its turn is journaled
         resume = groups.pop() if groups and groups[-1].end is None else None
         for group in groups:
             await self._rerun(group)
@@ -390,6 +405,11 @@ class ActorHost:
                     groups[-1].end, groups[-1].end_position = entry, record.position
                 elif isinstance(entry, TurnCancelling):
                     groups[-1].cancelled = entry.reason
+                elif isinstance(entry, TurnContinued):  # journaled with a checkpoint past it
+                    raise ActorflowError(
+                        f"actor {self.actor_id}: journal position {record.position} ends a "
+                        f"segment that its checkpoint does not cover; the journal is damaged"
+                    )
                 else:
                     groups[-1].steps.append((record.position, entry))
         return groups
@@ -445,6 +465,14 @@ class ActorHost:
 
     # -- turns ----------------------------------------------------------------------------
 
+    async def _continue(self) -> None:
+        """Start the turn that continues an invocation in a fresh segment."""
+        started = _continuation.next_segment(self)
+        self.current, self.continuation = started.invocation, None
+        at = self._reserved + 1
+        await self.journal([started])
+        await self._run_turn(started, RecordedTurn(self.actor_id, started, at, []))
+
     async def _next_turn(self) -> None:
         position, message = await self._head_message()
         now = self.clock.now()
@@ -495,11 +523,21 @@ class ActorHost:
             turn.cancel("cancelled by request")
         elif self.stopping is not None and self.cls.__actorflow_shutdown__ == "compensate":
             turn.cancel(self.stopping)
+        continued: ContinuedAsNew | None = None
         try:
             reply = await self._outcome(turn, started)
+        except ContinuedAsNew as exc:
+            continued = exc
         finally:  # the context holds the turn, the turn this host: no cycle outlives a turn
             self.turn = None
             turn.context.close()
+        if continued is not None:
+            if recorded.end is not None:  # journaled by older code, ending otherwise
+                now = "continuing as new"
+                raise NonDeterminismError(self.actor_id, recorded.end_position, "its end", now)
+            recorded.check_complete(f"the end of turn {started.turn}'s segment")
+            await _continuation.end_segment(self, started, continued)
+            return
         end = recorded.end
         if end is not None:  # a turn journaled before checkpoints came with every turn
             self._check_same_end(recorded, end, reply)
@@ -716,7 +754,12 @@ class ActorHost:
         self.runtime.actor_stuck(self.actor_id)
 
     async def _serve(self) -> None:
-        while not self.suspending.is_set() and not self.draining.is_set():
+        while not self.suspending.is_set():
+            if self.continuation is not None:  # the invocation runs on, even when draining
+                await self._continue()
+                continue
+            if self.draining.is_set():
+                break
             notified = self._notified
             await self.read_new()
             if self._messages:

@@ -110,6 +110,17 @@ async def view_after(
         found.turns, found.inbox_done = checkpoint.turn, checkpoint.inbox_done
         found.attention = list(checkpoint.attention)
         found.version = checkpoint.version
+        continuation = checkpoint.continuation
+        if continuation is not None:  # its next turn is not journaled yet
+            found.unfinished = TurnStarted(
+                checkpoint.turn + 1,
+                continuation.invocation,
+                continuation.inbox,
+                continuation.handler,
+                continuation.args,
+                0.0,
+                checkpoint.version,
+            )
     async for batch in store.read_batches(actor_stream(actor_id), snapshot_position + 1):
         for record in batch:
             entry = ACTOR_CODEC.decode(record)
