@@ -17,6 +17,7 @@ ACTOR_STATES = (
     "waiting-retry",
     "retrying",
     "stuck",
+    "held",
     "corrupt",
     "pending",
 )
@@ -70,6 +71,10 @@ class ActorStatus(msgspec.Struct, frozen=True):
     - ``retrying``: the journal failed under it (see ``error``); it is re-activated
       after a pause, and replays from what the journal holds;
     - ``stuck``: it cannot go on until its code or journal is fixed (see ``error``);
+    - ``held``: an actor type declared ``versioning="pinned"`` whose turn in flight was
+      started by another code version, and would diverge under this one: it waits for
+      a process running that version (``error`` says which, and the divergence); new
+      messages are accepted and wait;
     - ``corrupt``: its journal is damaged; it is quarantined, and refuses all work until
       an operator repairs it (see ``error``, and `QuarantinedStatus`);
     - ``pending``: work is journaled but the actor is not active in this process.
