@@ -4,6 +4,7 @@ itself, with or without a server running (see "A damaged journal" in docs/actors
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import msgspec
 from actorflow._actor import check_key
 from actorflow._errors import InvalidMessageError
 from actorflow.runtime import _quarantine
+from actorflow.runtime import _reset as _turns
+from actorflow.runtime._reset import ResetRefused
 from actorflow.server._serve import DEFAULT_JOURNAL
 from journal import JournalError, SqliteStore, StoreLockedError
 
@@ -112,10 +115,29 @@ def _output(out: Path) -> Iterator[BinaryIO]:
 @click.command("reset")
 @click.argument("actor")
 @click.option("--yes", is_flag=True, help="Delete for real (without it: say what would go).")
+@click.option(
+    "--to-last-turn",
+    is_flag=True,
+    help="Discard only the unfinished turn (exported first): its message runs again.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --to-last-turn: the export of the discarded entries (refused if it exists; "
+    "default: JOURNAL.TYPE.KEY.turn-N.jsonl beside the journal).",
+)
 @_journal_option
-def reset_command(actor: str, yes: bool, journal: str) -> None:
+def reset_command(
+    actor: str, yes: bool, to_last_turn: bool, out: Path | None, journal: str
+) -> None:
     """Start ACTOR (Type/key) afresh: delete its journal, checkpoint, inbox, outcomes and
     idempotency keys, so that its next message finds it new.
+
+    With --to-last-turn, only set it back to its last turn boundary, for an actor stuck
+    or held on its unfinished turn: that turn's journal entries are exported to --out,
+    then discarded, and its message runs again from the start under the code the next
+    server runs (the steps it had completed run again). Asks for confirmation unless
+    --yes. With a server running, use its POST /v1/actors/{type}/{key}/reset instead.
 
     For an actor quarantined because its journal is damaged (status corrupt) that cannot be
     restored from a backup; export it first (actorflow export). What is lost: its state,
@@ -126,9 +148,20 @@ def reset_command(actor: str, yes: bool, journal: str) -> None:
     it first, then start it again.
     """
     actor_id = _actor_id(actor)
+    if out is not None and not to_last_turn:
+        raise click.UsageError("--out goes with --to-last-turn (export ACTOR first otherwise)")
     try:
+        if to_last_turn:
+            anyio.run(_reset_turn, journal, actor_id, yes, out)
+            return
         anyio.run(_reset, journal, actor_id, yes)
     except StoreLockedError:
+        if to_last_turn:
+            raise click.ClickException(
+                f"{journal} is open in a running server (or another process); reset "
+                f"{actor_id} through it: POST /v1/actors/{actor_id}/reset with the body "
+                f'{{"discard_turn": N}} (N: the turns of its status), or stop it first'
+            ) from None
         raise click.ClickException(
             f"{journal} is open in a running server (or another process); stop it first "
             f"(a server would go on with its own idea of {actor_id}), run this again, then "
@@ -155,3 +188,42 @@ async def _reset(journal: str, actor_id: str, yes: bool) -> None:
     if not deleted:
         raise click.ClickException(f"{journal} holds no journal for {actor_id}; nothing reset")
     click.echo(f"reset {actor_id}: deleted {', '.join(deleted)}")
+
+
+async def _reset_turn(journal: str, actor_id: str, yes: bool, out: Path | None) -> None:
+    """Export, then discard, the unfinished turn of ``actor_id`` (after a confirmation)."""
+    async with await SqliteStore.open(journal) as store:
+        try:
+            turn = await _turns.unfinished_turn(store, actor_id)
+        except ResetRefused as exc:
+            raise click.ClickException(str(exc)) from None
+        if turn is None:
+            raise click.ClickException(
+                f"{actor_id} has no unfinished turn in {journal}; nothing to reset"
+            )
+        if out is None:
+            type_name, _, key = actor_id.partition("/")
+            out = Path(f"{journal}.{type_name}.{key}.turn-{turn.turn}.jsonl")
+        text = _turns.confirmation(turn)
+        if yes:
+            click.echo(text, err=True)
+        else:
+            click.confirm(f"{text}\nThe entries go to {out}. Discard turn {turn.turn}?",
+                          abort=True, err=True)  # fmt: skip
+        entries = await _turns.export_turn(store, turn)
+        with _output(out) as sink:
+            for line in entries:
+                sink.write(_JSON.encode(line) + b"\n")
+            sink.flush()
+            if str(out) != "-":
+                os.fsync(sink.fileno())  # the export is on disk before anything is deleted
+        try:
+            await _turns.discard(store, turn)
+        except ResetRefused as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"reset {actor_id} to the start of turn {turn.turn}: {len(entries)} journal entries "
+        f"exported to {out} and discarded; invocation {turn.invocation} runs again from the "
+        f"start when a server serves {journal}",
+        err=True,
+    )
