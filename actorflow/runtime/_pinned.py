@@ -29,9 +29,12 @@ class TurnHeld(ActorflowError):
     """A pinned actor's turn in flight, started by another code version, would diverge
     under this process's code: it waits for a process running its version."""
 
-    def __init__(self, actor: str, turn: int, started: str, running: str, why: str) -> None:
+    def __init__(
+        self, actor: str, turn: int, started: str, running: str, position: int, why: str
+    ) -> None:
         self.actor = actor
         self.turn = turn
+        self.position = position
         self.started = started
         self.running = running
         self.divergence = why
@@ -55,7 +58,15 @@ def hold(host: ActorHost, exc: NonDeterminismError) -> bool:
         f"at journal position {exc.position} the journal recorded {exc.recorded}, but the "
         f"code now does {exc.requested}"
     )
-    host.stuck = TurnHeld(host.actor_id, host.turns, host.version, running, why)
+    host.stuck = TurnHeld(host.actor_id, host.turns, host.version, running, exc.position, why)
     host.state = "held"
     log.warning("%s", host.stuck)
     return True
+
+
+def diverged_at(host: ActorHost) -> int | None:
+    """Where the replay of ``host``'s unfinished turn diverged, if that is why it is stuck
+    or held (its journal position)."""
+    if isinstance(host.stuck, NonDeterminismError | TurnHeld):
+        return host.stuck.position
+    return None

@@ -82,7 +82,9 @@ class ActorStatus(msgspec.Struct, frozen=True):
     ``turns`` counts its turns; ``attention`` lists recent invocations whose
     compensations failed; ``version`` is the code version that ran its latest turn (None
     before its first turn, or when journaled before versions were recorded). It reads the
-    same whether the actor is in memory or not.
+    same whether the actor is in memory or not. ``diverged_at`` is the position in its
+    journal where the replay of its unfinished turn diverged from the code, when it is
+    ``stuck`` on non-determinism or ``held``.
     """
 
     actor: str
@@ -92,6 +94,7 @@ class ActorStatus(msgspec.Struct, frozen=True):
     error: str | None = None
     attention: list[str] = []
     version: str | None = None
+    diverged_at: int | None = None
 
 
 class QuarantinedStatus(ActorStatus, frozen=True):

@@ -174,6 +174,25 @@ def test_runs_started_on_a_finish_exactly_once_on_b(tmp_path: Path, start: Any) 
     assert "this process runs 'B'" in held["error"]
     assert "run step 'reserve' (step id 1)" in held["error"]
     assert "run step 'quote' (step id 1)" in held["error"]
+    assert held["diverged_at"] == 2  # its reserve step
+    shown = subprocess.run(
+        [actorflow_command(), "journal", "Booker/p1", "--url", b.url],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
+    assert "Booker/p1 is held: actor Booker/p1 is held (versioning='pinned')" in shown.stderr
+    (marked,) = [line for line in shown.stdout.splitlines() if "diverged here" in line]
+    assert marked.startswith("actor     2 ")
+    listed = subprocess.run(
+        [actorflow_command(), "list", "--state", "held", "--url", b.url],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
+    assert "Booker/p1" in listed.stdout
     b.reaches("Booker/p3", "held")
     assert b.metric("actorflow_actors_held") == 2
     assert b.metric("actorflow_actors_stuck") == 0
