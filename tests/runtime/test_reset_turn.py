@@ -146,3 +146,42 @@ async def test_discard_is_refused_if_the_journal_moved_since_it_was_read(
             await _reset.discard(store, moved)
         assert await store.last_position(actor_stream("Cart/c")) == turn.last
         assert await _reset.unfinished_turn(store, "Cart/c") == turn
+
+
+keys: list[tuple[str, str]] = []
+
+
+def keyed(item: str, idempotency_key: str) -> str:
+    keys.append((item, idempotency_key))
+    return item
+
+
+class KeyOld(Actor, name="Keys"):
+    @handler
+    async def go(self) -> None:
+        await self.ctx.run(keyed, "old")
+        await hold(self.ctx)
+
+
+class KeyNew(Actor, name="Keys"):
+    """The same step id with other inputs: its replay diverges, the reset runs it anew."""
+
+    @handler
+    async def go(self) -> None:
+        await self.ctx.run(keyed, "new")
+
+
+async def test_a_step_run_again_after_a_reset_keeps_its_idempotency_key(
+    db: pathlib.Path,
+) -> None:
+    keys.clear()
+    async with running(db, [KeyOld]) as rt:
+        invocation = await run_to_hold(rt.ref(KeyOld, "k"), KeyOld.go)
+    async with running(db, [KeyNew]) as rt:
+        keys_actor = rt.ref(KeyNew, "k")
+        assert (await settles(keys_actor)).state == "stuck"
+        await rt.reset_to_last_turn(keys_actor.ref, 1)
+        await rt.result(invocation)
+    (old, old_key), (new, new_key) = keys
+    assert (old, new) == ("old", "new")
+    assert old_key == new_key
