@@ -24,6 +24,7 @@ has its journal stream deleted instead, as it held nothing else.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -34,6 +35,7 @@ from actorflow.runtime._quarantine import ExportedRecord, exported
 from journal import Snapshot, Store
 
 if TYPE_CHECKING:
+    from actorflow.runtime._host import ActorHost
     from actorflow.runtime._runtime import Runtime
 
 log = logging.getLogger("actorflow")
@@ -158,6 +160,21 @@ async def reset_in(runtime: Runtime, actor_id: str, discard_turn: int) -> TurnRe
             f"actor {actor_id} is {state}; only an actor stuck or held on its unfinished "
             f"turn is reset to its last turn boundary"
         )
+    if host in _resetting:  # a second request, while the first one rewrites the journal
+        raise ResetRefused(f"actor {actor_id} is being reset by another request")
+    _resetting.add(host)
+    try:
+        return await _reset_host(runtime, host, discard_turn)
+    finally:
+        _resetting.discard(host)
+
+
+#: The hosts whose actors are being reset (one reset at a time per actor).
+_resetting: weakref.WeakSet[ActorHost] = weakref.WeakSet()
+
+
+async def _reset_host(runtime: Runtime, host: ActorHost, discard_turn: int) -> TurnReset:
+    actor_id = host.actor_id
     # The stuck host stays listed while its journal is rewritten: a message arriving
     # meanwhile wakes it (a no-op) rather than activating a second host.
     turn = await unfinished_turn(runtime.store, actor_id)

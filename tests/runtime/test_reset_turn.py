@@ -7,6 +7,7 @@ from __future__ import annotations
 import pathlib
 from collections import Counter
 
+import anyio
 import msgspec
 import pytest
 
@@ -185,3 +186,27 @@ async def test_a_step_run_again_after_a_reset_keeps_its_idempotency_key(
     (old, old_key), (new, new_key) = keys
     assert (old, new) == ("old", "new")
     assert old_key == new_key
+
+
+async def test_of_two_resets_at_once_one_discards_and_the_other_is_refused(
+    db: pathlib.Path,
+) -> None:
+    invocation = await stuck_on_turn(db, 1)
+    outcomes: list[str] = []
+    async with running(db, [New], version="new") as rt:
+        cart = rt.ref(New, "c")
+        await settles(cart)
+
+        async def reset() -> None:
+            try:
+                await rt.reset_to_last_turn(cart.ref, 2)
+                outcomes.append("reset")
+            except ResetRefused as exc:
+                outcomes.append(str(exc))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(reset)
+            group.start_soon(reset)
+        assert await rt.result(invocation) == "booked x (2 in all)"
+        assert (await cart.status()).error is None  # the fresh host kept its ownership
+    assert sorted(outcomes) == ["actor Cart/c is being reset by another request", "reset"]
