@@ -12,9 +12,11 @@ from typing import Any, BinaryIO
 
 import anyio
 import click
+import httpx
 import msgspec
 
 from actorflow._actor import check_key
+from actorflow._client import ClientError, SyncClient
 from actorflow._errors import InvalidMessageError
 from actorflow.runtime import _quarantine
 from actorflow.runtime import _reset as _turns
@@ -124,11 +126,27 @@ def _output(out: Path) -> Iterator[BinaryIO]:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --to-last-turn: the export of the discarded entries (refused if it exists; "
-    "default: JOURNAL.TYPE.KEY.turn-N.jsonl beside the journal).",
+    "default: JOURNAL.TYPE.KEY.turn-N.jsonl beside the journal, or TYPE.KEY.turn-N.jsonl "
+    "here with --url).",
+)
+@click.option(
+    "--url",
+    help="With --to-last-turn: reset through this running server instead of the journal file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --url: the bearer token file (or set ACTORFLOW_TOKEN).",
 )
 @_journal_option
 def reset_command(
-    actor: str, yes: bool, to_last_turn: bool, out: Path | None, journal: str
+    actor: str,
+    yes: bool,
+    to_last_turn: bool,
+    out: Path | None,
+    url: str | None,
+    token_file: Path | None,
+    journal: str,
 ) -> None:
     """Start ACTOR (Type/key) afresh: delete its journal, checkpoint, inbox, outcomes and
     idempotency keys, so that its next message finds it new.
@@ -137,7 +155,8 @@ def reset_command(
     or held on its unfinished turn: that turn's journal entries are exported to --out,
     then discarded, and its message runs again from the start under the code the next
     server runs (the steps it had completed run again). Asks for confirmation unless
-    --yes. With a server running, use its POST /v1/actors/{type}/{key}/reset instead.
+    --yes. With a server running, add --url: the server discards them and this command
+    writes the entries its answer holds.
 
     For an actor quarantined because its journal is damaged (status corrupt) that cannot be
     restored from a backup; export it first (actorflow export). What is lost: its state,
@@ -150,6 +169,11 @@ def reset_command(
     actor_id = _actor_id(actor)
     if out is not None and not to_last_turn:
         raise click.UsageError("--out goes with --to-last-turn (export ACTOR first otherwise)")
+    if (url or token_file) and not to_last_turn:
+        raise click.UsageError("--url and --token-file go with --to-last-turn")
+    if url:
+        _reset_turn_through(url, token_file, actor_id, yes, out)
+        return
     try:
         if to_last_turn:
             anyio.run(_reset_turn, journal, actor_id, yes, out)
@@ -159,8 +183,7 @@ def reset_command(
         if to_last_turn:
             raise click.ClickException(
                 f"{journal} is open in a running server (or another process); reset "
-                f"{actor_id} through it: POST /v1/actors/{actor_id}/reset with the body "
-                f'{{"discard_turn": N}} (N: the turns of its status), or stop it first'
+                f"{actor_id} through it (add --url URL of the server), or stop it first"
             ) from None
         raise click.ClickException(
             f"{journal} is open in a running server (or another process); stop it first "
@@ -225,5 +248,52 @@ async def _reset_turn(journal: str, actor_id: str, yes: bool, out: Path | None) 
         f"reset {actor_id} to the start of turn {turn.turn}: {len(entries)} journal entries "
         f"exported to {out} and discarded; invocation {turn.invocation} runs again from the "
         f"start when a server serves {journal}",
+        err=True,
+    )
+
+
+def _reset_turn_through(
+    url: str, token_file: Path | None, actor_id: str, yes: bool, out: Path | None
+) -> None:
+    """`reset --to-last-turn --url`: the server discards, this writes what it answers."""
+    token = token_file.read_text().strip() if token_file else os.environ.get("ACTORFLOW_TOKEN")
+    try:
+        with SyncClient(url, token=token or None) as client:
+            status = client.status(actor_id)
+            if status.state not in ("stuck", "held"):
+                raise click.ClickException(
+                    f"{actor_id} is {status.state}; only an actor stuck or held on its "
+                    f"unfinished turn is reset to its last turn boundary"
+                )
+            turn = status.turns
+            type_name, _, key = actor_id.partition("/")
+            out = out or Path(f"{type_name}.{key}.turn-{turn}.jsonl")
+            text = (
+                f"This discards turn {turn} of {actor_id} (invocation {status.invocation}, "
+                f"{status.state}: {status.error}): the server at {url} deletes its journal "
+                f"entries, and they are written to {out}. The message that started it then "
+                f"runs again from the start under the server's code: the steps it had "
+                f"completed run again (their effects happen twice unless they are "
+                f"idempotent), and nothing is compensated."
+            )
+            if yes:
+                click.echo(text, err=True)
+            else:
+                click.confirm(f"{text}\nDiscard turn {turn}?", abort=True, err=True)
+            with _output(out) as sink:  # made before the reset: one that exists refuses it
+                try:
+                    reset = client.reset_to_last_turn(actor_id, turn)
+                except BaseException:
+                    if str(out) != "-":
+                        out.unlink()
+                    raise
+                for line in reset.discarded:
+                    sink.write(_JSON.encode(line) + b"\n")
+    except (ClientError, httpx.HTTPError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"reset {actor_id} to the start of turn {turn}: {len(reset.discarded)} journal "
+        f"entries discarded by the server and written to {out}; invocation "
+        f"{reset.invocation} runs again from the start",
         err=True,
     )

@@ -14,6 +14,7 @@ Counted from outside: the example's fake calls (``calls.log``) and the effects l
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -208,11 +209,16 @@ def test_runs_started_on_a_finish_exactly_once_on_b(tmp_path: Path, start: Any) 
     stale = b.client.post("/v1/actors/Booker/p3/reset", json={"discard_turn": 2})
     assert stale.status_code == 409, stale.text
     assert stale.json()["error"]["type"] == "reset_refused"
-    reset = b.client.post("/v1/actors/Booker/p3/reset", json={"discard_turn": 1})
-    assert reset.status_code == 200, reset.text
-    body = reset.json()
-    assert (body["turn"], body["invocation"], body["version"]) == (1, p3, "A")
-    assert [entry["entry"].get("name") for entry in body["discarded"]] == [None, "reserve"]
+    # Through the CLI (which posts {"discard_turn": 1}, its status's turns), to a file.
+    out = tmp_path / "p3-turn-1.jsonl"
+    command = ["reset", "Booker/p3", "--to-last-turn", "--url", b.url, "--yes", "--out"]
+    subprocess.run([actorflow_command(), *command, str(out)], timeout=RUN_TIMEOUT, check=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(line["type"], line["entry"].get("name")) for line in lines] == [
+        ("turn", None),
+        ("step", "reserve"),
+    ]
+    assert (lines[0]["entry"]["invocation"], lines[0]["entry"]["version"]) == (p3, "A")
     b.reaches("Booker/p3", "waiting-event")
     b.deliver("Booker/p3", "go")
     assert wait_for(b.client, p3, RUN_TIMEOUT)["result"] == "charge z"

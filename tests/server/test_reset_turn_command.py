@@ -137,5 +137,5 @@ def test_it_refuses_a_journal_open_in_a_server_and_out_without_the_flag(
 
     locked = anyio.run(while_open)
     assert locked.exit_code == 1
-    assert "POST /v1/actors/Shop/s/reset" in locked.stderr
+    assert "reset Shop/s through it (add --url URL of the server)" in locked.stderr
     assert last_position(journal) == before
