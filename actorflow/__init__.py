@@ -8,6 +8,7 @@ step runs again.
 
 from actorflow._actor import Actor as Actor
 from actorflow._actor import ShutdownStrategy as ShutdownStrategy
+from actorflow._actor import Versioning as Versioning
 from actorflow._actor import handler as handler
 from actorflow._client import Client as Client
 from actorflow._client import ClientError as ClientError
@@ -48,7 +49,10 @@ from actorflow._errors import TurnEndedError as TurnEndedError
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
 from actorflow.runtime._handle import ActorHandle as ActorHandle
+from actorflow.runtime._pinned import TurnHeld as TurnHeld
 from actorflow.runtime._quarantine import ActorCorruptError as ActorCorruptError
+from actorflow.runtime._reset import ResetRefused as ResetRefused
+from actorflow.runtime._reset import TurnReset as TurnReset
 from actorflow.runtime._runtime import Runtime as Runtime
 from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
 from actorflow.runtime._status import ActorStatus as ActorStatus
@@ -93,6 +97,9 @@ __all__ = [
     "ManualClock",
     "MessageTooLarge",
     "QuarantinedStatus",
+    "ResetRefused",
+    "TurnHeld",
+    "TurnReset",
     "NonDeterminismError",
     "Page",
     "RemoteActor",
@@ -101,6 +108,7 @@ __all__ = [
     "RuntimeClosedError",
     "ShutdownReport",
     "ShutdownStrategy",
+    "Versioning",
     "StepError",
     "StepFailed",
     "StepOutcomeUnknown",

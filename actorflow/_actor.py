@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 #: How a running turn of an actor type is stopped at shutdown (see docs/deploys.md).
 ShutdownStrategy = Literal["drain", "checkpoint", "compensate"]
+#: What a turn in flight does when new code is deployed (see docs/versioning.md):
+#: "upgrade" replays it under the new code at once; "pinned" holds it, if its replay
+#: would diverge, until code of the version that started it runs.
+Versioning = Literal["upgrade", "pinned"]
 
 #: An actor key: 1 to 200 characters from ``A-Z a-z 0-9 . _ ~ : @ + = -``, other than
 #: ``.`` and ``..`` (a URL path drops or climbs out of those segments, so no HTTP client
@@ -170,7 +174,8 @@ class Actor:
     ``shutdown`` ("checkpoint" by default, or "drain", "compensate"), ``retry`` (an
     `actorflow.Retry`: the policy of this type's steps that give none), ``events`` (a
     dict of event names to payload types: deliveries of other names, or of payloads of
-    the wrong type, are refused before they are accepted).
+    the wrong type, are refused before they are accepted), ``versioning`` ("upgrade" by
+    default, or "pinned": what a turn in flight when new code is deployed does).
     Inside a handler, ``self.ctx`` is the only door to anything non-deterministic.
     """
 
@@ -178,6 +183,7 @@ class Actor:
     __actorflow_handlers__: ClassVar[dict[str, HandlerInfo]]
     __actorflow_state__: ClassVar[type[msgspec.Struct] | None]
     __actorflow_shutdown__: ClassVar[ShutdownStrategy]
+    __actorflow_versioning__: ClassVar[Versioning]
     __actorflow_retry__: ClassVar[Retry | None]
     __actorflow_events__: ClassVar[dict[str, EventInfo] | None]
 
@@ -193,6 +199,7 @@ class Actor:
         shutdown: ShutdownStrategy = "checkpoint",
         retry: Retry | None = None,
         events: dict[str, Any] | None = None,
+        versioning: Versioning = "upgrade",
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -202,6 +209,8 @@ class Actor:
             problems.append(f"actor type name {type_name!r} must match {TYPE_NAME_PATTERN.pattern}")
         if shutdown not in ("drain", "checkpoint", "compensate"):
             problems.append(f"shutdown={shutdown!r}; use 'drain', 'checkpoint' or 'compensate'")
+        if versioning not in ("upgrade", "pinned"):
+            problems.append(f"versioning={versioning!r}; use 'upgrade' or 'pinned'")
         _check_retry(retry, problems)
         declared = _check_events(events, problems)
         _check_state(state, problems)
@@ -215,6 +224,7 @@ class Actor:
         cls.__actorflow_handlers__ = handlers
         cls.__actorflow_state__ = state
         cls.__actorflow_shutdown__ = shutdown
+        cls.__actorflow_versioning__ = versioning
         cls.__actorflow_retry__ = retry
         cls.__actorflow_events__ = declared
 

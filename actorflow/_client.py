@@ -22,6 +22,7 @@ import msgspec
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
+from actorflow.runtime._reset import TurnReset
 from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry, Page
 
 A = TypeVar("A", bound=Actor)
@@ -182,6 +183,12 @@ class _Requests:
     def retry(invocation: str) -> _Call:
         path = _invocation_path(invocation) + "/retry"
         return _Call("POST", path, answer=InvocationStatus)
+
+    @staticmethod
+    def reset(actor: ActorRef | str, discard_turn: int) -> _Call:
+        path = _actor_path(_as_ref(actor)) + "/reset"
+        body = msgspec.json.encode({"discard_turn": discard_turn})
+        return _Call("POST", path, body=body, answer=TurnReset)
 
     @staticmethod
     def invocations(actor: ActorRef | str, cursor: str | None, limit: int | None) -> _Call:
@@ -347,6 +354,12 @@ class Client:
         """Run a failed invocation again from its last journaled step."""
         status: InvocationStatus = await self._do(_Requests.retry(invocation))
         return status
+
+    async def reset_to_last_turn(self, actor: ActorRef | str, discard_turn: int) -> TurnReset:
+        """Reset a stuck or held actor to its last turn boundary, discarding its unfinished
+        turn ``discard_turn``; the answer holds the discarded journal entries."""
+        reset: TurnReset = await self._do(_Requests.reset(actor, discard_turn))
+        return reset
 
     async def invocations(self, actor: ActorRef | str) -> list[InvocationStatus]:
         """An actor's invocations: running and queued first, then ended, latest first
@@ -558,6 +571,12 @@ class SyncClient:
         """Run a failed invocation again from its last journaled step."""
         status: InvocationStatus = self._do(_Requests.retry(invocation))
         return status
+
+    def reset_to_last_turn(self, actor: ActorRef | str, discard_turn: int) -> TurnReset:
+        """Reset a stuck or held actor to its last turn boundary, discarding its unfinished
+        turn ``discard_turn``; the answer holds the discarded journal entries."""
+        reset: TurnReset = self._do(_Requests.reset(actor, discard_turn))
+        return reset
 
     def invocations(self, actor: ActorRef | str) -> list[InvocationStatus]:
         """An actor's invocations: running and queued first, then ended, latest first

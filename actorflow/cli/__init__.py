@@ -517,16 +517,23 @@ def journal_command(
     token_file: Path | None,
     timeout: float,
 ) -> None:
-    """Show ACTOR's journal: time, entry, step name and how long it took."""
+    """Show ACTOR's journal: time, entry, step name and how long it took. For an actor
+    stuck or held, say why first, and mark the entry where its replay diverged."""
 
     def show(client: SyncClient) -> None:
         entries = _paged(client.journal_pages(actor, limit=PAGE_SIZE), limit)
         if as_json:
             _print_json_items(entries)
             return
+        found = client.status(actor)
+        if found.state in ("stuck", "held"):
+            click.echo(f"{found.actor} is {found.state}: {found.error}", err=True)
         previous: dict[int, float] = {}
         for entry in entries:
-            click.echo(journal_line(entry, previous))
+            line = journal_line(entry, previous)
+            if entry.stream == "actor" and entry.position == found.diverged_at:
+                line += "  <- the replay diverged here"
+            click.echo(line)
 
     _talk(url, token_file, timeout, show)
 

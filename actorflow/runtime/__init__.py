@@ -9,6 +9,10 @@ runtime reports.
   loop (it hosts the `replay` core's turns).
 - `_quarantine`: actors whose journals are damaged (status ``corrupt``): refusing their
   work, exporting what can be read, resetting them.
+- `_pinned`: pinned actor types: a turn in flight that another code version started,
+  whose replay would diverge, is held (status ``held``) instead of stuck.
+- `_reset`: resetting a stuck or held actor to its last turn boundary (its unfinished
+  turn exported, then discarded).
 - `_inspect`: reading an actor's journal from outside it (status, invocations), and the
   index that finds an invocation's outcome.
 - `_pages`: listings a page at a time (journal, invocations, actors), with cursors.
@@ -17,7 +21,10 @@ runtime reports.
 """
 
 from actorflow.runtime._handle import ActorHandle as ActorHandle
+from actorflow.runtime._pinned import TurnHeld as TurnHeld
 from actorflow.runtime._quarantine import ActorCorruptError as ActorCorruptError
+from actorflow.runtime._reset import ResetRefused as ResetRefused
+from actorflow.runtime._reset import TurnReset as TurnReset
 from actorflow.runtime._runtime import Runtime as Runtime
 from actorflow.runtime._status import ACTOR_STATES as ACTOR_STATES
 from actorflow.runtime._status import ActorStatus as ActorStatus
@@ -38,6 +45,9 @@ __all__ = [
     "JournalEntry",
     "QuarantinedStatus",
     "Page",
+    "ResetRefused",
     "Runtime",
     "ShutdownReport",
+    "TurnHeld",
+    "TurnReset",
 ]

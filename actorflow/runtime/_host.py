@@ -61,7 +61,7 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from actorflow.runtime import _checkpoint, _continuation, _inspect, _quarantine
+from actorflow.runtime import _checkpoint, _continuation, _inspect, _pinned, _quarantine
 from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ ActorState = Literal[
     "waiting-retry",
     "retrying",
     "stuck",
+    "held",
     "corrupt",
     "stopped",
 ]
@@ -728,7 +729,8 @@ class ActorHost:
             if not _quarantine.quarantine_if_damaged(self, failure.cause):
                 self._retrying(failure)
         except NonDeterminismError as exc:
-            self._stuck(exc)
+            if not _pinned.hold(self, exc):
+                self._stuck(exc)
         except Exception as exc:
             if _quarantine.quarantine_if_damaged(self, exc):
                 pass

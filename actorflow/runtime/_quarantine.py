@@ -188,13 +188,18 @@ async def export(store: Store, actor_id: str) -> AsyncIterator[ExportedRecord]:
     streams += [(stream, IDEMPOTENCY_CODEC) for stream in await claim_streams(store, actor_id)]
     for stream, codec in streams:
         async for record in store.salvage(stream):
-            entry, error = None, None
-            if record.damage is None:
-                entry, error = _decoded(codec, record)
-            yield ExportedRecord(
-                record.stream, record.position, "record", record.type, record.global_position,
-                record.damage, record.data, entry, error,
-            )  # fmt: skip
+            yield exported(record, codec)
+
+
+def exported(record: Salvaged, codec: Codec[Any]) -> ExportedRecord:
+    """One stored record as a line of an export (decoded unless it is damaged)."""
+    entry, error = None, None
+    if record.damage is None:
+        entry, error = _decoded(codec, record)
+    return ExportedRecord(
+        record.stream, record.position, "record", record.type, record.global_position,
+        record.damage, record.data, entry, error,
+    )  # fmt: skip
 
 
 _CHECKPOINT = msgspec.msgpack.Decoder(ActorSnapshot)

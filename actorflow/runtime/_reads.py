@@ -16,7 +16,7 @@ from actorflow._context import ActorRef
 from actorflow._errors import InvalidMessageError, UnknownActorError, UnknownHandlerError
 from actorflow._events import Reply
 from actorflow._values import decoder_for
-from actorflow.runtime import _inspect, _pages, _quarantine
+from actorflow.runtime import _inspect, _pages, _pinned, _quarantine
 from actorflow.runtime._host import ActorHost
 from actorflow.runtime._pages import DEFAULT_PAGE
 from actorflow.runtime._status import (
@@ -230,6 +230,7 @@ class RuntimeReads:
             str(error) if error is not None else None,
             list(host.attention),
             host.version or None,
+            _pinned.diverged_at(host),
         )
 
     async def status(self, target: ActorRef) -> ActorStatus:

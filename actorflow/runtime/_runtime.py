@@ -48,10 +48,11 @@ from actorflow._events import (
 )
 from actorflow._metrics import Metrics
 from actorflow._values import encode
-from actorflow.runtime import _idempotency, _inspect, _quarantine
+from actorflow.runtime import _idempotency, _inspect, _quarantine, _reset
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
 from actorflow.runtime._reads import RuntimeReads
+from actorflow.runtime._reset import TurnReset
 from actorflow.runtime._status import (
     InvocationStatus,
     ShutdownReport,
@@ -302,7 +303,7 @@ class Runtime(RuntimeReads):
             if self._hosts.get(host.actor_id) is host:
                 if host.state == "retrying" and self._running and self._group is not None:
                     self._group.start_soon(self._retry_later, host)
-                elif host.state not in ("stuck", "retrying", "corrupt"):
+                elif host.state not in ("stuck", "held", "retrying", "corrupt"):
                     del self._hosts[host.actor_id]
                     if host.notified_late and self._running:
                         self._activate(host.actor_id)
@@ -527,6 +528,15 @@ class Runtime(RuntimeReads):
             host.results.pop(invocation, None)
         await self._accept(actor_id, [_inbox_part(actor_id, INBOX_CODEC.encode(message))])
         return InvocationStatus(invocation, actor_id, "queued", handler=first.handler)
+
+    async def reset_to_last_turn(self, target: ActorRef, discard_turn: int) -> TurnReset:
+        """Reset a stuck or held actor to its last turn boundary: export, then discard,
+        the journal entries of its unfinished turn, which must be turn ``discard_turn``;
+        its message then runs again from the start under this code (see
+        docs/versioning.md, "Stuck is never lost"). Refused with `ResetRefused`."""
+        self._check_accepting()
+        self._check_ref(target)
+        return await _reset.reset_in(self, target.id, discard_turn)
 
     async def deliver(self, target: ActorRef, name: str, payload: Any = None) -> None:
         """Deliver the event ``name`` to ``target`` durably (kept until it is waited for).

@@ -17,6 +17,7 @@ ACTOR_STATES = (
     "waiting-retry",
     "retrying",
     "stuck",
+    "held",
     "corrupt",
     "pending",
 )
@@ -70,6 +71,10 @@ class ActorStatus(msgspec.Struct, frozen=True):
     - ``retrying``: the journal failed under it (see ``error``); it is re-activated
       after a pause, and replays from what the journal holds;
     - ``stuck``: it cannot go on until its code or journal is fixed (see ``error``);
+    - ``held``: an actor type declared ``versioning="pinned"`` whose turn in flight was
+      started by another code version, and would diverge under this one: it waits for
+      a process running that version (``error`` says which, and the divergence); new
+      messages are accepted and wait;
     - ``corrupt``: its journal is damaged; it is quarantined, and refuses all work until
       an operator repairs it (see ``error``, and `QuarantinedStatus`);
     - ``pending``: work is journaled but the actor is not active in this process.
@@ -77,7 +82,9 @@ class ActorStatus(msgspec.Struct, frozen=True):
     ``turns`` counts its turns; ``attention`` lists recent invocations whose
     compensations failed; ``version`` is the code version that ran its latest turn (None
     before its first turn, or when journaled before versions were recorded). It reads the
-    same whether the actor is in memory or not.
+    same whether the actor is in memory or not. ``diverged_at`` is the position in its
+    journal where the replay of its unfinished turn diverged from the code, when it is
+    ``stuck`` on non-determinism or ``held``.
     """
 
     actor: str
@@ -87,6 +94,7 @@ class ActorStatus(msgspec.Struct, frozen=True):
     error: str | None = None
     attention: list[str] = []
     version: str | None = None
+    diverged_at: int | None = None
 
 
 class QuarantinedStatus(ActorStatus, frozen=True):

@@ -37,7 +37,14 @@ from actorflow._errors import (
     UnknownActorError,
     UnknownHandlerError,
 )
-from actorflow.runtime import ACTOR_STATES, ActorCorruptError, InvocationStatus, Page, Runtime
+from actorflow.runtime import (
+    ACTOR_STATES,
+    ActorCorruptError,
+    InvocationStatus,
+    Page,
+    ResetRefused,
+    Runtime,
+)
 from actorflow.runtime._pages import DEFAULT_PAGE, MAX_PAGE, CursorError
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
@@ -144,6 +151,8 @@ def _translate(exc: Exception) -> ApiError:
         )
     if isinstance(exc, ActorStuckError):
         return ApiError(409, "actor_stuck", str(exc))
+    if isinstance(exc, ResetRefused):
+        return ApiError(409, "reset_refused", str(exc))
     if isinstance(exc, ActorflowError | JournalError):
         return ApiError(500, type(exc).__name__, str(exc))
     return ApiError(500, "internal", f"{type(exc).__name__}: {exc}")
@@ -371,6 +380,24 @@ async def deliver(request: Request, state: ServerState) -> Response:
     return json_response({"delivered": request.path_params["name"]}, 202)
 
 
+async def reset_actor(request: Request, state: ServerState) -> Response:
+    """POST /v1/actors/{type}/{key}/reset {"discard_turn": N}: reset a stuck or held actor
+    to its last turn boundary; the answer holds the discarded journal entries."""
+    _refuse_while_stopping(state)
+    ref = _ref(request)
+    _check_ref(state, ref)
+    body = await _body(request, state, "the reset's confirmation")
+    turn = body.get("discard_turn") if isinstance(body, dict) else None
+    if not isinstance(turn, int) or isinstance(turn, bool) or turn < 1 or len(body) != 1:
+        raise ApiError(
+            400,
+            "invalid_message",
+            'a reset to the last turn boundary needs the body {"discard_turn": N}, N the '
+            'number of the unfinished turn it discards (the actor\'s status "turns")',
+        )
+    return json_response(await state.runtime.reset_to_last_turn(ref, turn))
+
+
 async def actor_status(request: Request, state: ServerState) -> Response:
     """GET /v1/actors/{type}/{key}: what the actor is doing."""
     ref = _ref(request)
@@ -503,6 +530,7 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{API}/actors", list_actors, ["GET"]),
         route(actor, actor_status, ["GET"]),
         route(f"{actor}/journal", actor_journal, ["GET"]),
+        route(f"{actor}/reset", reset_actor, ["POST"]),
         route(f"{actor}/messages/{{handler}}", send, ["POST"]),
         route(f"{actor}/events/{{name}}", deliver, ["POST"]),
         route(f"{actor}/invocations", list_invocations, ["GET"]),

@@ -20,6 +20,11 @@ def render_metrics(runtime: Runtime, requests: int) -> str:
         *gauge("actorflow_actors_active", "Actors in memory.", len(states)),
         *gauge("actorflow_actors_stuck", "Actors stuck.", states.count("stuck")),
         *gauge(
+            "actorflow_actors_held",
+            "Pinned actors holding a turn for the code version that started it.",
+            states.count("held"),
+        ),
+        *gauge(
             "actorflow_actors_corrupt",
             "Actors quarantined because their journal is damaged.",
             states.count("corrupt"),

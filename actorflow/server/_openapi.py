@@ -11,7 +11,14 @@ from typing import Any
 import msgspec
 
 from actorflow._actor import KEY_PATTERN
-from actorflow.runtime import ActorStatus, Damage, InvocationStatus, JournalEntry, Runtime
+from actorflow.runtime import (
+    ActorStatus,
+    Damage,
+    InvocationStatus,
+    JournalEntry,
+    Runtime,
+    TurnReset,
+)
 
 _REF = "#/components/schemas/{name}"
 
@@ -34,6 +41,10 @@ ERRORS: dict[str, tuple[int, str]] = {
         "the actor is quarantined: its journal is damaged (where, and what to do)",
     ),
     "not_retryable": (409, "the invocation cannot be retried"),
+    "reset_refused": (
+        409,
+        "the actor is not stuck or held, has no unfinished turn, or it is not discard_turn",
+    ),
     "body_too_large": (413, "a body over --max-body-bytes"),
     "message_too_large": (413, "a message or event over the journal's record limit"),
     "unsupported_media_type": (415, "a body not sent as Content-Type: application/json"),
@@ -70,8 +81,8 @@ def openapi_document(
 ) -> dict[str, Any]:
     """OpenAPI 3.1 for the API, with each hosted handler's argument schema; an actor's
     ``state`` is one of ``actor_states``; ``token``: whether the server requires one."""
-    (status, invocation, entry, damage), components = msgspec.json.schema_components(
-        [ActorStatus, InvocationStatus, JournalEntry, Damage], ref_template=_REF
+    (status, invocation, entry, damage, reset), components = msgspec.json.schema_components(
+        [ActorStatus, InvocationStatus, JournalEntry, Damage, TurnReset], ref_template=_REF
     )
     states = {"type": "string", "enum": list(actor_states)}
     components["ActorStatus"]["properties"]["state"] = states
@@ -125,6 +136,26 @@ def openapi_document(
             [*address, *_page_parameters()],
             {"200": _page("Its entries.", entry)},
             (*actor_errors, "invalid_query"),
+        )
+    }
+    confirmation = {
+        "type": "object",
+        "properties": {"discard_turn": {"type": "integer", "minimum": 1}},
+        "required": ["discard_turn"],
+        "additionalProperties": False,
+    }
+    paths[f"{actor}/reset"] = {
+        "post": _operation(
+            "Reset a stuck or held actor to its last turn boundary: its unfinished turn's "
+            "journal entries are discarded (and returned) and its message runs again.",
+            address,
+            {"200": _answer("The turn discarded, and its journal entries.", reset)},
+            (*actor_errors, *_BODY[:2], "unsupported_media_type", "reset_refused"),
+            body=_body(
+                "The number of the unfinished turn to discard (the actor's status 'turns').",
+                confirmation,
+                required=True,
+            ),
         )
     }
     paths[f"{actor}/invocations"] = {

@@ -454,6 +454,7 @@ async def test_actor_status_says_what_each_actor_is_doing() -> None:
             "error": None,
             "attention": [],
             "version": source_version(app_under_test.Booking),
+            "diverged_at": None,
         }
         greeter = (await api.http.get("/v1/actors/Greeter/g")).json()
         assert (greeter["state"], greeter["invocation"], greeter["turns"]) == ("idle", None, 1)
@@ -532,7 +533,7 @@ async def test_an_unknown_state_filter_is_refused_with_the_valid_states() -> Non
             assert {a["state"] for a in response.json()} <= {state}
 
 
-def test_the_actor_states_are_the_nine_the_runtime_reports() -> None:
+def test_the_actor_states_are_the_ten_the_runtime_reports() -> None:
     assert ACTOR_STATES == (
         "idle",
         "running",
@@ -541,6 +542,7 @@ def test_the_actor_states_are_the_nine_the_runtime_reports() -> None:
         "waiting-retry",
         "retrying",
         "stuck",
+        "held",
         "corrupt",
         "pending",
     )

@@ -105,6 +105,7 @@ def test_statuses_match_what_the_server_answers() -> None:
         "/v1/actors/Greeter/{key}/messages/greet", "post"
     )
     assert "409" in codes(f"{actor}/invocations/{{invocation}}/retry", "post")
+    assert {"200", "400", "409", "415"} <= codes(f"{actor}/reset", "post")
     for health in ("/livez", "/readyz"):
         assert paths[health]["get"]["security"] == []  # no token needed
         assert not {"401", "421"} & codes(health)  # nor a known Host
