@@ -156,9 +156,9 @@ async def check(
     async with contextlib.AsyncExitStack() as stack:
         sources: list[tuple[str, Store]] = []
         for path in journals:
-            store = await SqliteStore.open(path, read_only=True)
-            stack.push_async_callback(store.close)
-            sources.append((str(path), store))
+            opened = await SqliteStore.open(path, read_only=True)
+            stack.push_async_callback(opened.close)
+            sources.append((str(path), opened))
         sources += [("", store) for store in stores]
         for file in _sources.export_files([Path(p) for p in exports]):
             sources.append((str(file), _sources.load_export(file)))

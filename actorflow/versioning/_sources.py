@@ -50,7 +50,9 @@ def unfinished(records: list[Record]) -> bool:
     return False
 
 
-async def copy_actor(store: Store, actor_id: str, identity: str | None = None) -> MemoryStore | None:
+async def copy_actor(
+    store: Store, actor_id: str, identity: str | None = None
+) -> MemoryStore | None:
     """A `MemoryStore` holding what activating ``actor_id`` reads, if it has an unfinished
     turn (else None)."""
     stream = actor_stream(actor_id)
@@ -68,7 +70,9 @@ async def copy_actor(store: Store, actor_id: str, identity: str | None = None) -
             continue
         other_snapshot = await store.load_snapshot(other)
         other_records = await _records(store, other)
-        first = other_records[0].position if other_records else (await store.last_position(other)) + 1
+        first = (
+            other_records[0].position if other_records else (await store.last_position(other)) + 1
+        )
         kept = (other_snapshot.position, other_snapshot.data) if other_snapshot else None
         _restore(copy, other, other_records, first, kept)
     return copy
@@ -101,7 +105,8 @@ def load_export(path: Path) -> MemoryStore:
                 try:
                     exported = _LINE.decode(line)
                 except msgspec.DecodeError as exc:
-                    raise ExportError(f"{path}, line {number}: not an exported record: {exc}")
+                    message = f"{path}, line {number}: not an exported record: {exc}"
+                    raise ExportError(message) from None
                 if exported.kind == "snapshot":
                     snapshots[exported.stream] = exported
                 else:
