@@ -94,17 +94,7 @@ class DryRunHost(ActorHost):
 
     async def _outcome(self, turn: Turn, started: TurnStarted) -> Reply:
         self.started, self.position = started, turn.recorded.position
-        try:
-            reply = await super()._outcome(turn, started)
-        except BaseException:
-            # A branch of ctx.gather may stop (Suspended) while another diverged: the
-            # divergence is the verdict.
-            if turn.diverged is not None:
-                raise turn.diverged from None
-            raise
-        if turn.diverged is not None:
-            raise turn.diverged
-        return reply
+        return await super()._outcome(turn, started)
 
     async def _journal_end(
         self, started: TurnStarted, reply: Reply, turn: Turn, recorded: RecordedTurn

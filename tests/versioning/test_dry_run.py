@@ -11,7 +11,7 @@ import pytest
 
 from actorflow import Actor, handler
 from actorflow.versioning import Selection, check
-from tests.runtime.support import crashing, reaches
+from tests.runtime.support import crashing, eventually, reaches
 
 pytestmark = pytest.mark.anyio
 
@@ -216,3 +216,40 @@ async def test_the_journal_is_not_changed(db: pathlib.Path) -> None:
     await check([Renamed, Other], journals=[db])
     await check([AddedAtTheFrontier, Other], journals=[db])
     assert await anyio.Path(db).read_bytes() == before
+
+
+class Concurrent(Actor, name="Pair"):
+    @handler
+    async def both(self, item: int) -> list[str]:
+        return list(await self.ctx.gather(self.ctx.run(pay, item), self.ctx.run(reserve, item)))
+
+
+class ConcurrentRenamed(Actor, name="Pair"):
+    @handler
+    async def both(self, item: int) -> list[str]:
+        return list(await self.ctx.gather(self.ctx.run(pay, item), self.ctx.run(hold, item)))
+
+
+async def test_a_branch_that_diverges_beside_one_that_reaches_live_is_reported(
+    db: pathlib.Path,
+) -> None:
+    """The first branch stops where the journal ends (its step was in flight at the crash)
+    before the second one's replay finds a renamed step: the divergence is the verdict."""
+    blocking["on"] = True
+    async with crashing(db, [Concurrent]) as rt:
+        actor = rt.ref(Concurrent, "p")
+        await actor.send(Concurrent.both, 1)
+
+        async def reserved() -> bool:
+            steps = [e.data["name"] for e in await rt.journal(actor.ref) if e.type == "step"]
+            return calls["pay"] == 1 and steps == ["reserve"]
+
+        await eventually(reserved, "reserve journaled while pay runs")
+    calls.clear()
+    assert (await check([Concurrent], journals=[db])).ok
+    [found] = (await check([ConcurrentRenamed], journals=[db])).diverged
+    assert (found.recorded, found.new) == (
+        "run step 'reserve' (step id 1.2.1)",
+        "run step 'hold' (step id 1.2.1)",
+    )
+    assert calls == {}
