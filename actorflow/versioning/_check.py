@@ -4,8 +4,9 @@ executing nothing, and report which would diverge (see `actorflow.versioning`)."
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from actorflow._actor import Actor
@@ -127,16 +128,26 @@ def _divergence(verdict: Verdict, source: str) -> Divergence | None:
     return None
 
 
-class _quiet:
-    """The runtime logs every actor that gets stuck; a dry run reports them instead."""
+#: Set while a dry run replays: the runtime logs every actor that gets stuck, and a dry
+#: run reports them instead (other tasks' records still pass, runtimes beside it too).
+_dry_running: contextvars.ContextVar[bool] = contextvars.ContextVar("dry_run", default=False)
 
-    def __enter__(self) -> None:
-        self.logger = logging.getLogger("actorflow")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.CRITICAL)
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.logger.setLevel(self.level)
+class _NotFromDryRuns(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _dry_running.get()
+
+
+logging.getLogger("actorflow").addFilter(_NotFromDryRuns())
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    token = _dry_running.set(True)
+    try:
+        yield
+    finally:
+        _dry_running.reset(token)
 
 
 async def check(

@@ -7,9 +7,12 @@ import pathlib
 from collections import Counter
 
 import anyio
+import anyio.to_thread
 import pytest
+from click.testing import CliRunner
 
 from actorflow import Actor, handler
+from actorflow.cli import main
 from actorflow.versioning import Selection, check
 from tests.runtime.support import crashing, eventually, reaches
 
@@ -150,9 +153,13 @@ async def test_a_step_added_where_the_journal_ends_is_compatible(db: pathlib.Pat
     assert calls == {}
 
 
-async def test_a_renamed_step_diverges_where_it_was_recorded(db: pathlib.Path) -> None:
+async def test_a_renamed_step_diverges_where_it_was_recorded(
+    db: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
     await crash_mid_turn(db)
+    caplog.clear()
     report = await check([Renamed, Other], journals=[db])
+    assert not caplog.records  # reported, not logged as a stuck actor
     [found] = report.diverged
     assert (found.actor, found.position, found.turn, found.handler) == ("Shop/s0", 2, 1, "buy")
     assert found.recorded == "run step 'reserve' (step id 1)"
@@ -252,4 +259,36 @@ async def test_a_branch_that_diverges_beside_one_that_reaches_live_is_reported(
         "run step 'reserve' (step id 1.2.1)",
         "run step 'hold' (step id 1.2.1)",
     )
+    assert calls == {}
+
+
+async def test_a_turn_after_a_checkpoint_keeps_its_journal_positions(
+    db: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Turn 1 ended (its checkpoint compacted the journal and inbox before it); turn 2 is
+    in flight: the check, on the journal and on its export, replays turn 2 alone and
+    reports the positions the journal has."""
+    async with crashing(db, [Original], snapshot_every=1) as rt:
+        shop = rt.ref(Original, "s")
+        await shop.call(Original.buy, 1)
+        blocking["on"] = True
+        await shop.send(Original.buy, 2)
+
+        async def paying() -> bool:
+            return calls["pay"] == 2
+
+        await eventually(paying, "turn 2 paying")
+    calls.clear()
+    export = tmp_path / "shop.jsonl"
+    args = ["journal", "export", "Shop/s", "--journal", str(db), "--out", str(export)]
+    result = await anyio.to_thread.run_sync(CliRunner().invoke, main, args)
+    assert result.exit_code == 0, result.output
+    for report in (
+        await check([Renamed], journals=[db]),
+        await check([Renamed], exports=[export]),
+    ):
+        [found] = report.diverged
+        assert (found.position, found.turn) == (7, 2)
+        assert found.recorded == "run step 'reserve' (step id 1)"
+    assert (await check([Unchanged], exports=[export])).ok
     assert calls == {}
