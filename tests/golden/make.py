@@ -5,8 +5,8 @@ with a turn in flight, written by a real run of the example agents (`examples.ag
 
 - ``researcher-waiting-for-approval.jsonl``: ``Researcher/job-1`` planned, searched,
   summarised, and waits for its human's ``approval`` event;
-- ``checkout-charged.jsonl``: ``Checkout/order-1`` charged the card, and the process
-  stopped while the stock was being reserved (that step is not journaled).
+- ``checkout-before-shipping.jsonl``: ``Checkout/order-1`` charged the card and reserved
+  the stock; the process stopped (SIGTERM's checkpoint strategy) before it shipped.
 
 `tests/golden/test_golden.py` replays them in CI against the current example agents (they
 must pass) and against the deliberately divergent variants in `tests/golden/variants.py`.
@@ -37,7 +37,7 @@ RESEARCHER = ActorRef("Researcher", "job-1")
 CHECKOUT = ActorRef("Checkout", "order-1")
 GOLDEN = {
     "researcher-waiting-for-approval.jsonl": RESEARCHER.id,
-    "checkout-charged.jsonl": CHECKOUT.id,
+    "checkout-before-shipping.jsonl": CHECKOUT.id,
 }
 
 
@@ -50,8 +50,16 @@ async def _until(predicate: object, what: str) -> None:
 async def write_journal(path: pathlib.Path, scratch: pathlib.Path) -> None:
     """Run the example agents on a new SQLite journal at ``path`` until each has a turn in
     flight, then stop (their fake calls log to, and their ledger lives in, ``scratch``)."""
+    saved = fake_llm.DELAY, fake_llm.CALL_LOG, payments.LEDGER, payments.DELAY
     fake_llm.DELAY, fake_llm.CALL_LOG = 0.0, scratch / "calls.log"
     payments.LEDGER, payments.DELAY = str(scratch / "ledger.db"), 0.3
+    try:
+        await _run_examples(path)
+    finally:
+        fake_llm.DELAY, fake_llm.CALL_LOG, payments.LEDGER, payments.DELAY = saved
+
+
+async def _run_examples(path: pathlib.Path) -> None:
     async with await SqliteStore.open(path) as store:
         async with Runtime(store, [Researcher, Checkout]) as runtime:
             await runtime.send(RESEARCHER, "research", ("solid-state batteries",))
@@ -60,18 +68,23 @@ async def write_journal(path: pathlib.Path, scratch: pathlib.Path) -> None:
                 return (await runtime.status(RESEARCHER)).state == "waiting-event"
 
             await _until(waiting, "the Researcher's approval")
-        # A checkout stopped with no grace while it reserves stock: the charge is
-        # journaled, the reservation (0.3 s) is abandoned where it stands.
-        async with Runtime(store, [Researcher, Checkout], grace=0) as runtime:
+        # A checkout stopped while it reserves stock (0.3 s): the reservation ends and is
+        # journaled, and the turn stops at its next step boundary, before shipping.
+        async with Runtime(store, [Researcher, Checkout]) as runtime:
             await runtime.send(CHECKOUT, "checkout", (payments.ORDERS[0],))
 
             async def charged() -> bool:
-                names = [
-                    e.data["name"] for e in await runtime.journal(CHECKOUT) if e.type == "step"
-                ]
-                return "charge_card" in names
+                return "charge_card" in await _steps(runtime)
 
             await _until(charged, "the Checkout's charge")
+        types = [record.type async for record in store.read(f"actor/{CHECKOUT.id}")]
+        if types != ["turn", "step", "step"]:  # started, charged, reserved: not shipped
+            raise AssertionError(f"the checkout did not stop before shipping ({types}); again")
+
+
+async def _steps(runtime: Runtime) -> list[str]:
+    entries = await runtime.journal(CHECKOUT)
+    return [entry.data["name"] for entry in entries if entry.type == "step"]
 
 
 def main() -> None:

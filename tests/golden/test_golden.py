@@ -20,7 +20,7 @@ from tests.golden import make, variants
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESEARCHER = str(HERE / "researcher-waiting-for-approval.jsonl")
-CHECKOUT = str(HERE / "checkout-charged.jsonl")
+CHECKOUT = str(HERE / "checkout-before-shipping.jsonl")
 
 #: variant -> (actor, position, recorded, new, export file) of its one divergence.
 EXPECTED = {
