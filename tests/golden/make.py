@@ -52,7 +52,7 @@ async def write_journal(path: pathlib.Path, scratch: pathlib.Path) -> None:
     flight, then stop (their fake calls log to, and their ledger lives in, ``scratch``)."""
     saved = fake_llm.DELAY, fake_llm.CALL_LOG, payments.LEDGER, payments.DELAY
     fake_llm.DELAY, fake_llm.CALL_LOG = 0.0, scratch / "calls.log"
-    payments.LEDGER, payments.DELAY = str(scratch / "ledger.db"), 0.3
+    payments.LEDGER, payments.DELAY = str(scratch / "ledger.db"), 0.5
     try:
         await _run_examples(path)
     finally:
@@ -68,7 +68,7 @@ async def _run_examples(path: pathlib.Path) -> None:
                 return (await runtime.status(RESEARCHER)).state == "waiting-event"
 
             await _until(waiting, "the Researcher's approval")
-        # A checkout stopped while it reserves stock (0.3 s): the reservation ends and is
+        # A checkout stopped while it reserves stock (0.5 s): the reservation ends and is
         # journaled, and the turn stops at its next step boundary, before shipping.
         async with Runtime(store, [Researcher, Checkout]) as runtime:
             await runtime.send(CHECKOUT, "checkout", (payments.ORDERS[0],))

@@ -292,3 +292,24 @@ async def test_a_turn_after_a_checkpoint_keeps_its_journal_positions(
         assert found.recorded == "run step 'reserve' (step id 1)"
     assert (await check([Unchanged], exports=[export])).ok
     assert calls == {}
+
+
+class Sleeper(Actor, name="Sleeper"):
+    @handler
+    async def nap(self) -> str:
+        await self.ctx.run(reserve, 1)
+        await self.ctx.sleep(3600)
+        return await self.ctx.run(audit, 1)
+
+
+async def test_a_turn_waiting_on_a_timer_is_checked_without_waiting(db: pathlib.Path) -> None:
+    """An hour's timer journaled and not yet due: the check does not wait for it (this
+    test's deadline is 20 s) and calls nothing after it."""
+    async with crashing(db, [Sleeper]) as rt:
+        sleeper = rt.ref(Sleeper, "z")
+        await sleeper.send(Sleeper.nap)
+        await reaches(sleeper, "waiting-timer")
+    calls.clear()
+    report = await check([Sleeper], journals=[db])
+    assert (report.checked, report.diverged) == (1, [])
+    assert calls == {}
