@@ -109,6 +109,12 @@ class DryRunHost(ActorHost):
         turn = started.turn if started is not None else self.turns
         handler = started.handler if started is not None else ""
         at = (self.actor_id, turn, handler, self.position)
+        if started is not None and handler not in self.cls.__actorflow_handlers__:
+            known = ", ".join(sorted(self.cls.__actorflow_handlers__)) or "none"
+            detail = (
+                f"no handler {handler!r} in {self.type_name} (it has: {known}): the turn would fail"
+            )
+            return Verdict(*at, "error", detail)
         if isinstance(self.stuck, NonDeterminismError):
             return Verdict(*at, "diverged", str(self.stuck), self.stuck)
         if self.state in ("stuck", "corrupt"):

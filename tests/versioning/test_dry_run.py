@@ -313,3 +313,18 @@ async def test_a_turn_waiting_on_a_timer_is_checked_without_waiting(db: pathlib.
     report = await check([Sleeper], journals=[db])
     assert (report.checked, report.diverged) == (1, [])
     assert calls == {}
+
+
+class WithoutBuy(Actor, name="Shop"):
+    @handler
+    async def browse(self) -> str:
+        return "nothing bought"
+
+
+async def test_a_handler_removed_under_an_unfinished_turn_is_reported(db: pathlib.Path) -> None:
+    await crash_mid_turn(db)
+    [found] = (await check([WithoutBuy, Other], journals=[db])).diverged
+    assert (found.kind, found.position, found.turn, found.handler) == ("error", 1, 1, "buy")
+    assert found.recorded == "turn 1 (buy) as journaled"
+    assert found.new == "no handler 'buy' in Shop (it has: browse): the turn would fail"
+    assert calls == {}
