@@ -8,6 +8,7 @@ from collections import Counter
 
 import anyio
 import anyio.to_thread
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -327,4 +328,45 @@ async def test_a_handler_removed_under_an_unfinished_turn_is_reported(db: pathli
     assert (found.kind, found.position, found.turn, found.handler) == ("error", 1, 1, "buy")
     assert found.recorded == "turn 1 (buy) as journaled"
     assert found.new == "no handler 'buy' in Shop (it has: browse): the turn would fail"
+    assert calls == {}
+
+
+class CountV1(msgspec.Struct):
+    n: int = 0
+
+
+class CountV2(msgspec.Struct):
+    n: list[str] = []
+
+
+class Counter1(Actor, name="Counter", state=CountV1):
+    @handler
+    async def add(self) -> int:
+        self.state.n += 1
+        return len(await self.ctx.run(pay, self.state.n))
+
+
+class Counter2(Actor, name="Counter", state=CountV2):
+    @handler
+    async def add(self) -> int:
+        self.state.n.append("x")
+        return len(await self.ctx.run(pay, len(self.state.n)))
+
+
+async def test_a_checkpointed_state_that_no_longer_decodes_is_reported(db: pathlib.Path) -> None:
+    async with crashing(db, [Counter1]) as rt:
+        counter = rt.ref(Counter1, "c")
+        await counter.call(Counter1.add)
+        blocking["on"] = True
+        await counter.send(Counter1.add)
+
+        async def paying() -> bool:
+            return calls["pay"] == 2
+
+        await eventually(paying, "turn 2 paying")
+    calls.clear()
+    assert (await check([Counter1], journals=[db])).ok
+    [found] = (await check([Counter2], journals=[db])).diverged
+    assert found.kind == "error"
+    assert "Expected `array`, got `int`" in found.new
     assert calls == {}
