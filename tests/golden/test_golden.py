@@ -147,3 +147,18 @@ def test_filters_and_usage_errors(journal: pathlib.Path) -> None:
     assert invoke("replay", "examples.agents")[0] == 2  # no journal given
     assert invoke("replay", "examples.agents", "--journal", str(HERE / "nope.db"))[0] == 2
     assert invoke("replay", "examples.agents", "--from-export", str(HERE / "make.py"))[0] == 2
+
+
+def test_an_actor_type_missing_from_the_app_fails_only_a_strict_check() -> None:
+    report = replay([agents.Researcher], exports=[HERE])
+    assert (report.checked, report.ok) == (1, True)
+    [skipped] = report.unchecked
+    assert (skipped.actor, skipped.source) == ("Checkout/order-1", CHECKOUT)
+    report.assert_compatible()
+    with pytest.raises(ReplayDivergenceError, match="NOT CHECKED Checkout/order-1"):
+        report.assert_compatible(strict=True)
+    app = "examples.research:Researcher"
+    code, out = invoke("replay", app, "--from-export", str(HERE))
+    assert code == 0
+    assert f"NOT CHECKED Checkout/order-1 in {CHECKOUT}: it has an unfinished turn" in out
+    assert invoke("replay", app, "--from-export", str(HERE), "--strict")[0] == 1
