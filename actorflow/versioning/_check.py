@@ -174,6 +174,9 @@ async def check(
         for file in _sources.export_files([Path(p) for p in exports]):
             sources.append((str(file), _sources.load_export(file)))
         chosen = [(source, store, await _chosen(store, selection)) for source, store in sources]
+        found = {actor_id for _, _, ids in chosen for actor_id in ids}
+        for actor_id in sorted(selection.actors - found if selection is not None else ()):
+            report.unchecked.append(Unchecked(actor_id, "no journal of it was given", ""))
         if on_total is not None:
             on_total(sum(len(ids) for _, _, ids in chosen))
         for source, store, ids in chosen:

@@ -143,6 +143,9 @@ def test_filters_and_usage_errors(journal: pathlib.Path) -> None:
     )  # fmt: skip
     assert code == 1
     assert "1 unfinished turns checked: 1 would diverge" in out
+    code, out = invoke("replay", "examples.agents", "--journal", str(journal), "--actor", "A/b")
+    assert code == 0
+    assert "NOT CHECKED A/b: no journal of it was given" in out
     assert invoke("replay", "no_such_module_here", "--journal", str(journal))[0] == 2
     assert invoke("replay", "examples.agents")[0] == 2  # no journal given
     assert invoke("replay", "examples.agents", "--journal", str(HERE / "nope.db"))[0] == 2
