@@ -22,6 +22,7 @@ SUITES = {
     "journal": "benchmarks.journal",
     "runtime": "benchmarks.runtime",
     "serve": "benchmarks.serve",
+    "replay": "benchmarks.replay",
 }
 
 

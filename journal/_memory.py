@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import anyio.lowlevel
 
+from journal._errors import InvalidStreamError, SnapshotError
 from journal._records import (
     Appended,
+    NewRecord,
     Problem,
     Record,
     Salvaged,
@@ -87,6 +89,40 @@ class MemoryStore(StoreBase):
         self._next_global = changes.next_global
         changes.commit()
         return results
+
+    def restore_stream(
+        self,
+        stream: str,
+        records: Sequence[NewRecord],
+        *,
+        first: int = 1,
+        snapshot: tuple[int, bytes] | None = None,
+    ) -> None:
+        """Load ``stream`` as another store holds it, for a copy to work on (a dry run):
+        ``records`` take positions ``first``, ``first + 1``, ... (the positions before
+        ``first`` count as truncated), and ``snapshot`` (position, data) is its latest
+        snapshot. Only into a stream this store never held; no owner epoch is set."""
+        check_stream_name(stream)
+        check_position(stream, "first", first, 1)
+        self._check_open()
+        if stream in self._states:
+            raise InvalidStreamError(f"stream {stream!r} exists; restore only new streams")
+        last = first + len(records) - 1
+        taken = snapshot[0] if snapshot is not None else 0
+        if taken > last or (taken and taken < first - 1):
+            raise SnapshotError(
+                f"stream {stream!r}: a snapshot at {taken} must cover the truncated positions "
+                f"(before {first}) and no more than the last record ({last})"
+            )
+        stored = self._streams[stream] = []
+        for offset, new in enumerate(records):
+            record = Record(stream, first + offset, self._next_global, new.type, bytes(new.data))
+            self._next_global += 1
+            stored.append(record)
+            self._log.append(record)
+        self._states[stream] = StreamState(stream, last=last, first=first, snapshot=taken)
+        if snapshot is not None:
+            self._snapshots[stream] = Snapshot(stream, taken, bytes(snapshot[1]))
 
     async def read_batches(
         self, stream: str, from_position: int = 1, *, limit: int | None = None

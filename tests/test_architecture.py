@@ -142,26 +142,56 @@ def dotted_imports(path: pathlib.Path) -> set[str]:
     return found
 
 
-_ENGINE = ("actorflow.replay", "actorflow.runtime", "actorflow.server", "actorflow.cli")
+_ENGINE = (
+    "actorflow.replay",
+    "actorflow.runtime",
+    "actorflow.versioning",
+    "actorflow.server",
+    "actorflow.cli",
+    "actorflow.testing",
+)
 
 #: Which parts of actorflow each layer may not import (dependencies point down only):
 #: the core (entry types, Actor, ctx) knows no engine; the replay core no runtime; the
-#: runtime no server, client or CLI; the client nothing of the engine.
+#: runtime no server, client or CLI; the client nothing of the engine. `versioning` (the
+#: dry-run replay check) sits beside the runtime, on top of it: the runtime and the replay
+#: core know nothing of it. `testing` (for users' test suites) is at the top, with the CLI.
 FORBIDDEN = {
     "_actor.py": _ENGINE,
     "_context.py": _ENGINE,
     "_events.py": _ENGINE,
     "_values.py": _ENGINE,
     "_errors.py": _ENGINE,
-    "replay": ("actorflow.runtime", "actorflow.server", "actorflow._client", "actorflow.cli"),
-    "runtime": ("actorflow.server", "actorflow._client", "actorflow.cli"),
+    "replay": (
+        "actorflow.runtime",
+        "actorflow.versioning",
+        "actorflow.server",
+        "actorflow._client",
+        "actorflow.cli",
+        "actorflow.testing",
+    ),
+    "runtime": (
+        "actorflow.versioning",
+        "actorflow.server",
+        "actorflow._client",
+        "actorflow.cli",
+        "actorflow.testing",
+    ),
+    "versioning": ("actorflow.server", "actorflow._client", "actorflow.cli", "actorflow.testing"),
+    "testing.py": ("actorflow.cli", "actorflow._client"),
     "_client.py": (
         "actorflow.replay",
         "actorflow.runtime._host",
         "actorflow.runtime._runtime",
         "actorflow.server",
     ),
-    "server": ("actorflow.replay", "actorflow.runtime._host", "actorflow._client"),
+    "server": (
+        "actorflow.replay",
+        "actorflow.runtime._host",
+        "actorflow.versioning",
+        "actorflow._client",
+        "actorflow.testing",
+    ),
 }
 
 

@@ -20,6 +20,7 @@ import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow.cli._repair import export_command, reset_command
+from actorflow.cli._replay_command import journal_group, replay_command
 from actorflow.runtime._status import JournalEntry, Page
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 from actorflow.server._connections import (
@@ -504,7 +505,7 @@ def _print_json_items(items: Iterator[Any]) -> None:
     click.echo("]" if first else "\n]")
 
 
-@main.command("journal")
+@click.command("journal")
 @click.argument("actor")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @_limit_option
@@ -672,3 +673,5 @@ def invocations(
 
 main.add_command(export_command)
 main.add_command(reset_command)
+main.add_command(journal_group(journal_command))
+main.add_command(replay_command)
