@@ -22,6 +22,7 @@ from actorflow import (
     Runtime,
     UnknownHandlerError,
     handler,
+    testing,
 )
 from actorflow._events import ActorSnapshot, TurnStarted
 from actorflow.runtime import _inspect
@@ -284,3 +285,35 @@ async def test_continue_as_new_is_refused_where_the_next_segment_could_not_go_on
         assert words in str(raised.value)
         assert error.__name__ in str(raised.value)
         assert (await settles(actor)).turns == 1  # nothing continued
+
+
+class LooperEarlyChange(Actor, name="Looper", state=Progress):
+    """A deploy changed the step of every segment but the last (`tick` -> `tock` while
+    ``n < until``): only the segment in flight replays, and it did not change."""
+
+    state: Progress
+
+    @handler
+    async def loop(self, n: int, until: int, hold_last: bool = False) -> list[str]:
+        step = tock if n < until else tick
+        for i in range(3):
+            self.state.ticks.append(await self.ctx.run(step, n, i))
+        if n < until:
+            await self.ctx.continue_as_new(self.loop, n + 1, until, hold_last)
+        if hold_last:
+            await hold(self.ctx)
+        return self.state.ticks
+
+
+async def test_the_deploy_check_replays_only_the_segment_in_flight(db: pathlib.Path) -> None:
+    async with running(db, [Looper], clock=ManualClock(T0)) as rt:
+        actor = rt.ref(Looper, "k")
+        await actor.send(Looper.loop, 1, 3, True)
+        await reaches(actor, "waiting-event")  # in its third segment
+    executions.clear()
+
+    finished_segments_changed = await testing.replay_async([LooperEarlyChange], journal=db)
+    assert (finished_segments_changed.checked, finished_segments_changed.ok) == (1, True)
+    every_segment_changed = await testing.replay_async([LooperV2], journal=db)
+    assert [d.actor for d in every_segment_changed.diverged] == ["Looper/k"]
+    assert not executions  # a check executes nothing
