@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from actorflow import Actor, Runtime, handler
 from actorflow._events import ActorSnapshot
 from actorflow._values import encode
-from actorflow.runtime import _state_parts
+from actorflow.runtime import _quarantine, _state_parts
 from actorflow.runtime._state_parts import (
     NIL,
     PART_MAX,
@@ -336,3 +336,16 @@ async def test_a_large_state_survives_a_restart_and_parts_no_longer_used_are_del
 
 async def stored_parts(store: Store) -> list[int]:
     return [record.position async for record in store.read("state/Agent/k")]
+
+
+@pytest.mark.anyio
+async def test_export_includes_the_state_parts_and_reset_deletes_them(db: pathlib.Path) -> None:
+    async with running(db, [Agent]) as rt:
+        for n in range(20):
+            await rt.ref(Agent, "k").call(Agent.say, text(n, 2000))
+        exported = [record async for record in _quarantine.export(rt.store, "Agent/k")]
+    parts = [record for record in exported if record.stream == "state/Agent/k"]
+    assert parts and all(record.entry is not None for record in parts)
+    async with running(db, []) as rt:
+        assert "state/Agent/k" in await _quarantine.reset(rt.store, "Agent/k")
+        assert await stored_parts(rt.store) == []
