@@ -67,6 +67,7 @@ OPS = st.one_of(
     st.tuples(st.just("note"), st.integers(0, 5), SIZES),
     st.tuples(st.just("drop_note"), st.integers(0, 5), st.just(0)),
     st.tuples(st.just("clear"), st.just(0), st.just(0)),
+    st.tuples(st.just("revert"), st.integers(1, 10), st.just(0)),
     st.tuples(st.just("collect"), st.just(0), st.just(0)),
     st.tuples(st.just("restart"), st.just(0), st.just(0)),
     st.tuples(st.just("lost"), st.just(0), st.just(0)),
@@ -139,10 +140,12 @@ async def play(path: pathlib.Path | None, kind: type[Any], start: int, ops: list
     in_parts = fresh = 0
     try:
         state = kind(messages=[Message("user", text(-n, 1500)) for n in range(start)])
+        history = [encode(state)]  # every state checkpointed (for reverting to one)
         parts = StateParts(store, ACTOR)
         turn = 0
-        written: int | None = None  # parts' bytes written since the last collection
-        live_before = 0  # the bytes the previous checkpoint referred to
+        #: What the parts stream may hold after the latest checkpoint: twice the bytes the
+        #: one before it referred to, the slack, and what it wrote (see `StateParts`).
+        bound = 0
         for serial, op in enumerate(ops):
             if op[0] == "restart":
                 if path is not None:
@@ -159,19 +162,24 @@ async def play(path: pathlib.Path | None, kind: type[Any], start: int, ops: list
                 on_disk = await stored_records(store)
                 assert sum(on_disk.values()) == parts.stored
                 assert not parts.refs or min(on_disk, default=0) >= min(parts.refs)
-                if written is not None:  # a checkpoint since the last collection
-                    # Parts written afresh once dead bytes outgrew live ones (or the slack).
-                    assert parts.stored <= 2 * live_before + _state_parts.FRESH_SLACK + written
-                written = None
+                assert parts.stored <= bound
                 if op[0] == "collect":
                     continue
             if op[0] == "lost":  # prepared, but its transaction never committed
                 await parts.prepare(encode(kind(title=text(serial, _state_parts.INLINE_BYTES * 2))))
                 continue
-            change(state, op, serial)
+            if op[0] == "revert":  # back to an earlier state: its parts may be stored still
+                state = msgspec.msgpack.decode(history[-min(op[1], len(history))], type=kind)
+            else:
+                change(state, op, serial)
+            history.append(encode(state))
             live_before = parts.live
             turn += 1
-            written = (written or 0) + await checkpoint(store, parts, state, turn)
+            written = await checkpoint(store, parts, state, turn)
+            if parts.refs:  # a state kept whole writes nothing there, and frees nothing yet
+                bound = 2 * live_before + _state_parts.FRESH_SLACK + written
+            if not parts.due:  # else written afresh, and collected before anything else
+                assert parts.stored <= bound
             in_parts += bool(parts.refs)
             state_back, _ = await restored(store, kind)
             assert state_back == state
@@ -345,7 +353,8 @@ async def test_export_includes_the_state_parts_and_reset_deletes_them(db: pathli
             await rt.ref(Agent, "k").call(Agent.say, text(n, 2000))
         exported = [record async for record in _quarantine.export(rt.store, "Agent/k")]
     parts = [record for record in exported if record.stream == "state/Agent/k"]
-    assert parts and all(record.entry is not None for record in parts)
+    assert parts
+    assert all(record.entry is not None for record in parts)
     async with running(db, []) as rt:
         assert "state/Agent/k" in await _quarantine.reset(rt.store, "Agent/k")
         assert await stored_parts(rt.store) == []
