@@ -14,6 +14,9 @@ Three streams per actor, all plain journal streams:
   in the same transaction as its outcome: where that outcome is, so that it is found
   without reading the ``outcomes/`` stream.
 
+- ``state/<Type>/<key>``: `StatePart` records, the parts of a large state that checkpoints
+  refer to by position (see `ActorSnapshot.parts` and ``runtime/_state_parts.py``).
+
 Plus one ``idempotency/<Type>/<key>/<client key>`` stream per client idempotency key, and
 the ``idempotency-log`` that lists them in order, for their retention.
 
@@ -315,6 +318,18 @@ class ActorSnapshot(msgspec.Struct, frozen=True):
     #: The invocation whose turn ended with `Context.continue_as_new`, until the turn
     #: that continues it is journaled.
     continuation: Continuation | None = None
+    #: When not empty, the state is not in ``state`` (which is nil) but the concatenation
+    #: of the `StatePart` records at these positions of the actor's ``state/`` stream.
+    parts: list[int] = []
+    #: With the state kept whole: the ``state/`` stream's last position if it may still
+    #: hold parts of an earlier checkpoint, to be deleted (0: it holds none).
+    parts_end: int = 0
+
+
+class StatePart(msgspec.Struct, tag="part", frozen=True):
+    """A run of bytes of an actor's encoded state, on its ``state/`` stream."""
+
+    data: bytes
 
 
 class InvocationEnded(msgspec.Struct, tag="ended", frozen=True):
@@ -369,6 +384,7 @@ OUTCOME_CODEC: Codec[InvocationEnded] = Codec(InvocationEnded)
 INDEX_CODEC: Codec[InvocationIndexed] = Codec(InvocationIndexed)
 IDEMPOTENCY_CODEC: Codec[IdempotencyClaim] = Codec(IdempotencyClaim)
 CLAIM_LOG_CODEC: Codec[ClaimMade] = Codec(ClaimMade)
+STATE_CODEC: Codec[StatePart] = Codec(StatePart)
 
 #: The stream listing idempotency claims in the order they were made.
 CLAIM_LOG = "idempotency-log"
@@ -387,6 +403,11 @@ def inbox_stream(actor_id: str) -> str:
 def outcomes_stream(actor_id: str) -> str:
     """The journal stream holding the outcome of each of an actor's invocations."""
     return f"outcomes/{actor_id}"
+
+
+def state_stream(actor_id: str) -> str:
+    """The journal stream holding the parts of an actor's state that checkpoints refer to."""
+    return f"state/{actor_id}"
 
 
 def invocation_stream(invocation: str) -> str:

@@ -30,6 +30,10 @@
   fresh runtime takes to activate it, and its turn time; each reported first and last, with
   last / first ("flatness", 1.0 is flat). An agent may live for months: its cost must not
   grow with its age. Reported, never enforced; see `benchmarks._long_lived`.
+- ``checkpoint-bytes``: the bytes a turn's checkpoint writes as a conversation grows to
+  500 messages of 2 KB, against the whole state's size; ``activation-age``: the time a
+  fresh runtime takes to activate an actor with 10, 100, 1,000 and 10,000 finished turns,
+  as a ratio to the 10-turn figure. See `benchmarks._checkpoints`.
 
 Every figure is refused (the suite stops with an error) unless the runtime did the work
 right: each handler returned the right total, the step function ran exactly once per live
@@ -58,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow
-from benchmarks import _long_lived
+from benchmarks import _checkpoints, _long_lived
 from benchmarks._hosting import check, copy_database, hosted
 from benchmarks._report import (
     Column,
@@ -456,9 +460,10 @@ COLUMNS: Sequence[Column] = [
 # -- the suite ----------------------------------------------------------------------------
 
 
-async def measure(quick: bool, repeats: int) -> tuple[list[Result], list[Result]]:
-    """Run every scenario in turn; return the steps' results and the long-lived ones."""
-    progress = Progress("runtime", len(ACTORS) + len(SYNC_ACTORS) + 2)
+async def measure(quick: bool, repeats: int) -> tuple[list[Result], list[Result], list[Result]]:
+    """Run every scenario in turn; return the steps' results, the long-lived ones and the
+    checkpoint ones."""
+    progress = Progress("runtime", len(ACTORS) + len(SYNC_ACTORS) + 4)
     results = []
     for actors in ACTORS:  # each sync-steps run right after its async reference
         each = STEPS_EACH[actors][quick]
@@ -468,13 +473,14 @@ async def measure(quick: bool, repeats: int) -> tuple[list[Result], list[Result]
     versus_async(results)
     results.append(await replay_scenario(REPLAY_STEPS[quick], repeats, progress))
     long_lived = await _long_lived.long_lived_scenario(quick, progress)
+    checkpoints = await _checkpoints.checkpoint_scenarios(quick, progress)
     progress.finish()
-    return results, long_lived
+    return results, long_lived, checkpoints
 
 
 def run(*, quick: bool, repeats: int) -> SuiteReport:
     """Run the runtime suite."""
-    results, long_lived = on_uvloop(measure(quick, repeats))
+    results, long_lived, checkpoints = on_uvloop(measure(quick, repeats))
     loop = loop_name()
     plural = "s" if repeats > 1 else ""
     return SuiteReport(
@@ -496,7 +502,10 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
         results=results,
         targets=targets(results),
         context=quoted_lines(),
-        sections=[_long_lived.section(long_lived, quick)],
+        sections=[
+            _long_lived.section(long_lived, quick),
+            *_checkpoints.sections(checkpoints, quick),
+        ],
         environment={
             "sqlite": sqlite3.sqlite_version,
             "loop": loop,

@@ -13,17 +13,21 @@ import msgspec
 
 from actorflow._events import RULES, ActorSnapshot, PendingEvent
 from actorflow._values import encode
+from actorflow.runtime._state_parts import NIL
+from journal import StreamAppend
 
 if TYPE_CHECKING:
     from actorflow.runtime._host import ActorHost
 
 
-def restore(host: ActorHost, snapshot: ActorSnapshot) -> None:
-    """Put ``host`` back where ``snapshot`` says the actor was."""
+async def restore(host: ActorHost, snapshot: ActorSnapshot) -> None:
+    """Put ``host`` back where ``snapshot`` says the actor was (reading the parts of its
+    state, if it is kept in parts)."""
     state_type = host.cls.__actorflow_state__
+    state = await host.state_parts.restore(snapshot)
     if state_type is not None:
-        host.instance.state = msgspec.msgpack.decode(snapshot.state, type=state_type)
-        host._state_bytes = bytes(snapshot.state)
+        host.instance.state = msgspec.msgpack.decode(state, type=state_type)
+        host._state_bytes = state
     host.turns, host.version = snapshot.turn, snapshot.version
     host._message_done = snapshot.inbox_done
     host._consumed = set(snapshot.events)
@@ -37,8 +41,12 @@ def restore(host: ActorHost, snapshot: ActorSnapshot) -> None:
         host.results.update(snapshot.results)
 
 
-def checkpoint(host: ActorHost, turn: int) -> bytes:
-    """The actor's checkpoint after ``turn``: state, inbox progress, pending events."""
+async def checkpoint(host: ActorHost, turn: int, extra: list[StreamAppend]) -> bytes:
+    """The actor's checkpoint after ``turn``: state, inbox progress, pending events.
+
+    A large state is kept in parts: the append writing the parts that changed is added to
+    ``extra``, to be journaled in the same transaction (then `ActorHost.state_parts` is
+    told it is committed)."""
     done = host._message_done
     pending = [
         PendingEvent(position, event)
@@ -49,9 +57,12 @@ def checkpoint(host: ActorHost, turn: int) -> bytes:
     pending.sort(key=lambda item: item.position)
     host._consumed = {position for position in host._consumed if position > done}
     host.cancels = {invocation for invocation in host.cancels if host.queued(invocation)}
+    parts, append = await host.state_parts.prepare(host._state_bytes)
+    if append is not None:
+        extra.append(append)
     snapshot = ActorSnapshot(
         turn,
-        msgspec.Raw(host._state_bytes),
+        msgspec.Raw(NIL if parts else host._state_bytes),
         done,
         sorted(host._consumed),
         rules=RULES,
@@ -59,23 +70,30 @@ def checkpoint(host: ActorHost, turn: int) -> bytes:
         attention=host.attention,
         version=host.version,
         continuation=host.continuation,
+        parts=parts,
+        parts_end=0 if parts else host.state_parts.holding,
     )
     return encode(snapshot)
 
 
 async def compact(host: ActorHost, always: bool = False) -> None:
     """After every turn whose number is a multiple of ``snapshot_every`` (however often
-    the actor was passivated), or ``always``, delete what the checkpoint covers: the
-    actor's records through the checkpoint, and the inbox through the last message
-    taken."""
+    the actor was passivated), or ``always`` (unless ``snapshot_every`` is 0: keep
+    everything), delete what the checkpoint covers: the actor's records through the
+    checkpoint, the inbox through the last message taken, and the state parts no longer
+    referred to (`StateParts.collect`, also run right after a checkpoint that wrote its
+    parts afresh)."""
     every = host.runtime.snapshot_every
-    if not always and (not every or host.turns % every):
+    due = bool(every) and (always or not host.turns % every)
+    if not (due or host.state_parts.due):
         return
     try:
-        await host.store.truncate(host.stream, host._position, epoch=host._epoch)
-        done = host._message_done
-        if done:
-            await host.store.save_snapshot(host.inbox, done, b"")
-            await host.store.truncate(host.inbox, done)
+        if due:
+            await host.store.truncate(host.stream, host._position, epoch=host._epoch)
+            done = host._message_done
+            if done:
+                await host.store.save_snapshot(host.inbox, done, b"")
+                await host.store.truncate(host.inbox, done)
+        await host.state_parts.collect()
     except Exception as exc:
         raise host._failed(exc) from exc

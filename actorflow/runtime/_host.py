@@ -62,6 +62,7 @@ from actorflow._values import canonical_equal, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
 from actorflow.runtime import _checkpoint, _continuation, _inspect, _pinned, _quarantine
+from actorflow.runtime._state_parts import StateParts
 from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
 
 if TYPE_CHECKING:
@@ -135,6 +136,9 @@ class ActorHost:
         self.stream = actor_stream(self.actor_id)
         self.inbox = inbox_stream(self.actor_id)
         self.outcomes = _inspect.OutcomeLog(runtime.store, self.actor_id)
+        self.state_parts = StateParts(
+            runtime.store, self.actor_id, collecting=bool(runtime.snapshot_every)
+        )
         self.clock = runtime.clock
         self.store = runtime.store
         self.record_limit = runtime.record_limit
@@ -378,7 +382,8 @@ class ActorHost:
         start = 1
         snapshot = await self.store.load_snapshot(self.stream)
         if snapshot is not None:
-            _checkpoint.restore(self, msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot))
+            checkpoint = msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot)
+            await _checkpoint.restore(self, checkpoint)
             start = snapshot.position + 1
         self._position = self._reserved = await self.store.last_position(self.stream)
         await self.read_inbox()
@@ -697,8 +702,10 @@ class ActorHost:
             )
         if reply.ok:
             self._state_bytes = encode(self.instance.state)
-        await self.journal([entry], extra, snapshot=_checkpoint.checkpoint(self, started.turn))
+        snapshot = await _checkpoint.checkpoint(self, started.turn, extra)
+        await self.journal([entry], extra, snapshot=snapshot)
         self.outcomes.committed()
+        self.state_parts.committed()
         await _checkpoint.compact(self)
 
     def _finish(self, invocation: str, reply: Reply) -> None:

@@ -28,11 +28,13 @@ from actorflow._events import (
     IDEMPOTENCY_CODEC,
     INBOX_CODEC,
     OUTCOME_CODEC,
+    STATE_CODEC,
     ActorSnapshot,
     actor_stream,
     idempotency_stream,
     inbox_stream,
     outcomes_stream,
+    state_stream,
 )
 from actorflow.runtime import _inspect
 from actorflow.runtime._inspect import JournalView
@@ -164,6 +166,7 @@ def actor_streams(actor_id: str) -> tuple[tuple[str, Codec[Any]], ...]:
         (actor_stream(actor_id), ACTOR_CODEC),
         (inbox_stream(actor_id), INBOX_CODEC),
         (outcomes_stream(actor_id), OUTCOME_CODEC),
+        (state_stream(actor_id), STATE_CODEC),
     )
 
 

@@ -24,6 +24,12 @@ call waits a little before the transaction (the request in flight) and after it 
 response in flight), so a kill often lands after the effect was applied but before the step
 was journaled: exactly the step the runtime must run again, and the ledger must dedupe.
 
+Each agent's state is its log: a 1,500-byte entry per effect applied (`log_entry`), so that
+from its second turn on the state is checkpointed in parts (see
+``actorflow/runtime/_state_parts.py``). A turn first checks that the state it starts from
+holds exactly the entries of the jobs before it (`expected_log`): a state restored wrongly
+after a kill fails the turn.
+
 The result of a turn is a deterministic function of the agent, the job and the amounts
 (`expected_result`), so whoever reads the output can check it. Any surprise ends the
 process with a traceback and a non-zero status, which the crash test reports.
@@ -37,6 +43,8 @@ import hashlib
 import sqlite3
 import sys
 from collections.abc import Sequence
+
+import msgspec
 
 import actorflow
 from journal import SqliteStore
@@ -99,6 +107,24 @@ def expected_result(agent: str, job: int) -> int:
     return job * 1_000_000 + sum((step + 1) * amount_for(agent, job, step) for step in steps)
 
 
+def log_entry(agent: str, job: int, step: int) -> str:
+    """The entry that step ``step`` of job ``job`` adds to ``agent``'s log: 1,500 bytes."""
+    return (f"{agent}/{job}/{step};" * 150)[:1500]
+
+
+def expected_log(agent: str, jobs: int) -> list[str]:
+    """``agent``'s log once its jobs before ``jobs`` are done."""
+    return [
+        log_entry(agent, job, step) for job in range(jobs) for step in range(steps_for(agent, job))
+    ]
+
+
+class Log(msgspec.Struct):
+    """An agent's state: an entry per effect applied."""
+
+    entries: list[str] = []
+
+
 def connect_ledger(path: str) -> sqlite3.Connection:
     """Open (creating if needed) the ledger database in autocommit mode."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
@@ -155,12 +181,19 @@ async def apply_effect(
     return stored
 
 
-class Agent(actorflow.Actor):
+class Agent(actorflow.Actor, state=Log):
     """An agent whose every turn moves a few amounts through the ledger, napping between."""
+
+    state: Log
 
     @actorflow.handler
     async def run(self, job: int) -> int:
         """Apply this job's effects one step at a time; return their weighted sum."""
+        if self.state.entries != expected_log(self.key, job):
+            raise AssertionError(
+                f"{self.key} job {job} starts from a log of {len(self.state.entries)} entries, "
+                f"expected {len(expected_log(self.key, job))}"
+            )
         total = job * 1_000_000
         for step in range(steps_for(self.key, job)):
             amount = amount_for(self.key, job, step)
@@ -168,6 +201,7 @@ class Agent(actorflow.Actor):
             if stored != amount:
                 raise AssertionError(f"{self.key} job {job} step {step}: ledger holds {stored}")
             total += (step + 1) * stored
+            self.state.entries.append(log_entry(self.key, job, step))
             if naps_after(step):
                 await self.ctx.sleep(0.002 * (1 + step % 4), name="nap")  # 2 to 8 ms
         return total

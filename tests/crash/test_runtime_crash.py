@@ -34,18 +34,23 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 import pytest
 
 import actorflow
+from actorflow.runtime._inspect import read_checkpoint
+from actorflow.runtime._state_parts import state_bytes
 from journal import SqliteStore
 from tests.crash._process import REAP_TIMEOUT, LineChild
 from tests.crash.runtime_child import (
     AGENTS,
     MESSAGES,
     Agent,
+    Log,
     agent_keys,
     amount_for,
     connect_ledger,
+    expected_log,
     expected_result,
     naps_after,
     steps_for,
@@ -349,9 +354,23 @@ async def audit_journal(path: Path, invocations: dict[Message, str]) -> list[str
             if status.state != "idle":
                 problems.append(f"{ref}: state {status.state!r}, expected 'idle'")
             problems += journal_problems(ref, await runtime.journal(ref), invocations)
+            problems += await state_problems(store, ref)
     finally:
         await store.close()
     return problems
+
+
+async def state_problems(store: SqliteStore, ref: actorflow.ActorRef) -> list[str]:
+    """Check one agent's checkpointed state: every job's log entries, in parts."""
+    checkpoint = await read_checkpoint(store, ref.id)
+    if checkpoint is None:
+        return [f"{ref}: no checkpoint"]
+    if not checkpoint.parts:
+        return [f"{ref}: its {MESSAGES} jobs' log is not checkpointed in parts"]
+    data = await state_bytes(store, ref.id, checkpoint)
+    if msgspec.msgpack.decode(data, type=Log) != Log(expected_log(ref.key, MESSAGES)):
+        return [f"{ref}: its checkpointed log is not every job's entries in order"]
+    return []
 
 
 def journal_problems(
