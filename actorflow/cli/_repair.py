@@ -45,23 +45,21 @@ def _actor_id(actor: str) -> str:
     return actor
 
 
-@click.command("export")
-@click.argument("actor")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The file to write (refused if it exists); '-' for standard output.",
-)
-@_journal_option
-def export_command(actor: str, out: Path, journal: str) -> None:
-    """Export ACTOR's journal (Type/key) as JSON lines, damaged records included.
+def export_options(fn: Any) -> Any:
+    """ACTOR, --out and --journal: what `actorflow export` and `actorflow journal export`
+    take."""
+    fn = _journal_option(fn)
+    fn = click.option(
+        "--out",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The file to write (refused if it exists); '-' for standard output.",
+    )(fn)
+    return click.argument("actor")(fn)
 
-    One line per record of its streams (journal and checkpoint, inbox, outcomes,
-    idempotency keys): its stream and position, its bytes as stored in base64 ("data"),
-    what they decode to ("entry"), or for a damaged record its "damage" instead. Reads the
-    journal file directly, beside a running server, and changes nothing in it.
-    """
+
+def export_actor(actor: str, out: Path, journal: str) -> None:
+    """Write ACTOR's export to ``out``, naming each damaged record on stderr."""
     actor_id = _actor_id(actor)
     try:
         damaged = anyio.run(_export, journal, actor_id, out)
@@ -73,6 +71,19 @@ def export_command(actor: str, out: Path, journal: str) -> None:
             f"its bytes as stored are in the export",
             err=True,
         )
+
+
+@click.command("export")
+@export_options
+def export_command(actor: str, out: Path, journal: str) -> None:
+    """Export ACTOR's journal (Type/key) as JSON lines, damaged records included.
+
+    One line per record of its streams (journal and checkpoint, state parts, inbox, outcomes,
+    idempotency keys): its stream and position, its bytes as stored in base64 ("data"),
+    what they decode to ("entry"), or for a damaged record its "damage" instead. Reads the
+    journal file directly, beside a running server, and changes nothing in it.
+    """
+    export_actor(actor, out, journal)
 
 
 async def _export(journal: str, actor_id: str, out: Path) -> list[_quarantine.ExportedRecord]:

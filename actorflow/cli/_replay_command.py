@@ -5,6 +5,7 @@ writes one to a file)."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import anyio
 import click
 
-from actorflow.cli._repair import _actor_id, _export, _journal_option
+from actorflow.cli._repair import _actor_id, export_actor, export_options
 from actorflow.server._serve import ServeError, load_actors
 from actorflow.versioning import ExportError, ReplayReport, Selection, check
 from journal import JournalError
@@ -140,28 +141,17 @@ DEFAULT_SUBCOMMAND = "show"
 
 
 @click.command("export")
-@click.argument("actor")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The file to write (refused if it exists); '-' for standard output.",
-)
-@_journal_option
+@export_options
 def journal_export_command(actor: str, out: Path, journal: str) -> None:
     """Export ACTOR's journal (Type/key) to a file, as JSON lines: a golden journal.
 
-    The file holds what replaying the actor needs (its checkpoint, journal, inbox, outcomes
-    and idempotency keys; the format of actorflow export). Check it into your tests and
-    replay it against new code with `actorflow replay APP --from-export FILE` or
-    actorflow.testing.replay(APP, exports=[FILE]). Reads the journal file directly,
-    beside a running server, and changes nothing in it.
+    The file holds what replaying the actor needs (its checkpoint and state parts,
+    journal, inbox, outcomes and idempotency keys; the format of actorflow export).
+    Check it into your tests and replay it against new code with `actorflow replay APP
+    --from-export FILE` or actorflow.testing.replay(APP, exports=[FILE]). Reads the
+    journal file directly, beside a running server, and changes nothing in it.
     """
-    actor_id = _actor_id(actor)
-    try:
-        anyio.run(_export, journal, actor_id, out)
-    except (JournalError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    export_actor(actor, out, journal)
 
 
 def journal_group(show: click.Command) -> JournalGroup:
@@ -171,7 +161,7 @@ def journal_group(show: click.Command) -> JournalGroup:
         help=show.help,
         context_settings={"help_option_names": []},  # --help goes to `show`
     )
-    show.help = (show.help or "") + (
+    show.help = inspect.cleandoc(show.help or "") + (
         "\n\nAlso: `actorflow journal export TYPE/KEY --out FILE` writes an actor's "
         "journal to a file (a golden journal for actorflow replay; see its --help)."
     )

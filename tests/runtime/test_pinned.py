@@ -5,37 +5,20 @@ versioning="upgrade" (the default) moves it to the new code at once."""
 from __future__ import annotations
 
 import pathlib
-from collections import Counter
 
 import anyio
 import pytest
 
 from actorflow import Actor, ActorDefinitionError, ActorStuckError, handler
+from tests.runtime.counted_steps import charge, executions, quote, reserve
 from tests.runtime.support import RELEASE, hold, reaches, run_to_hold, running, settles
 
 pytestmark = pytest.mark.anyio
-
-executions: Counter[str] = Counter()
 
 
 @pytest.fixture(autouse=True)
 def _reset() -> None:
     executions.clear()
-
-
-def reserve(item: str) -> str:
-    executions[f"reserve {item}"] += 1
-    return f"reserved {item}"
-
-
-def quote(item: str) -> str:
-    executions[f"quote {item}"] += 1
-    return f"quoted {item}"
-
-
-def charge(item: str) -> str:
-    executions[f"charge {item}"] += 1
-    return f"charged {item}"
 
 
 class TripA(Actor, name="Trip", versioning="pinned"):

@@ -5,7 +5,6 @@ under the deployed code; the turns before it are untouched."""
 from __future__ import annotations
 
 import pathlib
-from collections import Counter
 
 import anyio
 import msgspec
@@ -15,26 +14,15 @@ from actorflow import Actor, ResetRefused, handler
 from actorflow._events import actor_stream
 from actorflow.runtime import _reset
 from journal import SqliteStore
+from tests.runtime.counted_steps import executions, quote, reserve
 from tests.runtime.support import RELEASE, hold, reaches, run_to_hold, running, settles
 
 pytestmark = pytest.mark.anyio
-
-executions: Counter[str] = Counter()
 
 
 @pytest.fixture(autouse=True)
 def _reset_counts() -> None:
     executions.clear()
-
-
-def reserve(item: str) -> str:
-    executions[f"reserve {item}"] += 1
-    return f"reserved {item}"
-
-
-def quote(item: str) -> str:
-    executions[f"quote {item}"] += 1
-    return f"quoted {item}"
 
 
 class Tally(msgspec.Struct):
