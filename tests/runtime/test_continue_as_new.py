@@ -317,3 +317,37 @@ async def test_the_deploy_check_replays_only_the_segment_in_flight(db: pathlib.P
     every_segment_changed = await testing.replay_async([LooperV2], journal=db)
     assert [d.actor for d in every_segment_changed.diverged] == ["Looper/k"]
     assert not executions  # a check executes nothing
+
+
+class LooperAsksFirst(Actor, name="Looper", state=Progress):
+    """A deploy added a step before each segment's ticks, without a patch: the segment
+    in flight diverges and the actor is stuck until it is reset."""
+
+    state: Progress
+
+    @handler
+    async def loop(self, n: int, until: int, hold_last: bool = False) -> list[str]:
+        await self.ctx.run(tock, n, -1)
+        for i in range(3):
+            self.state.ticks.append(await self.ctx.run(tick, n, i))
+        if n < until:
+            await self.ctx.continue_as_new(self.loop, n + 1, until, hold_last)
+        return self.state.ticks
+
+
+async def test_a_reset_runs_the_segment_in_flight_again_from_its_start(db: pathlib.Path) -> None:
+    async with running(db, [Looper], clock=ManualClock(T0)) as rt:
+        actor = rt.ref(Looper, "k")
+        invocation = await actor.send(Looper.loop, 1, 2, True)
+        await reaches(actor, "waiting-event")  # in its second segment, turn 2
+    executions.clear()
+
+    async with running(db, [LooperAsksFirst], clock=ManualClock(T0)) as rt:
+        actor = rt.ref(LooperAsksFirst, "k")
+        assert (await settles(actor)).state == "stuck"
+        reset = await rt.reset_to_last_turn(actor.ref, 2)
+        assert (reset.turn, reset.invocation) == (2, invocation)
+        # The second segment starts again from the continuation its first one left.
+        assert await rt.result(invocation) == expected(2)
+        assert (await actor.status()).turns == 2
+    assert executions == {"tock 2.-1": 1, "tick 2.0": 1, "tick 2.1": 1, "tick 2.2": 1}
