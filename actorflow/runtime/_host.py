@@ -51,7 +51,6 @@ from actorflow._events import (
     StepFailed,
     TurnCancelling,
     TurnCompleted,
-    TurnContinued,
     TurnEnd,
     TurnFailed,
     TurnStarted,
@@ -63,7 +62,15 @@ from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
 from actorflow.runtime import _checkpoint, _continuation, _inspect, _pinned, _quarantine
 from actorflow.runtime._state_parts import StateParts
-from journal import ConflictError, FencingError, StorageError, StoreClosedError, StreamAppend
+from actorflow.runtime._turn_groups import TurnGroup, read_turns
+from journal import (
+    Appended,
+    ConflictError,
+    FencingError,
+    StorageError,
+    StoreClosedError,
+    StreamAppend,
+)
 
 if TYPE_CHECKING:
     from actorflow.runtime._runtime import Runtime
@@ -105,18 +112,6 @@ class Queued(NamedTuple):
     invocation: str
     handler: str
     message: MessageAccepted | None
-
-
-class _TurnGroup:
-    """A turn as read from the journal: its start, steps and (maybe) end."""
-
-    def __init__(self, position: int, started: TurnStarted) -> None:
-        self.position = position
-        self.started = started
-        self.steps: list[tuple[int, StepEntry]] = []
-        self.end: TurnEnd | None = None
-        self.end_position = 0
-        self.cancelled: str | None = None
 
 
 #: Journal failures that may go away by themselves (a busy or full store, a lost
@@ -187,6 +182,10 @@ class ActorHost:
         # a read cut short (its waiter cancelled) leaves them unequal, so nothing is lost.
         self._notifications = 0
         self._read_up_to = 0
+        # For the queue bound: the last inbox position known committed, and notifications
+        # of appends whose positions are unknown (they failed, and may have committed).
+        self._committed = 0
+        self._unplaced = 0
         self._inbox_lock = anyio.Lock()
         self.closing = False
         self.notified_late = False
@@ -220,17 +219,20 @@ class ActorHost:
         expected = self._reserved
         self._reserved = end = expected + len(records)
         part = StreamAppend(self.stream, records, expected, self._epoch, snapshot)
+        appended: Sequence[Appended] = ()
         try:
-            await self.store.append_many([part, *extra] if extra else (part,))
+            appended = await self.store.append_many([part, *extra] if extra else (part,))
         except Exception as exc:
             raise self._failed(exc) from exc
         finally:
             # Wake the receivers of messages and replies, even when the write failed: it
             # may have committed all the same (its acknowledgement lost), and a spurious
             # wakeup costs a read where a missed one would leave them waiting.
+            landed = {where.stream: where.last_position for where in appended}
             for other in extra:
                 if other.stream.startswith("inbox/"):
-                    self.runtime.notify(other.stream.removeprefix("inbox/"))
+                    receiver = other.stream.removeprefix("inbox/")
+                    self.runtime.notify(receiver, landed.get(other.stream))
         if end > self._position:
             self._position = end
         metrics = self.runtime.metrics
@@ -299,11 +301,16 @@ class ActorHost:
 
     # -- inbox ----------------------------------------------------------------------------
 
-    def notify(self) -> None:
-        """New inbox entries were committed for this actor."""
+    def notify(self, position: int | None = None) -> None:
+        """New inbox entries were committed for this actor, through inbox ``position``
+        (None: an append that failed, and may have committed)."""
         if self.closing:
             self.notified_late = True
         self._notifications += 1
+        if position is None:
+            self._unplaced += 1
+        elif position > self._committed:
+            self._committed = position
         notified, self._notified = self._notified, anyio.Event()
         notified.set()
 
@@ -318,10 +325,11 @@ class ActorHost:
 
     async def read_new(self) -> None:
         """Read the inbox if a notification came since the last complete read."""
-        seen = self._notifications
+        seen, unplaced = self._notifications, self._unplaced
         if seen != self._read_up_to:
             await self.read_inbox()
             self._read_up_to = max(self._read_up_to, seen)
+            self._unplaced -= unplaced
 
     async def read_inbox(self) -> None:
         """Buffer inbox entries appended since the last read."""
@@ -363,8 +371,13 @@ class ActorHost:
 
     def queue_length(self) -> int:
         """Messages waiting for their turns, with sends under way and inbox entries
-        committed but not read yet (counted as messages: an upper bound, without a read)."""
-        return len(self._messages) + self.sending + self._notifications - self._read_up_to
+        committed but not read yet (counted as messages: an upper bound, without a read).
+
+        Entries not read yet are counted by position (the last committed, less the last
+        read), so an entry buffered by a read under way is not counted twice; an append
+        whose position is unknown (it failed) counts as one until the next read."""
+        unread = max(0, self._committed - self._inbox_read) + self._unplaced
+        return len(self._messages) + self.sending + unread
 
     def cancel(self, invocation: str) -> None:
         """Cancel ``invocation``: now if it is running, else when its turn starts."""
@@ -374,7 +387,7 @@ class ActorHost:
 
     # -- activation and replay ------------------------------------------------------------
 
-    async def activate(self) -> _TurnGroup | None:
+    async def activate(self) -> TurnGroup | None:
         """Claim the stream, restore the checkpoint, replay turns journaled after it that
         ended (only journals written before checkpoints came with every turn have any);
         return the unfinished turn to resume, if any."""
@@ -387,7 +400,7 @@ class ActorHost:
             start = snapshot.position + 1
         self._position = self._reserved = await self.store.last_position(self.stream)
         await self.read_inbox()
-        groups = await self._read_turns(start)
+        groups = await read_turns(self.store, self.stream, self.actor_id, start)
         if groups and self.continuation is not None:
             self.continuation = None  # its turn is journaled
         resume = groups.pop() if groups and groups[-1].end is None else None
@@ -395,47 +408,11 @@ class ActorHost:
             await self._rerun(group)
         return resume
 
-    async def _read_turns(self, start: int) -> list[_TurnGroup]:
-        groups: list[_TurnGroup] = []
-        async for batch in self.store.read_batches(self.stream, start):
-            for record in batch:
-                entry = ACTOR_CODEC.decode(record)
-                if isinstance(entry, TurnStarted):
-                    groups.append(_TurnGroup(record.position, entry))
-                elif not groups:
-                    raise ActorflowError(
-                        f"actor {self.actor_id}: journal position {record.position} holds a "
-                        f"{type(entry).__name__} outside any turn; the journal is damaged"
-                    )
-                elif isinstance(entry, TurnCompleted | TurnFailed):
-                    groups[-1].end, groups[-1].end_position = entry, record.position
-                elif isinstance(entry, TurnCancelling):
-                    groups[-1].cancelled = entry.reason
-                elif isinstance(entry, TurnContinued):  # journaled with a checkpoint past it
-                    raise ActorflowError(
-                        f"actor {self.actor_id}: journal position {record.position} ends a "
-                        f"segment that its checkpoint does not cover; the journal is damaged"
-                    )
-                else:
-                    groups[-1].steps.append((record.position, entry))
-        return groups
-
-    def _recorded(self, group: _TurnGroup) -> RecordedTurn:
-        return RecordedTurn(
-            self.actor_id,
-            group.started,
-            group.position,
-            group.steps,
-            group.end,
-            group.end_position,
-            group.cancelled,
-        )
-
-    async def _rerun(self, group: _TurnGroup) -> None:
+    async def _rerun(self, group: TurnGroup) -> None:
         """Re-run a journaled turn: a finished one must end as it did; an unfinished one
         goes on live from the step where it stopped."""
         self._take_message(group.started.inbox)
-        await self._run_turn(group.started, self._recorded(group))
+        await self._run_turn(group.started, group.recorded(self.actor_id))
 
     def _take_message(self, position: int) -> None:
         while self._messages and self._messages[0].position <= position:

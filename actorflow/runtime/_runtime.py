@@ -320,11 +320,12 @@ class Runtime(RuntimeReads):
             self._activate(host.actor_id, host.failures + 1)
             self._wake_waiters(host.actor_id)
 
-    def notify(self, actor_id: str) -> None:
-        """New inbox entries for ``actor_id`` were committed: wake (or activate) it."""
+    def notify(self, actor_id: str, position: int | None = None) -> None:
+        """New inbox entries for ``actor_id`` were committed (through inbox ``position``,
+        if known): wake (or activate) it."""
         host = self._hosts.get(actor_id)
         if host is not None:
-            host.notify()
+            host.notify(position)
         elif self._running and actor_id.partition("/")[0] in self._types:
             self._activate(actor_id)
 
@@ -467,12 +468,15 @@ class Runtime(RuntimeReads):
         """Append to an actor's inbox (with ``parts``' other streams) and wake the actor,
         even if the append failed: it may have committed all the same. A send counted in
         ``sender``'s queue while under way is counted as a notification from then on."""
+        position = None
         try:
-            await self.store.append_many(parts)
+            appended = await self.store.append_many(parts)
+            inbox = inbox_stream(actor_id)
+            position = next(a.last_position for a in appended if a.stream == inbox)
         finally:
             if sender is not None:
                 sender.sending -= 1
-            self.notify(actor_id)
+            self.notify(actor_id, position)
 
     def _check_accepting(self) -> None:
         if not self._accepting:

@@ -5,6 +5,7 @@ back from the inbox when their turn comes)."""
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -13,7 +14,7 @@ import pytest
 from actorflow import Actor, ManualClock, TooManyQueuedMessages, handler
 from actorflow.runtime._host import HELD_MESSAGES
 from journal import Store
-from tests.runtime.support import reaches, running
+from tests.runtime.support import eventually, reaches, running
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +114,64 @@ async def test_a_send_does_not_wait_for_its_actor_s_activation(db: pathlib.Path)
         assert await rt.result(first, timeout=10) == 1
         assert await rt.result(second, timeout=10) == 1
     assert taken == ["a", "b"]
+
+
+class GatedInboxReads:
+    """A store whose inbox reads, once `closed`, each wait at a gate of their own (the
+    n-th read at ``gates[n]``; `waiting` counts the reads that reached theirs)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.closed = False
+        self.gates = [anyio.Event(), anyio.Event()]
+        self.waiting = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def read_batches(self, stream: str, start: int = 1, **options: Any) -> Any:
+        if self.closed and stream.startswith("inbox/") and self.waiting < len(self.gates):
+            gate = self.gates[self.waiting]
+            self.waiting += 1
+            await gate.wait()
+        async for batch in self.inner.read_batches(stream, start, **options):
+            yield batch
+
+
+async def test_a_message_read_while_its_notice_arrives_counts_once(db: pathlib.Path) -> None:
+    """A send committed during an inbox read that picks it up is queued once, not also
+    counted as unread until the next read: the queue fills to its limit, not one short."""
+    gated: list[GatedInboxReads] = []
+
+    def wrap(store: Store) -> GatedInboxReads:
+        gated.append(GatedInboxReads(store))
+        return gated[0]
+
+    async with running(db, [Busy], wrap=wrap, clock=ManualClock(T0), max_queued_messages=3) as rt:
+        busy = rt.ref(Busy, "k")
+        await busy.send(Busy.block)
+        await reaches(busy, "waiting-event")
+        store = gated[0]
+        store.closed = True
+        await busy.send(Busy.take, "m0")  # its notice starts a read, held at the first gate
+
+        def reads_waiting(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return store.waiting == count
+
+            return check
+
+        await eventually(reads_waiting(1), "the first read to wait")
+        await busy.send(Busy.take, "m1")  # committed before the held read's query runs
+        store.gates[0].set()  # it reads both; m1's notice starts a second read, held
+        await eventually(reads_waiting(2), "the second read to wait")
+        host = rt._hosts["Busy/k"]
+        assert len(host.queued_messages()) == 2
+        assert host.queue_length() == 2
+        await busy.send(Busy.take, "m2")  # the third of three
+        with pytest.raises(TooManyQueuedMessages):
+            await busy.send(Busy.take, "m3")
+        store.gates[1].set()
+        await busy.deliver("go")
+        await reaches(busy, "idle")
+    assert taken == ["m0", "m1", "m2"]
