@@ -102,8 +102,8 @@ class ReplayReport(msgspec.Struct):
             where = f" in {skipped.source}" if skipped.source else ""
             out.append(f"NOT CHECKED {skipped.actor}{where}: {skipped.reason}")
         out.append(
-            f"{self.checked} unfinished turns checked: {len(self.diverged)} would diverge, "
-            f"{self.checked - len(self.diverged)} compatible; {len(self.unchecked)} not "
-            f"checked; {self.finished} actors with no unfinished turn skipped"
+            f"unfinished turns checked: {self.checked} (would diverge: {len(self.diverged)}, "
+            f"compatible: {self.checked - len(self.diverged)}); not checked: "
+            f"{len(self.unchecked)}; skipped, with no unfinished turn: {self.finished}"
         )
         return out

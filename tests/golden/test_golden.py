@@ -104,8 +104,8 @@ def test_the_cli_passes_the_current_agents_and_a_patched_change_on_a_real_journa
         code, out = invoke("replay", app, "--journal", str(journal))
         assert code == 0, out
         assert out.endswith(
-            "2 unfinished turns checked: 0 would diverge, 2 compatible; "
-            "0 not checked; 0 actors with no unfinished turn skipped\n"
+            "unfinished turns checked: 2 (would diverge: 0, compatible: 2); not checked: 0; "
+            "skipped, with no unfinished turn: 0\n"
         )
 
 
@@ -136,13 +136,13 @@ def test_filters_and_usage_errors(journal: pathlib.Path) -> None:
         "replay", "tests.golden.variants:RENAMED", "--journal", str(journal), "--type", "Checkout"
     )
     assert code == 0
-    assert "1 unfinished turns checked" in out
+    assert "unfinished turns checked: 1 " in out
     code, out = invoke(
         "replay", "tests.golden.variants:RENAMED", "--journal", str(journal),
         "--actor", "Researcher/job-1",
     )  # fmt: skip
     assert code == 1
-    assert "1 unfinished turns checked: 1 would diverge" in out
+    assert "unfinished turns checked: 1 (would diverge: 1," in out
     code, out = invoke("replay", "examples.agents", "--journal", str(journal), "--actor", "A/b")
     assert code == 0
     assert "NOT CHECKED A/b: no journal of it was given" in out

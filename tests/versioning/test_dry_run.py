@@ -3,7 +3,12 @@ nothing, reporting exactly the actors that would diverge."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+import pty
+import select
+import subprocess
+import sys
 from collections import Counter
 
 import anyio
@@ -369,4 +374,54 @@ async def test_a_checkpointed_state_that_no_longer_decodes_is_reported(db: pathl
     [found] = (await check([Counter2], journals=[db])).diverged
     assert found.kind == "error"
     assert "Expected `array`, got `int`" in found.new
+    assert calls == {}
+
+
+#: What `test_a_progress_bar_shows_on_a_terminal` checks the journal against.
+COMPATIBLE = [Unchanged, Other]
+
+
+async def test_a_progress_bar_shows_on_a_terminal(db: pathlib.Path) -> None:
+    """Standard error a terminal and 50 actors or more: the check draws a progress bar
+    there (and not with --no-progress); the report still goes to standard output."""
+    await crash_mid_turn(db, count=50, finished=0)
+    app = "tests.versioning.test_dry_run:COMPATIBLE"
+
+    def run(*extra: str) -> tuple[int, str, str]:
+        primary, secondary = pty.openpty()  # standard error is a terminal
+        try:
+            command = ["replay", app, "--journal", str(db), *extra]
+            done = subprocess.run(
+                [sys.executable, "-c", "from actorflow.cli import main; main()", *command],
+                cwd=pathlib.Path(__file__).parents[2],
+                stdout=subprocess.PIPE,
+                stderr=secondary,
+                timeout=60,
+                check=False,
+            )
+            os.close(secondary)
+            secondary = -1
+            drawn = b""
+            while select.select([primary], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(primary, 65536)
+                except OSError:  # the terminal closed
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            return done.returncode, done.stdout.decode(), drawn.decode(errors="replace")
+        finally:
+            os.close(primary)
+            if secondary != -1:
+                os.close(secondary)
+
+    status, report, terminal = await anyio.to_thread.run_sync(run)
+    assert status == 0, (report, terminal)
+    assert "unfinished turns checked: 50 (would diverge: 0," in report
+    assert "replaying" in terminal
+    assert "100%" in terminal
+    status, report, terminal = await anyio.to_thread.run_sync(run, "--no-progress")
+    assert status == 0
+    assert "replaying" not in terminal
     assert calls == {}
