@@ -363,7 +363,7 @@ class PostgresStore(StoreBase):
             try:
                 while True:
                     status: str | None = await conn.fetchval(
-                        "SELECT pg_xact_status($1::xid8)", xid
+                        "SELECT pg_xact_status($1::text::xid8)", xid
                     )
                     if status != "in progress":
                         return status

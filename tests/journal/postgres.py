@@ -79,9 +79,11 @@ class PostgresServer:
         )  # fmt: skip
 
     def restart(self, mode: str = "immediate") -> None:
-        """``pg_ctl restart -m MODE``: every connection is cut."""
+        """``pg_ctl restart -m MODE``: every connection is cut. (With ``-l``, as at the
+        start: else the new server would hold this process's output pipe open.)"""
         self._run(
-            str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "restart",
+            str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", mode,
+            "-l", str(self.root / "log"), "-w", "-t", "60", "restart",
         )  # fmt: skip
 
     def stop(self) -> None:
