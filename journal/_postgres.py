@@ -173,9 +173,7 @@ class PostgresStore(StoreBase):
         pool_size: int = 4,
     ) -> None:
         if asyncpg is None:
-            raise ImportError(
-                "PostgresStore needs asyncpg: pip install 'actorflow[postgres]'"
-            )
+            raise ImportError("PostgresStore needs asyncpg: pip install 'actorflow[postgres]'")
         self._dsn = dsn
         self.max_record_bytes = max_record_bytes
         self.statement_timeout = statement_timeout
@@ -396,9 +394,7 @@ class PostgresStore(StoreBase):
         parts = tuple(appends)
         self._check_appends(parts)
         names = tuple(part.stream for part in parts)
-        appended: list[Appended] = await self._submit(
-            lambda txn: _apply_appends(parts, txn), names
-        )
+        appended: list[Appended] = await self._submit(lambda txn: _apply_appends(parts, txn), names)
         return appended
 
     async def claim(self, stream: str) -> int:
@@ -454,7 +450,7 @@ class PostgresStore(StoreBase):
         check_stream_name(stream)
 
         async def apply(txn: _Transaction) -> bool:
-            state, sid, existed = txn.changes.delete(stream, epoch)
+            _, sid, existed = txn.changes.delete(stream, epoch)
             if sid is not None:
                 await txn.flush_rows()  # rows staged earlier in this batch go too
                 for table in ("journal_records", "journal_snapshots"):

@@ -123,15 +123,17 @@ async def test_damage_in_the_database_is_found_by_the_checksums(postgres_dsn: st
         await store.append("s", [NewRecord("t", b"r%d" % n) for n in range(1, 6)])
         await store.save_snapshot("s", 2, b"state")
         database = postgres_dsn.split("/")[3].split("?")[0]
-        server().sql(
-            "UPDATE journal_records SET data = 'XX'::bytea WHERE position = 3", database
-        )
+        server().sql("UPDATE journal_records SET data = 'XX'::bytea WHERE position = 3", database)
         server().sql("UPDATE journal_snapshots SET position = 1", database)
 
         seen: list[int] = []
-        with pytest.raises(CorruptionError) as caught:
+
+        async def read_on() -> None:
             async for record in store.read("s"):
                 seen.append(record.position)
+
+        with pytest.raises(CorruptionError) as caught:
+            await read_on()
         assert (seen, caught.value.position) == ([1, 2], 3)
         with pytest.raises(CorruptionError):
             [r async for r in store.read_all()]
@@ -215,9 +217,7 @@ async def test_a_commit_whose_answer_was_lost_is_read_back_not_repeated(
         running.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody_is_there'")
         running.sql("SELECT pg_reload_conf()")
         assert store._writer is not None
-        await wait_until(
-            store._writer, "SELECT current_setting('synchronous_standby_names') <> ''"
-        )
+        await wait_until(store._writer, "SELECT current_setting('synchronous_standby_names') <> ''")
 
         async def kill_while_waiting_for_the_standby(admin: Any, pid: int) -> None:
             async def kill() -> None:
