@@ -272,8 +272,9 @@ class PostgresStore(StoreBase):
         try:
             outcomes = await self._retrying(lambda: self._attempt(batch), "committing writes")
         except asyncpg.PostgresError as exc:
-            if len(batch) == 1:
-                return [_translate(exc, "committing writes")]
+            if len(batch) == 1 or isinstance(exc, asyncpg.QueryCanceledError):
+                # (a statement timeout would only time out again, once per request)
+                return [_translate(exc, "committing writes")] * len(batch)
             return [(await self._commit([request]))[0] for request in batch]
         except JournalError as exc:
             return [exc] * len(batch)
@@ -287,17 +288,16 @@ class PostgresStore(StoreBase):
         """Run ``attempt``, again after each lost connection, until `reconnect_timeout`."""
         deadline = time.monotonic() + self.reconnect_timeout
         backoff = _FIRST_BACKOFF
+        retried: tuple[type[BaseException], ...] = (_Retry, *_connection_errors())
         while True:
             try:
                 return await attempt()
-            except _Retry:
-                continue
-            except _connection_errors() as exc:
+            except retried as exc:
                 if time.monotonic() + backoff > deadline:
                     raise StorageError(
-                        f"{doing}: lost the connection to PostgreSQL and could not get it "
-                        f"back within {self.reconnect_timeout} s ({exc}); nothing was "
-                        f"acknowledged that is not committed"
+                        f"{doing}: lost the connection to PostgreSQL, or found rows changed "
+                        f"under the transaction, again and again for {self.reconnect_timeout} "
+                        f"s ({exc}); nothing was acknowledged that is not committed"
                     ) from exc
                 await asyncio.sleep(backoff)
                 backoff = min(1.0, backoff * 2)
