@@ -21,6 +21,7 @@ from journal import (
     PostgresStore,
     Record,
     SchemaVersionError,
+    StorageError,
     StreamAppend,
 )
 from tests.journal.postgres import server
@@ -158,6 +159,29 @@ async def test_the_store_reconnects_after_the_server_restarts(postgres_dsn: str)
         await store.append("s", one(b"after"))
         assert [r.data for r in await read_list(store, "s")] == [b"before", b"after"]
     finally:
+        await store.close()
+
+
+async def test_a_statement_stuck_on_the_server_times_out_and_fails_its_writes(
+    postgres_dsn: str,
+) -> None:
+    store = await PostgresStore.open(postgres_dsn, statement_timeout=0.2)
+    blocker = await asyncpg.connect(postgres_dsn)
+    try:
+        await store.append("s", one(b"first"))
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("SELECT FROM journal_meta FOR UPDATE")  # every writer waits
+        outcomes = await asyncio.gather(
+            store.append("s", one(b"a")), store.append("t", one(b"b")), return_exceptions=True
+        )
+        assert [type(o) for o in outcomes] == [StorageError, StorageError]
+        assert "statement timeout" in str(outcomes[0])
+        await holding.rollback()
+        appended = await store.append("s", one(b"second"))
+        assert appended.first_position == 2
+    finally:
+        await blocker.close()
         await store.close()
 
 
