@@ -2,8 +2,9 @@
 
 A generic store that knows nothing of actors: named streams of records with gapless
 positions, atomic (multi-stream) appends at an expected position, owner epochs for fencing,
-snapshots and truncation, checksums on every record, and two interchangeable backends
-(`MemoryStore`, `SqliteStore`). See docs/journal.md.
+snapshots and truncation, checksums on every record, and interchangeable backends
+(`MemoryStore`, `SqliteStore`, and `PostgresStore` with the ``postgres`` extra). See
+docs/journal.md.
 """
 
 from journal._codec import Codec as Codec
@@ -23,6 +24,7 @@ from journal._errors import StoreConfigurationError as StoreConfigurationError
 from journal._errors import StoreLockedError as StoreLockedError
 from journal._errors import StoreReadOnlyError as StoreReadOnlyError
 from journal._memory import MemoryStore as MemoryStore
+from journal._postgres import PostgresStore as PostgresStore
 from journal._records import Appended as Appended
 from journal._records import NewRecord as NewRecord
 from journal._records import Problem as Problem
@@ -53,6 +55,7 @@ __all__ = [
     "JournalError",
     "MemoryStore",
     "NewRecord",
+    "PostgresStore",
     "Problem",
     "Record",
     "RecordTooLargeError",

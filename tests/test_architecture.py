@@ -51,6 +51,7 @@ def test_journal_public_surface_is_pinned() -> None:
         "JournalError",
         "MemoryStore",
         "NewRecord",
+        "PostgresStore",
         "Problem",
         "Record",
         "RecordTooLargeError",

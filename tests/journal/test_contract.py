@@ -12,6 +12,7 @@ pytest.register_assert_rewrite("tests.journal.contract")
 from journal import (  # noqa: E402
     MemoryStore,
     NewRecord,
+    PostgresStore,
     Record,
     Snapshot,
     SqliteStore,
@@ -37,6 +38,17 @@ class TestSqliteStore(StoreContract):
 
     async def create_store(self, **options: Any) -> Store:
         return await SqliteStore.open(self.path, **options)
+
+
+class TestPostgresStore(StoreContract):
+    """On a real PostgreSQL server (tests/journal/postgres.py), a fresh database per test."""
+
+    @pytest.fixture(autouse=True)
+    def _dsn(self, postgres_dsn: str) -> None:
+        self.dsn = postgres_dsn
+
+    async def create_store(self, **options: Any) -> Store:
+        return await PostgresStore.open(self.dsn, **options)
 
 
 # -- SQLite across close and reopen ----------------------------------------------------------

@@ -35,6 +35,7 @@ from journal import (
     InvalidStreamError,
     MemoryStore,
     NewRecord,
+    PostgresStore,
     Record,
     Snapshot,
     SnapshotError,
@@ -44,6 +45,7 @@ from journal import (
     StreamInfo,
 )
 from journal._file_lock import FileLock
+from tests.journal.postgres import server
 
 STREAMS = ["a", "b", "c/1", "c/2"]
 TYPES = ["step", "turn"]
@@ -498,6 +500,52 @@ class SqliteUvloopMachine(SqliteMachine):
     backend_options: ClassVar[dict[str, Any]] = {"use_uvloop": True}
 
 
+class PostgresMachine(JournalMachine):
+    """On the session's real PostgreSQL server, a fresh database per example."""
+
+    persistent = True
+
+    def __init__(self) -> None:
+        self.dsn = server().database()
+        try:
+            super().__init__()
+        except BaseException:
+            server().drop(self.dsn)
+            raise
+
+    async def open_store(self) -> Store:
+        return await PostgresStore.open(self.dsn)
+
+    async def reopen_store(self, durability: str) -> Store:
+        return await PostgresStore.open(self.dsn)  # every commit is durable on PostgreSQL
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            server().drop(self.dsn)
+
+
+class PostgresTwoWritersMachine(PostgresMachine):
+    """Two stores (two writers, as two processes would be) on one database, each rule on
+    whichever holds the turn: the database keeps them to the one journal of the model."""
+
+    async def open_store(self) -> Store:
+        first = await PostgresStore.open(self.dsn)
+        self.other: Store = await PostgresStore.open(self.dsn)
+        return first
+
+    @rule()
+    def switch_writers(self) -> None:
+        self.store, self.other = self.other, self.store
+
+    def teardown(self) -> None:
+        try:
+            self.call(self.other.close)
+        finally:
+            super().teardown()
+
+
 MODEL_SETTINGS = settings(
     max_examples=60,
     stateful_step_count=30,
@@ -515,3 +563,8 @@ TestTwoSqliteWritersAgainstModel = SqliteTwoWritersMachine.TestCase
 TestTwoSqliteWritersAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=40)
 TestSqliteStoreOnUvloopAgainstModel = SqliteUvloopMachine.TestCase
 TestSqliteStoreOnUvloopAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=25)
+# Each PostgreSQL example creates and drops a database: fewer examples keep them to seconds.
+TestPostgresStoreAgainstModel = PostgresMachine.TestCase
+TestPostgresStoreAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=20)
+TestTwoPostgresWritersAgainstModel = PostgresTwoWritersMachine.TestCase
+TestTwoPostgresWritersAgainstModel.settings = settings(MODEL_SETTINGS, max_examples=15)

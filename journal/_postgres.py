@@ -1,0 +1,712 @@
+"""`PostgresStore`: the journal in a PostgreSQL database, shared by any number of processes.
+
+Writes go through one writer connection per store with group commit: callers queue their
+requests, and a writer task commits everything queued while the previous commit was under
+way as one transaction; each caller's await returns only once that transaction committed.
+
+Every write transaction first locks the single ``journal_meta`` row. That orders all
+commits of all processes (global positions follow commit order) and makes the rules
+(expected positions, epochs, snapshot bounds) run against what the database holds: the
+transaction reads the rows of the streams it writes, under the lock, and checks them
+there. The database enforces them as well: a record's (stream, position) is unique, and
+each stream row is written back only if it still holds the position and epoch that the
+transaction read, so no two writers can both append at one position or under a stale epoch.
+
+A commit whose outcome is unknown (the connection dropped while COMMIT was under way) is
+resolved by asking the server about the transaction's id on a new connection
+(``pg_xact_status``): callers are told their records are committed only when they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from journal._errors import (
+    CorruptionError,
+    JournalError,
+    StorageError,
+    StorageFullError,
+    StoreClosedError,
+)
+from journal._records import (
+    Appended,
+    NewRecord,
+    Problem,
+    Record,
+    Salvaged,
+    SalvagedSnapshot,
+    Snapshot,
+    StreamAppend,
+    StreamInfo,
+    VerifyReport,
+    check_prefix,
+    check_stream_name,
+    checksum,
+    snapshot_checksum,
+)
+from journal._store import DEFAULT_MAX_RECORD_BYTES, StoreBase, check_limit, check_position
+from journal._streams import Changes, StreamState
+
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - the optional extra is missing
+    asyncpg = None
+
+from journal import _postgres_schema as sql
+
+T = TypeVar("T")
+
+#: Largest number of requests committed in one transaction.
+MAX_BATCH_REQUESTS = 1024
+#: Records fetched per read query, at most.
+READ_BATCH = 2048
+#: How long the first reconnect waits; each later one waits twice as long, up to a second.
+_FIRST_BACKOFF = 0.05
+
+_Op = Callable[["_Transaction"], Awaitable[Any]]
+_Request = tuple[_Op, tuple[str, ...], "asyncio.Future[Any]"]
+
+
+class _Retry(Exception):
+    """The transaction must be tried again (a stream row changed under it)."""
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    return (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+    )
+
+
+class _Transaction:
+    """One batch's transaction: the stream rows it read (locked), and rows to insert."""
+
+    def __init__(self, conn: Any, next_global: int) -> None:
+        self.conn = conn
+        self.states: dict[str, StreamState] = {}
+        self.changes = Changes(self.states, _absent, next_global)
+        #: Each stream row as read: (last, first, epoch, snapshot), by stream id.
+        self.read_back: dict[int, tuple[int, int, int, int]] = {}
+        self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+
+    async def load(self, names: set[str]) -> None:
+        for row in await self.conn.fetch(sql.STREAM_ROW, sorted(names)):
+            name, sid, last, first, epoch, snap = row
+            self.states[name] = StreamState(name, sid, last, first, epoch, snap)
+            self.read_back[sid] = (last, first, epoch, snap)
+
+    async def stream_id(self, state: StreamState) -> int:
+        if state.id is None:
+            self.changes.touch(state)
+            state.id = await self.conn.fetchval(
+                "INSERT INTO journal_streams (name) VALUES ($1) RETURNING id", state.name
+            )
+            self.read_back[state.id] = (0, 1, 0, 0)
+        return state.id
+
+    async def flush_rows(self) -> None:
+        if self.columns[0]:
+            await self.conn.execute(sql.INSERT_RECORDS, *self.columns)
+            for column in self.columns:
+                column.clear()
+
+    async def write_back(self) -> None:
+        """Write every changed stream row, each only if unchanged since it was read."""
+        await self.flush_rows()
+        rows: list[list[int]] = [[], [], [], [], [], [], []]
+        for state in self.states.values():
+            if state.id is None:
+                continue
+            was = self.read_back[state.id]
+            now = (state.last, state.first, state.epoch, state.snapshot)
+            if now == was:
+                continue
+            for column, value in zip(rows, (state.id, *now, was[0], was[2]), strict=True):
+                column.append(value)
+        if rows[0]:
+            status = await self.conn.execute(sql.UPDATE_STREAMS, *rows)
+            if int(status.split()[-1]) != len(rows[0]):
+                raise _Retry("a stream row changed under the transaction")
+
+    async def replace_snapshot(self, state: StreamState, data: bytes) -> None:
+        sid, position = await self.stream_id(state), state.snapshot
+        await self.conn.execute(
+            "INSERT INTO journal_snapshots (stream_id, position, data, checksum) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE SET "
+            "position = excluded.position, data = excluded.data, checksum = excluded.checksum",
+            sid,
+            position,
+            data,
+            snapshot_checksum(state.name, position, data),
+        )
+
+
+def _absent(stream: str) -> StreamState | None:
+    """Streams are read (locked) before the batch runs; one not read does not exist."""
+    return None
+
+
+class PostgresStore(StoreBase):
+    """A `Store` in a PostgreSQL database, which any number of processes may share.
+
+    Open it with ``await PostgresStore.open(dsn)`` and close it with ``await store.close()``
+    (or ``async with``). Every acknowledged write is committed (with the server's
+    ``synchronous_commit`` as configured; the default syncs the WAL at every commit).
+    """
+
+    identity: str
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        statement_timeout: float = 30.0,
+        reconnect_timeout: float = 30.0,
+        pool_size: int = 4,
+    ) -> None:
+        if asyncpg is None:
+            raise ImportError("PostgresStore needs asyncpg: pip install 'actorflow[postgres]'")
+        self._dsn = dsn
+        self.max_record_bytes = max_record_bytes
+        self.statement_timeout = statement_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self._pool_size = max(1, pool_size)
+        self._pool: Any = None
+        self._writer: Any = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._pending: list[_Request] = []
+        self._wakeup = asyncio.Event()
+        #: Commits and requests committed, and transactions whose outcome was unknown.
+        self.commits = 0
+        self.requests = 0
+        self.unknown_outcomes = 0
+        #: Called (awaited) with the writer connection just before each COMMIT: for tests
+        #: that cut the connection at that moment.
+        self.before_commit: Callable[[Any], Awaitable[None]] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        statement_timeout: float = 30.0,
+        reconnect_timeout: float = 30.0,
+        pool_size: int = 4,
+    ) -> PostgresStore:
+        """Connect to the database at ``dsn`` (a ``postgresql://`` URL), creating the
+        journal's tables if it has none, and refusing a newer schema than this code's.
+
+        ``statement_timeout`` (seconds) bounds every statement on the server;
+        ``reconnect_timeout`` bounds how long a call keeps retrying while the server is
+        unreachable (restarting, say) before it fails with `StorageError`; ``pool_size``
+        is the number of connections for reads.
+        """
+        self = cls(
+            dsn,
+            max_record_bytes=max_record_bytes,
+            statement_timeout=statement_timeout,
+            reconnect_timeout=reconnect_timeout,
+            pool_size=pool_size,
+        )
+        try:
+            self._writer = await self._connect()
+            self.identity, _ = await sql.prepare(self._writer, _describe(dsn))
+            self._pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                server_settings=self._settings(),
+            )
+        except BaseException:
+            await self._release()
+            raise
+        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop())
+        return self
+
+    def _settings(self) -> dict[str, str]:
+        return {"statement_timeout": str(int(self.statement_timeout * 1000))}
+
+    async def _connect(self) -> Any:
+        return await asyncpg.connect(self._dsn, server_settings=self._settings())
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def _submit(self, op: _Op, streams: tuple[str, ...]) -> Any:
+        self._check_open()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, streams, future))
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            self._wakeup.clear()
+            if self._pending:
+                batch = self._pending[:MAX_BATCH_REQUESTS]
+                del self._pending[:MAX_BATCH_REQUESTS]
+                outcomes = await self._commit(batch)
+                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+            elif self._closed:
+                return
+            else:
+                await self._wakeup.wait()
+
+    async def _commit(self, batch: list[_Request]) -> list[Any]:
+        """Commit ``batch`` in one transaction, reconnecting and retrying while the server
+        is unreachable; if one request breaks the transaction, each goes alone."""
+        try:
+            outcomes = await self._retrying(lambda: self._attempt(batch), "committing writes")
+        except asyncpg.PostgresError as exc:
+            if len(batch) == 1 or isinstance(exc, asyncpg.QueryCanceledError):
+                # (a statement timeout would only time out again, once per request)
+                return [_translate(exc, "committing writes")] * len(batch)
+            return [(await self._commit([request]))[0] for request in batch]
+        except JournalError as exc:
+            return [exc] * len(batch)
+        except Exception as exc:  # a bug: fail the callers loudly rather than hang them
+            return [exc] * len(batch)
+        self.commits += 1
+        self.requests += len(batch)
+        return outcomes
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], doing: str) -> T:
+        """Run ``attempt``, again after each lost connection, until `reconnect_timeout`."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        backoff = _FIRST_BACKOFF
+        retried: tuple[type[BaseException], ...] = (_Retry, *_connection_errors())
+        while True:
+            try:
+                return await attempt()
+            except retried as exc:
+                if time.monotonic() + backoff > deadline:
+                    raise StorageError(
+                        f"{doing}: lost the connection to PostgreSQL, or found rows changed "
+                        f"under the transaction, again and again for {self.reconnect_timeout} "
+                        f"s ({exc}); nothing was acknowledged that is not committed"
+                    ) from exc
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+
+    async def _writer_connection(self) -> Any:
+        if self._writer is None or self._writer.is_closed():
+            if self._writer is not None:
+                self._writer.terminate()
+            self._writer = None
+            self._writer = await self._connect()
+        return self._writer
+
+    async def _attempt(self, batch: list[_Request]) -> list[Any]:
+        conn = await self._writer_connection()
+        names = {name for _, streams, _ in batch for name in streams}
+        xid: str | None = None
+        transaction = conn.transaction()
+        await transaction.start()
+        committing = False
+        try:
+            xid, next_global = await conn.fetchrow(
+                "SELECT pg_current_xact_id()::text, next_global FROM journal_meta "
+                "WHERE id = 1 FOR UPDATE"
+            )
+            txn = _Transaction(conn, next_global)
+            await txn.load(names)
+            outcomes = []
+            for op, _, _ in batch:
+                try:
+                    outcomes.append(await op(txn))
+                except JournalError as refused:  # refused before it wrote: fails alone
+                    outcomes.append(refused)
+            await txn.write_back()
+            if txn.changes.next_global != next_global:
+                await conn.execute(
+                    "UPDATE journal_meta SET next_global = $1 WHERE id = 1",
+                    txn.changes.next_global,
+                )
+            if self.before_commit is not None:
+                await self.before_commit(conn)
+            committing = True
+            await transaction.commit()
+        except _connection_errors():
+            if committing and xid is not None and await self._committed(xid):
+                return outcomes
+            raise
+        except BaseException:
+            if not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+            raise
+        return outcomes
+
+    async def _committed(self, xid: str) -> bool:
+        """Whether the transaction ``xid``, whose COMMIT lost its connection, committed:
+        asked of the server on a new connection, waiting while it is still in progress."""
+        self.unknown_outcomes += 1
+
+        async def ask() -> str | None:
+            conn = await self._connect()
+            try:
+                while True:
+                    status: str | None = await conn.fetchval(
+                        "SELECT pg_xact_status($1::text::xid8)", xid
+                    )
+                    if status != "in progress":
+                        return status
+                    await asyncio.sleep(_FIRST_BACKOFF)
+            finally:
+                await conn.close()
+
+        status = await self._retrying(ask, "reading back a commit of unknown outcome")
+        return status == "committed"
+
+    async def append(
+        self,
+        stream: str,
+        records: Sequence[NewRecord],
+        *,
+        expected_position: int | None = None,
+        epoch: int | None = None,
+    ) -> Appended:
+        """Append ``records`` to ``stream`` atomically; return where they landed, once
+        committed."""
+        parts = (StreamAppend(stream, tuple(records), expected_position, epoch),)
+        self._check_appends(parts)
+        appended: list[Appended] = await self._submit(
+            lambda txn: _apply_appends(parts, txn), (stream,)
+        )
+        return appended[0]
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+        """Append to several streams in one transaction: every part is written, or none."""
+        parts = tuple(appends)
+        self._check_appends(parts)
+        names = tuple(part.stream for part in parts)
+        appended: list[Appended] = await self._submit(lambda txn: _apply_appends(parts, txn), names)
+        return appended
+
+    async def claim(self, stream: str) -> int:
+        """Become the owner of ``stream``: return a new epoch, higher than every earlier one
+        (since the stream was last deleted)."""
+        check_stream_name(stream)
+
+        async def apply(txn: _Transaction) -> int:
+            state = txn.changes.claim(stream)
+            await txn.stream_id(state)
+            return state.epoch
+
+        epoch: int = await self._submit(apply, (stream,))
+        return epoch
+
+    async def save_snapshot(
+        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+    ) -> None:
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        check_position(stream, "position", position, 1)
+        payload = bytes(data)
+
+        async def apply(txn: _Transaction) -> None:
+            state = txn.changes.snapshot(stream, position, epoch)
+            await txn.replace_snapshot(state, payload)
+
+        await self._submit(apply, (stream,))
+
+    async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:
+        """Delete the stream's records up to ``through``, which a snapshot must cover."""
+        check_position(stream, "through", through, 0)
+
+        async def apply(txn: _Transaction) -> int:
+            state, old_first = txn.changes.truncate(stream, through, epoch)
+            if state.first == old_first:
+                return 0
+            await txn.flush_rows()
+            status = await txn.conn.execute(
+                "DELETE FROM journal_records WHERE stream_id = $1 AND position < $2",
+                state.id,
+                state.first,
+            )
+            return int(status.split()[-1])
+
+        deleted: int = await self._submit(apply, (stream,))
+        return deleted
+
+    async def delete_stream(self, stream: str, *, epoch: int | None = None) -> bool:
+        """Remove ``stream`` whole: its records, its snapshot and the stream itself.
+
+        Afterwards it reads as a stream never written. Global positions are not reused.
+        """
+        check_stream_name(stream)
+
+        async def apply(txn: _Transaction) -> bool:
+            _, sid, existed = txn.changes.delete(stream, epoch)
+            if sid is not None:
+                await txn.flush_rows()  # rows staged earlier in this batch go too
+                for table in ("journal_records", "journal_snapshots"):
+                    await txn.conn.execute(f"DELETE FROM {table} WHERE stream_id = $1", sid)
+                await txn.conn.execute("DELETE FROM journal_streams WHERE id = $1", sid)
+                del txn.read_back[sid]
+            return existed
+
+        existed: bool = await self._submit(apply, (stream,))
+        return existed
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[Any], Awaitable[T]], doing: str) -> T:
+        self._check_open()
+
+        async def attempt() -> T:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+
+        try:
+            return await self._retrying(attempt, doing)
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc, doing) from exc
+
+    async def read_batches(
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[list[Record]]:
+        """Iterate over ``stream``'s records in order, a list of up to `READ_BATCH` at a
+        time; a damaged record raises `CorruptionError` once those before it are yielded.
+        With ``limit``, at most that many records are fetched."""
+        check_position(stream, "from_position", from_position, 1)
+        check_limit(stream, limit)
+        left = READ_BATCH if limit is None else limit
+        while left > 0:
+            size = min(left, READ_BATCH)
+
+            async def page(conn: Any, start: int = from_position, size: int = size) -> Any:
+                return await conn.fetch(sql.STREAM_PAGE, stream, start, size)
+
+            rows = await self._read(page, f"reading stream {stream!r}")
+            batch: list[Record] = []
+            for position, global_position, kind, data, stored in rows:
+                if checksum(stream, position, kind, data) != stored:
+                    if batch:
+                        yield batch
+                    raise CorruptionError(stream, position, "checksum mismatch")
+                batch.append(Record(stream, position, global_position, kind, data))
+            if batch:
+                yield batch
+            if len(rows) < size:
+                return
+            if limit is not None:
+                left -= len(batch)
+            from_position = batch[-1].position + 1
+
+    async def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
+        """Iterate over every stored record in global (commit) order."""
+        check_position("<global>", "from_global_position", from_global_position, 1)
+        while True:
+
+            async def page(conn: Any, start: int = from_global_position) -> Any:
+                return await conn.fetch(sql.GLOBAL_PAGE, start, READ_BATCH)
+
+            rows = await self._read(page, "reading the global log")
+            for position, global_position, kind, data, stored, stream in rows:
+                if checksum(stream, position, kind, data) != stored:
+                    raise CorruptionError(stream, position, "checksum mismatch")
+                yield Record(stream, position, global_position, kind, data)
+            if len(rows) < READ_BATCH:
+                return
+            from_global_position = rows[-1][1] + 1
+
+    async def last_position(self, stream: str) -> int:
+        """The stream's last position (0 for a stream never written)."""
+        return (await self.stream_info(stream)).last_position
+
+    async def stream_info(self, stream: str) -> StreamInfo:
+        """Positions, owner epoch and snapshot position of ``stream``."""
+        check_stream_name(stream)
+
+        async def fetch(conn: Any) -> Any:
+            return await conn.fetchrow(sql.STREAM_INFO, stream)
+
+        row = await self._read(fetch, f"reading stream {stream!r}")
+        if row is None:
+            return StreamInfo(stream, 0, 1, 0, 0)
+        return StreamInfo(stream, *row)
+
+    async def list_streams(self, prefix: str = "") -> list[str]:
+        """Names of the streams holding (or having held) records, starting with ``prefix``."""
+        check_prefix(prefix)
+        names: list[str] = []
+        after = ""
+        while True:
+            page = await self.list_stream_infos(prefix, after=after, limit=10_000)
+            names.extend(info.stream for info in page)
+            if len(page) < 10_000:
+                return names
+            after = page[-1].stream
+
+    async def list_stream_infos(
+        self, prefix: str = "", *, after: str = "", limit: int = 1000
+    ) -> list[StreamInfo]:
+        """The streams named after ``after`` that start with ``prefix`` (and hold, or held,
+        records), with their infos, in name order: at most ``limit``, in one query."""
+        check_prefix(prefix)
+        check_prefix(after)
+        check_limit("<streams>", limit)
+
+        async def fetch(conn: Any) -> Any:
+            return await conn.fetch(sql.STREAM_INFOS, after, prefix, limit)
+
+        rows = await self._read(fetch, "listing streams")
+        return [StreamInfo(*row) for row in rows]
+
+    async def load_snapshot(self, stream: str) -> Snapshot | None:
+        """The latest snapshot of ``stream``, or None; a damaged one raises `CorruptionError`."""
+        found = await self.salvage_snapshot(stream)
+        if found is None:
+            return None
+        if found.damage is not None:
+            raise CorruptionError(stream, found.position, "snapshot checksum mismatch")
+        return Snapshot(stream, found.position, found.data)
+
+    async def salvage(self, stream: str, from_position: int = 1) -> AsyncIterator[Salvaged]:
+        """Iterate over ``stream``'s stored records in order, damaged ones included, each
+        with its ``damage`` said (None when its checksum matches)."""
+        check_position(stream, "from_position", from_position, 1)
+        while True:
+
+            async def page(conn: Any, start: int = from_position) -> Any:
+                return await conn.fetch(sql.STREAM_PAGE, stream, start, READ_BATCH)
+
+            rows = await self._read(page, f"salvaging stream {stream!r}")
+            for position, global_position, kind, data, stored in rows:
+                intact = checksum(stream, position, kind, data) == stored
+                damage = None if intact else "checksum mismatch"
+                yield Salvaged(stream, position, global_position, kind, data, damage)
+            if len(rows) < READ_BATCH:
+                return
+            from_position = rows[-1][0] + 1
+
+    async def salvage_snapshot(self, stream: str) -> SalvagedSnapshot | None:
+        """The latest snapshot of ``stream`` as stored, damaged or not; None if none."""
+        check_stream_name(stream)
+
+        async def fetch(conn: Any) -> Any:
+            return await conn.fetchrow(sql.SNAPSHOT, stream)
+
+        row = await self._read(fetch, f"loading the snapshot of {stream!r}")
+        if row is None:
+            return None
+        position, data, stored = row
+        intact = snapshot_checksum(stream, position, data) == stored
+        return SalvagedSnapshot(stream, position, data, None if intact else "checksum mismatch")
+
+    async def verify(self) -> VerifyReport:
+        """Check every record's checksum, every stream's gapless positions and every
+        snapshot; report every problem found."""
+        return await self._read(_verify, "verifying the journal")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Commit everything queued, then close; later calls raise `StoreClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._writer_task is not None:
+            with contextlib.suppress(Exception):
+                await self._writer_task
+        await self._release()
+
+    async def _release(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.close()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer.close()
+        self._pool = self._writer = None
+
+    def _check_open(self) -> None:
+        if self._closed or self._writer_task is None:
+            raise StoreClosedError(f"PostgresStore({_describe(self._dsn)!r})")
+
+
+async def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[Appended]:
+    """Check and stage a (multi-stream) append within the batch's transaction."""
+    changes = txn.changes
+    single = len(parts) == 1
+    if not single:
+        changes.check_appends(parts)
+    globals_, ids, positions, kinds, payloads, sums = txn.columns
+    results = []
+    for part in parts:
+        state, position, global_position = changes.append(part, check=single)
+        sid = await txn.stream_id(state)
+        stream = part.stream
+        for new in part.records:
+            globals_.append(global_position)
+            ids.append(sid)
+            positions.append(position)
+            kinds.append(new.type)
+            payloads.append(new.data)
+            sums.append(checksum(stream, position, new.type, new.data))
+            position += 1
+            global_position += 1
+        if part.snapshot is not None:
+            await txn.replace_snapshot(state, part.snapshot)
+        results.append(
+            Appended(stream, position - len(part.records), state.last, global_position - 1)
+        )
+    return results
+
+
+async def _verify(conn: Any) -> VerifyReport:
+    problems: list[Problem] = []
+    streams = await conn.fetch("SELECT id, name, first_position FROM journal_streams ORDER BY id")
+    records = 0
+    for sid, name, first in streams:
+        expected = first
+        rows = await conn.fetch(
+            "SELECT position, type, data, checksum FROM journal_records WHERE stream_id = $1 "
+            "ORDER BY position",
+            sid,
+        )
+        for position, kind, data, stored in rows:
+            records += 1
+            if position != expected:
+                detail = f"expected position {expected}, found {position}"
+                problems.append(Problem(name, expected, "gap", detail))
+            if checksum(name, position, kind, data) != stored:
+                problems.append(Problem(name, position, "checksum", "record checksum mismatch"))
+            expected = position + 1
+    for name, position, data, stored in await conn.fetch(
+        "SELECT s.name, p.position, p.data, p.checksum FROM journal_snapshots p "
+        "JOIN journal_streams s ON s.id = p.stream_id"
+    ):
+        if snapshot_checksum(name, position, data) != stored:
+            problems.append(Problem(name, position, "snapshot", "snapshot checksum mismatch"))
+    return VerifyReport(len(streams), records, tuple(problems))
+
+
+def _translate(exc: Exception, doing: str) -> StorageError:
+    if isinstance(exc, asyncpg.DiskFullError):
+        return StorageFullError(f"{doing}: PostgreSQL is out of disk space ({exc}); rolled back")
+    return StorageError(f"{doing}: PostgreSQL refused it ({exc}); rolled back")
+
+
+def _describe(dsn: str) -> str:
+    """``dsn`` without its password, for messages."""
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return dsn

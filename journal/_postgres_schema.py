@@ -1,0 +1,147 @@
+"""The PostgreSQL journal's schema: its tables, its version, and creating or checking it.
+
+Every table is named ``journal_*`` so the journal can share a database with other tables.
+``journal_meta`` holds one row: the schema version, the journal's identity and the next
+global position. Writers lock that row first in every transaction, which orders all
+commits (so global positions follow commit order) and serialises writers across processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from journal._errors import SchemaVersionError
+from journal._store import new_identity
+
+#: The schema this code writes; a database at a higher version is refused untouched.
+SCHEMA_VERSION = 1
+
+#: Key of the advisory lock held while the schema is created or checked, so that two
+#: processes starting at once do not both create it.
+SCHEMA_LOCK = 0x6A6F75726E616C  # "journal"
+
+_CREATE = [
+    """
+    CREATE TABLE journal_meta (
+        id smallint PRIMARY KEY CHECK (id = 1),
+        schema_version integer NOT NULL,
+        identity text NOT NULL,
+        next_global bigint NOT NULL CHECK (next_global >= 1)
+    )
+    """,
+    """
+    CREATE TABLE journal_streams (
+        id bigserial PRIMARY KEY,
+        name text COLLATE "C" NOT NULL UNIQUE,
+        last_position bigint NOT NULL DEFAULT 0 CHECK (last_position >= 0),
+        first_position bigint NOT NULL DEFAULT 1 CHECK (first_position >= 1),
+        epoch bigint NOT NULL DEFAULT 0 CHECK (epoch >= 0),
+        snapshot_position bigint NOT NULL DEFAULT 0 CHECK (snapshot_position >= 0),
+        CHECK (first_position <= last_position + 1),
+        CHECK (snapshot_position <= last_position)
+    )
+    """,
+    """
+    CREATE TABLE journal_records (
+        global_position bigint PRIMARY KEY,
+        stream_id bigint NOT NULL REFERENCES journal_streams (id),
+        position bigint NOT NULL CHECK (position >= 1),
+        type text NOT NULL,
+        data bytea NOT NULL,
+        checksum bigint NOT NULL,
+        UNIQUE (stream_id, position)
+    )
+    """,
+    """
+    CREATE TABLE journal_snapshots (
+        stream_id bigint PRIMARY KEY REFERENCES journal_streams (id),
+        position bigint NOT NULL,
+        data bytea NOT NULL,
+        checksum bigint NOT NULL
+    )
+    """,
+]
+
+
+async def prepare(conn: Any, where: str) -> tuple[str, int]:
+    """Create the schema in an empty database, or check the one there; return the
+    journal's identity and its next global position."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+        exists = await conn.fetchval("SELECT to_regclass('journal_meta') IS NOT NULL")
+        if not exists:
+            for statement in _CREATE:
+                await conn.execute(statement)
+            identity = new_identity()
+            await conn.execute(
+                "INSERT INTO journal_meta (id, schema_version, identity, next_global) "
+                "VALUES (1, $1, $2, 1)",
+                SCHEMA_VERSION,
+                identity,
+            )
+            return identity, 1
+        row = await conn.fetchrow(
+            "SELECT schema_version, identity, next_global FROM journal_meta WHERE id = 1"
+        )
+    if row is None:
+        raise SchemaVersionError(f"{where}: journal_meta holds no row; this is not a journal")
+    version = row["schema_version"]
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} was written by a newer journal schema (version {version}; this code "
+            f"knows up to {SCHEMA_VERSION}); it was not modified. Upgrade actorflow to open it."
+        )
+    if version < 1:
+        raise SchemaVersionError(f"{where}: journal schema version {version} is not valid")
+    return str(row["identity"]), int(row["next_global"])
+
+
+INSERT_RECORDS = (
+    "INSERT INTO journal_records (global_position, stream_id, position, type, data, checksum) "
+    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], "
+    "$5::bytea[], $6::bigint[])"
+)
+
+#: Write back every stream row a transaction changed, each only if it still holds the
+#: last position and epoch the transaction read: a writer that raced (impossible while
+#: the meta row lock is held, and checked all the same) finds fewer rows updated.
+UPDATE_STREAMS = (
+    "UPDATE journal_streams AS s SET last_position = u.last, first_position = u.first, "
+    "epoch = u.epoch, snapshot_position = u.snap "
+    "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], "
+    "$6::bigint[], $7::bigint[]) AS u(id, last, first, epoch, snap, was_last, was_epoch) "
+    "WHERE s.id = u.id AND s.last_position = u.was_last AND s.epoch = u.was_epoch"
+)
+
+STREAM_ROW = (
+    "SELECT name, id, last_position, first_position, epoch, snapshot_position "
+    "FROM journal_streams WHERE name = ANY($1::text[]) FOR UPDATE"
+)
+
+STREAM_PAGE = (
+    "SELECT position, global_position, type, data, checksum FROM journal_records "
+    "WHERE stream_id = (SELECT id FROM journal_streams WHERE name = $1) AND position >= $2 "
+    "ORDER BY position LIMIT $3"
+)
+
+GLOBAL_PAGE = (
+    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
+    "FROM journal_records r JOIN journal_streams s ON s.id = r.stream_id "
+    "WHERE r.global_position >= $1 ORDER BY r.global_position LIMIT $2"
+)
+
+STREAM_INFO = (
+    "SELECT last_position, first_position, epoch, snapshot_position "
+    "FROM journal_streams WHERE name = $1"
+)
+
+STREAM_INFOS = (
+    "SELECT name, last_position, first_position, epoch, snapshot_position "
+    "FROM journal_streams WHERE last_position > 0 AND name > $1 AND starts_with(name, $2) "
+    "ORDER BY name LIMIT $3"
+)
+
+SNAPSHOT = (
+    "SELECT position, data, checksum FROM journal_snapshots "
+    "WHERE stream_id = (SELECT id FROM journal_streams WHERE name = $1)"
+)
