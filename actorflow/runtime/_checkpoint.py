@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from actorflow._events import RULES, ActorSnapshot, PendingEvent
+from actorflow._events import RULES, ActorEntry, ActorSnapshot, PendingEvent
 from actorflow._values import encode
 from actorflow.runtime._state_parts import NIL
 from journal import StreamAppend
@@ -74,6 +74,16 @@ async def checkpoint(host: ActorHost, turn: int, extra: list[StreamAppend]) -> b
         parts_end=0 if parts else host.state_parts.holding,
     )
     return encode(snapshot)
+
+
+async def end_turn(
+    host: ActorHost, entry: ActorEntry, extra: list[StreamAppend], turn: int
+) -> None:
+    """Journal ``entry`` (a turn's or a segment's end) with ``extra`` and the actor's new
+    checkpoint after ``turn``, in one transaction (the state parts it writes included)."""
+    snapshot = await checkpoint(host, turn, extra)
+    await host.journal([entry], extra, snapshot=snapshot)
+    host.state_parts.committed()
 
 
 async def compact(host: ActorHost, always: bool = False) -> None:

@@ -19,7 +19,6 @@ from actorflow._errors import ContinuedAsNew, MessageTooLarge
 from actorflow._events import RULES, Continuation, TurnContinued, TurnStarted
 from actorflow._values import encode
 from actorflow.runtime import _checkpoint
-from journal import StreamAppend
 
 if TYPE_CHECKING:
     from actorflow.runtime._host import ActorHost
@@ -58,10 +57,7 @@ async def end_segment(host: ActorHost, started: TurnStarted, continued: Continue
         started.deadline,
     )
     host._state_bytes = encode(host.instance.state)
-    extra: list[StreamAppend] = []
-    snapshot = await _checkpoint.checkpoint(host, started.turn, extra)
-    await host.journal([entry], extra, snapshot=snapshot)
-    host.state_parts.committed()
+    await _checkpoint.end_turn(host, entry, [], started.turn)
     await _checkpoint.compact(host, always=True)
 
 

@@ -228,11 +228,12 @@ class ActorHost:
             # Wake the receivers of messages and replies, even when the write failed: it
             # may have committed all the same (its acknowledgement lost), and a spurious
             # wakeup costs a read where a missed one would leave them waiting.
-            landed = {where.stream: where.last_position for where in appended}
-            for other in extra:
-                if other.stream.startswith("inbox/"):
-                    receiver = other.stream.removeprefix("inbox/")
-                    self.runtime.notify(receiver, landed.get(other.stream))
+            if extra:
+                landed = {where.stream: where.last_position for where in appended}
+                for other in extra:
+                    if other.stream.startswith("inbox/"):
+                        receiver = other.stream.removeprefix("inbox/")
+                        self.runtime.notify(receiver, landed.get(other.stream))
         if end > self._position:
             self._position = end
         metrics = self.runtime.metrics
@@ -679,10 +680,8 @@ class ActorHost:
             )
         if reply.ok:
             self._state_bytes = encode(self.instance.state)
-        snapshot = await _checkpoint.checkpoint(self, started.turn, extra)
-        await self.journal([entry], extra, snapshot=snapshot)
+        await _checkpoint.end_turn(self, entry, extra, started.turn)
         self.outcomes.committed()
-        self.state_parts.committed()
         await _checkpoint.compact(self)
 
     def _finish(self, invocation: str, reply: Reply) -> None:
