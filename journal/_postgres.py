@@ -82,6 +82,9 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         asyncpg.InterfaceError,
         asyncpg.CannotConnectNowError,
         asyncpg.AdminShutdownError,
+        # asyncpg's protocol can be caught mid-way through a server's unsolicited FATAL
+        # message (a terminated backend): the connection is as good as lost
+        asyncpg.InternalClientError,
     )
 
 
@@ -341,6 +344,9 @@ class PostgresStore(StoreBase):
             committing = True
             await transaction.commit()
         except _connection_errors():
+            # Close our end: a transaction the server still holds open is then aborted, so
+            # its outcome below is decided, and the next attempt starts on a new connection.
+            conn.terminate()
             if committing and xid is not None and await self._committed(xid):
                 return outcomes
             raise
