@@ -1,0 +1,368 @@
+"""A rolling deploy of a fleet of workers on one PostgreSQL journal, under load, with faults.
+
+Real processes throughout: `actorflow serve tests.cluster.app --journal postgresql://...`
+workers, a real PostgreSQL 15 (`tests.journal.postgres`), the outside ledger on threads of
+this process (`tests.cluster.ledger`), and the seeded driver (`tests.cluster.driver`) sending
+`RUNS` agent runs at a steady rate to any live worker. Each run takes `STEPS` ledger steps
+with short durable naps and one durable timer of `LONG` seconds: a hundred times the grace
+budget, so no run can drain in a SIGTERM's budget and every run in progress must be handed
+over. The deploy, one worker at a time, each v2 worker started and ready before its v1
+worker goes:
+
+1. v2a starts; v1a gets SIGTERM (its actors are handed over at their step boundaries).
+2. v2b starts; v1b is SIGKILLed while one of its steps is certainly in flight (the ledger
+   holds that call's answer): its actors are taken over once its leases expire.
+3. PostgreSQL restarts with ``pg_ctl restart -m immediate``: every connection is cut.
+4. v1c is SIGSTOPped (again mid-step) until another worker has taken over its held step,
+   past its lease TTL, then SIGCONTed: it must be fenced, then serves on.
+5. v2c starts; v1c gets SIGTERM.
+
+Checked from outside once every run ended (see `check_*`): every acknowledged message
+completed with its right result through any worker; every effect applied once at the
+ledger, with the same amount on every call of its key, and exactly the effects expected; no
+journal fork (each stream gapless, one turn per message, one end per turn, no step twice, one
+outcome per invocation); no step result written by the paused worker after another worker
+took its actor over, and its held step journaled by the worker that took it; every SIGTERMed
+worker exited 0 within its grace budget holding no lease. Hand-off and take-over times are
+printed (they are measured by the benchmarks, not asserted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.app import amount_for, run_total
+from tests.cluster.driver import Driver, Finished, Message, finish
+from tests.cluster.fleet import Fleet, Postgres, Worker, fleet
+from tests.cluster.journal_check import (
+    Database,
+    actor_of_lease,
+    journal_problems,
+    read_journal,
+    stale_appends,
+    step_workers,
+)
+from tests.cluster.ledger import Attempt, Ledger, running_ledger
+
+GRACE = 0.2
+#: The durable timer in the middle of every run: a hundred times the grace budget.
+LONG = 100 * GRACE
+LEASE_TTL = 2.0
+STEPS = 12
+NAP = 0.15
+RUNS = 90
+#: Runs sent per second, from `SEED`.
+RATE = 4.0
+SEED = 11
+#: Slack over the grace budget for a SIGTERM-to-exit measured from outside.
+EXIT_SLACK = 0.5
+#: Longest to wait for a held ledger call, and for a take-over after a lease expired.
+HOLD_TIMEOUT = 15.0
+TAKEOVER_TIMEOUT = LEASE_TTL + 15.0
+#: A step a worker began this many seconds before its SIGTERM was in flight at it (the
+#: ledger's steps take milliseconds).
+IN_FLIGHT = 2.0
+#: Longest every acknowledged run may take to end once all were sent.
+FINISH_TIMEOUT = LONG + 45.0
+
+
+def run_actor(run: int) -> str:
+    return f"Agent/r{run:03d}"
+
+
+def plan() -> list[Message]:
+    args = {"steps": STEPS, "nap": NAP, "long": LONG}
+    return [
+        Message(run_actor(run), "run", {"run": run, **args}, f"roll-{run}") for run in range(RUNS)
+    ]
+
+
+class Deploy:
+    """The running test: fleet, ledger, database, driver, and what it recorded."""
+
+    def __init__(self, workers: Fleet, ledger: Ledger, db: Database, driver: Driver) -> None:
+        self.fleet = workers
+        self.ledger = ledger
+        self.db = db
+        self.driver = driver
+        self.problems: list[str] = []
+        self.figures: list[str] = []
+        #: (worker, exit code, seconds from SIGTERM to exit) of every SIGTERM.
+        self.terms: list[tuple[Worker, int, float]] = []
+        #: Worker -> (Unix time of its SIGTERM, the actors it held then).
+        self.handed: dict[str, tuple[float, list[str]]] = {}
+
+    def busy(self, worker: Worker, calls: int = 3) -> None:
+        """Wait until ``worker`` has made ``calls`` more ledger calls (it has work)."""
+        before = sum(a.worker == worker.name for a in self.ledger.snapshot()[0])
+        self.ledger.wait_until(
+            lambda attempts: sum(a.worker == worker.name for a in attempts) >= before + calls,
+            f"{worker.name} to run steps",
+            HOLD_TIMEOUT,
+        )
+
+    def replace(self, name: str) -> Worker:
+        """Start the v2 worker ``name`` and wait until it is ready and live."""
+        (worker,) = self.fleet.start(name, build_id="v2")
+        return worker
+
+    def terminate(self, worker: Worker) -> None:
+        """SIGTERM ``worker``; record its exit and how fast its leases were taken up."""
+        held = self.db.leases_of(worker.name)
+        self.handed[worker.name] = (time.time(), [actor_of_lease(name) for name in held])
+        began = worker.signal(signal.SIGTERM)
+        reowned: dict[str, float] = {}
+        deadline = began + GRACE + 10.0
+        exited_at: float | None = None
+        while time.monotonic() < deadline:
+            if exited_at is None and worker.proc.poll() is not None:
+                exited_at = time.monotonic()
+                self.fleet.remove(worker)
+            owners = self.db.owners(held) if held else {}
+            for name, owner in owners.items():
+                if owner not in ("", worker.name) and name not in reowned:
+                    reowned[name] = time.monotonic() - began
+            if exited_at is not None and (
+                len(reowned) == len(held) or time.monotonic() > exited_at + 2.0
+            ):
+                break
+            time.sleep(0.02)
+        exit = worker.wait_exit(GRACE + 10.0)
+        self.fleet.remove(worker)
+        self.terms.append((worker, exit.code, exit.seconds))
+        left = self.db.leases_of(worker.name)
+        if left:
+            self.problems.append(f"{worker.name} exited holding leases {left[:5]} ({len(left)})")
+        times = sorted(reowned.values())
+        self.figures.append(
+            f"SIGTERM {worker.name}: exit {exit.seconds:.2f} s; {len(held)} leases, "
+            f"{len(times)} taken by another worker within 2 s of its exit"
+            + (f" (p50 {statistics.median(times):.2f} s, max {times[-1]:.2f} s)" if times else "")
+        )
+
+    def kill_mid_step(self, worker: Worker) -> Attempt:
+        """SIGKILL ``worker`` while its ledger call is held; wait for the take-over."""
+        hold = self.ledger.hold(worker.name)
+        held = hold.wait_held(HOLD_TIMEOUT)
+        self.fleet.remove(worker)
+        killed_at = worker.signal(signal.SIGKILL)
+        exit = worker.wait_exit(10.0)
+        hold.release()
+        if exit.code != -signal.SIGKILL:
+            self.problems.append(f"{worker.name}: exit code {exit.code} after SIGKILL")
+        self.await_takeover(held, worker)
+        self.figures.append(
+            f"SIGKILL {worker.name} mid-step ({held.key}): taken over after "
+            f"{time.monotonic() - killed_at:.2f} s (lease TTL {LEASE_TTL} s)"
+        )
+        return held
+
+    def await_takeover(self, held: Attempt, worker: Worker) -> None:
+        """Wait until another worker than ``worker`` ran the held step again."""
+        self.ledger.wait_until(
+            lambda attempts: any(a.key == held.key and a.worker != worker.name for a in attempts),
+            f"another worker to run {held.key} (held by {worker.name}) again",
+            TAKEOVER_TIMEOUT,
+        )
+
+    def pause_past_ttl(self, worker: Worker) -> tuple[Attempt, list[str], int]:
+        """SIGSTOP ``worker`` mid-step until another worker took over its held step, then
+        SIGCONT it. Returns the held call, the actors it held, and the journal's last
+        global position once it was stopped."""
+        hold = self.ledger.hold(worker.name)
+        held = hold.wait_held(HOLD_TIMEOUT)
+        self.fleet.remove(worker)
+        stopped_at = worker.signal(signal.SIGSTOP)
+        while not worker.stopped():
+            time.sleep(0.005)
+        mark = self.db.last_global()
+        lost = [actor_of_lease(name) for name in self.db.leases_of(worker.name)]
+        hold.release()  # its answer waits in the socket until the worker runs again
+        self.await_takeover(held, worker)
+        taken = time.monotonic() - stopped_at
+        worker.signal(signal.SIGCONT)
+        worker.wait_ready()
+        self.fleet.add(worker)
+        self.figures.append(
+            f"SIGSTOP {worker.name} mid-step ({held.key}), {len(lost)} leases: taken over "
+            f"after {taken:.2f} s, then SIGCONT"
+        )
+        return held, lost, mark
+
+
+def check_results(driver: Driver, finished: Finished) -> list[str]:
+    """Every run acknowledged, completed with its total, one step per worker entry, and a
+    re-send with its key names the same invocation."""
+    problems = []
+    if len(driver.accepted) != RUNS:
+        problems.append(f"only {len(driver.accepted)} of {RUNS} runs were acknowledged")
+    for message in driver.plan:
+        invocation = driver.accepted.get(message.key)
+        if invocation is None:
+            continue
+        if not invocation.startswith(message.actor + "#"):
+            problems.append(f"{message.key}: invocation {invocation} is another actor's")
+        body: dict[str, Any] = finished.statuses.get(message.key, {})
+        total = run_total(message.actor, message.args["run"], STEPS)
+        result = body.get("result") or {}
+        if body.get("state") != "completed" or result.get("total") != total:
+            problems.append(f"{message.key} ({invocation}): {body}, expected a total of {total}")
+        elif len(result.get("workers", [])) != STEPS:
+            problems.append(f"{message.key}: result names {result['workers']}")
+        if finished.resent.get(message.key) != (200, invocation):
+            problems.append(
+                f"{message.key}: a re-send with its key answered "
+                f"{finished.resent.get(message.key)}, expected 200 and {invocation}"
+            )
+    return problems
+
+
+def check_ledger(
+    ledger: Ledger, runs: list[Message], sigterms: dict[str, float]
+) -> tuple[list[str], int]:
+    """Exactly the expected effects, each applied once, every call of a key with one amount;
+    and no step in flight at a SIGTERM ran again (``sigterms``: worker -> Unix time of its
+    SIGTERM; a step that worker began up to `IN_FLIGHT` seconds before it counts). Also
+    returns how many calls were re-runs."""
+    problems = []
+    attempts, applied = ledger.snapshot()
+    expected = {(m.actor, step) for m in runs for step in range(STEPS)}
+    effects = Counter((a.actor, a.step) for a in applied.values())
+    doubled = sorted(effect for effect, count in effects.items() if count > 1)
+    missing = sorted(expected - set(effects))
+    extra = sorted(set(effects) - expected)
+    if doubled or missing or extra:
+        problems.append(
+            f"ledger: effects applied under two keys: {doubled[:5]} ({len(doubled)}), never: "
+            f"{missing[:5]} ({len(missing)}), unexpected: {extra[:5]} ({len(extra)})"
+        )
+    for attempt in attempts:
+        first = applied[attempt.key]
+        if attempt.amount != amount_for(attempt.actor, attempt.step) or (
+            (attempt.actor, attempt.step) != (first.actor, first.step)
+        ):
+            problems.append(f"ledger: {attempt} differs from the key's first call {first}")
+    reruns = [a for a in attempts if not a.applied]
+    for rerun in reruns:
+        first = applied[rerun.key]
+        signalled = sigterms.get(first.worker)
+        if signalled is not None and first.at >= signalled - IN_FLIGHT:
+            problems.append(
+                f"ledger: {rerun.key} ran on {first.worker} as it got SIGTERM, and again on "
+                f"{rerun.worker}: a SIGTERM must let the step finish and journal it"
+            )
+    return problems, len(reruns)
+
+
+def check_handoffs(deploy: Deploy, streams: Any) -> None:
+    """Figures: how soon after a SIGTERM another worker took each handed-over actor's next
+    step, counted from when that step was due (its nap's end) or the SIGTERM if later."""
+    attempts, _ = deploy.ledger.snapshot()
+    for name, (signalled, actors) in deploy.handed.items():
+        delays = []
+        for actor in actors:
+            after = [a for a in attempts if a.actor == actor and a.at >= signalled]
+            if not after or after[0].worker == name or after[0].step == 0:
+                continue
+            timers = [e.data for e in streams[f"actor/{actor}"].entries if e.type == "timer"]
+            due = timers[after[0].step - 1]["fire_at"] if len(timers) >= after[0].step else 0
+            delays.append(after[0].at - max(signalled, due))
+        delays.sort()
+        if delays:
+            deploy.figures.append(
+                f"hand-off after SIGTERM {name}: {len(delays)} actors' next step ran on "
+                f"another worker {statistics.median(delays):.3f} s (p50), "
+                f"{delays[-1]:.3f} s (max) after it was due"
+            )
+
+
+@pytest.mark.timeout(170)
+def test_rolling_deploy_with_faults_loses_nothing(tmp_path: Path, postgres: Postgres) -> None:
+    """v1 -> v2 one worker at a time under load, with a SIGKILL, a SIGSTOP past the lease
+    TTL and a PostgreSQL restart on the way: nothing lost, doubled, forked or stale."""
+    started = time.monotonic()
+    options = {"grace": GRACE, "lease_ttl": LEASE_TTL}
+    with running_ledger() as ledger, fleet(tmp_path, postgres.dsn, ledger.url, **options) as pool:
+        db = Database(postgres.dsn)
+        try:
+            v1a, v1b, v1c = pool.start("v1a", "v1b", "v1c", build_id="v1")
+            driver = Driver(pool.live_urls, plan(), rate=RATE, seed=SEED)
+            deploy = Deploy(pool, ledger, db, driver)
+            driver.start()
+            try:
+                for worker in (v1a, v1b, v1c):
+                    deploy.busy(worker)
+                deploy.replace("v2a")
+                deploy.terminate(v1a)
+
+                deploy.replace("v2b")
+                killed = deploy.kill_mid_step(v1b)
+
+                restarted = time.monotonic()
+                postgres.restart()
+                deploy.figures.append(
+                    f"PostgreSQL restarted (-m immediate) in {time.monotonic() - restarted:.2f} s"
+                )
+                for worker in pool.running():
+                    deploy.busy(worker, calls=1)
+
+                paused, lost, mark = deploy.pause_past_ttl(v1c)
+                deploy.replace("v2c")
+                deploy.terminate(v1c)
+                driver.wait_sent(RUNS / RATE + 60.0)
+            finally:
+                driver.close()
+            deploy.problems += driver.problems
+            finished = asyncio.run(finish(driver, FINISH_TIMEOUT))
+            deploy.problems += check_results(driver, finished)
+            for worker in pool.running():
+                deploy.terminate(worker)
+            for worker, code, seconds in deploy.terms:
+                if code != 0 or seconds > GRACE + EXIT_SLACK:
+                    deploy.problems.append(
+                        f"{worker.name}: exit code {code} {seconds:.2f} s after SIGTERM; "
+                        f"expected 0 within the grace budget of {GRACE} s (+{EXIT_SLACK} s)"
+                    )
+
+            streams = read_journal(db, ("actor/", "inbox/", "outcomes/"))
+            accepted = {
+                m.actor: driver.accepted[m.key] for m in driver.plan if m.key in driver.accepted
+            }
+            deploy.problems += journal_problems(streams, accepted)
+            stale, taken = stale_appends(streams, paused.worker, lost, mark)
+            deploy.problems += stale
+            journaled = [worker for _, step, worker in step_workers(streams, paused.actor)]
+            if paused.worker in journaled[paused.step : paused.step + 1]:
+                deploy.problems.append(
+                    f"{paused.key}: the result of the step held when {paused.worker} was "
+                    f"paused was journaled by {paused.worker}, after another worker ran it"
+                )
+            sigterms = {name: at for name, (at, _) in deploy.handed.items()}
+            ledger_problems, reruns = check_ledger(ledger, driver.plan, sigterms)
+            deploy.problems += ledger_problems
+            if not any(a.key == killed.key and not a.applied for a in ledger.snapshot()[0]):
+                deploy.problems.append(f"{killed.key} (in flight at the SIGKILL) never ran again")
+            check_handoffs(deploy, streams)
+            if deploy.problems:
+                shown = "\n  ".join(deploy.problems[:40])
+                pytest.fail(
+                    f"{len(deploy.problems)} problems:\n  {shown}\n{pool.logs()}", pytrace=False
+                )
+        finally:
+            db.close()
+    attempts, applied = ledger.snapshot()
+    print(
+        f"\n{len(driver.accepted)} runs, {len(applied)} effects applied once each from "
+        f"{len(attempts)} calls ({reruns} re-runs); sends {dict(driver.outcomes)}, "
+        f"{len(driver.ambiguous)} cut and retried; polls {dict(driver.polls)}; "
+        f"{taken} of {len(lost)} actors of the paused worker written by others after it "
+        f"stopped;\n  " + "\n  ".join(deploy.figures) + f"\n  {time.monotonic() - started:.1f} s"
+    )
