@@ -49,12 +49,19 @@ class Database:
         rows = self.fetch("SELECT name FROM journal_leases WHERE owner = $1 ORDER BY name", owner)
         return [row[0] for row in rows]
 
-    def owners(self, names: list[str]) -> dict[str, str]:
-        """Lease name -> its owner ('' when free), for ``names``."""
+    def actors_held(self, owner: str) -> list[str]:
+        """The actors (``Type/key``) whose lease ``owner`` holds: actor leases are named by
+        the actor's stream, ``actor/Type/key``."""
+        names = self.leases_of(owner)
+        return [name.removeprefix("actor/") for name in names if name.startswith("actor/")]
+
+    def owners(self, actors: list[str]) -> dict[str, str]:
+        """Actor -> the owner of its lease ('' when free), for ``actors``."""
         rows = self.fetch(
-            "SELECT name, owner FROM journal_leases WHERE name = ANY($1::text[])", names
+            "SELECT name, owner FROM journal_leases WHERE name = ANY($1::text[])",
+            [f"actor/{actor}" for actor in actors],
         )
-        return {row[0]: row[1] for row in rows}
+        return {row[0].removeprefix("actor/"): row[1] for row in rows}
 
     def last_global(self) -> int:
         """The global position of the latest committed record (0 if none)."""
@@ -65,11 +72,6 @@ class Database:
         if self._conn is not None:
             self._runner.run(self._conn.close(timeout=5.0))
         self._runner.close()
-
-
-def actor_of_lease(name: str) -> str:
-    """The actor (``Type/key``) a lease name is for: its last two ``/``-parts."""
-    return "/".join(name.split("/")[-2:])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,15 +7,17 @@ this process (`tests.cluster.ledger`), and the seeded driver (`tests.cluster.dri
 with short durable naps and one durable timer of `LONG` seconds: a hundred times the grace
 budget, so no run can drain in a SIGTERM's budget and every run in progress must be handed
 over. The deploy, one worker at a time, each v2 worker started and ready before its v1
-worker goes:
+worker goes (new turns go to the newest version, so the v2 workers are the busy ones):
 
 1. v2a starts; v1a gets SIGTERM (its actors are handed over at their step boundaries).
-2. v2b starts; v1b is SIGKILLed while one of its steps is certainly in flight (the ledger
-   holds that call's answer): its actors are taken over once its leases expire.
-3. PostgreSQL restarts with ``pg_ctl restart -m immediate``: every connection is cut.
-4. v1c is SIGSTOPped (again mid-step) until another worker has taken over its held step,
+2. v2b starts; v1b gets SIGTERM.
+3. v2a is SIGKILLed while one of its steps is certainly in flight (the ledger holds that
+   call's answer): its actors are taken over once its leases expire. It is started again
+   as v2d, as Kubernetes would restart a crashed pod.
+4. PostgreSQL restarts with ``pg_ctl restart -m immediate``: every connection is cut.
+5. v2b is SIGSTOPped (again mid-step) until another worker has taken over its held step,
    past its lease TTL, then SIGCONTed: it must be fenced, then serves on.
-5. v2c starts; v1c gets SIGTERM.
+6. v2c starts; v1c gets SIGTERM. v2b, v2c and v2d finish every run.
 
 Checked from outside once every run ended (see `check_*`): every acknowledged message
 completed with its right result through any worker; every effect applied once at the
@@ -44,7 +46,6 @@ from tests.cluster.driver import Driver, Finished, Message, finish
 from tests.cluster.fleet import Fleet, Postgres, Worker, fleet
 from tests.cluster.journal_check import (
     Database,
-    actor_of_lease,
     journal_problems,
     read_journal,
     stale_appends,
@@ -109,6 +110,13 @@ class Deploy:
             HOLD_TIMEOUT,
         )
 
+    def progress(self, calls: int = 10) -> None:
+        """Wait until the fleet made ``calls`` more ledger calls (it runs steps again)."""
+        before = len(self.ledger.snapshot()[0])
+        self.ledger.wait_until(
+            lambda attempts: len(attempts) >= before + calls, "the fleet to run steps", 30.0
+        )
+
     def replace(self, name: str) -> Worker:
         """Start the v2 worker ``name`` and wait until it is ready and live."""
         (worker,) = self.fleet.start(name, build_id="v2")
@@ -116,8 +124,8 @@ class Deploy:
 
     def terminate(self, worker: Worker) -> None:
         """SIGTERM ``worker``; record its exit and how fast its leases were taken up."""
-        held = self.db.leases_of(worker.name)
-        self.handed[worker.name] = (time.time(), [actor_of_lease(name) for name in held])
+        held = self.db.actors_held(worker.name)
+        self.handed[worker.name] = (time.time(), held)
         began = worker.signal(signal.SIGTERM)
         reowned: dict[str, float] = {}
         deadline = began + GRACE + 10.0
@@ -147,6 +155,18 @@ class Deploy:
             f"{len(times)} taken by another worker within 2 s of its exit"
             + (f" (p50 {statistics.median(times):.2f} s, max {times[-1]:.2f} s)" if times else "")
         )
+
+    def terminate_all(self, workers: list[Worker]) -> None:
+        """SIGTERM ``workers`` at once (the end of the test); record their exits."""
+        for worker in workers:
+            self.fleet.remove(worker)
+            worker.signal(signal.SIGTERM)
+        for worker in workers:
+            exit = worker.wait_exit(GRACE + 10.0)
+            self.terms.append((worker, exit.code, exit.seconds))
+            left = self.db.leases_of(worker.name)
+            if left:
+                self.problems.append(f"{worker.name} exited holding leases {left[:5]}")
 
     def kill_mid_step(self, worker: Worker) -> Attempt:
         """SIGKILL ``worker`` while its ledger call is held; wait for the take-over."""
@@ -184,7 +204,7 @@ class Deploy:
         while not worker.stopped():
             time.sleep(0.005)
         mark = self.db.last_global()
-        lost = [actor_of_lease(name) for name in self.db.leases_of(worker.name)]
+        lost = self.db.actors_held(worker.name)
         hold.release()  # its answer waits in the socket until the worker runs again
         self.await_takeover(held, worker)
         taken = time.monotonic() - stopped_at
@@ -300,21 +320,24 @@ def test_rolling_deploy_with_faults_loses_nothing(tmp_path: Path, postgres: Post
             try:
                 for worker in (v1a, v1b, v1c):
                     deploy.busy(worker)
-                deploy.replace("v2a")
+                v2a = deploy.replace("v2a")
                 deploy.terminate(v1a)
+                v2b = deploy.replace("v2b")
+                deploy.terminate(v1b)
 
-                deploy.replace("v2b")
-                killed = deploy.kill_mid_step(v1b)
+                # A new pod crashes mid-step (it is the busiest: new turns go to the newest
+                # version), and is started again.
+                killed = deploy.kill_mid_step(v2a)
+                deploy.replace("v2d")
 
                 restarted = time.monotonic()
                 postgres.restart()
                 deploy.figures.append(
                     f"PostgreSQL restarted (-m immediate) in {time.monotonic() - restarted:.2f} s"
                 )
-                for worker in pool.running():
-                    deploy.busy(worker, calls=1)
+                deploy.progress()
 
-                paused, lost, mark = deploy.pause_past_ttl(v1c)
+                paused, lost, mark = deploy.pause_past_ttl(v2b)
                 deploy.replace("v2c")
                 deploy.terminate(v1c)
                 driver.wait_sent(RUNS / RATE + 60.0)
@@ -323,8 +346,7 @@ def test_rolling_deploy_with_faults_loses_nothing(tmp_path: Path, postgres: Post
             deploy.problems += driver.problems
             finished = asyncio.run(finish(driver, FINISH_TIMEOUT))
             deploy.problems += check_results(driver, finished)
-            for worker in pool.running():
-                deploy.terminate(worker)
+            deploy.terminate_all(pool.running())
             for worker, code, seconds in deploy.terms:
                 if code != 0 or seconds > GRACE + EXIT_SLACK:
                     deploy.problems.append(
