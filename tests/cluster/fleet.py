@@ -87,6 +87,14 @@ class Worker:
                 command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         self.signalled_at: float | None = None
+        #: When the process ended (monotonic), noted by a thread that waits for it.
+        self.ended_at: float | None = None
+        self._reaper = threading.Thread(target=self._reap, name=f"reap-{name}", daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        self.proc.wait()
+        self.ended_at = time.monotonic()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once /readyz answers 200; fail if the process dies or takes too long."""
@@ -134,7 +142,8 @@ class Worker:
                 f"{self.log_tail()}",
                 pytrace=False,
             )
-        ended = time.monotonic()
+        self._reaper.join(REAP_TIMEOUT)
+        ended = self.ended_at if self.ended_at is not None else time.monotonic()
         began = self.signalled_at if self.signalled_at is not None else ended
         return Exit(code, ended - began)
 

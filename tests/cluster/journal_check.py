@@ -37,7 +37,13 @@ class Database:
             try:
                 rows: list[Any] = await self._conn.fetch(sql, *args, timeout=30.0)
                 return rows
-            except (asyncpg.PostgresConnectionError, ConnectionError, OSError):
+            except (
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.OperatorInterventionError,
+                ConnectionError,
+                OSError,
+            ):
                 self._conn.terminate()
                 self._conn = None
                 if attempt == 2:
