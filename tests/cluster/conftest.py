@@ -1,26 +1,15 @@
-"""The cluster tests' PostgreSQL: the session's server of `tests.journal.postgres` (started on
-first use, stopped when the session ends), and a fresh database per test."""
+"""The cluster tests' PostgreSQL: the session's server (`tests.journal.postgres`, stopped by
+tests/conftest.py when the session ends) and this test's fresh database on it."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
 from tests.cluster.fleet import Postgres
-from tests.journal.postgres import server, stop_server
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stop_postgres_at_the_end() -> Iterator[None]:
-    yield
-    stop_server()
+from tests.journal.postgres import server
 
 
 @pytest.fixture
-def postgres() -> Iterator[Postgres]:
-    """The session's server and a fresh, empty database on it (dropped afterwards)."""
-    running = server()
-    dsn = running.database()
-    yield Postgres(running, dsn)
-    running.drop(dsn)
+def postgres(postgres_dsn: str) -> Postgres:
+    """The session's server, with the DSN of a fresh, empty database (dropped afterwards)."""
+    return Postgres(server(), postgres_dsn)
