@@ -79,6 +79,9 @@ class Worker:
         self._elsewhere: dict[str, float] = {}  # actor -> monotonic time its holder's lease ends
         self._backlog: dict[str, None] = {}  # actors with work waiting for room, in order
         self._offering: set[str] = set()
+        #: Actors between the room check and their activation (acquiring their lease):
+        #: they count against the capacity, or concurrent offers would all see room.
+        self._claiming: set[str] = set()
         self._again: dict[str, bool] = {}  # offers to make again once theirs is over
         self._evicting: set[str] = set()
         self._renewed = time.monotonic()
@@ -183,7 +186,11 @@ class Worker:
             self._backlog[actor_id] = None
             self._make_room()
             return
-        await self._claim(actor_id)
+        self._claiming.add(actor_id)
+        try:
+            await self._claim(actor_id)
+        finally:
+            self._claiming.discard(actor_id)
 
     async def _claim(self, actor_id: str) -> None:
         runtime = self.runtime
@@ -209,7 +216,7 @@ class Worker:
         return True
 
     def _room(self) -> bool:
-        return len(self.runtime._hosts) < self.capacity
+        return len(self.runtime._hosts) + len(self._claiming) < self.capacity
 
     def crowded(self) -> bool:
         """Whether actors wait for room here (idle actors are then passivated at once)."""
