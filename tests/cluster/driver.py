@@ -171,7 +171,11 @@ class Driver:
             if response.status_code not in (200, 202):
                 self.problems.append(f"{message.key}: {response.status_code} {response.text}")
                 return
-            self.accepted[message.key] = response.json()["invocation"]
+            body = response.json()
+            if not isinstance(body, dict) or not isinstance(body.get("invocation"), str):
+                self.problems.append(f"{message.key}: {response.status_code} {response.text!r}")
+                return
+            self.accepted[message.key] = body["invocation"]
             return
 
     async def _watch(self, client: httpx.AsyncClient) -> None:

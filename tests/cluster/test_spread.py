@@ -68,7 +68,8 @@ class Sampler:
                         self.problems.append(f"{url}/v1/workers: {response.status_code}")
                         continue
                     self.reads += 1
-                    for item in response.json()["items"]:
+                    body = response.json()  # the live workers (the brief said {"items": [...]})
+                    for item in body["items"] if isinstance(body, dict) else body:
                         self.peak[item["worker"]] = max(self.peak[item["worker"]], item["load"])
                         self.capacity[item["worker"]] = item["capacity"]
 
