@@ -119,15 +119,25 @@ class Ledger:
         with self._lock:
             return list(self.attempts), dict(self.applied)
 
-    def wait_until(self, check: Callable[[list[Attempt]], bool], what: str, timeout: float) -> None:
-        """Wait until ``check(attempts)`` holds; fail the test past ``timeout`` seconds."""
+    def wait_until(
+        self,
+        check: Callable[[list[Attempt]], bool],
+        what: str,
+        timeout: float,
+        explain: Callable[[], str] = str,
+    ) -> None:
+        """Wait until ``check(attempts)`` holds; fail the test past ``timeout`` seconds
+        (saying what ``explain()`` says)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while not check(self.attempts):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+                    break
                 self._changed.wait(min(left, 0.5))
+            else:
+                return
+        pytest.fail(f"timed out after {timeout} s waiting for {what}\n{explain()}", pytrace=False)
 
 
 def _handler(ledger: Ledger) -> type[BaseHTTPRequestHandler]:

@@ -172,13 +172,13 @@ class Deploy:
         """SIGKILL ``worker`` while its ledger call is held; wait for the take-over."""
         hold = self.ledger.hold(worker.name)
         held = hold.wait_held(HOLD_TIMEOUT)
-        self.fleet.remove(worker)
         killed_at = worker.signal(signal.SIGKILL)
         exit = worker.wait_exit(10.0)
         hold.release()
         if exit.code != -signal.SIGKILL:
             self.problems.append(f"{worker.name}: exit code {exit.code} after SIGKILL")
         self.await_takeover(held, worker)
+        self.fleet.remove(worker)  # till now clients kept trying it, as behind a slow balancer
         self.figures.append(
             f"SIGKILL {worker.name} mid-step ({held.key}): taken over after "
             f"{time.monotonic() - killed_at:.2f} s (lease TTL {LEASE_TTL} s)"
@@ -191,6 +191,26 @@ class Deploy:
             lambda attempts: any(a.key == held.key and a.worker != worker.name for a in attempts),
             f"another worker to run {held.key} (held by {worker.name}) again",
             TAKEOVER_TIMEOUT,
+            self.explain,
+        )
+
+    def explain(self) -> str:
+        """The fleet as the database and the ledger see it, and the workers' logs."""
+        members = self.db.fetch(
+            "SELECT member, round(extract(epoch FROM expires_at - now())::numeric, 2) "
+            "FROM journal_members ORDER BY member"
+        )
+        leases = self.db.fetch(
+            "SELECT owner, count(*), round(min(extract(epoch FROM expires_at - now()))::numeric, 2)"
+            " FROM journal_leases GROUP BY owner ORDER BY owner"
+        )
+        attempts, _ = self.ledger.snapshot()
+        now = time.time()
+        last = {a.worker: round(now - a.at, 2) for a in attempts}
+        return (
+            f"members (expires in): {[tuple(row) for row in members]}\n"
+            f"leases (owner, count, soonest expiry): {[tuple(row) for row in leases]}\n"
+            f"seconds since each worker's last ledger call: {last}\n{self.fleet.logs()}"
         )
 
     def pause_past_ttl(self, worker: Worker) -> tuple[Attempt, list[str], int]:
@@ -199,7 +219,6 @@ class Deploy:
         global position once it was stopped."""
         hold = self.ledger.hold(worker.name)
         held = hold.wait_held(HOLD_TIMEOUT)
-        self.fleet.remove(worker)
         stopped_at = worker.signal(signal.SIGSTOP)
         while not worker.stopped():
             time.sleep(0.005)
@@ -208,6 +227,9 @@ class Deploy:
         hold.release()  # its answer waits in the socket until the worker runs again
         self.await_takeover(held, worker)
         taken = time.monotonic() - stopped_at
+        # Till now clients kept sending to it: their sends time out and go to another worker
+        # with the same key, while the stopped worker still holds them, to accept on waking.
+        self.fleet.remove(worker)
         worker.signal(signal.SIGCONT)
         worker.wait_ready()
         self.fleet.add(worker)
