@@ -28,7 +28,7 @@ import pytest
 TERMINAL = ("completed", "failed", "cancelled")
 #: Seconds a send may take before it counts as cut (and is retried elsewhere): short, so
 #: that a send to a stopped (SIGSTOP) worker moves on quickly.
-SEND_TIMEOUT = 3.0
+SEND_TIMEOUT = 1.0
 #: Pause before a failed send or read is retried.
 RETRY_PAUSE = 0.05
 #: Longest one long-poll waits while finishing.

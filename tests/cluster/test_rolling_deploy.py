@@ -39,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.cluster.app import amount_for, run_total
@@ -137,6 +138,10 @@ class Deploy:
             if exited_at is None and worker.proc.poll() is not None:
                 exited_at = time.monotonic()
                 self.fleet.remove(worker)
+                # At once: leases it left behind would expire and move on within the TTL.
+                left = self.db.leases_of(worker.name)
+                if left:
+                    self.problems.append(f"{worker.name} exited holding leases {left[:5]}")
             owners = self.db.owners(held) if held else {}
             for name, owner in owners.items():
                 if owner not in ("", worker.name) and name not in reowned:
@@ -149,9 +154,6 @@ class Deploy:
         exit = worker.wait_exit(GRACE + 10.0)
         self.fleet.remove(worker)
         self.terms.append((worker, exit.code, exit.seconds))
-        left = self.db.leases_of(worker.name)
-        if left:
-            self.problems.append(f"{worker.name} exited holding leases {left[:5]} ({len(left)})")
         times = sorted(reowned.values())
         self.figures.append(
             f"SIGTERM {worker.name}: exit {exit.seconds:.2f} s; {len(held)} leases, "
@@ -205,10 +207,10 @@ class Deploy:
             lambda attempts: any(a.key == held.key and a.worker != worker.name for a in attempts),
             f"another worker to run {held.key} (held by {worker.name}) again",
             TAKEOVER_TIMEOUT,
-            self.explain,
+            lambda: self.explain(held.actor),
         )
 
-    def explain(self) -> str:
+    def explain(self, actor: str) -> str:
         """The fleet as the database and the ledger see it, and the workers' logs."""
         members = self.db.fetch(
             "SELECT member, round(extract(epoch FROM expires_at - now())::numeric, 2) "
@@ -221,7 +223,17 @@ class Deploy:
         attempts, _ = self.ledger.snapshot()
         now = time.time()
         last = {a.worker: round(now - a.at, 2) for a in attempts}
+        views = []
+        for running in self.fleet.running():
+            try:
+                body = httpx.get(f"{running.url}/v1/actors/{actor}", timeout=2.0).text
+                metrics = httpx.get(f"{running.url}/metrics", timeout=2.0).text
+            except httpx.TransportError as exc:
+                body, metrics = repr(exc), ""
+            worker_lines = [line for line in metrics.splitlines() if "worker" in line]
+            views.append(f"{running.name} says of {actor}: {body}\n  {worker_lines}")
         return (
+            "\n".join(views) + "\n"
             f"members (expires in): {[tuple(row) for row in members]}\n"
             f"leases (owner, count, soonest expiry): {[tuple(row) for row in leases]}\n"
             f"seconds since each worker's last ledger call: {last}\n{self.fleet.logs()}"
