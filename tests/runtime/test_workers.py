@@ -179,3 +179,14 @@ def test_an_old_worker_that_restarts_does_not_make_its_version_newest() -> None:
     new = WorkerInfo("new-1", 10, 0, {"T": "v2"}, started_at=2.0)
     restarted_old = WorkerInfo("old-2", 10, 0, {"T": "v1"}, started_at=3.0)
     assert eligible("T", [first_old, new, restarted_old], pinned=False, in_flight=None) == ["new-1"]
+
+
+async def test_a_full_worker_keeps_a_backlog_and_passivates_idle_actors_for_it(
+    postgres_dsn: str,
+) -> None:
+    async with worker(postgres_dsn, "small", capacity=2) as small:
+        invocations = [await small.ref(Stepper, f"f{n}").send(Stepper.run, 2) for n in range(10)]
+        with anyio.fail_after(30):
+            results = [await small.result(i) for i in invocations]
+        assert results == [["small", "small"]] * 10
+        assert small.in_memory() <= 2
