@@ -81,6 +81,7 @@ class Worker:
         self._offering: set[str] = set()
         self._again: dict[str, bool] = {}  # offers to make again once theirs is over
         self._deferred: dict[str, None] = {}  # actors with work meant for other workers
+        self._released_by: dict[str, str] = {}  # who last let each actor go (not to rank)
         self._evicting: set[str] = set()
         self._renewed = time.monotonic()
         self._closing = anyio.Event()
@@ -161,6 +162,7 @@ class Worker:
 
     async def _try_to_host(self, actor_id: str, fresh: bool) -> None:
         runtime = self.runtime
+        released_by = self._released_by.pop(actor_id, None)
         if not fresh and self._elsewhere.get(actor_id, 0.0) > time.monotonic():
             return
         if await self._held_elsewhere(actor_id):
@@ -173,6 +175,8 @@ class Worker:
         in_flight = view.unfinished.version if view.unfinished is not None else None
         pinned = cls.__actorflow_versioning__ == "pinned"
         choice = eligible(type_name, self.workers, pinned=pinned, in_flight=in_flight)
+        if released_by in choice and len(choice) > 1:
+            choice.remove(released_by)  # it let the actor go (stopping, or passivating it)
         if choice and self.id not in choice:
             self._deferred[actor_id] = None  # looked at again if its workers go away
             return
@@ -361,6 +365,7 @@ class Worker:
                         if notice.name.startswith("actor/"):
                             actor_id = notice.name.removeprefix("actor/")
                             self._elsewhere.pop(actor_id, None)
+                            self._released_by[actor_id] = notice.owner
                             self.offer(actor_id, fresh=True)
                     else:  # resync: notices may have been missed
                         self._elsewhere.clear()

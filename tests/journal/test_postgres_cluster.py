@@ -92,7 +92,7 @@ async def test_a_released_lease_is_announced_and_its_epoch_goes_on(
     async with store.listen() as notices:
         assert await leases.release(["a"], "w2") == 0  # not w2's to release
         assert await leases.release(["a"], "w1") == 1
-        assert await heard(notices) == Notice("released", "a")
+        assert await heard(notices) == Notice("released", "a", owner="w1")
     assert await leases.holders(["a"]) == {}
     assert await leases.acquire("a", "w2", 30) == 2
 
