@@ -86,6 +86,13 @@ _RELEASE_ALL = (
     "WHERE owner = $1 RETURNING name) "
     f"SELECT count(pg_notify('{RELEASED_CHANNEL}', $1 || E'\\n' || name)) FROM freed"
 )
+_FREE_EXPIRED = (
+    "WITH old AS (SELECT name, owner FROM journal_leases WHERE name = ANY($1::text[]) "
+    f"AND owner <> {_FREE} AND expires_at <= now() FOR UPDATE), "
+    f"freed AS (UPDATE journal_leases AS l SET owner = {_FREE}, expires_at = '-infinity' "
+    "FROM old WHERE l.name = old.name RETURNING old.owner, l.name) "
+    f"SELECT count(pg_notify('{RELEASED_CHANNEL}', owner || E'\\n' || name)) FROM freed"
+)
 _EXPIRED = (
     f"SELECT name FROM journal_leases WHERE owner <> {_FREE} AND expires_at <= now() "
     "ORDER BY expires_at, name LIMIT $1"
@@ -195,6 +202,16 @@ class Leases:
         """Leases whose holder let them expire and nobody has taken since, oldest first."""
         rows = await self._run(lambda conn: conn.fetch(_EXPIRED, limit), "reading leases")
         return [row[0] for row in rows]
+
+    async def free_expired(self, names: Sequence[str]) -> int:
+        """Free those of ``names`` whose lease expired (its holder stopped renewing it) and
+        announce each as released by that holder; return how many."""
+        if not names:
+            return 0
+        count: int = await self._run(
+            lambda conn: conn.fetchval(_FREE_EXPIRED, list(names)), "freeing expired leases"
+        )
+        return count
 
     async def holders(self, names: Sequence[str]) -> dict[str, LeaseInfo]:
         """The held or expired-but-not-taken leases among ``names``."""

@@ -322,10 +322,9 @@ class Worker:
         """Take over dead workers' actors; move idle ones to the newest code; fill room."""
         now = time.monotonic()
         self._elsewhere = {a: t for a, t in self._elsewhere.items() if t > now}
-        for name in await self.leases.expired():
-            if name.startswith("actor/"):
-                self.takeovers += 1
-                self.offer(name.removeprefix("actor/"), fresh=True)
+        # Free the leases of dead workers: each is announced, and every worker (this one
+        # too) then offers to host the actor if it has work.
+        self.takeovers += await self.leases.free_expired(await self.leases.expired())
         await self._recheck_deferred()
         for actor_id, host in list(self.runtime._hosts.items()):
             if host.state == "idle" and self.hands_over(host):

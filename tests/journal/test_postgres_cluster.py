@@ -127,3 +127,17 @@ async def test_a_schema_1_database_gains_the_lease_tables(postgres_dsn: str) -> 
     finally:
         await again.close()
     assert server().sql("SELECT schema_version FROM journal_meta", database).strip() == "2"
+
+
+async def test_expired_leases_are_freed_and_announced_as_released_by_their_holder(
+    store: PostgresStore,
+) -> None:
+    leases = store.leases
+    await leases.acquire("dead", "w1", 0)  # expired at once
+    await leases.acquire("alive", "w1", 30)
+    async with store.listen() as notices:
+        assert await leases.free_expired(["dead", "alive", "unknown"]) == 1
+        assert await heard(notices) == Notice("released", "dead", owner="w1")
+    assert await leases.expired() == []
+    assert await leases.renew("w1", 30) == {"alive"}
+    assert await leases.acquire("dead", "w2", 30) == 2
