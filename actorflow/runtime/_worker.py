@@ -87,7 +87,8 @@ class Worker:
         self._closing = anyio.Event()
         self._listening = anyio.Event()
         self._listen_scope = anyio.CancelScope()
-        #: Leases taken from this worker (after it missed heartbeats) and appends refused.
+        #: Actors this worker gave up because another took them over (a lease taken after
+        #: missed heartbeats, or appends refused), and expired leases it freed.
         self.lost = 0
         self.takeovers = 0
 
@@ -242,6 +243,7 @@ class Worker:
         actor_id = host.actor_id
         self._evicting.discard(actor_id)
         self.held.discard(actor_id)
+        self.lost += host.fenced
         # Released even when fenced: a reset, say, fences the host without taking the
         # lease, and a lease left here would be renewed by every heartbeat. Releasing a
         # lease another worker holds changes nothing.
@@ -270,7 +272,6 @@ class Worker:
         host = self.runtime._hosts.get(actor_id)
         if host is not None:
             log.warning("worker %s: %s; dropping actor %s", self.id, why, actor_id)
-            self.lost += 1
             host.fenced = True
             host.scope.cancel()
 

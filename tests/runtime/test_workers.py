@@ -140,6 +140,7 @@ async def test_a_worker_whose_heartbeats_stopped_is_fenced_and_gives_its_actor_u
                 result = await two.result(invocation)
             await hosts(one, "Stepper/c", None)  # w1's append was refused: it let go
             assert result == ["w1", "w1", "w2", "w2"]
+            assert one.worker.lost == 1
             never.set()
 
 
