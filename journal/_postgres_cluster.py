@@ -79,12 +79,19 @@ _RENEW_LEASES = (
 _RELEASE = (
     f"WITH freed AS (UPDATE journal_leases SET owner = {_FREE}, expires_at = '-infinity' "
     "WHERE name = ANY($1::text[]) AND owner = $2 RETURNING name) "
-    f"SELECT count(pg_notify('{RELEASED_CHANNEL}', name)) FROM freed"
+    f"SELECT count(pg_notify('{RELEASED_CHANNEL}', $2 || E'\\n' || name)) FROM freed"
 )
 _RELEASE_ALL = (
     f"WITH freed AS (UPDATE journal_leases SET owner = {_FREE}, expires_at = '-infinity' "
     "WHERE owner = $1 RETURNING name) "
-    f"SELECT count(pg_notify('{RELEASED_CHANNEL}', name)) FROM freed"
+    f"SELECT count(pg_notify('{RELEASED_CHANNEL}', $1 || E'\\n' || name)) FROM freed"
+)
+_FREE_EXPIRED = (
+    "WITH old AS (SELECT name, owner FROM journal_leases WHERE name = ANY($1::text[]) "
+    f"AND owner <> {_FREE} AND expires_at <= now() FOR UPDATE), "
+    f"freed AS (UPDATE journal_leases AS l SET owner = {_FREE}, expires_at = '-infinity' "
+    "FROM old WHERE l.name = old.name RETURNING old.owner, l.name) "
+    f"SELECT count(pg_notify('{RELEASED_CHANNEL}', owner || E'\\n' || name)) FROM freed"
 )
 _EXPIRED = (
     f"SELECT name FROM journal_leases WHERE owner <> {_FREE} AND expires_at <= now() "
@@ -109,11 +116,13 @@ _FORGET = "DELETE FROM journal_members WHERE expires_at < now() - interval '1 ho
 
 class Notice(NamedTuple):
     """What a `Listener` heard: an append committed to ``name`` (through ``position``), a
-    lease called ``name`` released, or ``resync``: notices may have been missed."""
+    lease called ``name`` released (by ``owner``), or ``resync``: notices may have been
+    missed."""
 
     kind: Literal["appended", "released", "resync"]
     name: str = ""
     position: int = 0
+    owner: str = ""
 
 
 class LeaseInfo(NamedTuple):
@@ -167,6 +176,7 @@ class Leases:
 
     async def release(self, names: Sequence[str], owner: str) -> int:
         """Give up those of ``names`` that ``owner`` holds; return how many."""
+        _check_owner(owner)
         if not names:
             return 0
         count: int = await self._run(
@@ -176,6 +186,7 @@ class Leases:
 
     async def leave(self, owner: str) -> int:
         """``owner`` leaves: release all its leases and forget it as a member."""
+        _check_owner(owner)
 
         async def leave(conn: Any) -> int:
             async with conn.transaction():
@@ -191,6 +202,16 @@ class Leases:
         """Leases whose holder let them expire and nobody has taken since, oldest first."""
         rows = await self._run(lambda conn: conn.fetch(_EXPIRED, limit), "reading leases")
         return [row[0] for row in rows]
+
+    async def free_expired(self, names: Sequence[str]) -> int:
+        """Free those of ``names`` whose lease expired (its holder stopped renewing it) and
+        announce each as released by that holder; return how many."""
+        if not names:
+            return 0
+        count: int = await self._run(
+            lambda conn: conn.fetchval(_FREE_EXPIRED, list(names)), "freeing expired leases"
+        )
+        return count
 
     async def holders(self, names: Sequence[str]) -> dict[str, LeaseInfo]:
         """The held or expired-but-not-taken leases among ``names``."""
@@ -209,8 +230,8 @@ class Leases:
 
 
 def _check_owner(owner: str) -> None:
-    if not isinstance(owner, str) or not owner or len(owner) > 200:
-        raise ValueError(f"a lease owner is a name of 1 to 200 characters, got {owner!r}")
+    if not isinstance(owner, str) or not 1 <= len(owner) <= 200 or not owner.isprintable():
+        raise ValueError(f"a lease owner is a name of 1 to 200 printable characters, got {owner!r}")
 
 
 class Listener:
@@ -287,7 +308,8 @@ class Listener:
         self._put(Notice("appended", name, int(position)))
 
     def _released(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._put(Notice("released", payload))
+        owner, _, name = payload.partition("\n")
+        self._put(Notice("released", name, owner=owner))
 
     async def _watch(self) -> None:
         """Check the connection every `keepalive` seconds; reconnect when it is lost."""

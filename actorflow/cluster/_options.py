@@ -35,8 +35,9 @@ class ClusterOptions:
     lease_ttl: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.worker_id, str) or not 1 <= len(self.worker_id) <= 200:
-            raise ValueError(f"worker_id must be 1 to 200 characters, got {self.worker_id!r}")
+        name = self.worker_id
+        if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
+            raise ValueError(f"worker_id must be 1 to 200 printable characters, got {name!r}")
         if not isinstance(self.capacity, int) or isinstance(self.capacity, bool):
             raise ValueError(f"capacity must be an integer >= 1, got {self.capacity!r}")
         if self.capacity < 1:

@@ -83,12 +83,15 @@ class Worker:
         #: they count against the capacity, or concurrent offers would all see room.
         self._claiming: set[str] = set()
         self._again: dict[str, bool] = {}  # offers to make again once theirs is over
+        self._deferred: dict[str, None] = {}  # actors with work meant for other workers
+        self._released_by: dict[str, str] = {}  # who last let each actor go (not to rank)
         self._evicting: set[str] = set()
         self._renewed = time.monotonic()
         self._closing = anyio.Event()
         self._listening = anyio.Event()
         self._listen_scope = anyio.CancelScope()
-        #: Leases taken from this worker (after it missed heartbeats) and appends refused.
+        #: Actors this worker gave up because another took them over (a lease taken after
+        #: missed heartbeats, or appends refused), and expired leases it freed.
         self.lost = 0
         self.takeovers = 0
 
@@ -163,6 +166,7 @@ class Worker:
 
     async def _try_to_host(self, actor_id: str, fresh: bool) -> None:
         runtime = self.runtime
+        released_by = self._released_by.pop(actor_id, None)
         if not fresh and self._elsewhere.get(actor_id, 0.0) > time.monotonic():
             return
         if await self._held_elsewhere(actor_id):
@@ -175,8 +179,12 @@ class Worker:
         in_flight = view.unfinished.version if view.unfinished is not None else None
         pinned = cls.__actorflow_versioning__ == "pinned"
         choice = eligible(type_name, self.workers, pinned=pinned, in_flight=in_flight)
+        if released_by in choice and len(choice) > 1:
+            choice.remove(released_by)  # it let the actor go (stopping, or passivating it)
         if choice and self.id not in choice:
+            self._deferred[actor_id] = None  # looked at again if its workers go away
             return
+        self._deferred.pop(actor_id, None)
         rank = ranked(actor_id, choice).index(self.id) if self.id in choice else 0
         if rank:
             await anyio.sleep(min(1.0, RANK_DELAY * rank))
@@ -242,6 +250,7 @@ class Worker:
         actor_id = host.actor_id
         self._evicting.discard(actor_id)
         self.held.discard(actor_id)
+        self.lost += host.fenced
         # Released even when fenced: a reset, say, fences the host without taking the
         # lease, and a lease left here would be renewed by every heartbeat. Releasing a
         # lease another worker holds changes nothing.
@@ -251,6 +260,12 @@ class Worker:
             except Exception as exc:
                 log.warning("worker %s: releasing %s failed: %s", self.id, actor_id, exc)
         self._take_backlog()
+
+    def hands_over(self, host: ActorHost) -> bool:
+        """Whether ``host``'s next turn belongs on another worker: one running a newer
+        version of its type is alive (new turns go to the newest code)."""
+        newest = newest_version(host.type_name, self.workers)
+        return newest is not None and newest != self.runtime.versions[host.type_name]
 
     def idle_after(self, host: ActorHost) -> float:
         """How long ``host`` may idle before it is passivated."""
@@ -264,7 +279,6 @@ class Worker:
         host = self.runtime._hosts.get(actor_id)
         if host is not None:
             log.warning("worker %s: %s; dropping actor %s", self.id, why, actor_id)
-            self.lost += 1
             host.fenced = True
             host.scope.cancel()
 
@@ -316,17 +330,27 @@ class Worker:
         """Take over dead workers' actors; move idle ones to the newest code; fill room."""
         now = time.monotonic()
         self._elsewhere = {a: t for a, t in self._elsewhere.items() if t > now}
-        for name in await self.leases.expired():
-            if name.startswith("actor/"):
-                self.takeovers += 1
-                self.offer(name.removeprefix("actor/"), fresh=True)
+        # Free the leases of dead workers: each is announced, and every worker (this one
+        # too) then offers to host the actor if it has work.
+        self.takeovers += await self.leases.free_expired(await self.leases.expired())
+        await self._recheck_deferred()
         for actor_id, host in list(self.runtime._hosts.items()):
-            newest = newest_version(host.type_name, self.workers)
-            mine = self.runtime.versions[host.type_name]
-            if host.state == "idle" and newest is not None and newest != mine:
+            if host.state == "idle" and self.hands_over(host):
                 self._evicting.add(actor_id)
                 host.wake()
         self._take_backlog()
+
+    async def _recheck_deferred(self) -> None:
+        """Offer again the actors left to other workers that nobody has taken (those
+        workers may have gone before they could)."""
+        deferred, self._deferred = list(self._deferred), {}
+        for start in range(0, len(deferred), 1000):
+            names = [lease_name(a) for a in deferred[start : start + 1000]]
+            held = await self.leases.holders(names)
+            for name in names:
+                lease = held.get(name)
+                if lease is None or lease.expires_in <= 0:
+                    self.offer(name.removeprefix("actor/"), fresh=True)
 
     # -- notices -------------------------------------------------------------------------
 
@@ -348,6 +372,7 @@ class Worker:
                         if notice.name.startswith("actor/"):
                             actor_id = notice.name.removeprefix("actor/")
                             self._elsewhere.pop(actor_id, None)
+                            self._released_by[actor_id] = notice.owner
                             self.offer(actor_id, fresh=True)
                     else:  # resync: notices may have been missed
                         self._elsewhere.clear()

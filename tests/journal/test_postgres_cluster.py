@@ -92,7 +92,7 @@ async def test_a_released_lease_is_announced_and_its_epoch_goes_on(
     async with store.listen() as notices:
         assert await leases.release(["a"], "w2") == 0  # not w2's to release
         assert await leases.release(["a"], "w1") == 1
-        assert await heard(notices) == Notice("released", "a")
+        assert await heard(notices) == Notice("released", "a", owner="w1")
     assert await leases.holders(["a"]) == {}
     assert await leases.acquire("a", "w2", 30) == 2
 
@@ -127,3 +127,17 @@ async def test_a_schema_1_database_gains_the_lease_tables(postgres_dsn: str) -> 
     finally:
         await again.close()
     assert server().sql("SELECT schema_version FROM journal_meta", database).strip() == "2"
+
+
+async def test_expired_leases_are_freed_and_announced_as_released_by_their_holder(
+    store: PostgresStore,
+) -> None:
+    leases = store.leases
+    await leases.acquire("dead", "w1", 0)  # expired at once
+    await leases.acquire("alive", "w1", 30)
+    async with store.listen() as notices:
+        assert await leases.free_expired(["dead", "alive", "unknown"]) == 1
+        assert await heard(notices) == Notice("released", "dead", owner="w1")
+    assert await leases.expired() == []
+    assert await leases.renew("w1", 30) == {"alive"}
+    assert await leases.acquire("dead", "w2", 30) == 2
