@@ -189,7 +189,9 @@ class Driver:
             invocation = self.accepted[self.random.choice(keys)]
             try:
                 response = await client.get(
-                    url + invocation_path(invocation), params={"wait": "1"}, timeout=SEND_TIMEOUT
+                    url + invocation_path(invocation),
+                    params={"wait": "1"},
+                    timeout=SEND_TIMEOUT + 2.0,
                 )
             except httpx.TransportError as exc:
                 self.polls[type(exc).__name__] += 1

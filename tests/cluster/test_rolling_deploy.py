@@ -63,9 +63,9 @@ LONG = 25.0
 LEASE_TTL = 2.0
 STEPS = 12
 NAP = 0.15
-RUNS = 90
+RUNS = 100
 #: Runs sent per second, from `SEED`.
-RATE = 4.0
+RATE = 3.5
 SEED = 11
 #: Slack over the grace budget for a SIGTERM-to-exit measured from outside.
 EXIT_SLACK = 0.5
@@ -104,6 +104,7 @@ class Deploy:
         self.terms: list[tuple[Worker, int, float]] = []
         #: Worker -> (Unix time of its SIGTERM, the actors it held then).
         self.handed: dict[str, tuple[float, list[str]]] = {}
+        self.began = time.monotonic()
 
     def busy(self, worker: Worker, calls: int = 3) -> None:
         """Wait until ``worker`` has made ``calls`` more ledger calls (it has work)."""
@@ -120,6 +121,10 @@ class Deploy:
         self.ledger.wait_until(
             lambda attempts: len(attempts) >= before + calls, "the fleet to run steps", 30.0
         )
+
+    def mark(self, what: str) -> None:
+        """Note in the figures when (seconds since the load began) ``what`` happens."""
+        self.figures.append(f"{time.monotonic() - self.began:5.1f} s: {what}")
 
     def replace(self, name: str) -> Worker:
         """Start the v2 worker ``name`` and wait until it is ready and live."""
