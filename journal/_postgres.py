@@ -77,6 +77,13 @@ class _Retry(Exception):
     """The transaction must be tried again (a stream row changed under it)."""
 
 
+#: Seconds the server lets one of our sessions sit inside a transaction, waiting for us,
+#: before it ends the session. Our transactions last milliseconds; a process stopped in
+#: the middle of one (SIGSTOP, a VM paused) would otherwise keep the journal_meta row
+#: locked, and every writer of every process behind it, for as long as it stays stopped.
+IDLE_IN_TRANSACTION = 2.0
+
+
 def _connection_errors() -> tuple[type[BaseException], ...]:
     return (
         OSError,
@@ -249,7 +256,10 @@ class PostgresStore(PostgresRestore, StoreBase):
         return self
 
     def _settings(self) -> dict[str, str]:
-        return {"statement_timeout": str(int(self.statement_timeout * 1000))}
+        return {
+            "statement_timeout": str(int(self.statement_timeout * 1000)),
+            "idle_in_transaction_session_timeout": str(int(IDLE_IN_TRANSACTION * 1000)),
+        }
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self._dsn, server_settings=self._settings())
