@@ -225,6 +225,12 @@ class Deploy:
             "SELECT owner, count(*), round(min(extract(epoch FROM expires_at - now()))::numeric, 2)"
             " FROM journal_leases GROUP BY owner ORDER BY owner"
         )
+        sessions = self.db.fetch(
+            "SELECT pid, state, wait_event_type, wait_event, "
+            "round(extract(epoch FROM now() - xact_start)::numeric, 2), left(query, 60) "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+        )
         attempts, _ = self.ledger.snapshot()
         now = time.time()
         last = {a.worker: round(now - a.at, 2) for a in attempts}
@@ -239,6 +245,8 @@ class Deploy:
             views.append(f"{running.name} says of {actor}: {body}\n  {worker_lines}")
         return (
             "\n".join(views) + "\n"
+            f"sessions in a transaction (pid, state, waiting on, seconds, query): "
+            f"{[tuple(row) for row in sessions]}\n"
             f"members (expires in): {[tuple(row) for row in members]}\n"
             f"leases (owner, count, soonest expiry): {[tuple(row) for row in leases]}\n"
             f"seconds since each worker's last ledger call: {last}\n{self.fleet.logs()}"
@@ -379,16 +387,20 @@ def test_rolling_deploy_with_faults_loses_nothing(tmp_path: Path, postgres: Post
             try:
                 for worker in (v1a, v1b, v1c):
                     deploy.busy(worker)
+                deploy.mark("v2a starts, v1a gets SIGTERM")
                 v2a = deploy.replace("v2a")
                 deploy.terminate(v1a)
+                deploy.mark("v2b starts, v1b gets SIGTERM")
                 v2b = deploy.replace("v2b")
                 deploy.terminate(v1b)
 
                 # A new pod crashes mid-step (it is the busiest: new turns go to the newest
                 # version), and is started again.
+                deploy.mark("v2a is SIGKILLed mid-step")
                 killed = deploy.kill_mid_step(v2a)
                 deploy.replace("v2d")
 
+                deploy.mark("PostgreSQL restarts")
                 restarted = time.monotonic()
                 postgres.restart()
                 deploy.figures.append(
@@ -396,10 +408,13 @@ def test_rolling_deploy_with_faults_loses_nothing(tmp_path: Path, postgres: Post
                 )
                 deploy.progress()
 
+                deploy.mark("v2b is SIGSTOPped mid-step")
                 paused, lost, mark = deploy.pause_past_ttl(v2b)
+                deploy.mark("v2c starts, v1c gets SIGTERM")
                 deploy.replace("v2c")
                 deploy.terminate(v1c)
                 driver.wait_sent(RUNS / RATE + 60.0)
+                deploy.mark("every run was acknowledged")
             finally:
                 driver.close()
             deploy.problems += driver.problems
