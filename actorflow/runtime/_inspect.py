@@ -311,6 +311,8 @@ async def invocation_status(
         if message.invocation == invocation:
             cancelled = invocation in found.cancels
             return queued_status(actor_id, invocation, message.handler, cancelled)
+    if ended is None:  # it may have ended between the two reads (another worker runs it)
+        ended = await find_outcome(store, actor_id, invocation)
     return None if ended is None else outcome_status(actor_id, ended, decode)
 
 
