@@ -25,6 +25,11 @@ from journal._errors import StoreLockedError as StoreLockedError
 from journal._errors import StoreReadOnlyError as StoreReadOnlyError
 from journal._memory import MemoryStore as MemoryStore
 from journal._postgres import PostgresStore as PostgresStore
+from journal._postgres_cluster import LeaseInfo as LeaseInfo
+from journal._postgres_cluster import Leases as Leases
+from journal._postgres_cluster import Listener as Listener
+from journal._postgres_cluster import Member as Member
+from journal._postgres_cluster import Notice as Notice
 from journal._records import Appended as Appended
 from journal._records import NewRecord as NewRecord
 from journal._records import Problem as Problem
@@ -53,8 +58,13 @@ __all__ = [
     "FencingError",
     "InvalidStreamError",
     "JournalError",
+    "LeaseInfo",
+    "Leases",
+    "Listener",
+    "Member",
     "MemoryStore",
     "NewRecord",
+    "Notice",
     "PostgresStore",
     "Problem",
     "Record",

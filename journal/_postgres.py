@@ -56,6 +56,7 @@ try:
 except ImportError:  # pragma: no cover - the optional extra is missing
     asyncpg = None
 
+from journal import _postgres_cluster as cluster
 from journal import _postgres_schema as sql
 
 T = TypeVar("T")
@@ -98,6 +99,8 @@ class _Transaction:
         #: Each stream row as read: (last, first, epoch, snapshot), by stream id.
         self.read_back: dict[int, tuple[int, int, int, int]] = {}
         self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        #: Streams that grew, as "<last position> <name>" (`_postgres_cluster` notices).
+        self.grown: list[str] = []
 
     async def load(self, names: set[str]) -> None:
         for row in await self.conn.fetch(sql.STREAM_ROW, sorted(names)):
@@ -131,6 +134,8 @@ class _Transaction:
             now = (state.last, state.first, state.epoch, state.snapshot)
             if now == was:
                 continue
+            if state.last > was[0]:
+                self.grown.append(f"{state.last} {state.name}")
             for column, value in zip(rows, (state.id, *now, was[0], was[2]), strict=True):
                 column.append(value)
         if rows[0]:
@@ -174,6 +179,7 @@ class PostgresStore(StoreBase):
         statement_timeout: float = 30.0,
         reconnect_timeout: float = 30.0,
         pool_size: int = 4,
+        notify_prefixes: Sequence[str] = (),
     ) -> None:
         if asyncpg is None:
             raise ImportError("PostgresStore needs asyncpg: pip install 'actorflow[postgres]'")
@@ -182,6 +188,9 @@ class PostgresStore(StoreBase):
         self.statement_timeout = statement_timeout
         self.reconnect_timeout = reconnect_timeout
         self._pool_size = max(1, pool_size)
+        self._notify = tuple(check_prefix(p) for p in notify_prefixes if p is not None)
+        #: Leases and members shared by the processes on this journal.
+        self.leases = cluster.Leases(self._read)
         self._pool: Any = None
         self._writer: Any = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -204,6 +213,7 @@ class PostgresStore(StoreBase):
         statement_timeout: float = 30.0,
         reconnect_timeout: float = 30.0,
         pool_size: int = 4,
+        notify_prefixes: Sequence[str] = (),
     ) -> PostgresStore:
         """Connect to the database at ``dsn`` (a ``postgresql://`` URL), creating the
         journal's tables if it has none, and refusing a newer schema than this code's.
@@ -211,7 +221,8 @@ class PostgresStore(StoreBase):
         ``statement_timeout`` (seconds) bounds every statement on the server;
         ``reconnect_timeout`` bounds how long a call keeps retrying while the server is
         unreachable (restarting, say) before it fails with `StorageError`; ``pool_size``
-        is the number of connections for reads.
+        is the number of connections for reads. Appends to streams whose names start with
+        one of ``notify_prefixes`` are announced to `listen`ers once committed.
         """
         self = cls(
             dsn,
@@ -219,6 +230,7 @@ class PostgresStore(StoreBase):
             statement_timeout=statement_timeout,
             reconnect_timeout=reconnect_timeout,
             pool_size=pool_size,
+            notify_prefixes=notify_prefixes,
         )
         try:
             self._writer = await self._connect()
@@ -240,6 +252,13 @@ class PostgresStore(StoreBase):
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self._dsn, server_settings=self._settings())
+
+    def listen(self) -> cluster.Listener:
+        """Hear the notices of appends (see ``notify_prefixes``) and of released leases,
+        committed by any process on this journal: ``async with store.listen() as notices:
+        async for notice in notices: ...``."""
+        self._check_open()
+        return cluster.Listener(self._connect)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -334,6 +353,9 @@ class PostgresStore(StoreBase):
                 except JournalError as refused:  # refused before it wrote: fails alone
                     outcomes.append(refused)
             await txn.write_back()
+            notices = [n for n in txn.grown if n.partition(" ")[2].startswith(self._notify)]
+            if notices:
+                await conn.execute(cluster.NOTIFY_APPENDED, notices)
             if txn.changes.next_global != next_global:
                 await conn.execute(
                     "UPDATE journal_meta SET next_global = $1 WHERE id = 1",

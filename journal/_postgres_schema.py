@@ -11,10 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from journal._errors import SchemaVersionError
+from journal._postgres_cluster import CREATE_TABLES as CLUSTER_TABLES
 from journal._store import new_identity
 
 #: The schema this code writes; a database at a higher version is refused untouched.
-SCHEMA_VERSION = 1
+#: Version 2 added the lease and member tables (`journal._postgres_cluster`); a version 1
+#: database is migrated at open.
+SCHEMA_VERSION = 2
 
 #: Key of the advisory lock held while the schema is created or checked, so that two
 #: processes starting at once do not both create it.
@@ -70,7 +73,7 @@ async def prepare(conn: Any, where: str) -> tuple[str, int]:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
         exists = await conn.fetchval("SELECT to_regclass('journal_meta') IS NOT NULL")
         if not exists:
-            for statement in _CREATE:
+            for statement in _CREATE + CLUSTER_TABLES:
                 await conn.execute(statement)
             identity = new_identity()
             await conn.execute(
@@ -83,6 +86,10 @@ async def prepare(conn: Any, where: str) -> tuple[str, int]:
         row = await conn.fetchrow(
             "SELECT schema_version, identity, next_global FROM journal_meta WHERE id = 1"
         )
+        if row is not None and row["schema_version"] == 1:  # add the tables of version 2
+            for statement in CLUSTER_TABLES:
+                await conn.execute(statement)
+            await conn.execute("UPDATE journal_meta SET schema_version = 2 WHERE id = 1")
     if row is None:
         raise SchemaVersionError(f"{where}: journal_meta holds no row; this is not a journal")
     version = row["schema_version"]
