@@ -159,13 +159,14 @@ async def steps_run(
 
 
 async def notify_calls(conn: asyncpg.Connection) -> int:
-    """Calls of the journal's NOTIFY statement so far (its wake-ups of other workers)."""
-    calls: int = await conn.fetchval(
-        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements "
+    """Notices of appends the journal sent so far (``pg_notify`` rows: its wake-ups of the
+    workers that own the streams)."""
+    notices: int = await conn.fetchval(
+        "SELECT coalesce(sum(rows), 0)::bigint FROM pg_stat_statements "
         "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND (query ILIKE '%pg_notify%' OR query ILIKE 'NOTIFY%')"
+        "AND query ILIKE '%pg_notify%FROM unnest%'"
     )
-    return calls
+    return notices
 
 
 async def steps_scenario(
