@@ -283,6 +283,34 @@ async def wait_until(
         await asyncio.sleep(POLL_EVERY)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds process ``pid`` used so far (all threads; 0 where /proc cannot tell)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()  # fields from the 3rd (state) on
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(data: Path) -> float:
+    """CPU seconds the PostgreSQL server whose data directory is ``data`` used so far: its
+    postmaster's and every live child's (backends, WAL writer, checkpointer)."""
+    try:
+        postmaster = int((data / "postmaster.pid").read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = process_cpu(postmaster)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="ascii").rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            total += process_cpu(int(stat.parent.name))
+    return total
+
+
 @contextlib.asynccontextmanager
 async def connected(dsn: str) -> Any:
     """One asyncpg connection to ``dsn``, closed afterwards."""

@@ -48,12 +48,15 @@ import asyncpg
 from benchmarks import _cluster_handoff as handoff
 from benchmarks._cluster_ceiling import Shape, ceiling, enable_statement_counts, shape_now
 from benchmarks._cluster_workers import (
+    Worker,
     WorkerOptions,
     agent_key,
     connected,
     finished,
+    process_cpu,
     results,
     send_all,
+    server_cpu,
     stop_all,
     wait_until,
     walker_path,
@@ -105,6 +108,11 @@ class StepsRun:
     shape: Shape
     ceiling_seconds: float
     notifies: int
+    #: Seconds until every message was accepted (answered 202).
+    sent_seconds: float
+    #: CPU seconds the workers, and the PostgreSQL server, used during the timed part.
+    workers_cpu: float
+    server_cpu: float
 
 
 async def steps_run(
@@ -125,15 +133,18 @@ async def steps_run(
                     before = await shape_now(conn)
                     notifies_before = await notify_calls(conn)
                     progress.step(f"{label}: {agents:,} agents x {steps} steps")
+                    cpu = cpu_now(server, running)
                     began = time.perf_counter()
                     await send_all(
                         [w.port for w in running], [(walker_path(k, "walk"), body) for k in keys]
                     )
+                    sent = time.perf_counter()
 
                     async def done() -> bool:
                         return await finished(conn, "Walker/") >= agents
 
                     ended = await wait_until("every agent finishing", done, RUN_LIMIT, running)
+                    cpu_after = cpu_now(server, running)
                     shape = await shape_now(conn) - before
                     notifies = await notify_calls(conn) - notifies_before
                     progress.step(f"{label}: checking {agents:,} results")
@@ -155,7 +166,20 @@ async def steps_run(
         done_raw = await ceiling(raw, shape, count, names)
     finally:
         server.drop(raw)
-    return StepsRun(ended - began, shape, done_raw.seconds, notifies)
+    return StepsRun(
+        ended - began,
+        shape,
+        done_raw.seconds,
+        notifies,
+        sent - began,
+        cpu_after[0] - cpu[0],
+        cpu_after[1] - cpu[1],
+    )
+
+
+def cpu_now(server: PostgresServer, running: Sequence[Worker]) -> tuple[float, float]:
+    """CPU seconds so far: the workers' together, and the PostgreSQL server's."""
+    return sum(process_cpu(w.proc.pid) for w in running), server_cpu(server.data)
 
 
 async def notify_calls(conn: asyncpg.Connection) -> int:
@@ -199,6 +223,9 @@ async def steps_scenario(
         "records_per_transaction": round(shape.records_per_transaction, 2),
         "streams_per_transaction": round(shape.streams_per_transaction, 2),
         "notifies": run.notifies,
+        "sent_seconds": round(run.sent_seconds, 4),
+        "workers_cpu": round(run.workers_cpu / run.seconds, 2),
+        "server_cpu": round(run.server_cpu / run.seconds, 2),
         "all_seconds": [round(r.seconds, 4) for r in runs],
         "repeats": repeats,
     }
@@ -218,6 +245,8 @@ COLUMNS: Sequence[Column] = [
     Column("txns", "transactions", whole),
     Column("records/txn", "records_per_transaction", fraction),
     Column("streams/txn", "streams_per_transaction", fraction),
+    Column("workers cpu", "workers_cpu", fraction),
+    Column("pg cpu", "server_cpu", fraction),
     Column("seconds", "seconds", seconds),
 ]
 
@@ -298,7 +327,8 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
             "journal's statements on its tables by as many writers as workers; ratio: ceiling "
             "seconds / journal seconds",
             f"PostgreSQL with fsync and synchronous_commit on; {os.cpu_count()} CPUs shared by "
-            "the server, the workers and this driver",
+            "the server, the workers and this driver; workers cpu, pg cpu: cores busy during "
+            "the timed part (the workers together; the server and all its processes)",
         ],
         columns=COLUMNS,
         results=steps,
