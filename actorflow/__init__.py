@@ -48,6 +48,7 @@ from actorflow._errors import TurnCancelled as TurnCancelled
 from actorflow._errors import TurnEndedError as TurnEndedError
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
+from actorflow.cluster import ClusterOptions as ClusterOptions
 from actorflow.runtime._handle import ActorHandle as ActorHandle
 from actorflow.runtime._pinned import TurnHeld as TurnHeld
 from actorflow.runtime._quarantine import ActorCorruptError as ActorCorruptError
@@ -82,6 +83,7 @@ __all__ = [
     "Damage",
     "ClientError",
     "Clock",
+    "ClusterOptions",
     "Context",
     "HandlerFailed",
     "TurnEndedError",

@@ -270,11 +270,8 @@ class Listener:
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 1.0)
-            if not conn.is_closed():
-                conn.terminate()
+        if conn is not None and not conn.is_closed():
+            conn.terminate()  # (a listening connection has nothing to finish)
 
     def _put(self, notice: Notice) -> None:
         if self._overflowed:

@@ -49,8 +49,13 @@ def test_journal_public_surface_is_pinned() -> None:
         "FencingError",
         "InvalidStreamError",
         "JournalError",
+        "LeaseInfo",
+        "Leases",
+        "Listener",
+        "Member",
         "MemoryStore",
         "NewRecord",
+        "Notice",
         "PostgresStore",
         "Problem",
         "Record",
@@ -157,12 +162,14 @@ _ENGINE = (
 #: runtime no server, client or CLI; the client nothing of the engine. `versioning` (the
 #: dry-run replay check) sits beside the runtime, on top of it: the runtime and the replay
 #: core know nothing of it. `testing` (for users' test suites) is at the top, with the CLI.
+#: `cluster` (worker settings and placement rules, pure) lies under the runtime.
 FORBIDDEN = {
     "_actor.py": _ENGINE,
     "_context.py": _ENGINE,
     "_events.py": _ENGINE,
     "_values.py": _ENGINE,
     "_errors.py": _ENGINE,
+    "cluster": _ENGINE,
     "replay": (
         "actorflow.runtime",
         "actorflow.versioning",

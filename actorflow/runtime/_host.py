@@ -189,6 +189,8 @@ class ActorHost:
         self._inbox_lock = anyio.Lock()
         self.closing = False
         self.notified_late = False
+        #: Another worker owns the actor now (its lease was taken): write nothing more.
+        self.fenced = False
         self.turn: Turn | None = None
         self.cancels: set[str] = set()
         #: Deliveries of events to this actor under way (for the pending-events bound).
@@ -751,7 +753,7 @@ class ActorHost:
                 await self._next_turn()
                 continue
             self.state = "idle"
-            with anyio.move_on_after(self.runtime.idle_timeout):
+            with anyio.move_on_after(self.runtime.idle_after(self)):
                 await notified.wait()  # new messages, or `wake` when the runtime stops
             if not (notified.is_set() or self.suspending.is_set() or self.draining.is_set()):
                 self.closing = True  # from here a notification re-activates the actor

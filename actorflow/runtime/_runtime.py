@@ -48,6 +48,7 @@ from actorflow._events import (
 )
 from actorflow._metrics import Metrics
 from actorflow._values import encode
+from actorflow.cluster import ClusterOptions
 from actorflow.runtime import _idempotency, _inspect, _quarantine, _reset
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
@@ -57,7 +58,15 @@ from actorflow.runtime._status import (
     InvocationStatus,
     ShutdownReport,
 )
-from journal import DEFAULT_MAX_RECORD_BYTES, ConflictError, NewRecord, Store, StreamAppend
+from actorflow.runtime._worker import Worker
+from journal import (
+    DEFAULT_MAX_RECORD_BYTES,
+    ConflictError,
+    FencingError,
+    NewRecord,
+    Store,
+    StreamAppend,
+)
 
 log = logging.getLogger("actorflow")
 
@@ -84,7 +93,9 @@ class Runtime(RuntimeReads):
     messages waiting for their turns; further deliveries and sends are refused
     (`InboxFull`). An actor in memory keeps the outcomes of its last ``keep_results``
     invocations at hand; older ones (and every outcome of a passivated actor) are read from
-    the journal, through their index.
+    the journal, through their index. With ``cluster`` (on a `journal.PostgresStore`), it
+    is one worker of a fleet sharing the journal: it hosts an actor only under its lease
+    (see docs/cluster.md).
     """
 
     def __init__(
@@ -103,6 +114,7 @@ class Runtime(RuntimeReads):
         idempotency_retention: float = _idempotency.DEFAULT_RETENTION,
         max_pending_events: int = 100,
         max_queued_messages: int = 1000,
+        cluster: ClusterOptions | None = None,
     ) -> None:
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
@@ -145,6 +157,10 @@ class Runtime(RuntimeReads):
         self._stopping = anyio.Event()
         self._accepting = False
         self._stop_outcomes: dict[str, str] = {}
+        if cluster is not None and not isinstance(cluster, ClusterOptions):
+            raise TypeError(f"cluster= takes an actorflow.ClusterOptions, got {cluster!r}")
+        #: This runtime's part in a fleet of workers (None: it is the journal's only one).
+        self.worker = Worker(self, cluster) if cluster is not None else None
 
     @property
     def actor_types(self) -> dict[str, type[Actor]]:
@@ -165,6 +181,8 @@ class Runtime(RuntimeReads):
         self._running = True
         self._accepting = True
         try:
+            if self.worker is not None:
+                await self.worker.join(self._group)
             await self.recover()
             self._group.start_soon(self._sweep_claims, name="idempotency key retention")
         except BaseException:
@@ -199,6 +217,8 @@ class Runtime(RuntimeReads):
         self._running = self._accepting = False
         self._stopping.set()
         await self._checkpoint_all(self.grace)
+        if self.worker is not None:
+            await self.worker.leave()
 
     async def shutdown(self, budget: float | None = None) -> ShutdownReport:
         """Stop within ``budget`` seconds (default: ``grace``), each actor type by its
@@ -223,6 +243,8 @@ class Runtime(RuntimeReads):
                 await self._all_stopped.wait()
         left = budget - (anyio.current_time() - started)
         abandoned = await self._checkpoint_all(left)  # what has not finished by now
+        if self.worker is not None:
+            await self.worker.leave()
         return self._report(running, abandoned, anyio.current_time() - started)
 
     async def _checkpoint_all(self, within: float) -> int:
@@ -269,7 +291,11 @@ class Runtime(RuntimeReads):
         for inbox in await self.store.list_streams("inbox/"):
             actor_id = inbox.removeprefix("inbox/")
             type_name = actor_id.partition("/")[0]
-            if type_name in self._types and (await _quarantine.view(self, actor_id)).has_work:
+            if actor_id in self._hosts or type_name not in self._types:
+                continue
+            if self.worker is not None:
+                self.worker.offer(actor_id)  # it reads the journal, under the lease's rules
+            elif (await _quarantine.view(self, actor_id)).has_work:
                 self._activate(actor_id)
                 count += 1
         self.metrics.recovered += count
@@ -292,21 +318,31 @@ class Runtime(RuntimeReads):
 
     async def _run_host(self, host: ActorHost) -> None:
         self._live_hosts += 1
+        ended = False
         try:
             with host.scope:
                 await host.run()
         finally:
-            self._live_hosts -= 1
-            if not self._live_hosts:
-                self._all_stopped.set()
-                self._all_stopped = anyio.Event()
+            if self.worker is not None and _fenced(host):
+                host.fenced = True  # another worker owns the actor now
             if self._hosts.get(host.actor_id) is host:
-                if host.state == "retrying" and self._running and self._group is not None:
+                if host.fenced:
+                    del self._hosts[host.actor_id]
+                    ended = True
+                elif host.state == "retrying" and self._running and self._group is not None:
                     self._group.start_soon(self._retry_later, host)
                 elif host.state not in ("stuck", "held", "retrying", "corrupt"):
                     del self._hosts[host.actor_id]
                     if host.notified_late and self._running:
                         self._activate(host.actor_id)
+                    else:
+                        ended = True
+            if ended and self.worker is not None:
+                await self.worker.host_ended(host)
+            self._live_hosts -= 1
+            if not self._live_hosts:
+                self._all_stopped.set()
+                self._all_stopped = anyio.Event()
 
     async def _retry_later(self, host: ActorHost) -> None:
         """Activate a fresh host for an actor whose journal failed, after a pause that
@@ -327,7 +363,18 @@ class Runtime(RuntimeReads):
         if host is not None:
             host.notify(position)
         elif self._running and actor_id.partition("/")[0] in self._types:
+            self._take_on(actor_id)
+
+    def _take_on(self, actor_id: str) -> None:
+        """Host ``actor_id`` here: at once, or, in a fleet, if its lease allows."""
+        if self.worker is not None:
+            self.worker.offer(actor_id)
+        else:
             self._activate(actor_id)
+
+    def idle_after(self, host: ActorHost) -> float:
+        """How long ``host`` may idle before it is passivated."""
+        return self.idle_timeout if self.worker is None else self.worker.idle_after(host)
 
     def _refuse_if_stuck(self, actor_id: str) -> None:
         host = self._hosts.get(actor_id)
@@ -570,6 +617,11 @@ class Runtime(RuntimeReads):
                 f"limit of {self.record_limit:,} bytes"
             )
         self._refuse_if_stuck(target.id)
+        if self.worker is not None and target.id not in self._hosts:
+            # hosted elsewhere, or by nobody yet: the owner reads it from the inbox (and
+            # the pending-events bound is checked only where the actor is hosted)
+            await self._accept(target.id, [_inbox_part(target.id, record)])
+            return
         host = self._activate(target.id)
         await host.activated.wait()
         self._refuse_if_stuck(target.id)
@@ -591,6 +643,11 @@ class Runtime(RuntimeReads):
     def actor_stuck(self, actor_id: str) -> None:
         """Wake everyone waiting for a result of an actor that got stuck."""
         self._wake_waiters(actor_id)
+
+    def _wake_all_waiters(self) -> None:
+        for invocation in list(self._waiters):
+            for event in self._waiters.pop(invocation, []):
+                event.set()
 
     def _wake_waiters(self, actor_id: str) -> None:
         prefix = actor_id + "#"
@@ -640,7 +697,7 @@ class Runtime(RuntimeReads):
         if status.state in ("failed", "cancelled"):
             raise HandlerFailed(invocation, status.error_type or "", status.error or "")
         if host is None and self._running:
-            self._activate(actor_id)  # journaled work that nobody hosts: take it on
+            self._take_on(actor_id)  # journaled work that nobody hosts: take it on
         return None
 
     def running_turns(self) -> int:
@@ -663,9 +720,21 @@ class Runtime(RuntimeReads):
         return await _idempotency.sweep(self.store, self.idempotency_retention, self.clock.now())
 
     async def _sweep_claims(self) -> None:
-        await _idempotency.sweep_until(
-            self._stopping, self.idempotency_retention, self.expire_idempotency_keys
-        )
+        await _idempotency.sweep_until(self._stopping, self.idempotency_retention, self._sweep)
+
+    async def _sweep(self) -> int:
+        """Sweep expired idempotency keys; in a fleet, only while holding the sweeper's
+        lease (two sweepers could delete a key claimed again between their reads)."""
+        if self.worker is not None and not await self.worker.may_sweep():
+            return 0
+        return await self.expire_idempotency_keys()
+
+
+def _fenced(host: ActorHost) -> bool:
+    """Whether the journal refused ``host``'s writes because another worker wrote for the
+    actor: under a newer epoch, or (checked first) at the position this host expected."""
+    failure = host.failure
+    return failure is not None and isinstance(failure.cause, FencingError | ConflictError)
 
 
 class _Result:

@@ -1,0 +1,41 @@
+"""`ClusterOptions`: how one worker takes part in a fleet sharing a PostgreSQL journal."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import secrets
+import socket
+
+
+def default_worker_id() -> str:
+    """This machine's name, the process id and a random suffix: unique across restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """A worker's settings (``Runtime(store, actors, cluster=ClusterOptions(...))``).
+
+    ``worker_id`` names the worker in leases, status and ``actorflow workers`` (default:
+    host-pid-random); ``capacity`` is how many actors it hosts at once, at most;
+    ``lease_ttl`` is how many seconds its leases outlive its last heartbeat: a worker that
+    dies, or stops answering, loses its actors to the others after that long. Heartbeats
+    come every third of it.
+    """
+
+    worker_id: str = dataclasses.field(default_factory=default_worker_id)
+    capacity: int = 1000
+    lease_ttl: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.worker_id, str) or not 1 <= len(self.worker_id) <= 200:
+            raise ValueError(f"worker_id must be 1 to 200 characters, got {self.worker_id!r}")
+        if not isinstance(self.capacity, int) or isinstance(self.capacity, bool):
+            raise ValueError(f"capacity must be an integer >= 1, got {self.capacity!r}")
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be an integer >= 1, got {self.capacity!r}")
+        ttl = self.lease_ttl
+        if not isinstance(ttl, int | float) or not math.isfinite(ttl) or not 0.3 <= ttl <= 3600:
+            raise ValueError(f"lease_ttl must be 0.3 to 3600 seconds, got {ttl!r}")

@@ -1,0 +1,336 @@
+"""`Worker`: the runtime's part in a fleet of workers sharing a PostgreSQL journal.
+
+Each actor is hosted by one worker at a time, under a lease named by its actor stream
+(``journal.Leases``: owner, epoch, expiry on the database's clock). The lease says who
+*should* host an actor; the actor stream's epoch (`Store.claim`, at every activation)
+makes sure nobody else *can* write for it: a worker that lost a lease while paused finds
+every append it tries refused by the database, and gives the actor up.
+
+How work finds a worker:
+
+* Every append to an inbox is announced (NOTIFY) to every worker. A worker that does not
+  host the actor *offers* to: it skips actors whose lease another live worker holds,
+  reads the actor's journal, and claims it if it has work, this worker is eligible
+  (`actorflow.cluster.placement`) and has room. Eligible workers other than the actor's
+  first choice wait a little before claiming, so the first choice usually wins and
+  actors spread evenly. A worker with no room keeps the offer in a backlog, passivates
+  its idle actors at once, and takes the backlog's actors as room frees.
+* Released leases are announced too (a worker stopping, an actor passivated with work
+  left), and so are the outcomes of invocations (waiters on every worker re-check).
+* Heartbeats (every third of the lease TTL) renew the member row and every lease held,
+  say which leases were taken (their actors are dropped at once, writing nothing more),
+  take over expired leases of dead workers, and move idle actors to the newest code.
+  A worker that cannot heartbeat for a whole TTL drops its actors by itself.
+* After the notices' connection was lost, a worker looks again at every actor with work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from actorflow.cluster import ClusterOptions, WorkerInfo, eligible, newest_version, ranked
+from actorflow.runtime import _quarantine
+
+if TYPE_CHECKING:
+    from actorflow.runtime._host import ActorHost
+    from actorflow.runtime._runtime import Runtime
+
+log = logging.getLogger("actorflow")
+
+#: The streams whose appends are announced to every worker.
+NOTIFY_PREFIXES = ("inbox/", "outcomes/")
+#: How long a worker that is not an actor's first choice waits per rank before claiming.
+RANK_DELAY = 0.15
+#: The lease that lets one worker at a time sweep expired idempotency keys.
+SWEEPER = "actorflow/idempotency-sweep"
+
+_ENCODER = msgspec.msgpack.Encoder()
+_INFO = msgspec.msgpack.Decoder(WorkerInfo)
+
+
+def lease_name(actor_id: str) -> str:
+    return f"actor/{actor_id}"
+
+
+class Worker:
+    """One worker of a fleet: its leases, heartbeats and notices (see the module)."""
+
+    def __init__(self, runtime: Runtime, options: ClusterOptions) -> None:
+        store: Any = runtime.store
+        if not hasattr(store, "leases") or not hasattr(store, "listen"):
+            raise TypeError(
+                f"cluster= needs a store shared by the workers (journal.PostgresStore), got "
+                f"{type(store).__name__}"
+            )
+        self.runtime = runtime
+        self.options = options
+        self.id = options.worker_id
+        self.capacity = options.capacity
+        self.ttl = float(options.lease_ttl)
+        self.leases = store.leases
+        self._store = store
+        #: The live workers as of the last heartbeat (this one included).
+        self.workers: list[WorkerInfo] = []
+        #: Actors whose lease this worker holds.
+        self.held: set[str] = set()
+        self._elsewhere: dict[str, float] = {}  # actor -> monotonic time its holder's lease ends
+        self._backlog: dict[str, None] = {}  # actors with work waiting for room, in order
+        self._offering: set[str] = set()
+        self._again: dict[str, bool] = {}  # offers to make again once theirs is over
+        self._evicting: set[str] = set()
+        self._renewed = time.monotonic()
+        self._closing = anyio.Event()
+        self._listening = anyio.Event()
+        self._listen_scope = anyio.CancelScope()
+        #: Leases taken from this worker (after it missed heartbeats) and appends refused.
+        self.lost = 0
+        self.takeovers = 0
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def join(self, group: Any) -> None:
+        """Publish this worker, then listen for notices (before the runtime recovers, so
+        nothing appended from then on goes unheard)."""
+        await self._heartbeat_once()
+        group.start_soon(self._listen, name="cluster notices")
+        await self._listening.wait()
+        group.start_soon(self._beat, name="cluster heartbeats")
+
+    async def leave(self) -> None:
+        """Release every lease this worker still holds and leave the fleet."""
+        self._closing.set()
+        self._listen_scope.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self.leases.leave(self.id)
+            except Exception as exc:
+                log.warning("worker %s: leaving failed (%s); its leases expire", self.id, exc)
+        self.held.clear()
+
+    async def may_sweep(self) -> bool:
+        """Whether this worker holds (or now took) the idempotency sweeper's lease."""
+        return await self.leases.acquire(SWEEPER, self.id, self.ttl) is not None
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(self.id, self.capacity, len(self.held), dict(self.runtime.versions))
+
+    # -- claiming ------------------------------------------------------------------------
+
+    def offer(self, actor_id: str, *, fresh: bool = False) -> None:
+        """Host ``actor_id`` if it has work and this worker should (in the background).
+        ``fresh``: its lease changed hands; do not trust what was remembered of it.
+
+        An offer made while one for the same actor is under way is made again after it
+        (fresh, if either was): the one under way may have read the lease before it was
+        released."""
+        runtime = self.runtime
+        if actor_id in runtime._hosts or self._closing.is_set():
+            return
+        if runtime._group is None or not runtime._running:
+            return
+        if actor_id in self._offering:
+            self._again[actor_id] = self._again.get(actor_id, False) or fresh
+            return
+        self._offering.add(actor_id)
+        runtime._group.start_soon(self._offer, actor_id, fresh, name=f"offer {actor_id}")
+
+    async def _offer(self, actor_id: str, fresh: bool) -> None:
+        try:
+            await self._try_to_host(actor_id, fresh)
+        except Exception as exc:  # the journal failed: a later notice or heartbeat tries again
+            log.warning("worker %s: could not offer to host %s: %s", self.id, actor_id, exc)
+        finally:
+            self._offering.discard(actor_id)
+            again = self._again.pop(actor_id, None)
+            if again is not None:
+                self.offer(actor_id, fresh=again)
+
+    async def _try_to_host(self, actor_id: str, fresh: bool) -> None:
+        runtime = self.runtime
+        if not fresh and self._elsewhere.get(actor_id, 0.0) > time.monotonic():
+            return
+        if await self._held_elsewhere(actor_id):
+            return
+        view = await _quarantine.view(runtime, actor_id)
+        if not view.has_work or actor_id in runtime._hosts:
+            return
+        type_name = actor_id.partition("/")[0]
+        cls = runtime.actor_types[type_name]
+        in_flight = view.unfinished.version if view.unfinished is not None else None
+        pinned = cls.__actorflow_versioning__ == "pinned"
+        choice = eligible(type_name, self.workers, pinned=pinned, in_flight=in_flight)
+        if choice and self.id not in choice:
+            return
+        rank = ranked(actor_id, choice).index(self.id) if self.id in choice else 0
+        if rank:
+            await anyio.sleep(min(1.0, RANK_DELAY * rank))
+            if await self._held_elsewhere(actor_id):
+                return
+        if not self._room():
+            self._backlog[actor_id] = None
+            self._make_room()
+            return
+        await self._claim(actor_id)
+
+    async def _claim(self, actor_id: str) -> None:
+        runtime = self.runtime
+        if actor_id in runtime._hosts or not runtime._running or self._closing.is_set():
+            return
+        epoch = await self.leases.acquire(lease_name(actor_id), self.id, self.ttl)
+        if epoch is None:
+            await self._held_elsewhere(actor_id)
+            return
+        self.held.add(actor_id)
+        self._backlog.pop(actor_id, None)
+        if actor_id in runtime._hosts or not runtime._running:
+            return
+        runtime._activate(actor_id)
+
+    async def _held_elsewhere(self, actor_id: str) -> bool:
+        """Whether another worker holds the actor's live lease (remembered till it ends)."""
+        holders = await self.leases.holders([lease_name(actor_id)])
+        lease = holders.get(lease_name(actor_id))
+        if lease is None or lease.owner == self.id or lease.expires_in <= 0:
+            return False
+        self._elsewhere[actor_id] = time.monotonic() + lease.expires_in
+        return True
+
+    def _room(self) -> bool:
+        return len(self.runtime._hosts) < self.capacity
+
+    def crowded(self) -> bool:
+        """Whether actors wait for room here (idle actors are then passivated at once)."""
+        return bool(self._backlog) and not self._room()
+
+    def _make_room(self) -> None:
+        for host in list(self.runtime._hosts.values()):
+            if host.state == "idle":
+                host.wake()
+
+    def _take_backlog(self) -> None:
+        while self._backlog and self._room():
+            actor_id = next(iter(self._backlog))
+            del self._backlog[actor_id]
+            self.offer(actor_id)
+            if actor_id in self._offering:
+                return  # one at a time: the offer may take the room
+
+    # -- giving up -----------------------------------------------------------------------
+
+    async def host_ended(self, host: ActorHost) -> None:
+        """A host left memory: release its lease, then take waiting work if there is room."""
+        actor_id = host.actor_id
+        self._evicting.discard(actor_id)
+        self.held.discard(actor_id)
+        # Released even when fenced: a reset, say, fences the host without taking the
+        # lease, and a lease left here would be renewed by every heartbeat. Releasing a
+        # lease another worker holds changes nothing.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self.leases.release([lease_name(actor_id)], self.id)
+            except Exception as exc:
+                log.warning("worker %s: releasing %s failed: %s", self.id, actor_id, exc)
+        self._take_backlog()
+
+    def idle_after(self, host: ActorHost) -> float:
+        """How long ``host`` may idle before it is passivated."""
+        if host.actor_id in self._evicting or self.crowded():
+            return 0.0
+        return self.runtime.idle_timeout
+
+    def _drop(self, actor_id: str, why: str) -> None:
+        """This worker lost ``actor_id``'s lease: stop its host at once, writing nothing."""
+        self.held.discard(actor_id)
+        host = self.runtime._hosts.get(actor_id)
+        if host is not None:
+            log.warning("worker %s: %s; dropping actor %s", self.id, why, actor_id)
+            self.lost += 1
+            host.fenced = True
+            host.scope.cancel()
+
+    # -- heartbeats ----------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        period = self.ttl / 3
+        while not self._closing.is_set():
+            with anyio.move_on_after(period):
+                await self._closing.wait()
+            if self._closing.is_set():
+                return
+            try:
+                await self._heartbeat_once()
+            except Exception as exc:
+                if time.monotonic() - self._renewed > self.ttl:
+                    for actor_id in list(self.held):
+                        self._drop(actor_id, f"no heartbeat for {self.ttl} s ({exc})")
+                log.warning("worker %s: heartbeat failed: %s", self.id, exc)
+                continue
+            await self._after_heartbeat()
+
+    async def _heartbeat_once(self) -> None:
+        before = set(self.held)
+        info = _ENCODER.encode(self.info())
+        still = await self.leases.renew(self.id, self.ttl, info)
+        self._renewed = time.monotonic()
+        for actor_id in before:
+            if lease_name(actor_id) not in still and actor_id in self.held:
+                self._drop(actor_id, "its lease was taken after this worker missed heartbeats")
+        workers = []
+        for member in await self.leases.members():
+            try:
+                found = _INFO.decode(member.info)
+            except msgspec.DecodeError:
+                continue
+            workers.append(
+                msgspec.structs.replace(
+                    found, started_at=member.started_at, expires_in=member.expires_in
+                )
+            )
+        self.workers = workers
+
+    async def _after_heartbeat(self) -> None:
+        """Take over dead workers' actors; move idle ones to the newest code; fill room."""
+        now = time.monotonic()
+        self._elsewhere = {a: t for a, t in self._elsewhere.items() if t > now}
+        for name in await self.leases.expired():
+            if name.startswith("actor/"):
+                self.takeovers += 1
+                self.offer(name.removeprefix("actor/"), fresh=True)
+        for actor_id, host in list(self.runtime._hosts.items()):
+            newest = newest_version(host.type_name, self.workers)
+            mine = self.runtime.versions[host.type_name]
+            if host.state == "idle" and newest is not None and newest != mine:
+                self._evicting.add(actor_id)
+                host.wake()
+        self._take_backlog()
+
+    # -- notices -------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        runtime = self.runtime
+        with self._listen_scope:
+            async with self._store.listen() as notices:
+                self._listening.set()
+                async for notice in notices:
+                    if self._closing.is_set():
+                        return
+                    if notice.kind == "appended":
+                        prefix, _, actor_id = notice.name.partition("/")
+                        if prefix == "inbox":
+                            runtime.notify(actor_id, notice.position)
+                        elif prefix == "outcomes":
+                            runtime._wake_waiters(actor_id)
+                    elif notice.kind == "released":
+                        if notice.name.startswith("actor/"):
+                            actor_id = notice.name.removeprefix("actor/")
+                            self._elsewhere.pop(actor_id, None)
+                            self.offer(actor_id, fresh=True)
+                    else:  # resync: notices may have been missed
+                        self._elsewhere.clear()
+                        runtime._wake_all_waiters()
+                        await runtime.recover()
