@@ -229,5 +229,6 @@ async def move_scenario(
         "exit_s": round(middle([run.exited for run in runs]), 4),
         "lease_ttl_s": LEASE_TTL,
         "pause_s": PAUSE,
+        "offered_steps_per_s": round(agents / PAUSE),
         "repeats": repeats,
     }

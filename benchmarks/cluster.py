@@ -86,7 +86,7 @@ WORKERS = (1, 2, 4)
 #: Agents in the ``steps`` scenario: (full run, --quick run).
 AGENTS = (1_000, 1_000)
 #: Steps in each agent's turn: (full run, --quick run).
-STEPS = (20, 3)
+STEPS = (50, 3)
 #: Each worker's capacity (actors active at once) and lease TTL.
 CAPACITY = 1_000
 LEASE_TTL = handoff.LEASE_TTL
@@ -342,7 +342,8 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
                     "p50/p99/max: seconds from the signal until another worker had committed "
                     "each moved agent's next step (PostgreSQL's commit timestamp); next step "
                     "run: until that step started; exit: signal to the worker's exit",
-                    f"each agent one long turn of steps pausing {handoff.PAUSE:g} s each; "
+                    f"each agent one long turn of steps pausing {handoff.PAUSE:g} s each (so "
+                    f"{handoff.AGENTS[quick] / handoff.PAUSE:,.0f} steps/s offered to the two); "
                     "SIGTERM: the worker checkpoints and releases; SIGKILL: its leases expire",
                 ],
             )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import os
 import pathlib
 
 import asyncpg
@@ -14,7 +13,6 @@ import pytest
 from benchmarks._cluster_ceiling import CeilingRun, Shape, ceiling, plans
 from benchmarks._cluster_handoff import Line, first_elsewhere, holders, percentile
 from benchmarks._compare import Figure, figures, number, only_one_side, rows
-from benchmarks._postgres import started
 from journal import PostgresStore
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -130,38 +128,30 @@ def test_the_ceiling_deals_the_journals_totals_exactly_among_its_writers() -> No
         assert max(plan.records) - min(plan.records) <= 1
 
 
-@pytest.mark.skipif(
-    os.environ.get("ACTORFLOW_SKIP_POSTGRES") == "1", reason="ACTORFLOW_SKIP_POSTGRES=1"
-)
-def test_the_ceiling_commits_the_shape_it_is_given() -> None:
+def test_the_ceiling_commits_the_shape_it_is_given(postgres_dsn: str) -> None:
     shape = Shape(transactions=9, records=40, stream_rows=15)
     names = [f"actor/Walker/agent-{i:04d}" for i in range(10)]
-    server = started()
-    try:
-        dsn = server.database()
 
-        async def run() -> tuple[CeilingRun, list[tuple[int, ...]]]:
-            store = await PostgresStore.open(dsn)
-            await store.close()
-            done = await ceiling(dsn, shape, 2, names)
-            conn = await asyncpg.connect(dsn)
-            try:
-                rows = await conn.fetch(
-                    "SELECT count(*), count(DISTINCT r.xmin::text), "
-                    "count(DISTINCT (r.xmin::text, r.stream_id)), "
-                    "(SELECT sum(last_position) FROM journal_streams), "
-                    "(SELECT next_global FROM journal_meta), "
-                    "(SELECT count(*) FROM journal_streams s WHERE s.last_position <> "
-                    "(SELECT count(*) FROM journal_records x WHERE x.stream_id = s.id)) "
-                    "FROM journal_records r"
-                )
-            finally:
-                await conn.close()
-            return done, [tuple(row) for row in rows]
+    async def run() -> tuple[CeilingRun, list[tuple[int, ...]]]:
+        store = await PostgresStore.open(postgres_dsn)  # the journal's tables, empty
+        await store.close()
+        done = await ceiling(postgres_dsn, shape, 2, names)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT count(*), count(DISTINCT r.xmin::text), "
+                "count(DISTINCT (r.xmin::text, r.stream_id)), "
+                "(SELECT sum(last_position) FROM journal_streams)::bigint, "
+                "(SELECT next_global FROM journal_meta), "
+                "(SELECT count(*) FROM journal_streams s WHERE s.last_position <> "
+                "(SELECT count(*) FROM journal_records x WHERE x.stream_id = s.id)) "
+                "FROM journal_records r"
+            )
+        finally:
+            await conn.close()
+        return done, [tuple(row) for row in rows]
 
-        done, rows = asyncio.run(run())
-    finally:
-        server.stop()
+    done, rows = asyncio.run(run())
     # every record, in as many transactions, each stream row updated once per transaction
     # that wrote it, positions gapless, the global position advanced past every record
     assert rows == [(40, 9, 15, 40, 41, 0)]
