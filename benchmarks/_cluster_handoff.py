@@ -5,8 +5,9 @@ One run: a fresh database, two workers A and B (lease TTL `LEASE_TTL`), and `AGE
 each running one long turn of `Walker.stroll` steps that pause `PAUSE` seconds each (an
 agent waiting on a model or a tool), so that every agent is mid-turn whenever A is
 stopped. Each worker logs every step it runs (key, step index, its pid, the time; see
-`benchmarks.cluster_app`). Once every agent has run a few steps, the agents A holds are
-those whose latest step A ran; A then gets the signal, at wall-clock time ``t0``.
+`benchmarks.cluster_app`). Once every agent has run a few steps, each worker holds the
+agents whose latest step it ran; A is the worker holding more of them (the JSON's
+``spread`` says how many each held), and gets the signal, at wall-clock time ``t0``.
 
 For each of A's agents, its *next step* is the first step another worker ran after
 ``t0`` (from the step logs), and the figure is the time from ``t0`` until that step's
@@ -121,6 +122,8 @@ class MoveRun:
     #: Seconds from the signal to the stopped worker's exit.
     exited: float
     moved: int
+    #: How many agents each worker held at the signal, fewest first (from the step logs).
+    spread: list[int]
 
 
 async def move_run(
@@ -161,7 +164,12 @@ async def moved(
         return len(latest) == agents
 
     await wait_until("every agent running its turn", warm, SETTLE_LIMIT, running)
-    held = {key for key, pid in holders(read_logs(logs)).items() if pid == a.proc.pid}
+    at_signal = holders(read_logs(logs))
+    counts = {w.proc.pid: list(at_signal.values()).count(w.proc.pid) for w in running}
+    if counts[b.proc.pid] > counts[a.proc.pid]:
+        a, b = b, a  # stop the worker holding more agents: more moves are measured
+    spread = sorted(counts.values())
+    held = {key for key, pid in at_signal.items() if pid == a.proc.pid}
     if not held:
         raise a.fail(f"it holds none of the {agents} agents: nothing to move")
     progress.step(f"{label}: signal {signal.Signals(signum).name} to a worker of {len(held)}")
@@ -179,7 +187,7 @@ async def moved(
         waits = [await committed(conn, key, line.index, b) - t0 for key, line in firsts.items()]
     progress.step(f"{label}: stopping the other worker")
     stop_all([b])
-    return MoveRun(waits, [line.at - t0 for line in firsts.values()], exited, len(held))
+    return MoveRun(waits, [line.at - t0 for line in firsts.values()], exited, len(held), spread)
 
 
 async def committed(conn: Any, key: str, index: int, worker: Worker) -> float:
@@ -222,6 +230,7 @@ async def move_scenario(
         "workers": 2,
         "actors": agents,
         "moved": sum(run.moved for run in runs),
+        "spread": [run.spread for run in runs],
         "p50_s": round(percentile(waits, 0.50), 4),
         "p99_s": round(percentile(waits, 0.99), 4),
         "max_s": round(max(waits), 4),

@@ -84,7 +84,7 @@ from journal import PostgresStore
 #: Worker counts of the ``steps`` scenario.
 WORKERS = (1, 2, 4)
 #: Agents in the ``steps`` scenario: (full run, --quick run).
-AGENTS = (1_000, 1_000)
+AGENTS = (1_000, 200)
 #: Steps in each agent's turn: (full run, --quick run).
 STEPS = (50, 3)
 #: Each worker's capacity (actors active at once) and lease TTL.
@@ -288,7 +288,7 @@ def targets(steps: list[Result], moves: list[Result]) -> list[Target]:
 
 async def measure(quick: bool, repeats: int) -> tuple[list[Result], list[Result], str]:
     """Every scenario on one server; the steps rows, the move rows, the server's version."""
-    progress = Progress("cluster", len(WORKERS) + 2)
+    progress = Progress("cluster", 1 + len(WORKERS) + 2)
     progress.scenario("starting PostgreSQL")
     server = started(SETTINGS)
     try:
