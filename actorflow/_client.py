@@ -22,6 +22,7 @@ import msgspec
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
+from actorflow.cluster import WorkerInfo
 from actorflow.runtime._reset import TurnReset
 from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry, Page
 
@@ -210,6 +211,10 @@ class _Requests:
         path = _actor_path(_as_ref(actor)) + "/journal"
         params = _page_params(cursor, limit)
         return _Call("GET", path, params, answer=list[JournalEntry], paged=True)
+
+    @staticmethod
+    def workers() -> _Call:
+        return _Call("GET", "/v1/workers", answer=list[WorkerInfo])
 
     @staticmethod
     def list_actors(
@@ -404,6 +409,11 @@ class Client:
         ``cursor``, a page's ``next``, if given)."""
         async for page in self._pages(lambda c: _Requests.journal(actor, c, limit), cursor):
             yield page
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers sharing the server's journal (none for a SQLite journal)."""
+        found: list[WorkerInfo] = await self._do(_Requests.workers())
+        return found
 
     async def list_actors(
         self, type_name: str | None = None, state: str | None = None
@@ -619,6 +629,11 @@ class SyncClient:
         """An actor's journal a page at a time (``limit`` entries each, 1000 at most; from
         ``cursor``, a page's ``next``, if given)."""
         return self._pages(lambda c: _Requests.journal(actor, c, limit), cursor)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers sharing the server's journal (none for a SQLite journal)."""
+        found: list[WorkerInfo] = self._do(_Requests.workers())
+        return found
 
     def list_actors(
         self, type_name: str | None = None, state: str | None = None

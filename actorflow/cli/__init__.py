@@ -74,7 +74,13 @@ def main() -> None:
 
 @main.command("serve")
 @click.argument("app")
-@click.option("--journal", default="actorflow.db", show_default=True, help="SQLite journal file.")
+@click.option(
+    "--journal",
+    default="actorflow.db",
+    show_default=True,
+    help="The journal: a SQLite file (this process alone), or a postgresql:// URL shared by "
+    "any number of workers (see docs/cluster.md).",
+)
 @click.option(
     "--durability",
     type=click.Choice(["full", "normal"]),
@@ -227,6 +233,26 @@ def main() -> None:
     "the journal and /metrics. Default: per actor type, src- and a hash of its class's "
     "source.  [env: ACTORFLOW_BUILD_ID]",
 )
+@click.option(
+    "--worker-id",
+    help="With a PostgreSQL journal: this worker's name in leases, status and `actorflow "
+    "workers` (default: host-pid-random).",
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="With a PostgreSQL journal: actors this worker hosts at once, at most.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.3, max=3600),
+    default=10.0,
+    show_default=True,
+    help="With a PostgreSQL journal: seconds a worker's leases outlive its last heartbeat; "
+    "a dead or paused worker's actors move to the others after that long.",
+)
 def serve_command(
     app: str,
     journal: str,
@@ -252,6 +278,9 @@ def serve_command(
     max_connections: int | None,
     idle_timeout: float,
     build_id: str,
+    worker_id: str | None,
+    capacity: int,
+    lease_ttl: float,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -293,6 +322,9 @@ def serve_command(
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         version=build_id,
+        worker_id=worker_id,
+        capacity=capacity,
+        lease_ttl=lease_ttl,
     )
     try:
         code = _run(config)
@@ -595,14 +627,35 @@ def list_command(
     token_file: Path | None,
     timeout: float,
 ) -> None:
-    """List actors with their states, the code version of their latest turn ("-" if none)
-    and their running invocation, in id order."""
+    """List actors with their states, the code version of their latest turn ("-" if none),
+    the worker hosting them (on a PostgreSQL journal; "-" if none) and their running
+    invocation, in id order."""
 
     def show(client: SyncClient) -> None:
         pages = client.actor_pages(type_name, state, limit=PAGE_SIZE)
         for actor in _paged(pages, limit):
-            version = actor.version or "-"
-            click.echo(f"{actor.actor:40} {actor.state:14} {version:20} {actor.invocation or ''}")
+            version, owner = actor.version or "-", actor.owner or "-"
+            click.echo(
+                f"{actor.actor:40} {actor.state:14} {version:20} {owner:20} "
+                f"{actor.invocation or ''}".rstrip()
+            )
+
+    _talk(url, token_file, timeout, show)
+
+
+@main.command()
+@_client_options
+def workers(url: str, token_file: Path | None, timeout: float) -> None:
+    """List the live workers sharing the server's PostgreSQL journal: name, actors hosted
+    of capacity, code versions, seconds until the membership expires without a heartbeat."""
+
+    def show(client: SyncClient) -> None:
+        found = client.workers()
+        if not found:
+            click.echo("no workers: this server's journal is not shared (SQLite)")
+        for w in found:
+            versions = ",".join(f"{t}={v}" for t, v in sorted(w.versions.items()))
+            click.echo(f"{w.worker:30} {w.load:>6}/{w.capacity:<6} {versions} {w.expires_in:.1f}s")
 
     _talk(url, token_file, timeout, show)
 

@@ -6,10 +6,18 @@ rules (`placement`), which are pure functions of the live workers. The runtime's
 which holds leases and hosts actors, is `actorflow.runtime._worker`. See docs/cluster.md.
 """
 
+from actorflow.cluster._options import NOTIFY_PREFIXES as NOTIFY_PREFIXES
 from actorflow.cluster._options import ClusterOptions as ClusterOptions
 from actorflow.cluster._placement import WorkerInfo as WorkerInfo
 from actorflow.cluster._placement import eligible as eligible
 from actorflow.cluster._placement import newest_version as newest_version
 from actorflow.cluster._placement import ranked as ranked
 
-__all__ = ["ClusterOptions", "WorkerInfo", "eligible", "newest_version", "ranked"]
+__all__ = [
+    "NOTIFY_PREFIXES",
+    "ClusterOptions",
+    "WorkerInfo",
+    "eligible",
+    "newest_version",
+    "ranked",
+]

@@ -8,6 +8,11 @@ import os
 import secrets
 import socket
 
+#: The journal streams whose appends are announced to every worker (inboxes wake their
+#: actors' owners; outcomes wake whoever waits for a result): open the shared store with
+#: ``PostgresStore.open(dsn, notify_prefixes=NOTIFY_PREFIXES)``.
+NOTIFY_PREFIXES = ("inbox/", "outcomes/")
+
 
 def default_worker_id() -> str:
     """This machine's name, the process id and a random suffix: unique across restarts."""

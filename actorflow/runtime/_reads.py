@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef
 from actorflow._errors import InvalidMessageError, UnknownActorError, UnknownHandlerError
@@ -192,7 +194,15 @@ class RuntimeReads:
         items, after = await _pages.actors_page(
             self.store, prefix, hosted, self._status_in_memory, wanted, cursor, limit
         )
-        return Page(items, after)
+        return Page(await self._owned(items), after)
+
+    async def _owned(self, statuses: list[ActorStatus]) -> list[ActorStatus]:
+        """``statuses`` with the workers hosting them, on a journal shared by workers."""
+        worker = getattr(self, "worker", None)
+        if worker is None or not statuses:
+            return statuses
+        owners = await worker.owners([status.actor for status in statuses])
+        return [msgspec.structs.replace(s, owner=owners.get(s.actor)) for s in statuses]
 
     def _hosted_page(
         self, prefix: str, state: str, cursor: str | None, limit: int
@@ -209,8 +219,10 @@ class RuntimeReads:
         )
         items = [self._status_in_memory(actor_id) for actor_id in found[:limit]]
         more = len(found) > limit
+        worker = getattr(self, "worker", None)
+        owner = worker.id if worker is not None else None
         return Page(
-            [item for item in items if item is not None],
+            [msgspec.structs.replace(item, owner=owner) for item in items if item is not None],
             _pages.write_cursor("actors", found[limit - 1]) if more else None,
         )
 
@@ -237,12 +249,13 @@ class RuntimeReads:
         """What the actor is doing (see `ActorStatus`); the same in memory or not."""
         known = self._status_in_memory(target.id)
         if known is not None:
-            return known
+            return (await self._owned([known]))[0]
         found = await _inspect.view(self.store, target.id)
         state = "pending" if found.has_work else "idle"
-        return ActorStatus(
+        status = ActorStatus(
             target.id, state, None, found.turns, None, found.attention, found.version or None
         )
+        return (await self._owned([status]))[0]
 
     async def journal(self, target: ActorRef) -> list[JournalEntry]:
         """The actor's journal and inbox as readable entries, in order (every page of

@@ -48,7 +48,7 @@ from actorflow._events import (
 )
 from actorflow._metrics import Metrics
 from actorflow._values import encode
-from actorflow.cluster import ClusterOptions
+from actorflow.cluster import ClusterOptions, WorkerInfo
 from actorflow.runtime import _idempotency, _inspect, _quarantine, _reset
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
@@ -699,6 +699,11 @@ class Runtime(RuntimeReads):
         if host is None and self._running:
             self._take_on(actor_id)  # journaled work that nobody hosts: take it on
         return None
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers on this journal, with their capacity, load and code versions
+        (none for a journal of one process)."""
+        return [] if self.worker is None else await self.worker.fleet()
 
     def running_turns(self) -> int:
         """How many actors are in the middle of a turn."""

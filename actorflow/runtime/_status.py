@@ -84,7 +84,9 @@ class ActorStatus(msgspec.Struct, frozen=True):
     before its first turn, or when journaled before versions were recorded). It reads the
     same whether the actor is in memory or not. ``diverged_at`` is the position in its
     journal where the replay of its unfinished turn diverged from the code, when it is
-    ``stuck`` on non-determinism or ``held``.
+    ``stuck`` on non-determinism or ``held``. ``owner`` is the worker hosting it, on a
+    journal shared by workers (None: nobody, or a journal of one process); a worker
+    answers for the actors it hosts from memory, for the others from the journal.
     """
 
     actor: str
@@ -95,6 +97,7 @@ class ActorStatus(msgspec.Struct, frozen=True):
     attention: list[str] = []
     version: str | None = None
     diverged_at: int | None = None
+    owner: str | None = None
 
 
 class QuarantinedStatus(ActorStatus, frozen=True):

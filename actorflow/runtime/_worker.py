@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actorflow")
 
-#: The streams whose appends are announced to every worker.
-NOTIFY_PREFIXES = ("inbox/", "outcomes/")
 #: How long a worker that is not an actor's first choice waits per rank before claiming.
 RANK_DELAY = 0.15
 #: The lease that lets one worker at a time sweep expired idempotency keys.
@@ -111,6 +109,16 @@ class Worker:
             except Exception as exc:
                 log.warning("worker %s: leaving failed (%s); its leases expire", self.id, exc)
         self.held.clear()
+
+    async def owners(self, actor_ids: list[str]) -> dict[str, str]:
+        """The worker hosting each of ``actor_ids`` (this one, or a live lease's holder)."""
+        found = {a: self.id for a in actor_ids if a in self.runtime._hosts}
+        others = [lease_name(a) for a in actor_ids if a not in found]
+        if others:
+            for name, lease in (await self.leases.holders(others)).items():
+                if lease.expires_in > 0:
+                    found[name.removeprefix("actor/")] = lease.owner
+        return found
 
     async def may_sweep(self) -> bool:
         """Whether this worker holds (or now took) the idempotency sweeper's lease."""
@@ -280,18 +288,22 @@ class Worker:
         for actor_id in before:
             if lease_name(actor_id) not in still and actor_id in self.held:
                 self._drop(actor_id, "its lease was taken after this worker missed heartbeats")
+        self.workers = await self.fleet()
+
+    async def fleet(self) -> list[WorkerInfo]:
+        """The live workers, as they published themselves at their last heartbeats."""
         workers = []
         for member in await self.leases.members():
             try:
                 found = _INFO.decode(member.info)
             except msgspec.DecodeError:
-                continue
+                continue  # not a worker of this version of actorflow
             workers.append(
                 msgspec.structs.replace(
                     found, started_at=member.started_at, expires_in=member.expires_in
                 )
             )
-        self.workers = workers
+        return workers
 
     async def _after_heartbeat(self) -> None:
         """Take over dead workers' actors; move idle ones to the newest code; fill room."""

@@ -497,7 +497,15 @@ async def readyz(request: Request, state: ServerState) -> Response:
         return json_response({"status": "shutting down"}, 503)
     if not state.is_ready:
         return json_response({"status": "starting", "reason": state.starting}, 503)
-    return json_response({"status": "ready"})
+    worker = state.runtime.worker
+    if worker is None:
+        return json_response({"status": "ready"})
+    return json_response({"status": "ready", "worker": worker.id, "actors": len(worker.held)})
+
+
+async def list_workers(request: Request, state: ServerState) -> Response:
+    """GET /v1/workers: the live workers sharing the journal (none for SQLite)."""
+    return json_response(await state.runtime.workers())
 
 
 async def metrics(request: Request, state: ServerState) -> Response:
@@ -528,6 +536,7 @@ def create_app(state: ServerState) -> Starlette:
         route("/metrics", metrics, ["GET"]),
         route("/openapi.json", openapi, ["GET"]),
         route(f"{API}/actors", list_actors, ["GET"]),
+        route(f"{API}/workers", list_workers, ["GET"]),
         route(actor, actor_status, ["GET"]),
         route(f"{actor}/journal", actor_journal, ["GET"]),
         route(f"{actor}/reset", reset_actor, ["POST"]),

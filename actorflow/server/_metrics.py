@@ -39,6 +39,26 @@ def render_metrics(runtime: Runtime, requests: int) -> str:
             for name, version in sorted(runtime.versions.items())
         ),
     ]
+    worker = runtime.worker
+    if worker is not None:
+        lines += [
+            "# HELP actorflow_worker_leases Actors this worker holds the lease of.",
+            "# TYPE actorflow_worker_leases gauge",
+            f'actorflow_worker_leases{{worker="{_label(worker.id)}"}} {len(worker.held)}',
+            "# HELP actorflow_worker_capacity Actors this worker hosts at once, at most.",
+            "# TYPE actorflow_worker_capacity gauge",
+            f'actorflow_worker_capacity{{worker="{_label(worker.id)}"}} {worker.capacity}',
+        ]
+        lines += counter(
+            "actorflow_worker_takeovers_total",
+            "Expired leases of other workers offered to this one.",
+            worker.takeovers,
+        )
+        lines += counter(
+            "actorflow_worker_leases_lost_total",
+            "Actors dropped because their lease was taken from this worker.",
+            worker.lost,
+        )
     stats = getattr(runtime.store, "stats", None)
     if stats is not None:
         lines += counter("actorflow_journal_commits_total", "Group commits.", stats.commits)

@@ -35,6 +35,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
+from actorflow.cluster import NOTIFY_PREFIXES, ClusterOptions
 from actorflow.runtime import Runtime
 from actorflow.server._app import ServerState, create_app
 from actorflow.server._connections import (
@@ -49,7 +50,15 @@ from actorflow.server._connections import (
 )
 from actorflow.server._guard import HostRule, parse_origin, served_hosts
 from actorflow.server._memory import trim_after_passivations
-from journal import DEFAULT_MAX_RECORD_BYTES, Durability, SqliteStore, StoreLockedError
+from journal import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Durability,
+    JournalError,
+    PostgresStore,
+    SqliteStore,
+    Store,
+    StoreLockedError,
+)
 
 log = logging.getLogger("actorflow.serve")
 
@@ -105,6 +114,33 @@ class ServeConfig:
     keep_alive: int = DEFAULT_KEEP_ALIVE
     #: None: `default_max_connections` (1000, or half the open-file limit if lower).
     max_connections: int | None = None
+    #: As a worker on a PostgreSQL journal: its name (None: host-pid-random), how many
+    #: actors it hosts at once, and how long its leases outlive its last heartbeat.
+    worker_id: str | None = None
+    capacity: int = 1000
+    lease_ttl: float = 10.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether the journal is a PostgreSQL database shared by workers."""
+        return self.journal.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def journal_label(self) -> str:
+        """The journal as logs and messages name it (a URL's password left out)."""
+        if not self.shared:
+            return self.journal
+        scheme, _, rest = self.journal.partition("://")
+        credentials, at, where = rest.rpartition("@")
+        return f"{scheme}://{credentials.partition(':')[0]}{at}{where}"
+
+    def cluster(self) -> ClusterOptions | None:
+        """The worker's settings, on a shared journal."""
+        if not self.shared:
+            return None
+        if self.worker_id is None:
+            return ClusterOptions(capacity=self.capacity, lease_ttl=self.lease_ttl)
+        return ClusterOptions(self.worker_id, self.capacity, self.lease_ttl)
 
     def connection_limits(self) -> ConnectionLimits:
         """The connection settings, checked against the process's open-file limit."""
@@ -327,10 +363,10 @@ async def _run(
     and close HTTP while the runtime still answers the requests in progress."""
     store = await _open_journal(config, state, signals.stop)
     if store is None:
-        event("stopped-waiting", signal=signals.first, journal=config.journal)
+        event("stopped-waiting", signal=signals.first, journal=config.journal_label)
         return
     try:
-        state.starting = f"recovering actors from the journal {config.journal}"
+        state.starting = f"recovering actors from the journal {config.journal_label}"
         runtime = Runtime(
             store,
             actors,
@@ -342,15 +378,17 @@ async def _run(
             idempotency_retention=config.idempotency_retention,
             max_pending_events=config.max_pending_events,
             max_queued_messages=config.max_queued_messages,
+            cluster=config.cluster(),
         )
         async with runtime:
             state.ready(runtime)
             event(
                 "start",
                 actors=",".join(sorted(cls.__actorflow_name__ for cls in actors)),
-                journal=config.journal,
+                journal=config.journal_label,
                 durability=config.durability,
                 recovered=runtime.metrics.recovered,
+                worker=runtime.worker.id if runtime.worker is not None else "",
             )
             async with anyio.create_task_group() as background:
                 background.start_soon(trim_after_passivations, runtime.in_memory)
@@ -362,13 +400,20 @@ async def _run(
         await store.close()
 
 
-async def _open_journal(
-    config: ServeConfig, state: ServerState, stop: anyio.Event
-) -> SqliteStore | None:
+async def _open_journal(config: ServeConfig, state: ServerState, stop: anyio.Event) -> Store | None:
     """Open the journal, waiting (up to ``lock_wait`` seconds) while the previous process
     still holds it: during a deploy the new process may start before the old one exits.
-    None if ``stop`` is set first."""
-    state.starting = f"opening the journal {config.journal}"
+    None if ``stop`` is set first. A PostgreSQL journal is shared: nothing to wait for."""
+    state.starting = f"opening the journal {config.journal_label}"
+    if config.shared:
+        try:
+            return await PostgresStore.open(
+                config.journal,
+                max_record_bytes=config.max_record_bytes,
+                notify_prefixes=NOTIFY_PREFIXES,
+            )
+        except (OSError, JournalError) as exc:
+            raise ServeError(f"cannot open the journal {config.journal_label}: {exc}") from None
     give_up = time.monotonic() + config.lock_wait
     waiting = False
     while True:

@@ -15,8 +15,10 @@ import actorflow
 from actorflow import ClusterOptions, Runtime
 from actorflow.cluster import WorkerInfo, eligible, ranked
 from journal import PostgresStore
+from tests.runtime.support import eventually
 
 pytestmark = pytest.mark.anyio
+
 
 class Stepper(actorflow.Actor):
     """Runs ``n`` durable steps, each returning the name of the worker that ran it;
@@ -53,6 +55,15 @@ async def worker(dsn: str, name: str, **options: object) -> AsyncIterator[Runtim
         await store.close()
 
 
+async def hosts(runtime: Runtime, actor: str, state: str | None) -> None:
+    """Wait until ``runtime`` hosts ``actor`` in ``state`` (None: no longer hosts it)."""
+
+    async def check() -> bool:
+        return runtime.hosted().get(actor) == state
+
+    await eventually(check, f"{actor} to be {state} on {runtime.worker and runtime.worker.id}")
+
+
 async def test_a_message_sent_to_one_worker_is_run_by_one_and_its_result_read_by_another(
     postgres_dsn: str,
 ) -> None:
@@ -72,9 +83,7 @@ async def test_a_stopping_worker_hands_its_turn_over_at_a_step_boundary(
 ) -> None:
     async with worker(postgres_dsn, "w1") as one:
         invocation = await one.ref(Stepper, "b").send(Stepper.run, 4, True)
-        with anyio.fail_after(20):
-            while one.hosted().get("Stepper/b") != "waiting-event":
-                await anyio.sleep(0.02)
+        await hosts(one, "Stepper/b", "waiting-event")
         async with worker(postgres_dsn, "w2") as two:
             report = await one.shutdown(5)
             assert report.checkpointed == 1
@@ -109,9 +118,7 @@ async def test_a_worker_whose_heartbeats_stopped_is_fenced_and_gives_its_actor_u
 ) -> None:
     async with worker(postgres_dsn, "w1", lease_ttl=0.6) as one:
         invocation = await one.ref(Stepper, "c").send(Stepper.run, 4, True)
-        with anyio.fail_after(20):
-            while one.hosted().get("Stepper/c") != "waiting-event":
-                await anyio.sleep(0.02)
+        await hosts(one, "Stepper/c", "waiting-event")
         never = anyio.Event()
 
         async def paused(*args: object) -> set[str]:  # its heartbeats no longer arrive
@@ -121,14 +128,11 @@ async def test_a_worker_whose_heartbeats_stopped_is_fenced_and_gives_its_actor_u
         assert one.worker is not None
         one.worker.leases.renew = paused  # type: ignore[method-assign]
         async with worker(postgres_dsn, "w2", lease_ttl=0.6) as two:
-            with anyio.fail_after(20):  # the lease expires; w2 takes the actor over
-                while two.hosted().get("Stepper/c") != "waiting-event":
-                    await anyio.sleep(0.02)
+            await hosts(two, "Stepper/c", "waiting-event")  # after the lease expired
             assert "Stepper/c" in one.hosted()  # w1 still believes it owns it
             await two.ref(Stepper, "c").deliver("go")  # both hear it; only w2 may write
             with anyio.fail_after(20):
                 result = await two.result(invocation)
-                while "Stepper/c" in one.hosted():  # w1's append was refused: it let go
-                    await anyio.sleep(0.02)
+            await hosts(one, "Stepper/c", None)  # w1's append was refused: it let go
             assert result == ["w1", "w1", "w2", "w2"]
             never.set()

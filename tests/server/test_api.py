@@ -455,6 +455,7 @@ async def test_actor_status_says_what_each_actor_is_doing() -> None:
             "attention": [],
             "version": source_version(app_under_test.Booking),
             "diverged_at": None,
+            "owner": None,
         }
         greeter = (await api.http.get("/v1/actors/Greeter/g")).json()
         assert (greeter["state"], greeter["invocation"], greeter["turns"]) == ("idle", None, 1)

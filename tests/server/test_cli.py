@@ -105,7 +105,7 @@ def test_status_journal_list_and_cancel_of_a_running_trip(server: Server) -> Non
     listed = ok("list", "--type", "Booking", *url).splitlines()
     version = source_version(app_under_test.Booking)
     assert [line.split() for line in listed] == [
-        ["Booking/cli", "waiting-timer", version, invocation]
+        ["Booking/cli", "waiting-timer", version, "-", invocation]
     ]
     by_state = ok("list", "--state", "waiting-timer", *url)
     assert "Booking/cli" in by_state
