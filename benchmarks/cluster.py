@@ -104,6 +104,10 @@ SETTINGS = {
 class StepsRun:
     """One ``steps`` run: the journal's time and transactions, and the ceiling's time."""
 
+    #: How many leases each worker held once every agent had finished, fewest first.
+    spread: list[int]
+    #: Seconds until half, 90% and 99% of the agents had finished.
+    finished_by: dict[str, float]
     seconds: float
     shape: Shape
     ceiling_seconds: float
@@ -140,12 +144,17 @@ async def steps_run(
                     )
                     sent = time.perf_counter()
 
+                    curve: list[tuple[float, int]] = []
+
                     async def done() -> bool:
-                        return await finished(conn, "Walker/") >= agents
+                        count = await finished(conn, "Walker/")
+                        curve.append((time.perf_counter() - began, count))
+                        return count >= agents
 
                     ended = await wait_until("every agent finishing", done, RUN_LIMIT, running)
                     cpu_after = cpu_now(server, running)
                     shape = await shape_now(conn) - before
+                    spread = await lease_spread(conn)
                     notifies = await notify_calls(conn) - notifies_before
                     progress.step(f"{label}: checking {agents:,} results")
                     found = await results([w.url for w in running], keys)
@@ -167,6 +176,8 @@ async def steps_run(
     finally:
         server.drop(raw)
     return StepsRun(
+        spread,
+        quantile_times(curve, agents),
         ended - began,
         shape,
         done_raw.seconds,
@@ -175,6 +186,22 @@ async def steps_run(
         cpu_after[0] - cpu[0],
         cpu_after[1] - cpu[1],
     )
+
+
+async def lease_spread(conn: asyncpg.Connection) -> list[int]:
+    """How many leases each worker holds now, fewest first (released ones not counted)."""
+    rows = await conn.fetch(
+        "SELECT count(*) FROM journal_leases WHERE owner <> '' GROUP BY owner ORDER BY 1"
+    )
+    return [int(row[0]) for row in rows]
+
+
+def quantile_times(curve: Sequence[tuple[float, int]], agents: int) -> dict[str, float]:
+    """From (seconds, agents finished) polls: when half, 90% and 99% had finished."""
+    return {
+        f"p{round(share * 100)}": round(next(t for t, n in curve if n >= share * agents), 3)
+        for share in (0.5, 0.9, 0.99)
+    }
 
 
 def cpu_now(server: PostgresServer, running: Sequence[Worker]) -> tuple[float, float]:
@@ -224,6 +251,9 @@ async def steps_scenario(
         "streams_per_transaction": round(shape.streams_per_transaction, 2),
         "notifies": run.notifies,
         "sent_seconds": round(run.sent_seconds, 4),
+        "finished_by": run.finished_by,
+        "spread": run.spread,
+        "all_spreads": [r.spread for r in runs],
         "workers_cpu": round(run.workers_cpu / run.seconds, 2),
         "server_cpu": round(run.server_cpu / run.seconds, 2),
         "all_seconds": [round(r.seconds, 4) for r in runs],
