@@ -8,6 +8,9 @@ docs/journal.md.
 """
 
 from journal._codec import Codec as Codec
+from journal._copy import CopyError as CopyError
+from journal._copy import CopyReport as CopyReport
+from journal._copy import copy_journal as copy_journal
 from journal._errors import ConflictError as ConflictError
 from journal._errors import CorruptionError as CorruptionError
 from journal._errors import DecodeError as DecodeError
@@ -22,6 +25,7 @@ from journal._errors import StorageFullError as StorageFullError
 from journal._errors import StoreClosedError as StoreClosedError
 from journal._errors import StoreConfigurationError as StoreConfigurationError
 from journal._errors import StoreLockedError as StoreLockedError
+from journal._errors import StoreNotEmptyError as StoreNotEmptyError
 from journal._errors import StoreReadOnlyError as StoreReadOnlyError
 from journal._memory import MemoryStore as MemoryStore
 from journal._postgres import PostgresStore as PostgresStore
@@ -50,6 +54,8 @@ __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "Appended",
     "Codec",
+    "CopyError",
+    "CopyReport",
     "CommitStats",
     "ConflictError",
     "CorruptionError",
@@ -81,8 +87,10 @@ __all__ = [
     "StoreClosedError",
     "StoreConfigurationError",
     "StoreLockedError",
+    "StoreNotEmptyError",
     "StoreReadOnlyError",
     "StreamAppend",
     "StreamInfo",
     "VerifyReport",
+    "copy_journal",
 ]

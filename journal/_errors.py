@@ -104,6 +104,21 @@ class StoreLockedError(JournalError):
     """Another process holds the journal file open for writing."""
 
 
+class StoreNotEmptyError(JournalError):
+    """The store holds streams, and what was asked of it needs an empty one (a copy's
+    destination); nothing was changed."""
+
+    def __init__(self, what: str, count: int, names: list[str]) -> None:
+        self.count = count
+        self.names = tuple(names)
+        shown = ", ".join(repr(name) for name in names)
+        more = f" and {count - len(names)} more" if count > len(names) else ""
+        super().__init__(
+            f"{what} is not empty: it holds {count} stream(s) ({shown}{more}); a journal is "
+            f"copied only into an empty one, which takes its identity. Nothing was changed."
+        )
+
+
 class StoreReadOnlyError(JournalError):
     """A write was asked of a store opened read-only; nothing was written."""
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import anyio.lowlevel
 
-from journal._errors import InvalidStreamError, SnapshotError
+from journal._errors import InvalidStreamError, SnapshotError, StoreNotEmptyError
 from journal._records import (
     Appended,
     NewRecord,
@@ -25,6 +25,7 @@ from journal._records import (
 from journal._store import (
     DEFAULT_MAX_RECORD_BYTES,
     StoreBase,
+    check_identity,
     check_limit,
     check_position,
     is_identity,
@@ -123,6 +124,25 @@ class MemoryStore(StoreBase):
         self._states[stream] = StreamState(stream, last=last, first=first, snapshot=taken)
         if snapshot is not None:
             self._snapshots[stream] = Snapshot(stream, taken, bytes(snapshot[1]))
+
+    async def create_stream(self, stream: str, *, first_position: int = 1, epoch: int = 0) -> None:
+        """Create ``stream`` with no records, its next record at ``first_position``, under
+        ``epoch`` (see `Store.create_stream`)."""
+        check_position(stream, "first_position", first_position, 1)
+        check_position(stream, "epoch", epoch, 0)
+        self._check_open()
+        changes = self._changes()
+        changes.create(stream, first_position, epoch)
+        changes.commit()
+
+    async def adopt_identity(self, identity: str) -> None:
+        """Take ``identity`` as the journal's identity: only while it holds no stream."""
+        check_identity(identity)
+        self._check_open()
+        held = sorted(s.name for s in self._states.values() if s.last or s.epoch)
+        if held:
+            raise StoreNotEmptyError("the memory journal", len(held), held[:3])
+        self.identity = identity
 
     async def read_batches(
         self, stream: str, from_position: int = 1, *, limit: int | None = None

@@ -32,6 +32,7 @@ from journal._errors import (
     StorageFullError,
     StoreClosedError,
 )
+from journal._postgres_restore import PostgresRestore
 from journal._records import (
     Appended,
     NewRecord,
@@ -161,7 +162,7 @@ def _absent(stream: str) -> StreamState | None:
     return None
 
 
-class PostgresStore(StoreBase):
+class PostgresStore(PostgresRestore, StoreBase):
     """A `Store` in a PostgreSQL database, which any number of processes may share.
 
     Open it with ``await PostgresStore.open(dsn)`` and close it with ``await store.close()``

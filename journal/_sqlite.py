@@ -56,6 +56,7 @@ from journal._sqlite_reads import (
     stream_page,
     verify_all,
 )
+from journal._sqlite_restore import SqliteRestore
 from journal._sqlite_schema import (
     DELETE_STREAM,
     HIGH_WATER,
@@ -112,8 +113,7 @@ class CommitStats:
     resyncs: int = 0
 
 
-# A queued write: ``op(arg, transaction)`` returns the caller's result or raises; the
-# future receives it. Plain tuples, because the append path is hot.
+# A queued write: ``op(arg, transaction)``'s outcome goes to the future (tuples: hot path).
 _Apply = Callable[["_Transaction"], Any]
 _Request = tuple[Callable[[Any, "_Transaction"], Any], Any, "asyncio.Future[Any]"]
 
@@ -166,7 +166,7 @@ class _Transaction:
         )
 
 
-class SqliteStore(StoreBase):
+class SqliteStore(SqliteRestore, StoreBase):
     """A `Store` in one SQLite file (WAL mode), safe across process crashes.
 
     Open it with ``await SqliteStore.open(path)`` and close it with ``await store.close()``

@@ -43,6 +43,14 @@ def is_identity(value: object) -> bool:
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
+def check_identity(identity: object) -> str:
+    """Return ``identity`` if it has the form of a journal identity, else raise ValueError."""
+    if not is_identity(identity):
+        raise ValueError(f"a journal identity is 32 lowercase hex characters, got {identity!r}")
+    assert isinstance(identity, str)
+    return identity
+
+
 @runtime_checkable
 class Store(Protocol):
     """Ordered, durable, named streams of records, with fencing and snapshots."""
@@ -159,6 +167,25 @@ class Store(Protocol):
 
     async def verify(self) -> VerifyReport:
         """Check every record and snapshot; report every problem found."""
+        ...
+
+    async def create_stream(self, stream: str, *, first_position: int = 1, epoch: int = 0) -> None:
+        """Create ``stream`` with no records, its owner epoch ``epoch`` and its next record
+        at ``first_position``: the positions before it count as truncated, so its last
+        position is ``first_position - 1``.
+
+        For copying a journal (see `journal.copy_journal`): the copy creates each stream as
+        its source holds it, appends the records at their positions (with
+        ``expected_position``), then saves the snapshot, which must cover the positions
+        before ``first_position`` before the stream can be truncated further. Refused with
+        `InvalidStreamError` if the store holds ``stream`` (records, positions or an epoch).
+        """
+        ...
+
+    async def adopt_identity(self, identity: str) -> None:
+        """Make ``identity`` (the form `identity` has) this journal's identity, for a copy
+        that keeps its source's. Refused with `StoreNotEmptyError`, changing nothing,
+        unless the store holds no stream at all (records, positions or an epoch)."""
         ...
 
     async def close(self) -> None:

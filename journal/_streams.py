@@ -187,6 +187,19 @@ class Changes:
         self.touch(state).snapshot = position
         return state
 
+    def create(self, stream: str, first: int, epoch: int) -> StreamState:
+        """Check and apply creating ``stream`` at ``first`` under ``epoch`` (see
+        `Store.create_stream`): only a stream that holds nothing."""
+        state = self.state(stream)
+        if state.last or state.epoch:
+            raise InvalidStreamError(
+                f"stream {stream!r} exists (last position {state.last}, epoch {state.epoch}); "
+                f"create_stream only creates a stream that holds nothing"
+            )
+        self.touch(state)
+        state.last, state.first, state.epoch, state.snapshot = first - 1, first, epoch, 0
+        return state
+
     def delete(self, stream: str, epoch: int | None) -> tuple[StreamState, int | None, bool]:
         """Check and apply deleting ``stream``: its state reads as never written again.
 

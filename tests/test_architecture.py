@@ -42,6 +42,8 @@ def test_journal_public_surface_is_pinned() -> None:
         "Codec",
         "CommitStats",
         "ConflictError",
+        "CopyError",
+        "CopyReport",
         "CorruptionError",
         "DEFAULT_MAX_RECORD_BYTES",
         "DecodeError",
@@ -72,10 +74,12 @@ def test_journal_public_surface_is_pinned() -> None:
         "StoreClosedError",
         "StoreConfigurationError",
         "StoreLockedError",
+        "StoreNotEmptyError",
         "StoreReadOnlyError",
         "StreamAppend",
         "StreamInfo",
         "VerifyReport",
+        "copy_journal",
     ]
     for name in set(journal.__all__) - {"DEFAULT_MAX_RECORD_BYTES", "Durability"}:
         assert getattr(journal, name).__module__.startswith("journal."), name

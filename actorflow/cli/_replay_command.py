@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import click
 
+from actorflow.cli._copy_command import journal_copy_command
 from actorflow.cli._repair import _actor_id, export_actor, export_options
 from actorflow.server._serve import ServeError, load_actors
 from actorflow.versioning import ExportError, ReplayReport, Selection, check
@@ -163,11 +164,14 @@ def journal_group(show: click.Command) -> JournalGroup:
     )
     show.help = inspect.cleandoc(show.help or "") + (
         "\n\nAlso: `actorflow journal export TYPE/KEY --out FILE` writes an actor's "
-        "journal to a file (a golden journal for actorflow replay; see its --help)."
+        "journal to a file (a golden journal for actorflow replay; see its --help), and "
+        "`actorflow journal copy SOURCE DESTINATION` copies a whole journal (SQLite to "
+        "PostgreSQL, say) and verifies the copy."
     )
     show.hidden = True
-    for command in (show, journal_export_command):
+    for command in (show, journal_export_command, journal_copy_command):
         command.context_settings["help_option_names"] = ["-h", "--help"]
     group.add_command(show, DEFAULT_SUBCOMMAND)
     group.add_command(journal_export_command)
+    group.add_command(journal_copy_command)
     return group

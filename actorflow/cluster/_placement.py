@@ -3,9 +3,10 @@
 * A ``pinned`` actor type's turn in flight continues on a worker running the code version
   that started it, while one is alive.
 * Everything else (new turns, ``upgrade`` types, pinned turns whose version is gone) goes
-  to the workers running the **newest** version of the type: the version of the worker
-  that joined last. During a rolling deploy, that is the new pods' version as soon as
-  the first of them is up.
+  to the workers running the **newest** version of the type: the version whose
+  longest-lived worker joined last. During a rolling deploy, that is the new pods'
+  version as soon as the first of them is up; an old pod that restarts meanwhile does
+  not make its version new again (unless it is the last of its version).
 * Among the eligible workers, an actor's preferred order is by rendezvous hashing of the
   actor and worker names: every worker computes the same order without talking, and
   actors spread evenly, moving as little as possible when a worker comes or goes.
@@ -34,12 +35,17 @@ class WorkerInfo(msgspec.Struct, frozen=True):
 
 
 def newest_version(type_name: str, workers: Sequence[WorkerInfo]) -> str | None:
-    """The version of ``type_name`` on the worker that joined last, among those hosting it."""
-    hosting = [w for w in workers if type_name in w.versions]
-    if not hosting:
+    """The newest version of ``type_name`` among ``workers``: the one whose longest-lived
+    worker joined last (a worker of an old version that restarts does not make it new)."""
+    first_seen: dict[str, tuple[float, str]] = {}
+    for w in workers:
+        version = w.versions.get(type_name)
+        if version is not None:
+            seen = (w.started_at, w.worker)
+            first_seen[version] = min(first_seen.get(version, seen), seen)
+    if not first_seen:
         return None
-    last = max(hosting, key=lambda w: (w.started_at, w.worker))
-    return last.versions[type_name]
+    return max(first_seen, key=lambda version: first_seen[version])
 
 
 def eligible(

@@ -750,6 +750,8 @@ class ActorHost:
             notified = self._notified
             await self.read_new()
             if self._messages:
+                if self.runtime.hands_over(self):  # newer code runs elsewhere: it goes there
+                    return
                 await self._next_turn()
                 continue
             self.state = "idle"

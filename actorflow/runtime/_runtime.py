@@ -372,6 +372,10 @@ class Runtime(RuntimeReads):
         else:
             self._activate(actor_id)
 
+    def hands_over(self, host: ActorHost) -> bool:
+        """Whether ``host`` should leave its next turn to a worker of newer code."""
+        return self.worker is not None and self.worker.hands_over(host)
+
     def idle_after(self, host: ActorHost) -> float:
         """How long ``host`` may idle before it is passivated."""
         return self.idle_timeout if self.worker is None else self.worker.idle_after(host)

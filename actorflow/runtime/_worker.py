@@ -80,6 +80,7 @@ class Worker:
         self._backlog: dict[str, None] = {}  # actors with work waiting for room, in order
         self._offering: set[str] = set()
         self._again: dict[str, bool] = {}  # offers to make again once theirs is over
+        self._deferred: dict[str, None] = {}  # actors with work meant for other workers
         self._evicting: set[str] = set()
         self._renewed = time.monotonic()
         self._closing = anyio.Event()
@@ -173,7 +174,9 @@ class Worker:
         pinned = cls.__actorflow_versioning__ == "pinned"
         choice = eligible(type_name, self.workers, pinned=pinned, in_flight=in_flight)
         if choice and self.id not in choice:
+            self._deferred[actor_id] = None  # looked at again if its workers go away
             return
+        self._deferred.pop(actor_id, None)
         rank = ranked(actor_id, choice).index(self.id) if self.id in choice else 0
         if rank:
             await anyio.sleep(min(1.0, RANK_DELAY * rank))
@@ -245,6 +248,12 @@ class Worker:
                 log.warning("worker %s: releasing %s failed: %s", self.id, actor_id, exc)
         self._take_backlog()
 
+    def hands_over(self, host: ActorHost) -> bool:
+        """Whether ``host``'s next turn belongs on another worker: one running a newer
+        version of its type is alive (new turns go to the newest code)."""
+        newest = newest_version(host.type_name, self.workers)
+        return newest is not None and newest != self.runtime.versions[host.type_name]
+
     def idle_after(self, host: ActorHost) -> float:
         """How long ``host`` may idle before it is passivated."""
         if host.actor_id in self._evicting or self.crowded():
@@ -313,13 +322,24 @@ class Worker:
             if name.startswith("actor/"):
                 self.takeovers += 1
                 self.offer(name.removeprefix("actor/"), fresh=True)
+        await self._recheck_deferred()
         for actor_id, host in list(self.runtime._hosts.items()):
-            newest = newest_version(host.type_name, self.workers)
-            mine = self.runtime.versions[host.type_name]
-            if host.state == "idle" and newest is not None and newest != mine:
+            if host.state == "idle" and self.hands_over(host):
                 self._evicting.add(actor_id)
                 host.wake()
         self._take_backlog()
+
+    async def _recheck_deferred(self) -> None:
+        """Offer again the actors left to other workers that nobody has taken (those
+        workers may have gone before they could)."""
+        deferred, self._deferred = list(self._deferred), {}
+        for start in range(0, len(deferred), 1000):
+            names = [lease_name(a) for a in deferred[start : start + 1000]]
+            held = await self.leases.holders(names)
+            for name in names:
+                lease = held.get(name)
+                if lease is None or lease.expires_in <= 0:
+                    self.offer(name.removeprefix("actor/"), fresh=True)
 
     # -- notices -------------------------------------------------------------------------
 

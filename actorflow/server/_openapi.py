@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from actorflow._actor import KEY_PATTERN
+from actorflow.cluster import WorkerInfo
 from actorflow.runtime import (
     ActorStatus,
     Damage,
@@ -81,9 +82,11 @@ def openapi_document(
 ) -> dict[str, Any]:
     """OpenAPI 3.1 for the API, with each hosted handler's argument schema; an actor's
     ``state`` is one of ``actor_states``; ``token``: whether the server requires one."""
-    (status, invocation, entry, damage, reset), components = msgspec.json.schema_components(
-        [ActorStatus, InvocationStatus, JournalEntry, Damage, TurnReset], ref_template=_REF
+    schemas, components = msgspec.json.schema_components(
+        [ActorStatus, InvocationStatus, JournalEntry, Damage, TurnReset, WorkerInfo],
+        ref_template=_REF,
     )
+    status, invocation, entry, damage, reset, worker = schemas
     states = {"type": "string", "enum": list(actor_states)}
     components["ActorStatus"]["properties"]["state"] = states
     # a quarantined actor's status (`QuarantinedStatus`) also says where its journal is damaged
@@ -220,6 +223,16 @@ def openapi_document(
             ],
             {"200": _page("The actors.", status)},
             (*served, "invalid_query", "unknown_actor_type", "journal_unavailable"),
+        )
+    }
+    paths["/v1/workers"] = {
+        "get": _operation(
+            "The live workers sharing the journal (PostgreSQL; an empty list for SQLite): "
+            "capacity, actors hosted (load), each actor type's code version, when each "
+            "joined, and seconds until its membership expires without a heartbeat.",
+            [],
+            {"200": _answer("The workers.", _array(worker))},
+            (*served, "journal_unavailable"),
         )
     }
     paths["/livez"] = {

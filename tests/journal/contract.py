@@ -36,6 +36,7 @@ from journal import (
     SnapshotError,
     Store,
     StoreClosedError,
+    StoreNotEmptyError,
     StreamAppend,
     StreamInfo,
 )
@@ -103,6 +104,7 @@ STREAM_CALLS: dict[str, StreamCall] = {
     "salvage_snapshot": lambda store, name: store.salvage_snapshot(name),
     "truncate": lambda store, name: store.truncate(name, 0),
     "delete_stream": lambda store, name: store.delete_stream(name),
+    "create_stream": lambda store, name: store.create_stream(name, first_position=3, epoch=1),
 }
 
 # Every store call, with valid arguments, on stream "s" (which holds records).
@@ -112,6 +114,7 @@ STORE_CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "list_streams": lambda store: store.list_streams(),
     "list_stream_infos": lambda store: store.list_stream_infos(),
     "verify": lambda store: store.verify(),
+    "adopt_identity": lambda store: store.adopt_identity("ab" * 16),
 }
 
 BAD_NAMES: list[object] = ["", "x" * 1025, "a\x00b", 42, None, b"bytes"]
@@ -1280,6 +1283,91 @@ class StoreContract:
                 f"{stream}#1".encode(),
                 f"{stream}#2".encode(),
             ]
+
+    # -- creating streams and adopting an identity (for copies) ---------------------------
+
+    async def test_a_created_stream_starts_at_its_first_position_under_its_epoch(
+        self, store: Store
+    ) -> None:
+        await store.create_stream("s", first_position=8, epoch=3)
+
+        assert await store.stream_info("s") == StreamInfo("s", 7, 8, 3, 0)
+        assert await store.list_streams() == ["s"]  # it held positions 1 to 7
+        assert await read_list(store, "s") == []
+        with pytest.raises(ConflictError):
+            await store.append("s", [record(b"x")], expected_position=0)
+        with pytest.raises(FencingError):
+            await store.append("s", [record(b"x")], epoch=2)
+        appended = await store.append("s", numbered("s", 8, 2), expected_position=7, epoch=3)
+        await store.save_snapshot("s", 7, b"state")  # covering the positions before 8
+
+        assert (appended.first_position, appended.last_position) == (8, 9)
+        assert positions(await read_list(store, "s")) == [8, 9]
+        assert await store.stream_info("s") == StreamInfo("s", 9, 8, 3, 7)
+        assert await store.claim("s") == 4
+        assert (await store.verify()).ok
+        store = await self.reopen(store)
+        assert await store.stream_info("s") == StreamInfo("s", 9, 8, 4, 7)
+
+    async def test_a_created_stream_at_one_holds_only_its_epoch(self, store: Store) -> None:
+        await store.create_stream("s", epoch=2)
+
+        assert await store.stream_info("s") == StreamInfo("s", 0, 1, 2, 0)
+        assert await store.list_streams() == []  # as a claimed stream never written
+        assert await store.claim("s") == 3
+
+    async def test_create_stream_refuses_a_stream_that_holds_anything(self, store: Store) -> None:
+        await store.append("written", [record(b"x")])
+        await store.claim("claimed")
+        await store.create_stream("created", first_position=5)
+
+        for name in ("written", "claimed", "created"):
+            with pytest.raises(InvalidStreamError, match="exists"):
+                await store.create_stream(name, first_position=9, epoch=7)
+        assert await store.stream_info("written") == StreamInfo("written", 1, 1, 0, 0)
+        assert await store.stream_info("claimed") == StreamInfo("claimed", 0, 1, 1, 0)
+        assert await store.stream_info("created") == StreamInfo("created", 4, 5, 0, 0)
+
+    async def test_create_stream_after_a_delete(self, store: Store) -> None:
+        await store.append("s", numbered("s", 1, 3))
+        await store.delete_stream("s")
+
+        await store.create_stream("s", first_position=2)
+
+        assert await store.stream_info("s") == StreamInfo("s", 1, 2, 0, 0)
+
+    async def test_create_stream_refuses_bad_positions_and_epochs(self, store: Store) -> None:
+        for first, epoch in [(0, 0), (1, -1), (True, 0), (1, 1.5)]:
+            with pytest.raises(InvalidStreamError):
+                await store.create_stream("s", first_position=first, epoch=epoch)  # type: ignore[arg-type]
+        assert await store.stream_info("s") == StreamInfo("s", 0, 1, 0, 0)
+
+    async def test_an_empty_store_adopts_an_identity_and_keeps_it(self, store: Store) -> None:
+        await store.adopt_identity("0123456789abcdef" * 2)
+        assert store.identity == "0123456789abcdef" * 2
+
+        await store.append("s", [record(b"x")])
+        store = await self.reopen(store)
+
+        assert store.identity == "0123456789abcdef" * 2
+
+    async def test_a_store_holding_a_stream_refuses_another_identity(self, store: Store) -> None:
+        identity = store.identity
+        await store.claim("claimed")  # an epoch alone is something held
+
+        with pytest.raises(StoreNotEmptyError, match=r"1 stream.*'claimed'"):
+            await store.adopt_identity("0123456789abcdef" * 2)
+        await store.append("b", [record(b"x")])
+        with pytest.raises(StoreNotEmptyError, match=r"2 stream.*'b', 'claimed'"):
+            await store.adopt_identity("0123456789abcdef" * 2)
+        assert store.identity == identity
+        store = await self.reopen(store)
+        assert store.identity == identity
+
+    async def test_a_malformed_identity_is_not_adopted(self, store: Store) -> None:
+        for bad in ["", "ABCDEF0123456789" * 2, "0" * 31, 42]:
+            with pytest.raises(ValueError, match="32 lowercase hex"):
+                await store.adopt_identity(bad)  # type: ignore[arg-type]
 
     # -- codec ----------------------------------------------------------------------------
 

@@ -40,16 +40,21 @@ class Stepper(actorflow.Actor):
         return self.WORKER
 
 
-def stepper(worker: str) -> type[Stepper]:
-    return type(f"Stepper_{worker}", (Stepper,), {"WORKER": worker}, name="Stepper")
+def stepper(worker: str, versioning: str = "upgrade") -> type[Stepper]:
+    return type(
+        f"Stepper_{worker}", (Stepper,), {"WORKER": worker}, name="Stepper", versioning=versioning
+    )
 
 
 @contextlib.asynccontextmanager
-async def worker(dsn: str, name: str, **options: object) -> AsyncIterator[Runtime]:
+async def worker(
+    dsn: str, name: str, version: str = "v1", versioning: str = "upgrade", **options: object
+) -> AsyncIterator[Runtime]:
     store = await PostgresStore.open(dsn, notify_prefixes=("inbox/", "outcomes/"))
     cluster = ClusterOptions(worker_id=name, **options)  # type: ignore[arg-type]
+    actors = [stepper(name, versioning)]
     try:
-        async with Runtime(store, [stepper(name)], cluster=cluster, version="v1") as runtime:
+        async with Runtime(store, actors, cluster=cluster, version=version) as runtime:
             yield runtime
     finally:
         await store.close()
@@ -136,3 +141,52 @@ async def test_a_worker_whose_heartbeats_stopped_is_fenced_and_gives_its_actor_u
             await hosts(one, "Stepper/c", None)  # w1's append was refused: it let go
             assert result == ["w1", "w1", "w2", "w2"]
             never.set()
+
+
+async def test_new_turns_go_to_a_worker_of_the_newest_version(postgres_dsn: str) -> None:
+    async with worker(postgres_dsn, "old", "v1") as old:
+        assert await old.ref(Stepper, "d").call(Stepper.run, 1) == ["old"]
+        assert old.hosted().get("Stepper/d") == "idle"  # in memory, under its lease
+        async with worker(postgres_dsn, "new", "v2"):
+            assert old.worker is not None
+            await old.worker._heartbeat_once()  # (it would see "new" within a third of a TTL)
+            assert await old.ref(Stepper, "d").call(Stepper.run, 2) == ["new", "new"]
+
+
+async def test_a_pinned_turn_moves_only_to_a_worker_of_its_version(postgres_dsn: str) -> None:
+    pinned = {"versioning": "pinned"}
+    async with worker(postgres_dsn, "old-a", "v1", **pinned) as old_a:
+        invocation = await old_a.ref(Stepper, "e").send(Stepper.run, 4, True)
+        await hosts(old_a, "Stepper/e", "waiting-event")  # a turn of v1 in flight
+        async with (
+            worker(postgres_dsn, "new", "v2", **pinned) as new,
+            worker(postgres_dsn, "old-b", "v1", **pinned) as old_b,
+        ):
+            for runtime in (new, old_a, old_b):  # (each would within a third of a TTL)
+                await runtime.worker._heartbeat_once()  # type: ignore[union-attr]
+            await old_a.shutdown(5)  # its v1 turn goes to old-b, not to the newer "new"
+            await hosts(old_b, "Stepper/e", "waiting-event")
+            assert "Stepper/e" not in new.hosted()
+            await new.ref(Stepper, "e").deliver("go")
+            with anyio.fail_after(20):
+                assert await new.result(invocation) == ["old-a", "old-a", "old-b", "old-b"]
+            # the actor's next turn is a new one: on the newest version
+            assert await old_b.ref(Stepper, "e").call(Stepper.run, 1) == ["new"]
+
+
+def test_an_old_worker_that_restarts_does_not_make_its_version_newest() -> None:
+    first_old = WorkerInfo("old-1", 10, 0, {"T": "v1"}, started_at=1.0)
+    new = WorkerInfo("new-1", 10, 0, {"T": "v2"}, started_at=2.0)
+    restarted_old = WorkerInfo("old-2", 10, 0, {"T": "v1"}, started_at=3.0)
+    assert eligible("T", [first_old, new, restarted_old], pinned=False, in_flight=None) == ["new-1"]
+
+
+async def test_a_full_worker_keeps_a_backlog_and_passivates_idle_actors_for_it(
+    postgres_dsn: str,
+) -> None:
+    async with worker(postgres_dsn, "small", capacity=2) as small:
+        invocations = [await small.ref(Stepper, f"f{n}").send(Stepper.run, 2) for n in range(10)]
+        with anyio.fail_after(30):
+            results = [await small.result(i) for i in invocations]
+        assert results == [["small", "small"]] * 10
+        assert small.in_memory() <= 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import signal
 import time
 from collections.abc import Iterator
 
@@ -29,16 +30,23 @@ def fleet(tmp_path: pathlib.Path, postgres_dsn: str) -> Iterator[tuple[Server, S
         yield workers[0], workers[1]
 
 
+def hosting_worker(client: SyncClient, actor: str) -> str:
+    """Wait until some worker hosts ``actor``; its name, as ``client``'s server says."""
+    give_up = time.monotonic() + 20
+    while (owner := client.status(actor).owner) is None:
+        assert time.monotonic() < give_up, f"no worker took {actor} on"
+        time.sleep(0.05)
+    return owner
+
+
 def test_any_worker_accepts_any_request_and_says_who_hosts_what(
     fleet: tuple[Server, Server],
 ) -> None:
     one, two = fleet
     with SyncClient(one.url) as first, SyncClient(two.url) as second:
         sent = first.send("Approval/a1", "request", {"what": "deploy"})
+        owner = hosting_worker(second, "Approval/a1")
         give_up = time.monotonic() + 20
-        while (owner := second.status("Approval/a1").owner) is None:
-            assert time.monotonic() < give_up, "no worker took the actor on"
-            time.sleep(0.05)
         assert owner in ("w1", "w2")
         assert first.status("Approval/a1").owner == owner  # the same answer everywhere
         hosting = first if owner == "w1" else second
@@ -75,3 +83,24 @@ def test_a_password_in_the_journal_url_is_never_logged(
         logged = worker.logged()
     assert "s3cret-pw" not in logged
     assert "postgresql://postgres@" in logged
+
+
+def test_a_killed_workers_actor_is_taken_over_after_its_lease_expires(
+    fleet: tuple[Server, Server],
+) -> None:
+    one, two = fleet
+    with SyncClient(one.url) as first, SyncClient(two.url) as second:
+        sent = second.send("Approval/k1", "request", {"what": "rollback"})
+        owner = hosting_worker(second, "Approval/k1")
+        doomed, survivor, client = (one, two, second) if owner == "w1" else (two, one, first)
+        doomed.process.send_signal(signal.SIGKILL)
+        doomed.process.wait(10)
+        killed_at = time.monotonic()
+        while client.status("Approval/k1").owner != ("w2" if owner == "w1" else "w1"):
+            assert time.monotonic() < killed_at + 20, "the lease was never taken over"
+            time.sleep(0.05)
+        client.deliver("Approval/k1", "decision", {"by": "bo", "approved": False})
+        done = client.invocation(sent.invocation, wait=20)
+        assert done.state == "completed"
+        assert done.result == {"what": "rollback", "by": "bo", "approved": False}
+    assert survivor.process.poll() is None
