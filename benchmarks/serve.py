@@ -59,6 +59,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks._report import (
+    AtMost,
     Column,
     Progress,
     Result,
@@ -724,24 +725,6 @@ def exit_scenario(agents: int, repeats: int, progress: Progress) -> Result:
 
 
 # -- figures and targets --------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class AtMost(Target):
-    """A target met by staying at or under the wanted figure (a duration)."""
-
-    @property
-    def passed(self) -> bool:
-        """True when the measured figure stays within the goal."""
-        return self.measured <= self.wanted
-
-    def describe(self) -> str:
-        """``name: measured (want <= wanted)``."""
-        return f"{self.name}: {self.format(self.measured)} (want <= {self.format(self.wanted)})"
-
-    def as_json(self) -> Result:
-        """The target as a JSON object, saying which way it points."""
-        return {**super().as_json(), "at_most": True}
 
 
 def targets(results: list[Result]) -> list[Target]:
