@@ -16,7 +16,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from benchmarks.serve import (
     Connection,
     ServeBenchmarkError,
     Served,
+    actorflow_command,
     free_port,
     wait_alive,
 )
@@ -78,13 +78,8 @@ class WorkerOptions:
 
 def worker_command(options: WorkerOptions, worker_id: str, port: int) -> list[str]:
     """``actorflow serve`` for one worker, with the settings measured."""
-    script = Path(sys.executable).with_name("actorflow")
-    if script.is_file():
-        head = [str(script)]
-    else:  # pragma: no cover - the console script lives beside the interpreter in a venv
-        head = [sys.executable, "-c", "from actorflow.cli import main; main()"]
     return [
-        *head,
+        *actorflow_command(),
         "serve",
         APP,
         f"--journal={options.dsn}",

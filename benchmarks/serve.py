@@ -160,15 +160,19 @@ def free_port() -> int:
         return port
 
 
-def server_command(journal: Path, port: int) -> list[str]:
-    """``actorflow serve`` on ``journal`` and ``port``, with the settings measured."""
+def actorflow_command() -> list[str]:
+    """How to run the ``actorflow`` command of this interpreter's environment."""
     script = Path(sys.executable).with_name("actorflow")
     if script.is_file():
-        head = [str(script)]
-    else:  # pragma: no cover - the console script lives beside the interpreter in a venv
-        head = [sys.executable, "-c", "from actorflow.cli import main; main()"]
+        return [str(script)]
+    # pragma: no cover - the console script lives beside the interpreter in a venv
+    return [sys.executable, "-c", "from actorflow.cli import main; main()"]
+
+
+def server_command(journal: Path, port: int) -> list[str]:
+    """``actorflow serve`` on ``journal`` and ``port``, with the settings measured."""
     return [
-        *head,
+        *actorflow_command(),
         "serve",
         APP,
         f"--journal={journal}",
