@@ -23,6 +23,7 @@ SUITES = {
     "runtime": "benchmarks.runtime",
     "serve": "benchmarks.serve",
     "replay": "benchmarks.replay",
+    "cluster": "benchmarks.cluster",
 }
 
 

@@ -55,7 +55,7 @@ from benchmarks._report import Column, Result, table
 #: The working tree that runs this command (its benchmarks/ is the instrument).
 ROOT = Path(__file__).resolve().parents[1]
 #: Fields that, with the scenario's name, say which row of a suite a result is.
-SETUP = ("store", "durability", "actors", "writers", "measure")
+SETUP = ("store", "durability", "actors", "writers", "workers", "measure")
 #: Fields never compared: bookkeeping, not figures.
 NOT_FIGURES = frozenset({"repeats"})
 #: Seconds a suite run may take before it counts as hung: (full run, --quick run).

@@ -111,6 +111,24 @@ class Target:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class AtMost(Target):
+    """A target met by staying at or under the wanted figure (a duration)."""
+
+    @property
+    def passed(self) -> bool:
+        """True when the measured figure stays within the goal."""
+        return self.measured <= self.wanted
+
+    def describe(self) -> str:
+        """``name: measured (want <= wanted)``."""
+        return f"{self.name}: {self.format(self.measured)} (want <= {self.format(self.wanted)})"
+
+    def as_json(self) -> Result:
+        """The target as a JSON object, saying which way it points."""
+        return {**super().as_json(), "at_most": True}
+
+
 # -- the report ---------------------------------------------------------------------------
 
 

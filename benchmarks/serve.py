@@ -59,6 +59,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks._report import (
+    AtMost,
     Column,
     Progress,
     Result,
@@ -159,15 +160,19 @@ def free_port() -> int:
         return port
 
 
-def server_command(journal: Path, port: int) -> list[str]:
-    """``actorflow serve`` on ``journal`` and ``port``, with the settings measured."""
+def actorflow_command() -> list[str]:
+    """How to run the ``actorflow`` command of this interpreter's environment."""
     script = Path(sys.executable).with_name("actorflow")
     if script.is_file():
-        head = [str(script)]
-    else:  # pragma: no cover - the console script lives beside the interpreter in a venv
-        head = [sys.executable, "-c", "from actorflow.cli import main; main()"]
+        return [str(script)]
+    # pragma: no cover - the console script lives beside the interpreter in a venv
+    return [sys.executable, "-c", "from actorflow.cli import main; main()"]
+
+
+def server_command(journal: Path, port: int) -> list[str]:
+    """``actorflow serve`` on ``journal`` and ``port``, with the settings measured."""
     return [
-        *head,
+        *actorflow_command(),
         "serve",
         APP,
         f"--journal={journal}",
@@ -724,24 +729,6 @@ def exit_scenario(agents: int, repeats: int, progress: Progress) -> Result:
 
 
 # -- figures and targets --------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class AtMost(Target):
-    """A target met by staying at or under the wanted figure (a duration)."""
-
-    @property
-    def passed(self) -> bool:
-        """True when the measured figure stays within the goal."""
-        return self.measured <= self.wanted
-
-    def describe(self) -> str:
-        """``name: measured (want <= wanted)``."""
-        return f"{self.name}: {self.format(self.measured)} (want <= {self.format(self.wanted)})"
-
-    def as_json(self) -> Result:
-        """The target as a JSON object, saying which way it points."""
-        return {**super().as_json(), "at_most": True}
 
 
 def targets(results: list[Result]) -> list[Target]:

@@ -109,19 +109,31 @@ class _Transaction:
         self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
         #: Streams that grew, as "<last position> <name>" (`_postgres_cluster` notices).
         self.grown: list[str] = []
+        #: Rows made by `load` for streams that had none, not yet taken by `stream_id`.
+        self.reserved: dict[str, int] = {}
 
     async def load(self, names: set[str]) -> None:
+        """Read (and lock) the rows of ``names``; make rows for those that have none in one
+        statement (not one round trip per new stream, under the lock that orders every
+        writer): `stream_id` takes them, and `write_back` deletes those not taken."""
         for row in await self.conn.fetch(sql.STREAM_ROW, sorted(names)):
             name, sid, last, first, epoch, snap = row
             self.states[name] = StreamState(name, sid, last, first, epoch, snap)
             self.read_back[sid] = (last, first, epoch, snap)
+        missing = sorted(names - self.states.keys())
+        if missing:
+            rows = await self.conn.fetch(sql.RESERVE_STREAMS, missing)
+            self.reserved = dict(rows)  # (name, id) records
 
     async def stream_id(self, state: StreamState) -> int:
         if state.id is None:
             self.changes.touch(state)
-            state.id = await self.conn.fetchval(
-                "INSERT INTO journal_streams (name) VALUES ($1) RETURNING id", state.name
-            )
+            reserved = self.reserved.pop(state.name, None)
+            if reserved is None:
+                reserved = await self.conn.fetchval(
+                    "INSERT INTO journal_streams (name) VALUES ($1) RETURNING id", state.name
+                )
+            state.id = reserved
             self.read_back[state.id] = (0, 1, 0, 0)
         return state.id
 
@@ -132,8 +144,12 @@ class _Transaction:
                 column.clear()
 
     async def write_back(self) -> None:
-        """Write every changed stream row, each only if unchanged since it was read."""
+        """Write every changed stream row, each only if unchanged since it was read; drop
+        the rows made for new streams that nothing wrote."""
         await self.flush_rows()
+        if self.reserved:
+            await self.conn.execute(sql.DROP_RESERVED, list(self.reserved.values()))
+            self.reserved.clear()
         rows: list[list[int]] = [[], [], [], [], [], [], []]
         for state in self.states.values():
             if state.id is None:
@@ -248,6 +264,7 @@ class PostgresStore(PostgresRestore, StoreBase):
                 min_size=1,
                 max_size=self._pool_size,
                 server_settings=self._settings(),
+                reset=_reset_read_connection,
             )
         except BaseException:
             await self._release()
@@ -365,13 +382,10 @@ class PostgresStore(PostgresRestore, StoreBase):
                     outcomes.append(refused)
             await txn.write_back()
             notices = [n for n in txn.grown if n.partition(" ")[2].startswith(self._notify)]
-            if notices:
+            if txn.changes.next_global != next_global:  # (with the notices: one round trip)
+                await conn.execute(cluster.ADVANCE_AND_NOTIFY, txn.changes.next_global, notices)
+            elif notices:
                 await conn.execute(cluster.NOTIFY_APPENDED, notices)
-            if txn.changes.next_global != next_global:
-                await conn.execute(
-                    "UPDATE journal_meta SET next_global = $1 WHERE id = 1",
-                    txn.changes.next_global,
-                )
             if self.before_commit is not None:
                 await self.before_commit(conn)
             committing = True
@@ -677,6 +691,14 @@ class PostgresStore(PostgresRestore, StoreBase):
     def _check_open(self) -> None:
         if self._closed or self._writer_task is None:
             raise StoreClosedError(f"PostgresStore({_describe(self._dsn)!r})")
+
+
+async def _reset_read_connection(conn: Any) -> None:
+    """What a read connection needs before it goes back to the pool: nothing but ending a
+    transaction left open (reads set no session state, hold no advisory locks, listen to
+    nothing), instead of asyncpg's full reset, a round trip after every read."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[Appended]:

@@ -125,6 +125,10 @@ STREAM_ROW = (
     "FROM journal_streams WHERE name = ANY($1::text[]) FOR UPDATE"
 )
 
+#: Rows for new streams, made in one statement (the writer holds the meta row's lock).
+RESERVE_STREAMS = "INSERT INTO journal_streams (name) SELECT unnest($1::text[]) RETURNING name, id"
+DROP_RESERVED = "DELETE FROM journal_streams WHERE id = ANY($1::bigint[])"
+
 STREAM_PAGE = (
     "SELECT position, global_position, type, data, checksum FROM journal_records "
     "WHERE stream_id = (SELECT id FROM journal_streams WHERE name = $1) AND position >= $2 "

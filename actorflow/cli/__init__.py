@@ -21,6 +21,7 @@ import msgspec
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
+from actorflow.cluster import WorkerIdInUse
 from actorflow.runtime._status import JournalEntry, Page
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 from actorflow.server._connections import (
@@ -328,7 +329,7 @@ def serve_command(
     )
     try:
         code = _run(config)
-    except ServeError as exc:
+    except (ServeError, WorkerIdInUse) as exc:
         raise click.ClickException(str(exc)) from None
     _exit_despite_abandoned_steps(code)
     sys.exit(code)

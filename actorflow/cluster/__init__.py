@@ -8,6 +8,7 @@ which holds leases and hosts actors, is `actorflow.runtime._worker`. See docs/cl
 
 from actorflow.cluster._options import NOTIFY_PREFIXES as NOTIFY_PREFIXES
 from actorflow.cluster._options import ClusterOptions as ClusterOptions
+from actorflow.cluster._options import WorkerIdInUse as WorkerIdInUse
 from actorflow.cluster._placement import WorkerInfo as WorkerInfo
 from actorflow.cluster._placement import eligible as eligible
 from actorflow.cluster._placement import newest_version as newest_version
@@ -16,6 +17,7 @@ from actorflow.cluster._placement import ranked as ranked
 __all__ = [
     "NOTIFY_PREFIXES",
     "ClusterOptions",
+    "WorkerIdInUse",
     "WorkerInfo",
     "eligible",
     "newest_version",

@@ -8,6 +8,13 @@ import os
 import secrets
 import socket
 
+from actorflow._errors import ActorflowError
+
+
+class WorkerIdInUse(ActorflowError):
+    """Another live worker on the journal has this worker's id."""
+
+
 #: The journal streams whose appends are announced to every worker (inboxes wake their
 #: actors' owners; outcomes wake whoever waits for a result): open the shared store with
 #: ``PostgresStore.open(dsn, notify_prefixes=NOTIFY_PREFIXES)``.

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from actorflow.cluster import ClusterOptions, WorkerInfo, eligible, newest_version, ranked
+from actorflow.cluster import (
+    ClusterOptions,
+    WorkerIdInUse,
+    WorkerInfo,
+    eligible,
+    newest_version,
+    ranked,
+)
 from actorflow.runtime import _quarantine
 
 if TYPE_CHECKING:
@@ -99,7 +106,21 @@ class Worker:
 
     async def join(self, group: Any) -> None:
         """Publish this worker, then listen for notices (before the runtime recovers, so
-        nothing appended from then on goes unheard)."""
+        nothing appended from then on goes unheard).
+
+        A worker id still live on the journal is waited for (a restarted process keeps
+        its pod's name, and its previous membership lapses within a lease TTL), then the
+        leases its previous process left are released; if the id stays live (another
+        process heartbeats under it), `WorkerIdInUse`."""
+        deadline = time.monotonic() + 2 * self.ttl + 1
+        while same := [m for m in await self.leases.members() if m.member == self.id]:
+            if time.monotonic() > deadline:
+                raise WorkerIdInUse(
+                    f"worker id {self.id!r} belongs to a live worker on this journal (it "
+                    f"heartbeats); give each worker its own id (--worker-id)"
+                )
+            await anyio.sleep(min(0.5, max(0.05, same[0].expires_in + 0.05)))
+        await self.leases.leave(self.id)  # what a previous process of this id left
         await self._heartbeat_once()
         group.start_soon(self._listen, name="cluster notices")
         await self._listening.wait()

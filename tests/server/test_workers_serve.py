@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from actorflow import SyncClient
-from tests.server.processes import Server, served
+from tests.server.processes import APP, Server, cli, free_port, served
 from tests.server.test_cli import ok
 
 
@@ -104,3 +104,15 @@ def test_a_killed_workers_actor_is_taken_over_after_its_lease_expires(
         assert done.state == "completed"
         assert done.result == {"what": "rollback", "by": "bo", "approved": False}
     assert survivor.process.poll() is None
+
+
+def test_a_second_worker_with_a_live_workers_id_is_refused(
+    tmp_path: pathlib.Path, postgres_dsn: str
+) -> None:
+    with served(tmp_path, "--worker-id", "twin", "--lease-ttl", "1", journal=postgres_dsn):
+        done = cli(
+            "serve", APP, "--journal", postgres_dsn, "--worker-id", "twin", "--lease-ttl", "1",
+            "--port", str(free_port()),
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert "worker id 'twin' belongs to a live worker on this journal" in done.stderr
