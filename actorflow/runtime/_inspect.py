@@ -301,6 +301,7 @@ async def invocation_status(
     An outcome that cannot change (it completed, was cancelled, or cannot be retried) is
     the answer at once; otherwise the actor's unfinished turn and queue say whether it
     runs (again)."""
+    outcomes = await store.last_position(outcomes_stream(actor_id))
     ended = await find_outcome(store, actor_id, invocation)
     if ended is not None and not ended.seed:
         return outcome_status(actor_id, ended, decode)
@@ -311,7 +312,8 @@ async def invocation_status(
         if message.invocation == invocation:
             cancelled = invocation in found.cancels
             return queued_status(actor_id, invocation, message.handler, cancelled)
-    if ended is None:  # it may have ended between the two reads (another worker runs it)
+    if ended is None and await store.last_position(outcomes_stream(actor_id)) != outcomes:
+        # It may have ended between the two reads (on a fleet, another worker runs it).
         ended = await find_outcome(store, actor_id, invocation)
     return None if ended is None else outcome_status(actor_id, ended, decode)
 
