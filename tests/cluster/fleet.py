@@ -18,11 +18,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.cluster.app import LEDGER_ENV, WORKER_ENV
-from tests.deploy.support import REPO_ROOT, actorflow_command, events, free_port
+from tests.deploy.support import REPO_ROOT, actorflow_command, events, free_port, wait_ready
 from tests.journal.postgres import PostgresServer
 
 APP = "tests.cluster.app"
@@ -98,24 +97,7 @@ class Worker:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once /readyz answers 200; fail if the process dies or takes too long."""
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.url, timeout=2.0) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    pytest.fail(
-                        f"worker {self.name} exited with {self.proc.returncode} before it was "
-                        f"ready:\n{self.log_tail()}",
-                        pytrace=False,
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/readyz").status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"worker {self.name} not ready within {timeout} s:\n{self.log_tail()}",
-                        pytrace=False,
-                    )
-                time.sleep(0.02)
+        wait_ready(self.proc, self.url, f"worker {self.name}", self.log_tail, timeout)
 
     def signal(self, signum: signal.Signals) -> float:
         """Send ``signum``; return when (monotonic). The first SIGTERM or SIGKILL is what

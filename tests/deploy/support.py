@@ -64,6 +64,27 @@ def free_port() -> int:
         return port
 
 
+def wait_ready(
+    proc: subprocess.Popen[bytes], url: str, name: str, log_tail: Any, timeout: float
+) -> None:
+    """Return once ``url``/readyz answers 200; fail (with ``log_tail()``) if ``proc``
+    exits first or it takes longer than ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=2.0) as client:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"{name} exited with {proc.returncode} before it was ready:\n{log_tail()}",
+                    pytrace=False,
+                )
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/readyz").status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} not ready within {timeout} s:\n{log_tail()}", pytrace=False)
+            time.sleep(0.02)
+
+
 @dataclasses.dataclass
 class Exit:
     """How a server process ended: its return code, and seconds from the signal."""
@@ -106,25 +127,9 @@ class Server:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once /readyz answers 200; fail if the process dies or takes too long."""
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.url, timeout=2.0) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    pytest.fail(
-                        f"server generation {self.generation} exited with "
-                        f"{self.proc.returncode} before it was ready:\n{self.log_tail()}",
-                        pytrace=False,
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/readyz").status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"server generation {self.generation} not ready within {timeout} s:\n"
-                        f"{self.log_tail()}",
-                        pytrace=False,
-                    )
-                time.sleep(0.02)
+        wait_ready(
+            self.proc, self.url, f"server generation {self.generation}", self.log_tail, timeout
+        )
 
     def signal(self, signum: signal.Signals) -> None:
         """Send ``signum``; the first signal's time is what `wait_exit` measures from."""
