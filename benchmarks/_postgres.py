@@ -53,13 +53,19 @@ def find_binaries() -> Path | None:
     return None
 
 
+#: Every server's directory starts so, and holds the id of the process that started it.
+PREFIX = "actorflow-pg-"
+OWNER_FILE = "owner.pid"
+
+
 class PostgresServer:
     """One PostgreSQL server in a temporary directory, stopped by `stop`."""
 
     def __init__(self, binaries: Path, settings: Mapping[str, str] = TEST_SETTINGS) -> None:
         self.binaries = binaries
         self.settings = dict(settings)
-        self.root = Path(tempfile.mkdtemp(prefix="actorflow-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.root / OWNER_FILE).write_text(str(os.getpid()))
         self.data = self.root / "data"
         self.socket_dir = str(self.root)
         self._names = itertools.count(1)
@@ -133,12 +139,42 @@ class PostgresServer:
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def stop_orphans(binaries: Path) -> int:
+    """Stop the servers that earlier runs started and never stopped (their process was
+    killed before its clean-up: a timeout's SIGKILL, say), and remove their directories;
+    return how many. A server whose starting process still runs is left alone."""
+    stopped = 0
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being made
+        try:
+            os.kill(owner, 0)
+            continue  # its process is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if (root / "data" / "postmaster.pid").exists():
+            subprocess.run(
+                [str(binaries / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+                capture_output=True, timeout=60, check=False,
+                **({"user": SERVER_USER} if os.geteuid() == 0 else {}),
+            )  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+        stopped += 1
+    return stopped
+
+
 def started(settings: Mapping[str, str] = TEST_SETTINGS) -> PostgresServer:
     """A new server with ``settings``, running; a `RuntimeError` saying what to install
-    when PostgreSQL's programs are missing. The caller stops it."""
+    when PostgreSQL's programs are missing. The caller stops it. Servers that earlier runs
+    left behind are stopped first (`stop_orphans`)."""
     binaries = find_binaries()
     if binaries is None:
         raise RuntimeError(f"PostgreSQL is not installed: {INSTALL_HINT}")
+    stop_orphans(binaries)
     server = PostgresServer(binaries, settings)
     try:
         server.start()

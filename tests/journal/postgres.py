@@ -23,6 +23,7 @@ from benchmarks._postgres import (
     TEST_SETTINGS,
     PostgresServer,
     find_binaries,
+    stop_orphans,
 )
 
 __all__ = ["PORT", "SERVER_USER", "PostgresServer", "find_binaries", "server", "stop_server"]
@@ -43,6 +44,7 @@ def server() -> PostgresServer:
                 f"{INSTALL_HINT}. Set ACTORFLOW_SKIP_POSTGRES=1 to skip them explicitly.",
                 pytrace=False,
             )
+        stop_orphans(binaries)  # servers of earlier runs killed before their clean-up
         started = PostgresServer(binaries, TEST_SETTINGS)
         try:
             started.start()

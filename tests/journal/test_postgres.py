@@ -7,7 +7,12 @@ All of it on a real PostgreSQL server (tests/journal/postgres.py), a fresh datab
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,7 +29,7 @@ from journal import (
     StorageError,
     StreamAppend,
 )
-from tests.journal.postgres import server
+from tests.journal.postgres import find_binaries, server, stop_orphans
 
 pytestmark = pytest.mark.anyio
 
@@ -271,3 +276,42 @@ async def test_a_commit_whose_answer_was_lost_is_read_back_not_repeated(
         running.sql("ALTER SYSTEM RESET synchronous_standby_names")
         running.sql("SELECT pg_reload_conf()")
         await store.close()
+
+
+def test_a_server_left_by_a_killed_run_is_stopped_by_the_next_one(tmp_path: Path) -> None:
+    """A test run killed before its clean-up (a timeout's SIGKILL) leaves its server
+    running; the next run's start-up stops it and removes its directory."""
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; sys.path.insert(0, '.'); from benchmarks._postgres import started;"
+         "s = started(); print(s.root, flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        root = Path(child.stdout.readline().strip())
+        pid_file = root / "data" / "postmaster.pid"
+        assert pid_file.exists()
+        postmaster = int(pid_file.read_text().split()[0])
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    binaries = find_binaries()
+    assert binaries is not None
+    assert stop_orphans(binaries) >= 1
+    assert not root.exists()
+    for _ in range(200):  # the postmaster exits once pg_ctl's immediate stop is done
+        if not alive(postmaster):
+            break
+        time.sleep(0.05)
+    assert not alive(postmaster)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
