@@ -49,7 +49,13 @@ from journal._records import (
     checksum,
     snapshot_checksum,
 )
-from journal._store import DEFAULT_MAX_RECORD_BYTES, StoreBase, check_limit, check_position
+from journal._store import (
+    DEFAULT_MAX_RECORD_BYTES,
+    GroupCommitStore,
+    check_limit,
+    check_position,
+    resolve,
+)
 from journal._streams import Changes, StreamState
 
 try:
@@ -185,7 +191,7 @@ def _absent(stream: str) -> StreamState | None:
     return None
 
 
-class PostgresStore(PostgresRestore, StoreBase):
+class PostgresStore(PostgresRestore, GroupCommitStore):
     """A `Store` in a PostgreSQL database, which any number of processes may share.
 
     Open it with ``await PostgresStore.open(dsn)`` and close it with ``await store.close()``
@@ -303,14 +309,7 @@ class PostgresStore(PostgresRestore, StoreBase):
             if self._pending:
                 batch = self._pending[:MAX_BATCH_REQUESTS]
                 del self._pending[:MAX_BATCH_REQUESTS]
-                outcomes = await self._commit(batch)
-                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                resolve(batch, await self._commit(batch))
             elif self._closed:
                 return
             else:
@@ -667,17 +666,6 @@ class PostgresStore(PostgresRestore, StoreBase):
         return await self._read(_verify, "verifying the journal")
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    async def close(self) -> None:
-        """Commit everything queued, then close; later calls raise `StoreClosedError`."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wakeup.set()
-        if self._writer_task is not None:
-            with contextlib.suppress(Exception):
-                await self._writer_task
-        await self._release()
 
     async def _release(self) -> None:
         if self._pool is not None:

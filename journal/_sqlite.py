@@ -71,9 +71,10 @@ from journal._sqlite_schema import (
 from journal._store import (
     DEFAULT_MAX_RECORD_BYTES,
     Durability,
-    StoreBase,
+    GroupCommitStore,
     check_limit,
     check_position,
+    resolve,
 )
 from journal._streams import Changes, StreamState
 
@@ -166,7 +167,7 @@ class _Transaction:
         )
 
 
-class SqliteStore(SqliteRestore, StoreBase):
+class SqliteStore(SqliteRestore, GroupCommitStore):
     """A `Store` in one SQLite file (WAL mode), safe across process crashes.
 
     Open it with ``await SqliteStore.open(path)`` and close it with ``await store.close()``
@@ -338,7 +339,7 @@ class SqliteStore(SqliteRestore, StoreBase):
                     committing.add_done_callback(partial(_settle, syncing))
                     await syncing
             if waking:
-                _resolve(waking[:WAKE_SLICE], outcomes[:WAKE_SLICE])
+                resolve(waking[:WAKE_SLICE], outcomes[:WAKE_SLICE])
                 del waking[:WAKE_SLICE], outcomes[:WAKE_SLICE]
                 await asyncio.sleep(0)  # let the woken callers run (and queue again)
             elif committing is not None:
@@ -714,17 +715,6 @@ class SqliteStore(SqliteRestore, StoreBase):
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Commit everything queued, then close; later calls raise `StoreClosedError`."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wakeup.set()
-        if self._writer_task is not None:
-            with contextlib.suppress(Exception):
-                await self._writer_task
-        await self._release()
-
     async def _release(self) -> None:
         for conn in [*self._all_readers, self._writer]:
             if conn is not None:
@@ -753,17 +743,6 @@ def _apply_one(op: Callable[[Any, _Transaction], Any], arg: Any, txn: _Transacti
 def _settle(future: asyncio.Future[None], *_: object) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _resolve(batch: list[_Request], outcomes: list[Any]) -> None:
-    """Hand each caller its outcome (a caller who stopped waiting gets nothing)."""
-    for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-        if future.done():
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
 
 
 def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[Appended]:

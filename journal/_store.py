@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Container, Sequence
 from types import TracebackType
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from journal._errors import InvalidStreamError, StoreClosedError
 from journal._records import (
@@ -255,6 +257,42 @@ class StoreBase:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class GroupCommitStore(StoreBase):
+    """A store whose writes go through one writer task that commits queued requests in
+    batches (`SqliteStore`, `PostgresStore`): the shared end of its life. The subclass
+    sets ``_wakeup``, ``_writer_task`` and ``_pending``, and releases its connections in
+    ``_release``."""
+
+    _wakeup: asyncio.Event
+    _writer_task: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Commit everything queued, then close; later calls raise `StoreClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._writer_task is not None:
+            with contextlib.suppress(Exception):
+                await self._writer_task
+        await self._release()
+
+    async def _release(self) -> None:
+        raise NotImplementedError
+
+
+def resolve(requests: Sequence[tuple[Any, Any, asyncio.Future[Any]]], outcomes: list[Any]) -> None:
+    """Hand each queued request's caller its outcome, a value or an exception (a caller
+    who stopped waiting gets nothing)."""
+    for (_, _, future), outcome in zip(requests, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def check_limit(stream: str, limit: int | None) -> None:

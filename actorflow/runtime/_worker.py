@@ -73,7 +73,6 @@ class Worker:
                 f"{type(store).__name__}"
             )
         self.runtime = runtime
-        self.options = options
         self.id = options.worker_id
         self.capacity = options.capacity
         self.ttl = float(options.lease_ttl)
