@@ -191,3 +191,32 @@ async def test_a_full_worker_keeps_a_backlog_and_passivates_idle_actors_for_it(
             results = [await small.result(i) for i in invocations]
         assert results == [["small", "small"]] * 10
         assert small.in_memory() <= 2
+
+
+async def test_a_worker_that_cannot_heartbeat_for_a_ttl_drops_its_actors_by_itself(
+    postgres_dsn: str,
+) -> None:
+    async with worker(postgres_dsn, "cut-off", lease_ttl=0.6) as alone:
+        await alone.ref(Stepper, "g").send(Stepper.run, 4, True)
+        await hosts(alone, "Stepper/g", "waiting-event")
+        assert alone.worker is not None
+
+        async def unreachable(*args: object) -> set[str]:
+            raise OSError("the database is unreachable")
+
+        alone.worker.leases.renew = unreachable  # type: ignore[method-assign]
+        await hosts(alone, "Stepper/g", None)  # no other worker needed to take it
+        assert alone.worker.lost == 1
+
+
+async def test_idle_actors_on_an_old_version_are_passivated_at_a_heartbeat(
+    postgres_dsn: str,
+) -> None:
+    async with worker(postgres_dsn, "old", "v1") as old:
+        assert await old.ref(Stepper, "h").call(Stepper.run, 1) == ["old"]
+        assert old.hosted().get("Stepper/h") == "idle"
+        async with worker(postgres_dsn, "new", "v2"):
+            assert old.worker is not None
+            await old.worker._heartbeat_once()
+            await old.worker._after_heartbeat()
+            await hosts(old, "Stepper/h", None)
