@@ -1,10 +1,11 @@
 """The cluster suite's ceiling: raw asyncpg writing what the journal wrote, as the journal
 writes it, with nothing of actorflow or of the store's Python around it.
 
-`Shape` is what the journal's write transactions did during a measured run, read from
-PostgreSQL's own ``pg_stat_statements`` (exact counts, updated as each statement ends):
-how many write transactions (each one locks the ``journal_meta`` row), how many records
-they inserted and how many stream rows they updated.
+`Shape` is what the journal's write transactions did during a measured run: how many
+write transactions (each locks the rows of the streams it writes once), read from
+PostgreSQL's own ``pg_stat_statements`` (exact counts, updated as each statement ends),
+how many records they inserted (the advance of the journal's next global position) and
+how many stream rows they updated.
 
 `ceiling` then replays that shape on a fresh database with the journal's own tables
 (created by `journal.PostgresStore.open`): as many concurrent writers as there were
@@ -12,12 +13,12 @@ workers, each on its own connection, together committing as many transactions as
 journal did, with as many records and stream-row updates, each transaction with the
 journal's statements in the journal's order:
 
-1. ``BEGIN``; lock the ``journal_meta`` row (``SELECT ... FOR UPDATE``: the global
-   position, which serialises every writer of the database, as in the store);
-2. lock and read the rows of the streams written (``SELECT ... FOR UPDATE``);
-3. insert the records (one ``INSERT ... SELECT FROM unnest``, the store's own statement);
-4. write back each stream row, only where it still holds the position and epoch read
-   (the store's own ``UPDATE``); advance ``next_global``; ``COMMIT``.
+1. ``BEGIN``; lock and read the rows of the streams written (``SELECT ... FOR UPDATE``);
+2. write back each stream row, only where it still holds the position and epoch read
+   (the store's own ``UPDATE``);
+3. take the global positions and insert the records in one statement (the store's own:
+   it locks the ``journal_meta`` row, which serialises every writer of the database
+   from there to the commit, as in the store); ``COMMIT``.
 
 A writer owns its share of the streams (as a worker owns its actors' leases) and cycles
 through them, so that a transaction with several streams touches distinct rows.
@@ -35,12 +36,7 @@ import asyncpg
 
 # The cluster suite's private import, as the journal suite's: the ceiling runs the store's
 # own INSERT and UPDATE statements, not copies that could drift from them.
-from journal._postgres_schema import INSERT_RECORDS, STREAM_ROW, UPDATE_STREAMS
-
-LOCK_META = (
-    "SELECT pg_current_xact_id()::text, next_global FROM journal_meta WHERE id = 1 FOR UPDATE"
-)
-ADVANCE_META = "UPDATE journal_meta SET next_global = $1 WHERE id = 1"
+from journal._postgres_schema import STREAM_ROW, TAKE_AND_INSERT, UPDATE_STREAMS
 
 #: The record type and payload the ceiling writes: a step's outcome is a few dozen bytes.
 RECORD_TYPE = "step"
@@ -60,7 +56,7 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 class Shape:
     """The journal's write transactions over a run."""
 
-    #: Write transactions begun (each locks the meta row once).
+    #: Write transactions begun (each locks its stream rows once).
     transactions: int
     #: Records inserted.
     records: int
@@ -99,8 +95,8 @@ async def shape_now(conn: Any) -> Shape:
         calls, rows = await conn.fetchrow(STATEMENT_COUNTS, pattern)
         return int(calls), int(rows)
 
-    transactions, _ = await counts("%FROM journal_meta%FOR UPDATE%")
-    _, records = await counts("INSERT INTO journal_records%")
+    transactions, _ = await counts("SELECT name, id, %FROM journal_streams WHERE name = ANY%")
+    records = int(await conn.fetchval("SELECT next_global - 1 FROM journal_meta WHERE id = 1"))
     _, stream_rows = await counts("UPDATE journal_streams%")
     return Shape(transactions, records, stream_rows)
 
@@ -154,20 +150,17 @@ async def write(conn: Any, plan: Plan, names: list[str], ids: dict[str, int]) ->
         turn += stream_count
         each = spread(record_count, stream_count)
         async with conn.transaction():
-            _, next_global = await conn.fetchrow(LOCK_META)
             rows = await conn.fetch(STREAM_ROW, sorted(chosen))
             read = {row["name"]: row for row in rows}
             globals_, sids, positions = [], [], []
             update: list[list[int]] = [[], [], [], [], [], [], []]
-            position_global = next_global
             for name, count in zip(chosen, each, strict=True):
                 row = read[name]
                 last = row["last_position"]
                 for k in range(1, count + 1):
-                    globals_.append(position_global)
+                    globals_.append(len(globals_))
                     sids.append(ids[name])
                     positions.append(last + k)
-                    position_global += 1
                 values = (row["id"], last + count, row["first_position"], row["epoch"])
                 for column, value in zip(
                     update,
@@ -175,9 +168,13 @@ async def write(conn: Any, plan: Plan, names: list[str], ids: dict[str, int]) ->
                     strict=True,
                 ):
                     column.append(value)
+            status = await conn.execute(UPDATE_STREAMS, *update)
+            if int(status.split()[-1]) != len(chosen):
+                raise RuntimeError(f"the ceiling's stream rows changed under it: {status}")
             n = len(globals_)
-            await conn.execute(
-                INSERT_RECORDS,
+            await conn.fetchrow(
+                TAKE_AND_INSERT,
+                n,
                 globals_,
                 sids,
                 positions,
@@ -185,10 +182,6 @@ async def write(conn: Any, plan: Plan, names: list[str], ids: dict[str, int]) ->
                 [PAYLOAD] * n,
                 [checksum] * n,
             )
-            status = await conn.execute(UPDATE_STREAMS, *update)
-            if int(status.split()[-1]) != len(chosen):
-                raise RuntimeError(f"the ceiling's stream rows changed under it: {status}")
-            await conn.execute(ADVANCE_META, position_global)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,11 +4,13 @@ Writes go through one writer connection per store with group commit: callers que
 requests, and a writer task commits everything queued while the previous commit was under
 way as one transaction; each caller's await returns only once that transaction committed.
 
-Every write transaction first locks the single ``journal_meta`` row. That orders all
-commits of all processes (global positions follow commit order) and makes the rules
-(expected positions, epochs, snapshot bounds) run against what the database holds: the
-transaction reads the rows of the streams it writes, under the lock, and checks them
-there. The database enforces them as well: a record's (stream, position) is unique, and
+Every write transaction first reads and locks the rows of the streams it writes, so the
+rules (expected positions, epochs, snapshot bounds) run against what the database holds,
+and stages its records. Only at its end does it lock the single ``journal_meta`` row, to
+take the next global positions and insert the records in one statement, then commits:
+global positions follow commit order across all processes, and the one lock every writer
+shares is held for that last statement and the COMMIT, not for the whole transaction.
+The database enforces the rules as well: a record's (stream, position) is unique, and
 each stream row is written back only if it still holds the position and epoch that the
 transaction read, so no two writers can both append at one position or under a stale epoch.
 
@@ -24,6 +26,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
+
+import msgspec
 
 from journal._errors import (
     CorruptionError,
@@ -85,8 +89,9 @@ class _Retry(Exception):
 
 #: Seconds the server lets one of our sessions sit inside a transaction, waiting for us,
 #: before it ends the session. Our transactions last milliseconds; a process stopped in
-#: the middle of one (SIGSTOP, a VM paused) would otherwise keep the journal_meta row
-#: locked, and every writer of every process behind it, for as long as it stays stopped.
+#: the middle of one (SIGSTOP, a VM paused) would otherwise keep its stream rows and
+#: perhaps the journal_meta row locked, and every writer of every process behind them,
+#: for as long as it stays stopped.
 IDLE_IN_TRANSACTION = 2.0
 
 
@@ -106,10 +111,14 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 class _Transaction:
     """One batch's transaction: the stream rows it read (locked), and rows to insert."""
 
-    def __init__(self, conn: Any, next_global: int) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.states: dict[str, StreamState] = {}
-        self.changes = Changes(self.states, _absent, next_global)
+        #: Global positions are staged from 0 and offset by `base` once the meta row is
+        #: locked, at the end (or earlier, when rows must be inserted before then).
+        self.changes = Changes(self.states, _absent, 0)
+        self.base: int | None = None
+        self.xid: str | None = None
         #: Each stream row as read: (last, first, epoch, snapshot), by stream id.
         self.read_back: dict[int, tuple[int, int, int, int]] = {}
         self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
@@ -129,7 +138,10 @@ class _Transaction:
         missing = sorted(names - self.states.keys())
         if missing:
             rows = await self.conn.fetch(sql.RESERVE_STREAMS, missing)
-            self.reserved = dict(rows)  # (name, id) records
+            self.reserved.update(rows)  # (name, id) records
+            raced = [name for name in missing if name not in self.reserved]
+            if raced:  # another writer made these rows and has committed: read them
+                await self.load(set(raced))
 
     async def stream_id(self, state: StreamState) -> int:
         if state.id is None:
@@ -143,16 +155,49 @@ class _Transaction:
             self.read_back[state.id] = (0, 1, 0, 0)
         return state.id
 
+    async def lock_meta(self) -> int:
+        """Lock the meta row (if not yet) and return the first global position it gives."""
+        if self.base is None:
+            self.xid, self.base = await self.conn.fetchrow(sql.LOCK_META)
+        return self.base
+
     async def flush_rows(self) -> None:
+        """Insert the rows staged so far, now (a delete or truncate in the batch must see
+        them): this takes the meta row's lock early."""
         if self.columns[0]:
+            base = await self.lock_meta()
+            self.columns[0][:] = [base + g for g in self.columns[0]]
             await self.conn.execute(sql.INSERT_RECORDS, *self.columns)
             for column in self.columns:
                 column.clear()
 
+    async def finish(self) -> None:
+        """Take the global positions and insert the staged rows: one statement that locks
+        the meta row (held until COMMIT), or a plain advance if it was locked earlier."""
+        if self.base is not None:
+            await self.flush_rows()
+            if self.changes.next_global:
+                await self.conn.execute(sql.ADVANCE, self.base + self.changes.next_global)
+        elif self.changes.next_global:
+            self.xid, self.base = await self.conn.fetchrow(
+                sql.TAKE_AND_INSERT, self.changes.next_global, *self.columns
+            )
+        else:  # nothing appended: no global position taken, no lock on the meta row
+            self.xid, self.base = await self.conn.fetchval(sql.XID), 0
+
+    def rebase(self, outcome: Any) -> Any:
+        """An op's outcome with staged global positions made real."""
+        if isinstance(outcome, list) and outcome and isinstance(outcome[0], Appended):
+            base = self.base or 0
+            return [
+                msgspec.structs.replace(a, last_global_position=base + a.last_global_position)
+                for a in outcome
+            ]
+        return outcome
+
     async def write_back(self) -> None:
         """Write every changed stream row, each only if unchanged since it was read; drop
         the rows made for new streams that nothing wrote."""
-        await self.flush_rows()
         if self.reserved:
             await self.conn.execute(sql.DROP_RESERVED, list(self.reserved.values()))
             self.reserved.clear()
@@ -367,11 +412,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         await transaction.start()
         committing = False
         try:
-            xid, next_global = await conn.fetchrow(
-                "SELECT pg_current_xact_id()::text, next_global FROM journal_meta "
-                "WHERE id = 1 FOR UPDATE"
-            )
-            txn = _Transaction(conn, next_global)
+            txn = _Transaction(conn)
             await txn.load(names)
             outcomes = []
             for op, _, _ in batch:
@@ -381,10 +422,11 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
                     outcomes.append(refused)
             await txn.write_back()
             notices = [n for n in txn.grown if n.partition(" ")[2].startswith(self._notify)]
-            if txn.changes.next_global != next_global:  # (with the notices: one round trip)
-                await conn.execute(cluster.ADVANCE_AND_NOTIFY, txn.changes.next_global, notices)
-            elif notices:
+            if notices:  # (delivered at commit, in commit order)
                 await conn.execute(cluster.NOTIFY_APPENDED, notices)
+            await txn.finish()
+            xid = txn.xid
+            outcomes = [txn.rebase(outcome) for outcome in outcomes]
             if self.before_commit is not None:
                 await self.before_commit(conn)
             committing = True

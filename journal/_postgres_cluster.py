@@ -52,11 +52,6 @@ CREATE_TABLES = [
 
 #: Notify every appended stream that matched a prefix: payload "<last position> <name>".
 NOTIFY_APPENDED = f"SELECT pg_notify('{APPENDED_CHANNEL}', n) FROM unnest($1::text[]) AS n"
-#: The same, with advancing the journal's next global position, in one statement.
-ADVANCE_AND_NOTIFY = (
-    "WITH advanced AS (UPDATE journal_meta SET next_global = $1 WHERE id = 1 RETURNING id) "
-    f"SELECT pg_notify('{APPENDED_CHANNEL}', n) FROM advanced, unnest($2::text[]) AS n"
-)
 
 #: Released leases have no owner and an expiry in the infinite past; their rows stay, so
 #: that epochs keep growing across releases.

@@ -17,8 +17,7 @@ _HELD = "FROM journal_streams WHERE last_position > 0 OR epoch > 0"
 
 
 class PostgresRestore:
-    """The copy primitives of `PostgresStore`, run through its writer like any write (so
-    under the lock on ``journal_meta`` that orders every commit)."""
+    """The copy primitives of `PostgresStore`, run through its writer like any write."""
 
     identity: str
 
@@ -45,6 +44,8 @@ class PostgresRestore:
         check_identity(identity)
 
         async def apply(txn: _Transaction) -> None:
+            # no other writer may make a stream between the count and the commit
+            await txn.conn.execute("LOCK TABLE journal_streams IN EXCLUSIVE MODE")
             count = await txn.conn.fetchval(f"SELECT count(*) {_HELD}")
             if count:
                 rows = await txn.conn.fetch(f"SELECT name {_HELD} ORDER BY name LIMIT 3")

@@ -111,7 +111,7 @@ INSERT_RECORDS = (
 
 #: Write back every stream row a transaction changed, each only if it still holds the
 #: last position and epoch the transaction read: a writer that raced (impossible while
-#: the meta row lock is held, and checked all the same) finds fewer rows updated.
+#: the stream rows are locked, and checked all the same) finds fewer rows updated.
 UPDATE_STREAMS = (
     "UPDATE journal_streams AS s SET last_position = u.last, first_position = u.first, "
     "epoch = u.epoch, snapshot_position = u.snap "
@@ -120,13 +120,36 @@ UPDATE_STREAMS = (
     "WHERE s.id = u.id AND s.last_position = u.was_last AND s.epoch = u.was_epoch"
 )
 
+#: Lock the meta row and read the next global position (with the transaction's id).
+LOCK_META = (
+    "SELECT pg_current_xact_id()::text, next_global FROM journal_meta WHERE id = 1 FOR UPDATE"
+)
+ADVANCE = "UPDATE journal_meta SET next_global = $1 WHERE id = 1"
+XID = "SELECT pg_current_xact_id()::text"
+#: Take ``$1`` global positions (locking the meta row until COMMIT) and insert the staged
+#: records, whose global positions count from 0, after the first one taken; return the
+#: transaction's id and that first position.
+TAKE_AND_INSERT = (
+    "WITH taken AS (UPDATE journal_meta SET next_global = next_global + $1 WHERE id = 1 "
+    "RETURNING next_global - $1 AS base), "
+    "inserted AS (INSERT INTO journal_records "
+    "(global_position, stream_id, position, type, data, checksum) "
+    "SELECT taken.base + u.g, u.s, u.p, u.t, u.d, u.c FROM taken, unnest($2::bigint[], "
+    "$3::bigint[], $4::bigint[], $5::text[], $6::bytea[], $7::bigint[]) AS u(g, s, p, t, d, c)) "
+    "SELECT pg_current_xact_id()::text, base FROM taken"
+)
+
 STREAM_ROW = (
     "SELECT name, id, last_position, first_position, epoch, snapshot_position "
     "FROM journal_streams WHERE name = ANY($1::text[]) FOR UPDATE"
 )
 
-#: Rows for new streams, made in one statement (the writer holds the meta row's lock).
-RESERVE_STREAMS = "INSERT INTO journal_streams (name) SELECT unnest($1::text[]) RETURNING name, id"
+#: Rows for new streams, made in one statement. A name another writer is making waits for
+#: that writer's transaction to end and is skipped if it committed (read and lock it then).
+RESERVE_STREAMS = (
+    "INSERT INTO journal_streams (name) SELECT unnest($1::text[]) "
+    "ON CONFLICT (name) DO NOTHING RETURNING name, id"
+)
 DROP_RESERVED = "DELETE FROM journal_streams WHERE id = ANY($1::bigint[])"
 
 STREAM_PAGE = (
