@@ -27,8 +27,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import msgspec
-
 from journal._errors import (
     CorruptionError,
     JournalError,
@@ -37,6 +35,7 @@ from journal._errors import (
     StoreClosedError,
 )
 from journal._postgres_restore import PostgresRestore
+from journal._postgres_txn import RetryTransaction, Transaction, apply_appends
 from journal._records import (
     Appended,
     NewRecord,
@@ -60,7 +59,6 @@ from journal._store import (
     check_position,
     resolve,
 )
-from journal._streams import Changes, StreamState
 
 try:
     import asyncpg
@@ -79,12 +77,8 @@ READ_BATCH = 2048
 #: How long the first reconnect waits; each later one waits twice as long, up to a second.
 _FIRST_BACKOFF = 0.05
 
-_Op = Callable[["_Transaction"], Awaitable[Any]]
+_Op = Callable[["Transaction"], Awaitable[Any]]
 _Request = tuple[_Op, tuple[str, ...], "asyncio.Future[Any]"]
-
-
-class _Retry(Exception):
-    """The transaction must be tried again (a stream row changed under it)."""
 
 
 #: Seconds the server lets one of our sessions sit inside a transaction, waiting for us,
@@ -106,134 +100,6 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
         # message (a terminated backend): the connection is as good as lost
         asyncpg.InternalClientError,
     )
-
-
-class _Transaction:
-    """One batch's transaction: the stream rows it read (locked), and rows to insert."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.states: dict[str, StreamState] = {}
-        #: Global positions are staged from 0 and offset by `base` once the meta row is
-        #: locked, at the end (or earlier, when rows must be inserted before then).
-        self.changes = Changes(self.states, _absent, 0)
-        self.base: int | None = None
-        self.xid: str | None = None
-        #: Each stream row as read: (last, first, epoch, snapshot), by stream id.
-        self.read_back: dict[int, tuple[int, int, int, int]] = {}
-        self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
-        #: Streams that grew, as "<last position> <name>" (`_postgres_cluster` notices).
-        self.grown: list[str] = []
-        #: Rows made by `load` for streams that had none, not yet taken by `stream_id`.
-        self.reserved: dict[str, int] = {}
-
-    async def load(self, names: set[str]) -> None:
-        """Read (and lock) the rows of ``names``; make rows for those that have none in one
-        statement (not one round trip per new stream, under the lock that orders every
-        writer): `stream_id` takes them, and `write_back` deletes those not taken."""
-        for row in await self.conn.fetch(sql.STREAM_ROW, sorted(names)):
-            name, sid, last, first, epoch, snap = row
-            self.states[name] = StreamState(name, sid, last, first, epoch, snap)
-            self.read_back[sid] = (last, first, epoch, snap)
-        missing = sorted(names - self.states.keys())
-        if missing:
-            rows = await self.conn.fetch(sql.RESERVE_STREAMS, missing)
-            self.reserved.update(rows)  # (name, id) records
-            raced = [name for name in missing if name not in self.reserved]
-            if raced:  # another writer made these rows and has committed: read them
-                await self.load(set(raced))
-
-    async def stream_id(self, state: StreamState) -> int:
-        if state.id is None:
-            self.changes.touch(state)
-            reserved = self.reserved.pop(state.name, None)
-            if reserved is None:
-                reserved = await self.conn.fetchval(
-                    "INSERT INTO journal_streams (name) VALUES ($1) RETURNING id", state.name
-                )
-            state.id = reserved
-            self.read_back[state.id] = (0, 1, 0, 0)
-        return state.id
-
-    async def lock_meta(self) -> int:
-        """Lock the meta row (if not yet) and return the first global position it gives."""
-        if self.base is None:
-            self.xid, self.base = await self.conn.fetchrow(sql.LOCK_META)
-        return self.base
-
-    async def flush_rows(self) -> None:
-        """Insert the rows staged so far, now (a delete or truncate in the batch must see
-        them): this takes the meta row's lock early."""
-        if self.columns[0]:
-            base = await self.lock_meta()
-            self.columns[0][:] = [base + g for g in self.columns[0]]
-            await self.conn.execute(sql.INSERT_RECORDS, *self.columns)
-            for column in self.columns:
-                column.clear()
-
-    async def finish(self) -> None:
-        """Take the global positions and insert the staged rows: one statement that locks
-        the meta row (held until COMMIT), or a plain advance if it was locked earlier."""
-        if self.base is not None:
-            await self.flush_rows()
-            if self.changes.next_global:
-                await self.conn.execute(sql.ADVANCE, self.base + self.changes.next_global)
-        elif self.changes.next_global:
-            self.xid, self.base = await self.conn.fetchrow(
-                sql.TAKE_AND_INSERT, self.changes.next_global, *self.columns
-            )
-        else:  # nothing appended: no global position taken, no lock on the meta row
-            self.xid, self.base = await self.conn.fetchval(sql.XID), 0
-
-    def rebase(self, outcome: Any) -> Any:
-        """An op's outcome with staged global positions made real."""
-        if isinstance(outcome, list) and outcome and isinstance(outcome[0], Appended):
-            base = self.base or 0
-            return [
-                msgspec.structs.replace(a, last_global_position=base + a.last_global_position)
-                for a in outcome
-            ]
-        return outcome
-
-    async def write_back(self) -> None:
-        """Write every changed stream row, each only if unchanged since it was read; drop
-        the rows made for new streams that nothing wrote."""
-        if self.reserved:
-            await self.conn.execute(sql.DROP_RESERVED, list(self.reserved.values()))
-            self.reserved.clear()
-        rows: list[list[int]] = [[], [], [], [], [], [], []]
-        for state in self.states.values():
-            if state.id is None:
-                continue
-            was = self.read_back[state.id]
-            now = (state.last, state.first, state.epoch, state.snapshot)
-            if now == was:
-                continue
-            if state.last > was[0]:
-                self.grown.append(f"{state.last} {state.name}")
-            for column, value in zip(rows, (state.id, *now, was[0], was[2]), strict=True):
-                column.append(value)
-        if rows[0]:
-            status = await self.conn.execute(sql.UPDATE_STREAMS, *rows)
-            if int(status.split()[-1]) != len(rows[0]):
-                raise _Retry("a stream row changed under the transaction")
-
-    async def replace_snapshot(self, state: StreamState, data: bytes) -> None:
-        sid, position = await self.stream_id(state), state.snapshot
-        await self.conn.execute(
-            "INSERT INTO journal_snapshots (stream_id, position, data, checksum) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE SET "
-            "position = excluded.position, data = excluded.data, checksum = excluded.checksum",
-            sid,
-            position,
-            data,
-            snapshot_checksum(state.name, position, data),
-        )
-
-
-def _absent(stream: str) -> StreamState | None:
-    """Streams are read (locked) before the batch runs; one not read does not exist."""
-    return None
 
 
 class PostgresStore(PostgresRestore, GroupCommitStore):
@@ -382,7 +248,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         """Run ``attempt``, again after each lost connection, until `reconnect_timeout`."""
         deadline = time.monotonic() + self.reconnect_timeout
         backoff = _FIRST_BACKOFF
-        retried: tuple[type[BaseException], ...] = (_Retry, *_connection_errors())
+        retried: tuple[type[BaseException], ...] = (RetryTransaction, *_connection_errors())
         while True:
             try:
                 return await attempt()
@@ -412,7 +278,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         await transaction.start()
         committing = False
         try:
-            txn = _Transaction(conn)
+            txn = Transaction(conn)
             await txn.load(names)
             outcomes = []
             for op, _, _ in batch:
@@ -479,7 +345,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         parts = (StreamAppend(stream, tuple(records), expected_position, epoch),)
         self._check_appends(parts)
         appended: list[Appended] = await self._submit(
-            lambda txn: _apply_appends(parts, txn), (stream,)
+            lambda txn: apply_appends(parts, txn), (stream,)
         )
         return appended[0]
 
@@ -488,7 +354,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         parts = tuple(appends)
         self._check_appends(parts)
         names = tuple(part.stream for part in parts)
-        appended: list[Appended] = await self._submit(lambda txn: _apply_appends(parts, txn), names)
+        appended: list[Appended] = await self._submit(lambda txn: apply_appends(parts, txn), names)
         return appended
 
     async def claim(self, stream: str) -> int:
@@ -496,7 +362,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         (since the stream was last deleted)."""
         check_stream_name(stream)
 
-        async def apply(txn: _Transaction) -> int:
+        async def apply(txn: Transaction) -> int:
             state = txn.changes.claim(stream)
             await txn.stream_id(state)
             return state.epoch
@@ -511,7 +377,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         check_position(stream, "position", position, 1)
         payload = bytes(data)
 
-        async def apply(txn: _Transaction) -> None:
+        async def apply(txn: Transaction) -> None:
             state = txn.changes.snapshot(stream, position, epoch)
             await txn.replace_snapshot(state, payload)
 
@@ -521,7 +387,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         """Delete the stream's records up to ``through``, which a snapshot must cover."""
         check_position(stream, "through", through, 0)
 
-        async def apply(txn: _Transaction) -> int:
+        async def apply(txn: Transaction) -> int:
             state, old_first = txn.changes.truncate(stream, through, epoch)
             if state.first == old_first:
                 return 0
@@ -543,7 +409,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         """
         check_stream_name(stream)
 
-        async def apply(txn: _Transaction) -> bool:
+        async def apply(txn: Transaction) -> bool:
             _, sid, existed = txn.changes.delete(stream, epoch)
             if sid is not None:
                 await txn.flush_rows()  # rows staged earlier in this batch go too
@@ -729,35 +595,6 @@ async def _reset_read_connection(conn: Any) -> None:
     nothing), instead of asyncpg's full reset, a round trip after every read."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-
-
-async def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[Appended]:
-    """Check and stage a (multi-stream) append within the batch's transaction."""
-    changes = txn.changes
-    single = len(parts) == 1
-    if not single:
-        changes.check_appends(parts)
-    globals_, ids, positions, kinds, payloads, sums = txn.columns
-    results = []
-    for part in parts:
-        state, position, global_position = changes.append(part, check=single)
-        sid = await txn.stream_id(state)
-        stream = part.stream
-        for new in part.records:
-            globals_.append(global_position)
-            ids.append(sid)
-            positions.append(position)
-            kinds.append(new.type)
-            payloads.append(new.data)
-            sums.append(checksum(stream, position, new.type, new.data))
-            position += 1
-            global_position += 1
-        if part.snapshot is not None:
-            await txn.replace_snapshot(state, part.snapshot)
-        results.append(
-            Appended(stream, position - len(part.records), state.last, global_position - 1)
-        )
-    return results
 
 
 async def _verify(conn: Any) -> VerifyReport:

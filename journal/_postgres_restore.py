@@ -10,7 +10,7 @@ from journal._errors import StoreNotEmptyError
 from journal._store import check_identity, check_position
 
 if TYPE_CHECKING:
-    from journal._postgres import _Transaction
+    from journal._postgres_txn import Transaction
 
 #: The streams that hold something: records, truncated positions or an owner epoch.
 _HELD = "FROM journal_streams WHERE last_position > 0 OR epoch > 0"
@@ -24,7 +24,7 @@ class PostgresRestore:
     if TYPE_CHECKING:
 
         async def _submit(
-            self, op: Callable[[_Transaction], Awaitable[Any]], streams: tuple[str, ...]
+            self, op: Callable[[Transaction], Awaitable[Any]], streams: tuple[str, ...]
         ) -> Any: ...
 
     async def create_stream(self, stream: str, *, first_position: int = 1, epoch: int = 0) -> None:
@@ -33,7 +33,7 @@ class PostgresRestore:
         check_position(stream, "first_position", first_position, 1)
         check_position(stream, "epoch", epoch, 0)
 
-        async def apply(txn: _Transaction) -> None:
+        async def apply(txn: Transaction) -> None:
             await txn.stream_id(txn.changes.create(stream, first_position, epoch))
 
         await self._submit(apply, (stream,))
@@ -43,7 +43,7 @@ class PostgresRestore:
         stream (checked and changed in one transaction)."""
         check_identity(identity)
 
-        async def apply(txn: _Transaction) -> None:
+        async def apply(txn: Transaction) -> None:
             # no other writer may make a stream between the count and the commit
             await txn.conn.execute("LOCK TABLE journal_streams IN EXCLUSIVE MODE")
             count = await txn.conn.fetchval(f"SELECT count(*) {_HELD}")

@@ -363,12 +363,12 @@ class Runtime(RuntimeReads):
         if host is not None:
             host.notify(position)
         elif self._running and actor_id.partition("/")[0] in self._types:
-            self._take_on(actor_id)
+            self._take_on(actor_id, inbox_grew=True)
 
-    def _take_on(self, actor_id: str) -> None:
+    def _take_on(self, actor_id: str, *, inbox_grew: bool = False) -> None:
         """Host ``actor_id`` here: at once, or, in a fleet, if its lease allows."""
         if self.worker is not None:
-            self.worker.offer(actor_id)
+            self.worker.offer(actor_id, inbox_grew=inbox_grew)
         else:
             self._activate(actor_id)
 

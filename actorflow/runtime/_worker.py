@@ -91,6 +91,7 @@ class Worker:
         self._again: dict[str, bool] = {}  # offers to make again once theirs is over
         self._deferred: dict[str, None] = {}  # actors with work meant for other workers
         self._released_by: dict[str, str] = {}  # who last let each actor go (not to rank)
+        self._inbox_grew: set[str] = set()  # offered because their inbox grew
         self._evicting: set[str] = set()
         self._renewed = time.monotonic()
         self._closing = anyio.Event()
@@ -155,9 +156,10 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------------
 
-    def offer(self, actor_id: str, *, fresh: bool = False) -> None:
+    def offer(self, actor_id: str, *, fresh: bool = False, inbox_grew: bool = False) -> None:
         """Host ``actor_id`` if it has work and this worker should (in the background).
         ``fresh``: its lease changed hands; do not trust what was remembered of it.
+        ``inbox_grew``: a message for it was just committed, so it has work.
 
         An offer made while one for the same actor is under way is made again after it
         (fresh, if either was): the one under way may have read the lease before it was
@@ -167,6 +169,8 @@ class Worker:
             return
         if runtime._group is None or not runtime._running:
             return
+        if inbox_grew:
+            self._inbox_grew.add(actor_id)
         if actor_id in self._offering:
             self._again[actor_id] = self._again.get(actor_id, False) or fresh
             return
@@ -191,13 +195,23 @@ class Worker:
             return
         if await self._held_elsewhere(actor_id):
             return
-        view = await _quarantine.view(runtime, actor_id)
-        if not view.has_work or actor_id in runtime._hosts:
-            return
         type_name = actor_id.partition("/")[0]
-        cls = runtime.actor_types[type_name]
-        in_flight = view.unfinished.version if view.unfinished is not None else None
-        pinned = cls.__actorflow_versioning__ == "pinned"
+        pinned = runtime.actor_types[type_name].__actorflow_versioning__ == "pinned"
+        in_flight = None
+        if actor_id in self._inbox_grew and not pinned:
+            # It has work (a message was just committed for it), and where an upgrade
+            # type's turn runs does not depend on the version of its turn in flight: no
+            # need to read its journal here (activation reads it; should another worker
+            # have served the message meanwhile, the actor is idle and let go again).
+            self._inbox_grew.discard(actor_id)
+        else:
+            self._inbox_grew.discard(actor_id)
+            view = await _quarantine.view(runtime, actor_id)
+            if not view.has_work:
+                return
+            in_flight = view.unfinished.version if view.unfinished is not None else None
+        if actor_id in runtime._hosts:
+            return
         choice = eligible(type_name, self.workers, pinned=pinned, in_flight=in_flight)
         if released_by in choice and len(choice) > 1:
             choice.remove(released_by)  # it let the actor go (stopping, or passivating it)

@@ -7,12 +7,16 @@ allocator to return its free pages (glibc's ``malloc_trim``) after a wave of
 passivations. What CPython's allocator keeps, it keeps; ``PYTHONMALLOC=malloc`` routes
 every allocation through the C allocator, so that trimming reaches all of it (see
 docs/api.md, "Memory", for what each returns, measured).
+
+It also tunes CPython's cyclic garbage collector (`tune_gc`): with a thousand actors in
+memory, collections triggered every 700 allocations took a fifth of a worker's CPU.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +32,20 @@ CHECK_EVERY = 2.0
 #: fewer, but at least `TRIM_AT_LEAST`.
 TRIM_AFTER = 500
 TRIM_AT_LEAST = 16
+
+
+#: `actorflow serve --gc-threshold`'s default: allocations (less deallocations) between two
+#: collections of the youngest generation (CPython's default is 700).
+GC_THRESHOLD = 10_000
+
+
+def tune_gc(threshold: int) -> None:
+    """Collect the youngest generation every ``threshold`` allocations (0: leave CPython's
+    setting), and keep the objects alive now (the loaded code, the recovered runtime) out
+    of every later collection (`gc.freeze`)."""
+    if threshold:
+        gc.set_threshold(threshold, *gc.get_threshold()[1:])
+    gc.freeze()
 
 
 def malloc_trim() -> Callable[[], None] | None:

@@ -49,7 +49,7 @@ from actorflow.server._connections import (
     guarded_protocol,
 )
 from actorflow.server._guard import HostRule, parse_origin, served_hosts
-from actorflow.server._memory import trim_after_passivations
+from actorflow.server._memory import GC_THRESHOLD, trim_after_passivations, tune_gc
 from journal import (
     DEFAULT_MAX_RECORD_BYTES,
     Durability,
@@ -119,6 +119,8 @@ class ServeConfig:
     worker_id: str | None = None
     capacity: int = 1000
     lease_ttl: float = 10.0
+    #: Allocations between collections of the GC's youngest generation (0: CPython's).
+    gc_threshold: int = GC_THRESHOLD
 
     @property
     def shared(self) -> bool:
@@ -381,6 +383,7 @@ async def _run(
             cluster=config.cluster(),
         )
         async with runtime:
+            tune_gc(config.gc_threshold)
             state.ready(runtime)
             event(
                 "start",
