@@ -413,6 +413,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
             _, sid, existed = txn.changes.delete(stream, epoch)
             if sid is not None:
                 await txn.flush_rows()  # rows staged earlier in this batch go too
+                txn.snapshots.pop(sid, None)  # a snapshot staged earlier in this batch
                 for table in ("journal_records", "journal_snapshots"):
                     await txn.conn.execute(f"DELETE FROM {table} WHERE stream_id = $1", sid)
                 await txn.conn.execute("DELETE FROM journal_streams WHERE id = $1", sid)

@@ -120,6 +120,13 @@ UPDATE_STREAMS = (
     "WHERE s.id = u.id AND s.last_position = u.was_last AND s.epoch = u.was_epoch"
 )
 
+#: Write snapshots (one per stream, replacing the stream's earlier one), in one statement.
+UPSERT_SNAPSHOTS = (
+    "INSERT INTO journal_snapshots (stream_id, position, data, checksum) "
+    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[]) "
+    "ON CONFLICT (stream_id) DO UPDATE SET position = excluded.position, "
+    "data = excluded.data, checksum = excluded.checksum"
+)
 #: Lock the meta row and read the next global position (with the transaction's id).
 LOCK_META = (
     "SELECT pg_current_xact_id()::text, next_global FROM journal_meta WHERE id = 1 FOR UPDATE"

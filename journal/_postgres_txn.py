@@ -31,6 +31,8 @@ class Transaction:
         self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
         #: Streams that grew, as "<last position> <name>" (`_postgres_cluster` notices).
         self.grown: list[str] = []
+        #: Snapshots staged by `replace_snapshot`: (position, data, checksum) by stream id.
+        self.snapshots: dict[int, tuple[int, bytes, int]] = {}
         #: Rows made by `load` for streams that had none, not yet taken by `stream_id`.
         self.reserved: dict[str, int] = {}
 
@@ -102,7 +104,8 @@ class Transaction:
 
     async def write_back(self) -> None:
         """Write every changed stream row, each only if unchanged since it was read; drop
-        the rows made for new streams that nothing wrote."""
+        the rows made for new streams that nothing wrote; write the staged snapshots."""
+        await self.flush_snapshots()
         if self.reserved:
             await self.conn.execute(sql.DROP_RESERVED, list(self.reserved.values()))
             self.reserved.clear()
@@ -124,16 +127,23 @@ class Transaction:
                 raise RetryTransaction("a stream row changed under the transaction")
 
     async def replace_snapshot(self, state: StreamState, data: bytes) -> None:
+        """Stage ``state``'s snapshot (the stream's latest, replacing any earlier one):
+        `write_back` writes every staged snapshot in one statement."""
         sid, position = await self.stream_id(state), state.snapshot
-        await self.conn.execute(
-            "INSERT INTO journal_snapshots (stream_id, position, data, checksum) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE SET "
-            "position = excluded.position, data = excluded.data, checksum = excluded.checksum",
-            sid,
-            position,
-            data,
-            snapshot_checksum(state.name, position, data),
-        )
+        self.snapshots[sid] = (position, data, snapshot_checksum(state.name, position, data))
+
+    async def flush_snapshots(self) -> None:
+        if self.snapshots:
+            sids = list(self.snapshots)
+            staged = self.snapshots.values()
+            await self.conn.execute(
+                sql.UPSERT_SNAPSHOTS,
+                sids,
+                [s[0] for s in staged],
+                [s[1] for s in staged],
+                [s[2] for s in staged],
+            )
+            self.snapshots.clear()
 
 
 class Landed(list[tuple[str, int, int, int]]):
