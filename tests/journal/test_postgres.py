@@ -107,6 +107,46 @@ async def test_a_stale_epoch_from_another_writer_lands_nothing(
     assert await first.last_position("other") == 0  # the whole multi-stream append failed
 
 
+async def test_a_reader_never_sees_a_global_position_filled_in_later(
+    stores: tuple[PostgresStore, PostgresStore], postgres_dsn: str
+) -> None:
+    """Global positions follow commit order across processes: while one writer has taken
+    its positions but not committed, another writer's commit waits, so a reader following
+    `read_all` never passes a position that is filled in after it looked."""
+    first, second = stores
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_first_commit(conn: Any) -> None:
+        if not holding.is_set():
+            holding.set()
+            await release.wait()
+
+    first.before_commit = hold_first_commit
+    a = asyncio.create_task(first.append("first", one(b"a")))
+    await holding.wait()  # `first` holds its positions, uncommitted
+    b = asyncio.create_task(second.append("second", one(b"b")))
+    watcher = await asyncpg.connect(postgres_dsn)
+    try:
+        async with asyncio.timeout(30):
+            # until `second` has committed (wrongly) or waits for a lock (rightly)
+            while not b.done():
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+        seen = [r.global_position async for r in first.read_all()]
+    finally:
+        await watcher.close()
+        release.set()
+    await a, await b
+    every = [r.global_position async for r in first.read_all()]
+    assert len(every) == 2
+    assert [g for g in every if g <= max(seen, default=0)] == seen
+
+
 async def test_the_schema_is_created_once_and_a_newer_one_is_refused(postgres_dsn: str) -> None:
     first = await PostgresStore.open(postgres_dsn)
     identity = first.identity
