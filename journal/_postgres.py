@@ -34,6 +34,7 @@ from journal._errors import (
     StorageFullError,
     StoreClosedError,
 )
+from journal._postgres_readers import Readers
 from journal._postgres_restore import PostgresRestore
 from journal._postgres_txn import RetryTransaction, Transaction, apply_appends
 from journal._records import (
@@ -132,7 +133,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         self._notify = tuple(check_prefix(p) for p in notify_prefixes if p is not None)
         #: Leases and members shared by the processes on this journal.
         self.leases = cluster.Leases(self._read)
-        self._pool: Any = None
+        self._readers: Readers | None = None
         self._writer: Any = None
         self._writer_task: asyncio.Task[None] | None = None
         self._pending: list[_Request] = []
@@ -176,13 +177,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         try:
             self._writer = await self._connect()
             self.identity, _ = await sql.prepare(self._writer, _describe(dsn))
-            self._pool = await asyncpg.create_pool(
-                dsn,
-                min_size=1,
-                max_size=self._pool_size,
-                server_settings=self._settings(),
-                reset=_reset_read_connection,
-            )
+            self._readers = Readers(self._connect, self._pool_size)
         except BaseException:
             await self._release()
             raise
@@ -428,9 +423,18 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
     async def _read(self, fn: Callable[[Any], Awaitable[T]], doing: str) -> T:
         self._check_open()
 
+        readers = self._readers
+        assert readers is not None
+
         async def attempt() -> T:
-            async with self._pool.acquire() as conn:
-                return await fn(conn)
+            conn = await readers.take()
+            clean = False
+            try:
+                result = await fn(conn)
+                clean = True
+                return result
+            finally:
+                readers.give_back(conn, clean=clean)
 
         try:
             return await self._retrying(attempt, doing)
@@ -577,25 +581,17 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _release(self) -> None:
-        if self._pool is not None:
+        if self._readers is not None:
             with contextlib.suppress(Exception):
-                await self._pool.close()
+                await self._readers.close()
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer.close()
-        self._pool = self._writer = None
+        self._readers = self._writer = None
 
     def _check_open(self) -> None:
         if self._closed or self._writer_task is None:
             raise StoreClosedError(f"PostgresStore({_describe(self._dsn)!r})")
-
-
-async def _reset_read_connection(conn: Any) -> None:
-    """What a read connection needs before it goes back to the pool: nothing but ending a
-    transaction left open (reads set no session state, hold no advisory locks, listen to
-    nothing), instead of asyncpg's full reset, a round trip after every read."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
 
 
 async def _verify(conn: Any) -> VerifyReport:
