@@ -375,21 +375,28 @@ async def run_agent(
         except Exception as exc:
             failure.append(exc)
 
+    stopped: list[BaseException] = []
     token = _hosted.set(_Hosted(ctx, send))
     try:
         async with anyio.create_task_group() as group, receive:
             group.start_soon(run)
             async for operation, done in receive:
-                # A BaseException (the turn stopping at this step boundary, say) leaves
-                # this loop and cancels the agent's run with the task group.
                 try:
                     result = await operation()
                 except Exception as exc:
-                    done.set_exception(exc)
+                    done.set_exception(exc)  # the step's error, for the agent to see
+                except BaseException as exc:
+                    # The turn stops here (at a step boundary, on a cancellation, on a
+                    # journal failure): stop the agent's run with it, raise it as it is.
+                    stopped.append(exc)
+                    group.cancel_scope.cancel()
+                    break
                 else:
                     done.set_result(result)
     finally:
         _hosted.reset(token)
+    if stopped:
+        raise stopped[0]
     if failure:
         raise failure[0]
     return outcome[0]
