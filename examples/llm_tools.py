@@ -32,12 +32,17 @@ def _attempt(tool: str, key: str) -> None:
         conn.execute("INSERT INTO attempts (tool, key) VALUES (?, ?)", (tool, key))
 
 
-def get_weather(city: str) -> str:
-    """The weather in ``city`` (deterministic, offline)."""
-    time.sleep(DELAY)
-    _attempt("get_weather", city)
+def weather_in(city: str) -> str:
+    """What `get_weather` says about ``city`` (deterministic, offline), without calling it."""
     kinds = ("sunny", "cloudy", "rainy", "windy")
     return kinds[int(hashlib.sha256(city.encode()).hexdigest(), 16) % len(kinds)]
+
+
+def get_weather(city: str) -> str:
+    """The weather in ``city``."""
+    time.sleep(DELAY)
+    _attempt("get_weather", city)
+    return weather_in(city)
 
 
 def book_table(city: str, idempotency_key: str) -> str:

@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 import msgspec
+import openai
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -42,11 +43,15 @@ from examples import llm_tools
 BASE_URL = os.environ.get("ACTORFLOW_OPENAI_BASE_URL", "http://127.0.0.1:8788/v1")
 
 
-def build_agent(base_url: str = BASE_URL) -> Agent[None, str]:
-    """The concierge agent, talking to the OpenAI-compatible server at ``base_url``."""
-    model = OpenAIChatModel(
-        "fake-model", provider=OpenAIProvider(base_url=base_url, api_key="not-needed")
+def build_agent(client: openai.AsyncOpenAI | None = None) -> Agent[None, str]:
+    """The concierge agent, talking to the OpenAI-compatible server at `BASE_URL` (or
+    through ``client``)."""
+    provider = (
+        OpenAIProvider(openai_client=client)
+        if client is not None
+        else OpenAIProvider(base_url=BASE_URL, api_key="not-needed")
     )
+    model = OpenAIChatModel("fake-model", provider=provider)
     agent = Agent(
         model,
         name="concierge",
