@@ -3,7 +3,7 @@
 ``get_weather`` only reads. ``book_table`` acts on the world: it books a table in a SQLite
 ledger (``ACTORFLOW_TOOL_LEDGER``, default ``tools.db`` beside the journal) and honours
 idempotency keys as a real booking API would: a second call with the same key books
-nothing more. Every call is counted as an attempt, so ``python -m examples.llm_tools``
+nothing more. Every call is counted as an attempt as it starts, so ``python -m examples.llm_tools``
 shows each booking with how often it was attempted versus applied. Each call takes
 ``ACTORFLOW_EXAMPLE_DELAY`` seconds (default 0.3), long enough to kill an agent mid-call.
 """
@@ -40,15 +40,15 @@ def weather_in(city: str) -> str:
 
 def get_weather(city: str) -> str:
     """The weather in ``city``."""
-    time.sleep(DELAY)
     _attempt("get_weather", city)
+    time.sleep(DELAY)
     return weather_in(city)
 
 
 def book_table(city: str, idempotency_key: str) -> str:
     """Book a table for dinner in ``city``: applied once per idempotency key."""
-    time.sleep(DELAY)
     _attempt("book_table", idempotency_key)
+    time.sleep(DELAY)
     with _ledger() as conn:
         conn.execute(
             "INSERT OR IGNORE INTO bookings VALUES (?, ?)", (idempotency_key, f"table in {city}")
