@@ -61,6 +61,7 @@ import actorflow
 
 __all__ = [
     "ActorflowDurability",
+    "ApprovalRequest",
     "ToolApproval",
     "dump_messages",
     "idempotency_key",
@@ -267,7 +268,9 @@ class ActorflowDurability(BaseDurabilityCapability[AgentDepsT]):
 
     @property
     def in_durable_context(self) -> bool:
-        return _hosted.get() is not None
+        # Inside a step (a tool running another agent, say) nothing more is journaled: the
+        # inner run is part of the step, which journals only its result.
+        return _hosted.get() is not None and _step_key.get(None) is None
 
     def get_durable_operation_backend(self) -> DurableOperationBackend[Any]:
         return _Backend(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import anyio
@@ -14,6 +15,7 @@ import msgspec
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.messages import (
+    AgentStreamEvent,
     ModelMessage,
     ModelRequest,
     ModelResponse,
@@ -23,6 +25,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
+from pydantic_ai.tools import RunContext
 
 import actorflow
 from actorflow import Actor, handler
@@ -306,3 +309,85 @@ def test_an_approval_payload_is_validated() -> None:
     assert msgspec.convert({"approved": True}, ToolApproval).approved is True
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"approve": True}, ToolApproval)
+
+
+async def streamed_answer(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    calls.append(("model", len(messages)))
+    for word in ("it", " is", " sunny"):
+        yield word
+
+
+STREAMING_EVENTS: list[str] = []
+
+
+async def collect(ctx: RunContext[None], events: AsyncIterable[AgentStreamEvent]) -> None:
+    async for event in events:
+        STREAMING_EVENTS.append(type(event).__name__)
+
+
+STREAMER = Agent(
+    FunctionModel(stream_function=streamed_answer),
+    name="streamer",
+    capabilities=[ActorflowDurability(event_stream_handler=collect)],
+)
+
+
+class Streamer(Actor):
+    @handler
+    async def ask(self, question: str) -> str:
+        result = await run_agent(self.ctx, STREAMER, question)
+        await self.ctx.wait_for("done")
+        return result.output
+
+
+async def test_model_events_reach_the_event_stream_handler_live_and_not_on_replay(
+    tmp_path: pathlib.Path,
+) -> None:
+    STREAMING_EVENTS.clear()
+    journal = tmp_path / "journal.db"
+    async with running(journal, [Streamer]) as runtime:
+        streamer = runtime.ref(Streamer, "s")
+        invocation = await streamer.send(Streamer.ask, "weather?")
+        await reaches(streamer, "waiting-event")
+    live = list(STREAMING_EVENTS)
+    assert "PartStartEvent" in live
+    assert live.count("PartDeltaEvent") == 2  # " is", " sunny": streamed inside the step
+    async with running(journal, [Streamer]) as runtime:
+        streamer = runtime.ref(Streamer, "s")
+        await reaches(streamer, "waiting-event")
+        await streamer.deliver("done", None)
+        assert await runtime.result(invocation) == "it is sunny"
+    assert calls == [("model", 1)]  # the replay did not ask (or stream) again
+    assert STREAMING_EVENTS[: len(live)] == live
+    assert "PartDeltaEvent" not in STREAMING_EVENTS[len(live) :]
+
+
+async def test_an_agent_run_inside_a_tool_is_part_of_that_tool_s_step(
+    tmp_path: pathlib.Path,
+) -> None:
+    inner = Agent(
+        FunctionModel(lambda messages, info: ModelResponse(parts=[TextPart("inner answer")])),
+        name="inner",
+        capabilities=[ActorflowDurability()],
+    )
+    outer = Agent(FunctionModel(slow_model), name="outer", capabilities=[ActorflowDurability()])
+
+    @outer.tool_plain
+    async def slow() -> str:  # the name slow_model calls
+        calls.append(("inner", None))
+        return (await inner.run("go")).output
+
+    class Delegator(Actor):
+        @handler
+        async def ask(self, question: str) -> str:
+            return (await run_agent(self.ctx, outer, question)).output
+
+    async with running(tmp_path / "journal.db", [Delegator]) as runtime:
+        delegator = runtime.ref(Delegator, "d")
+        assert await delegator.call(Delegator.ask, "go") == "inner answer"
+        steps = [entry.data["name"] for entry in await entries(runtime, delegator, "step")]
+    assert steps == [
+        "outer__model.request",
+        "outer__function_toolset__<agent>.call_tool:slow",
+        "outer__model.request",
+    ]
