@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from pydantic_ai import Agent
+from pydantic_ai import Agent, ModelRetry
 from pydantic_ai.messages import (
     AgentStreamEvent,
     ModelMessage,
@@ -390,4 +390,40 @@ async def test_an_agent_run_inside_a_tool_is_part_of_that_tool_s_step(
         "outer__model.request",
         "outer__function_toolset__<agent>.call_tool:slow",
         "outer__model.request",
+    ]
+
+
+async def test_a_model_retry_from_a_tool_is_journaled_as_its_result(tmp_path: pathlib.Path) -> None:
+    def retrying_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if len(messages) < 5:
+            return ModelResponse(parts=[ToolCallPart("picky", {}, f"call-{len(messages)}")])
+        return ModelResponse(parts=[TextPart("settled")])
+
+    agent = Agent(
+        FunctionModel(retrying_model), name="retrying", capabilities=[ActorflowDurability()]
+    )
+
+    @agent.tool_plain
+    def picky() -> str:
+        calls.append(("picky", None))
+        if len(calls) == 1:
+            raise ModelRetry("ask again")
+        return "fine"
+
+    class Retrier(Actor):
+        @handler
+        async def ask(self, question: str) -> str:
+            return (await run_agent(self.ctx, agent, question)).output
+
+    async with running(tmp_path / "journal.db", [Retrier]) as runtime:
+        retrier = runtime.ref(Retrier, "r")
+        assert await retrier.call(Retrier.ask, "go") == "settled"
+        tool_steps = [
+            entry.data["value"]
+            for entry in await entries(runtime, retrier, "step")
+            if "call_tool" in entry.data["name"]
+        ]
+    assert tool_steps == [
+        {"kind": "model_retry", "message": "ask again"},
+        {"kind": "tool_return", "result": "fine"},
     ]
