@@ -218,8 +218,8 @@ class ActorflowDurability(BaseDurabilityCapability[AgentDepsT]):
     """Makes a pydantic-ai agent durable inside an actorflow turn (see `run_agent`).
 
     Every model request and every tool call of a run hosted by `run_agent` is a journaled
-    step named after the agent (``{name}__model_request``, ``{name}__toolset__{id}__call_tool``),
-    so a turn replayed after a crash or a deploy hands back their results instead of calling
+    step named after the agent (``{name}__model.request``,
+    ``{name}__function_toolset__{toolset id}.call_tool:{tool}``), so a turn replayed after a crash or a deploy hands back their results instead of calling
     the model or the tool again. Tool calls run one at a time (actorflow's steps of one turn
     are ordered). Outside `run_agent` the agent runs as usual.
 
