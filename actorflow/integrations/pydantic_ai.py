@@ -219,8 +219,9 @@ class ActorflowDurability(BaseDurabilityCapability[AgentDepsT]):
 
     Every model request and every tool call of a run hosted by `run_agent` is a journaled
     step named after the agent (``{name}__model.request``,
-    ``{name}__function_toolset__{toolset id}.call_tool:{tool}``), so a turn replayed after a crash or a deploy hands back their results instead of calling
-    the model or the tool again. Tool calls run one at a time (actorflow's steps of one turn
+    ``{name}__function_toolset__{toolset id}.call_tool:{tool}``), so a turn replayed after
+    a crash or a deploy hands back their results instead of calling the model or the tool
+    again. Tool calls run one at a time (actorflow's steps of one turn
     are ordered). Outside `run_agent` the agent runs as usual.
 
     ``approval_event`` names the event (``ctx.wait_for``) that decides tool calls waiting for
