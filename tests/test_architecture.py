@@ -167,6 +167,7 @@ _ENGINE = (
 #: dry-run replay check) sits beside the runtime, on top of it: the runtime and the replay
 #: core know nothing of it. `testing` (for users' test suites) is at the top, with the CLI.
 #: `cluster` (worker settings and placement rules, pure) lies under the runtime.
+#: `integrations` (pydantic-ai, ...) use the public `actorflow` API only.
 FORBIDDEN = {
     "_actor.py": _ENGINE,
     "_context.py": _ENGINE,
@@ -197,6 +198,8 @@ FORBIDDEN = {
         "actorflow.runtime._runtime",
         "actorflow.server",
     ),
+    # Integrations with other libraries build on the public API, like users' code.
+    "integrations": ("actorflow._", *_ENGINE, "actorflow.cluster", "actorflow.versioning"),
     "server": (
         "actorflow.replay",
         "actorflow.runtime._host",

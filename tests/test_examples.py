@@ -81,3 +81,29 @@ def test_payments_saga_ships_two_orders_and_refunds_the_third(tmp_path: pathlib.
     assert sorted(ledger) == sorted(
         ["charge", "charge", "charge", "reserve", "reserve", "ship", "ship", "refund"]
     )
+
+
+def test_the_readme_agents_need_none_of_the_llm_extras() -> None:
+    # pydantic-ai and openai made unimportable, as on a machine without the extras
+    script = (
+        "import sys; sys.modules['pydantic_ai'] = sys.modules['openai'] = None; "
+        "from actorflow.server import load_actors; "
+        "print(sorted(c.__name__ for c in load_actors('examples.agents')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['Checkout',", "'Researcher']"]
+
+
+def test_actorflow_serve_loads_the_llm_examples() -> None:
+    from actorflow.server import load_actors
+
+    assert [c.__name__ for c in load_actors("examples.pydantic_agent")] == ["Concierge"]
+    assert [c.__name__ for c in load_actors("examples.openai_agent")] == ["OpenAIConcierge"]

@@ -1,0 +1,101 @@
+"""The two LLM agent examples against the fake OpenAI server, in process: the answers, the
+requests the server counted, and the tools' ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from examples import fake_openai, llm_tools, openai_agent, pydantic_agent
+from tests.runtime.support import crashing, eventually, reaches, running
+
+pytestmark = pytest.mark.anyio
+
+ANSWER = (
+    "Answer to 'dinner in Lyon': get_weather said {weather}; book_table said table booked ({ref})."
+)
+
+
+@pytest.fixture
+def server(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[fake_openai.FakeOpenAI]:
+    """The fake server, with both examples and their tools pointed at it and at a fresh ledger."""
+    monkeypatch.setattr(llm_tools, "LEDGER", tmp_path / "tools.db")
+    monkeypatch.setattr(llm_tools, "DELAY", 0.0)
+    with fake_openai.running(tmp_path / "openai-calls.log") as fake:
+        monkeypatch.setattr(openai_agent, "BASE_URL", fake.url)
+        yield fake
+
+
+def expected_answer(key: str) -> str:
+    """The fake model's final answer, given the booking's idempotency key."""
+    ref = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return ANSWER.format(weather=llm_tools.weather_in("dinner in Lyon"), ref=ref)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_the_openai_sdk_agent_calls_each_tool_then_answers(
+    tmp_path: pathlib.Path, server: fake_openai.FakeOpenAI, stream: bool
+) -> None:
+    Agent = openai_agent.OpenAIConcierge
+    async with running(tmp_path / "journal.db", [Agent]) as runtime:
+        answer = await runtime.ref(Agent, "ana").call(Agent.ask, "dinner in Lyon", stream)
+    ((key, detail),) = llm_tools.bookings()
+    assert detail == "table in dinner in Lyon"
+    assert answer == expected_answer(key)
+    assert [call["answer"] for call in server.calls] == ["get_weather", "book_table", "text"]
+    assert len({call["digest"] for call in server.calls}) == 3
+    assert [tool for tool, _ in llm_tools.attempts()] == ["get_weather", "book_table"]
+    assert (tmp_path / "openai-calls.log").read_text().count("(stream)") == (3 if stream else 0)
+
+
+async def test_the_openai_sdk_agent_resumes_after_a_crash_without_repeating_calls(
+    tmp_path: pathlib.Path, server: fake_openai.FakeOpenAI
+) -> None:
+    Agent = openai_agent.OpenAIConcierge
+    server.delay = 0.1
+    journal = tmp_path / "journal.db"
+    async with crashing(journal, [Agent]) as runtime:
+        invocation = await runtime.ref(Agent, "bob").send(Agent.ask, "dinner in Lyon")
+
+        async def answered_once() -> bool:
+            return len(server.calls) >= 1
+
+        await eventually(answered_once, "the first completion")
+    async with running(journal, [Agent]) as runtime:
+        answer = await runtime.result(invocation)
+    ((key, _),) = llm_tools.bookings()
+    assert answer == expected_answer(key)
+    digests = [call["digest"] for call in server.calls]
+    assert len(set(digests)) == 3
+    assert len(digests) - len(set(digests)) <= 1  # only a call in flight at the crash ran again
+
+
+async def test_the_pydantic_ai_agent_books_once_approved(
+    tmp_path: pathlib.Path, server: fake_openai.FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Agent = pydantic_agent.Concierge
+    async with (
+        # A client of this test's own, closed on its event loop.
+        openai.AsyncOpenAI(base_url=server.url, api_key="-", max_retries=0) as client,
+        running(tmp_path / "journal.db", [Agent]) as runtime,
+    ):
+        monkeypatch.setattr(pydantic_agent, "AGENT", pydantic_agent.build_agent(client))
+        concierge = runtime.ref(Agent, "ana")
+        invocation = await concierge.send(Agent.ask, "dinner in Lyon")
+        await reaches(concierge, "waiting-event")
+        assert [tool for tool, _ in llm_tools.attempts()] == ["get_weather"]
+        await concierge.deliver("approval", {"approved": True, "by": "ana"})
+        answer = await runtime.result(invocation)
+        status = await concierge.status()
+    ((key, detail),) = llm_tools.bookings()
+    assert detail == "table in dinner in Lyon"
+    assert key.endswith(":Concierge/ana/t1/s6")
+    assert answer == expected_answer(key)
+    assert [call["answer"] for call in server.calls] == ["get_weather", "book_table", "text"]
+    assert status.turns == 1
