@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from actorflow._actor import Actor, check_key
@@ -82,6 +82,19 @@ class ActorHandle(Generic[A]):
             idempotency_key=self.idempotency_key,
             deadline=self.deadline,
         )
+
+    async def query(
+        self,
+        query: Callable[Concatenate[A, P], R | Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run a `@query` method on the actor's state as of its last step boundary (without
+        waiting for its running turn); its result."""
+        answer = await self._runtime.query(self.ref, handler_name(query), args, kwargs)
+        result: R = answer.result
+        return result
 
     async def deliver(self, name: str, payload: Any = None) -> None:
         """Deliver the named event (for ``ctx.wait_for``)."""
