@@ -75,15 +75,11 @@ def query_info(runtime: Runtime, type_name: str, name: str) -> HandlerInfo:
     return info
 
 
-async def answer(
-    runtime: Runtime, target: ActorRef, name: str, arguments: bytes | dict[str, Any]
-) -> QueryAnswer:
-    """Run query ``name`` of ``target`` with ``arguments`` (a mapping of names to values,
-    or MessagePack checked already) on a copy of its state; see the module docstring."""
+async def answer(runtime: Runtime, target: ActorRef, name: str, arguments: bytes) -> QueryAnswer:
+    """Run query ``name`` of ``target`` with ``arguments`` (MessagePack, checked by
+    `encode_arguments`) on a copy of its state; see the module docstring."""
     check_key(target.key)
     info = query_info(runtime, target.type_name, name)
-    if isinstance(arguments, dict):
-        arguments = info.validate_mapping(target.type_name, arguments)
     cls = runtime.actor_types[target.type_name]
     state, as_of, invocation = await _state_of(runtime, cls, target.id)
     result = await _run(cls, info, target, state, arguments)
@@ -104,8 +100,8 @@ async def _state_of(
 ) -> tuple[Any, AsOf, str | None]:
     host = runtime._hosts.get(actor_id)
     if host is None:
-        stored = await _checkpointed(runtime, cls, actor_id)
-        if stored is not None:
+        current, stored = await _checkpointed(runtime, cls, actor_id)
+        if current:
             return stored, "checkpoint", None
         host = runtime._hosts.get(actor_id)
         if host is None:
@@ -137,10 +133,10 @@ def _live(turn: Turn) -> bool:
     return not recorded.unconsumed()
 
 
-async def _checkpointed(runtime: Runtime, cls: type[Actor], actor_id: str) -> Any | None:
-    """The state in the actor's checkpoint if nothing was journaled after it (None: a turn
-    is unfinished). The checkpoint is read before the stream's end, so if nothing follows
-    it then, it was the latest when it was read."""
+async def _checkpointed(runtime: Runtime, cls: type[Actor], actor_id: str) -> tuple[bool, Any]:
+    """Whether nothing was journaled after the actor's checkpoint, and then the state in
+    it ((False, None): a turn is unfinished). The checkpoint is read before the stream's
+    end, so if nothing follows it then, it was the latest when it was read."""
     store = runtime.store
     stream = actor_stream(actor_id)
     snapshot = await store.load_snapshot(stream)
@@ -151,12 +147,12 @@ async def _checkpointed(runtime: Runtime, cls: type[Actor], actor_id: str) -> An
                 f"actor {actor_id} has never been sent a message: it has no state to query "
                 f"(is the key right?)"
             )
-        return _default_state(cls)  # messages accepted, no turn journaled yet
+        return True, _default_state(cls)  # messages accepted, no turn journaled yet
     if snapshot is None or snapshot.position != last:
-        return None
+        return False, None
     checkpoint = msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot)
     data = await StateParts(store, actor_id, collecting=False).restore(checkpoint)
-    return _decode(cls, data)
+    return True, _decode(cls, data)
 
 
 async def _owner_refusal(runtime: Runtime, actor_id: str) -> HostedElsewhere:

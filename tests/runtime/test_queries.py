@@ -289,3 +289,30 @@ def test_a_class_lists_its_queries_sync_and_async() -> None:
         "wrong_result",
     ]
     assert "transcript" not in Agent.__actorflow_handlers__
+
+
+class Stateless(Actor):
+    @handler
+    async def touch(self) -> None:
+        await self.ctx.run(think, "touch", name="think")
+
+    @query
+    def whose(self) -> str:
+        return f"{self.key} has state {self.state!r}"
+
+
+async def test_an_actor_without_state_answers_from_its_checkpoint_too(db: pathlib.Path) -> None:
+    async with running(db, [Stateless], idle_timeout=0.01) as runtime:
+        handle = runtime.ref(Stateless, "s-1")
+        with pytest.raises(NoSuchActorError):
+            await handle.query(Stateless.whose)
+        await handle.call(Stateless.touch)
+
+        async def passivated() -> bool:
+            return handle.id not in runtime.hosted()
+
+        await eventually(passivated, "the actor to be passivated")
+        activations = runtime.metrics.activations
+        answer = await runtime.query(handle.ref, "whose")
+        assert (answer.result, answer.as_of) == ("s-1 has state None", "checkpoint")
+        assert runtime.metrics.activations == activations
