@@ -12,9 +12,9 @@ import decimal
 import math
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 import httpx
 import msgspec
@@ -493,13 +493,21 @@ class RemoteActor(Generic[A]):
         done: R = _outcome(status, info.result_type)
         return done
 
+    @overload
     async def query(
         self,
-        query: Callable[Concatenate[A, P], R | Awaitable[R]],
+        query: Callable[Concatenate[A, P], Coroutine[Any, Any, R]],
         /,
         *args: P.args,
         **kwargs: P.kwargs,
-    ) -> R:
+    ) -> R: ...
+
+    @overload
+    async def query(
+        self, query: Callable[Concatenate[A, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    async def query(self, query: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run a `@query` method on the actor's state as of its last step boundary (its
         arguments checked here first); its result, decoded as its return type."""
         name = handler_name(query)
@@ -509,8 +517,7 @@ class RemoteActor(Generic[A]):
         data = info.encode_args(type_name_of(self._cls), args, kwargs)
         arguments = msgspec.to_builtins(msgspec.msgpack.decode(data))
         answer = await self._client.query(self.ref, name, arguments)
-        result: R = msgspec.convert(answer.result, info.result_type)
-        return result
+        return msgspec.convert(answer.result, info.result_type)
 
 
 class SyncClient:

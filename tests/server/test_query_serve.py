@@ -114,6 +114,12 @@ def test_a_query_answers_while_the_turn_waits_for_approval_across_a_sigkill(
         )  # fmt: skip
         assert printed.returncode == 0, printed.stderr
         assert json.loads(printed.stdout)["result"] == drafted[-1:]
+        unknown = cli(
+            "query", ACTOR, "nope", "--url", server.url, env={**env, "ACTORFLOW_TOKEN": TOKEN}
+        )
+        assert unknown.returncode == 1
+        assert "has no query 'nope'; its queries: approver, transcript" in unknown.stderr
+        assert "(HTTP 404, unknown_query)" in unknown.stderr
         client.deliver(ACTOR, "approval", "ana")
         assert client.result(sent.invocation, timeout=REQUEST_TIMEOUT) == drafted[1][19:]
         after = get_query(server, "approver").json()
