@@ -4,6 +4,7 @@ the running turn, journaling nothing, changing nothing, and never touching ctx."
 from __future__ import annotations
 
 import pathlib
+import types
 from typing import Any
 
 import anyio
@@ -26,6 +27,9 @@ from actorflow import (
     query,
 )
 from actorflow._context import ActorRef
+from actorflow._events import StepCompleted, TurnStarted
+from actorflow.replay._recorded import RecordedTurn
+from actorflow.runtime._query import _live
 from tests.runtime.support import eventually, reaches, running
 
 pytestmark = pytest.mark.anyio
@@ -316,3 +320,17 @@ async def test_an_actor_without_state_answers_from_its_checkpoint_too(db: pathli
         answer = await runtime.query(handle.ref, "whose")
         assert (answer.result, answer.as_of) == ("s-1 has state None", "checkpoint")
         assert runtime.metrics.activations == activations
+
+
+def test_a_turn_counts_as_live_only_once_its_replay_has_caught_up() -> None:
+    """While a turn replays, its state in memory is that of an earlier step boundary than
+    the journal's last one: a query then reads the checkpoint instead."""
+    started = TurnStarted(2, "Agent/a-1#00", 1, "converse", msgspec.Raw(b"\x80"), 0.0)
+    done = StepCompleted(2, "1", "think", "run", msgspec.Raw(b"\xa1x"))
+    recorded = RecordedTurn("Agent/a-1", started, 10, [(11, done)])
+    turn: Any = types.SimpleNamespace(recorded=recorded, failure=None, diverged=None)
+    assert not _live(turn)  # step 1 is journaled, and not handed back yet
+    recorded.take("1", "think", "run")
+    assert _live(turn)  # caught up: from here on the turn runs live
+    turn.diverged = object()
+    assert not _live(turn)  # aborted
