@@ -28,6 +28,7 @@ from actorflow._errors import ActorStuckError as ActorStuckError
 from actorflow._errors import CompensationFailed as CompensationFailed
 from actorflow._errors import ContextMisuseError as ContextMisuseError
 from actorflow._errors import HandlerFailed as HandlerFailed
+from actorflow._errors import HostedElsewhere, NoSuchActorError, QueryContextError, QueryFailed
 from actorflow._errors import IdempotencyKeyReused as IdempotencyKeyReused
 from actorflow._errors import InboxFull as InboxFull
 from actorflow._errors import InvalidMessageError as InvalidMessageError
@@ -48,10 +49,13 @@ from actorflow._errors import TurnCancelled as TurnCancelled
 from actorflow._errors import TurnEndedError as TurnEndedError
 from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
+from actorflow._errors import UnknownQueryError as UnknownQueryError
+from actorflow._query import query as query
 from actorflow.cluster import ClusterOptions as ClusterOptions
 from actorflow.runtime._handle import ActorHandle as ActorHandle
 from actorflow.runtime._pinned import TurnHeld as TurnHeld
 from actorflow.runtime._quarantine import ActorCorruptError as ActorCorruptError
+from actorflow.runtime._query import QueryAnswer as QueryAnswer
 from actorflow.runtime._reset import ResetRefused as ResetRefused
 from actorflow.runtime._reset import TurnReset as TurnReset
 from actorflow.runtime._runtime import Runtime as Runtime
@@ -124,4 +128,11 @@ __all__ = [
     "UnknownActorError",
     "UnknownHandlerError",
     "handler",
+    "query",
+    "HostedElsewhere",
+    "NoSuchActorError",
+    "QueryContextError",
+    "QueryFailed",
+    "UnknownQueryError",
+    "QueryAnswer",
 ]

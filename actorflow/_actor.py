@@ -18,6 +18,7 @@ import msgspec
 
 from actorflow._context import Retry
 from actorflow._errors import ActorDefinitionError, InvalidMessageError, InvalidResultError
+from actorflow._query import collect_queries
 
 if TYPE_CHECKING:
     from actorflow._context import Context
@@ -177,10 +178,13 @@ class Actor:
     the wrong type, are refused before they are accepted), ``versioning`` ("upgrade" by
     default, or "pinned": what a turn in flight when new code is deployed does).
     Inside a handler, ``self.ctx`` is the only door to anything non-deterministic.
+    Methods marked `@query` read ``self.state`` without a turn (docs/actors.md, "Queries").
     """
 
     __actorflow_name__: ClassVar[str]
     __actorflow_handlers__: ClassVar[dict[str, HandlerInfo]]
+    #: The `@query` methods, checked like handlers (sync or async).
+    __actorflow_queries__: ClassVar[dict[str, HandlerInfo]]
     __actorflow_state__: ClassVar[type[msgspec.Struct] | None]
     __actorflow_shutdown__: ClassVar[ShutdownStrategy]
     __actorflow_versioning__: ClassVar[Versioning]
@@ -215,6 +219,7 @@ class Actor:
         declared = _check_events(events, problems)
         _check_state(state, problems)
         handlers = _collect_handlers(cls, problems)
+        queries = collect_queries(cls, problems, _check_query, _HANDLER_MARK)
         if not handlers and not problems:
             problems.append("it has no handlers; mark its async methods with @actorflow.handler")
         if problems:
@@ -222,6 +227,7 @@ class Actor:
             raise ActorDefinitionError(f"actor class {cls.__qualname__} is misdefined:\n{listed}")
         cls.__actorflow_name__ = type_name
         cls.__actorflow_handlers__ = handlers
+        cls.__actorflow_queries__ = queries
         cls.__actorflow_state__ = state
         cls.__actorflow_shutdown__ = shutdown
         cls.__actorflow_versioning__ = versioning
@@ -283,14 +289,26 @@ def _collect_handlers(cls: type, problems: list[str]) -> dict[str, HandlerInfo]:
     return handlers
 
 
+def _check_query(cls: type, attr: str, fn: Any, problems: list[str]) -> HandlerInfo | None:
+    return _check_handler(cls, attr, fn, HandlerOptions(), problems, kind="query")
+
+
 def _check_handler(
-    cls: type, attr: str, fn: Any, options: HandlerOptions, problems: list[str]
+    cls: type,
+    attr: str,
+    fn: Any,
+    options: HandlerOptions,
+    problems: list[str],
+    kind: Literal["handler", "query"] = "handler",
 ) -> HandlerInfo | None:
-    where = f"handler {cls.__name__}.{attr}"
+    where = f"{kind} {cls.__name__}.{attr}"
     before = len(problems)
     if attr.startswith("_"):
-        problems.append(f"{where}: handler names must not start with '_'")
-    if not inspect.iscoroutinefunction(fn):
+        problems.append(f"{where}: {kind} names must not start with '_'")
+    if kind == "query" and not callable(fn):
+        problems.append(f"{where} must be a plain method (sync or async def)")
+        return None
+    if kind == "handler" and not inspect.iscoroutinefunction(fn):
         problems.append(f"{where} must be declared `async def`")
         return None
     try:

@@ -14,15 +14,16 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 import httpx
 import msgspec
 
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
-from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
+from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError, UnknownQueryError
 from actorflow.cluster import WorkerInfo
+from actorflow.runtime._query import QueryAnswer
 from actorflow.runtime._reset import TurnReset
 from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry, Page
 
@@ -168,6 +169,12 @@ class _Requests:
         path = f"{_actor_path(_as_ref(actor))}/messages/{handler}"
         body = msgspec.json.encode(arguments)
         return _Call("POST", path, params, headers, body, InvocationStatus, wait or 0.0)
+
+    @staticmethod
+    def query(actor: ActorRef | str, name: str, arguments: dict[str, Any]) -> _Call:
+        path = f"{_actor_path(_as_ref(actor))}/query/{name}"
+        params = {"args": msgspec.json.encode(arguments).decode()} if arguments else {}
+        return _Call("GET", path, params, answer=QueryAnswer)
 
     @staticmethod
     def invocation(invocation: str, wait: float | None = None) -> _Call:
@@ -337,6 +344,14 @@ class Client:
         status: InvocationStatus = await self._do(_Requests.invocation(invocation, wait))
         return status
 
+    async def query(
+        self, actor: ActorRef | str, name: str, arguments: dict[str, Any] | None = None
+    ) -> QueryAnswer:
+        """Run an actor's `@query` method ``name`` on its state as of its last step
+        boundary, without waiting for its running turn; the answer holds its ``result``."""
+        answer: QueryAnswer = await self._do(_Requests.query(actor, name, arguments or {}))
+        return answer
+
     async def result(
         self, invocation: str, *, timeout: float | None = None, result_type: Any = Any
     ) -> Any:
@@ -478,6 +493,32 @@ class RemoteActor(Generic[A]):
         done: R = _outcome(status, info.result_type)
         return done
 
+    @overload
+    async def query(
+        self,
+        query: Callable[Concatenate[A, P], Coroutine[Any, Any, R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def query(
+        self, query: Callable[Concatenate[A, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    async def query(self, query: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run a `@query` method on the actor's state as of its last step boundary (its
+        arguments checked here first); its result, decoded as its return type."""
+        name = handler_name(query)
+        info = self._cls.__actorflow_queries__.get(name)
+        if info is None:
+            raise UnknownQueryError(f"{self._cls.__name__} has no query {name!r}")
+        data = info.encode_args(type_name_of(self._cls), args, kwargs)
+        arguments = msgspec.to_builtins(msgspec.msgpack.decode(data))
+        answer = await self._client.query(self.ref, name, arguments)
+        return msgspec.convert(answer.result, info.result_type)
+
 
 class SyncClient:
     """A blocking client of `actorflow serve`, for scripts (``with SyncClient(url) as c``).
@@ -560,6 +601,14 @@ class SyncClient:
         """An invocation's status (waiting up to ``wait`` seconds for it to finish)."""
         status: InvocationStatus = self._do(_Requests.invocation(invocation, wait))
         return status
+
+    def query(
+        self, actor: ActorRef | str, name: str, arguments: dict[str, Any] | None = None
+    ) -> QueryAnswer:
+        """Run an actor's `@query` method ``name`` on its state as of its last step
+        boundary, without waiting for its running turn; the answer holds its ``result``."""
+        answer: QueryAnswer = self._do(_Requests.query(actor, name, arguments or {}))
+        return answer
 
     def result(self, invocation: str, *, timeout: float | None = None) -> Any:
         """Wait for an invocation's result (its error raises `HandlerFailed`)."""

@@ -140,6 +140,56 @@ class ContextMisuseError(ActorflowError):
     """``ctx`` was used where replay cannot follow it: inside a step's function."""
 
 
+class QueryContextError(ContextMisuseError):
+    """A query (`@actorflow.query`) used ``self.ctx``: a query only reads the actor's state
+    and cannot take steps, sleep, wait, send or read the clock."""
+
+
+class UnknownQueryError(UnknownHandlerError):
+    """A query names a query method the actor type does not have."""
+
+
+class NoSuchActorError(UnknownActorError):
+    """An actor of a hosted type that has never been sent anything: nothing to read."""
+
+
+class QueryFailed(ActorflowError):
+    """A query method raised; ``error_type`` and ``message`` say what it raised."""
+
+    def __init__(self, actor: str, query: str, error_type: str, message: str) -> None:
+        self.actor = actor
+        self.query = query
+        self.error_type = error_type
+        self.message = message
+        super().__init__(actor, query, error_type, message)
+
+    def __str__(self) -> str:
+        return f"query {self.query} of {self.actor} failed with {self.error_type}: {self.message}"
+
+
+class HostedElsewhere(ActorflowError):
+    """A query for an actor that another worker of the fleet is running a turn of (or that
+    is between workers): only the worker hosting it sees the turn's state. ``owner`` names
+    that worker (None: none holds it right now)."""
+
+    def __init__(self, actor: str, owner: str | None) -> None:
+        self.actor = actor
+        self.owner = owner
+        super().__init__(actor, owner)
+
+    def __str__(self) -> str:
+        where = (
+            f"worker {self.owner!r} hosts it and is running one of its turns"
+            if self.owner is not None
+            else "no worker hosts it right now (it is being taken over)"
+        )
+        return (
+            f"actor {self.actor} cannot be queried here: {where}; only the worker hosting a "
+            f"turn sees its state. Retry (a load balancer may send the query to that "
+            f"worker), or query once the turn has ended"
+        )
+
+
 class CompensationFailed(ActorflowError):
     """Some compensations still failed after their retries; the others ran.
 

@@ -19,6 +19,7 @@ import httpx
 import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
+from actorflow.cli._query_command import query_command
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
 from actorflow.cluster import WorkerIdInUse
@@ -740,3 +741,4 @@ main.add_command(export_command)
 main.add_command(reset_command)
 main.add_command(journal_group(journal_command))
 main.add_command(replay_command)
+main.add_command(query_command(_client_options, _talk, _json_argument, _print))

@@ -23,6 +23,7 @@ runtime reports.
 from actorflow.runtime._handle import ActorHandle as ActorHandle
 from actorflow.runtime._pinned import TurnHeld as TurnHeld
 from actorflow.runtime._quarantine import ActorCorruptError as ActorCorruptError
+from actorflow.runtime._query import QueryAnswer as QueryAnswer
 from actorflow.runtime._reset import ResetRefused as ResetRefused
 from actorflow.runtime._reset import TurnReset as TurnReset
 from actorflow.runtime._runtime import Runtime as Runtime
@@ -36,6 +37,7 @@ from actorflow.runtime._status import QuarantinedStatus as QuarantinedStatus
 from actorflow.runtime._status import ShutdownReport as ShutdownReport
 
 __all__ = [
+    "QueryAnswer",
     "ACTOR_STATES",
     "ActorCorruptError",
     "ActorHandle",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from actorflow._actor import Actor, check_key
 from actorflow._context import ActorRef, handler_name
@@ -82,6 +82,26 @@ class ActorHandle(Generic[A]):
             idempotency_key=self.idempotency_key,
             deadline=self.deadline,
         )
+
+    @overload
+    async def query(
+        self,
+        query: Callable[Concatenate[A, P], Coroutine[Any, Any, R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
+    async def query(
+        self, query: Callable[Concatenate[A, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    async def query(self, query: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run a `@query` method on the actor's state as of its last step boundary (without
+        waiting for its running turn); its result."""
+        answer = await self._runtime.query(self.ref, handler_name(query), args, kwargs)
+        return answer.result
 
     async def deliver(self, name: str, payload: Any = None) -> None:
         """Deliver the named event (for ``ctx.wait_for``)."""

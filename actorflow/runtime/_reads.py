@@ -9,7 +9,7 @@ inherits it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -18,9 +18,10 @@ from actorflow._context import ActorRef
 from actorflow._errors import InvalidMessageError, UnknownActorError, UnknownHandlerError
 from actorflow._events import Reply
 from actorflow._values import decoder_for
-from actorflow.runtime import _inspect, _pages, _pinned, _quarantine
+from actorflow.runtime import _inspect, _pages, _pinned, _quarantine, _query
 from actorflow.runtime._host import ActorHost
 from actorflow.runtime._pages import DEFAULT_PAGE
+from actorflow.runtime._query import QueryAnswer
 from actorflow.runtime._status import (
     ACTOR_STATES,
     ActorStatus,
@@ -29,6 +30,9 @@ from actorflow.runtime._status import (
     Page,
 )
 from journal import Store
+
+if TYPE_CHECKING:
+    from actorflow.runtime._runtime import Runtime
 
 #: The states `RuntimeReads.status` reports for an actor that is not in memory; the others
 #: only an actor in memory can be in.
@@ -256,6 +260,20 @@ class RuntimeReads:
             target.id, state, None, found.turns, None, found.attention, found.version or None
         )
         return (await self._owned([status]))[0]
+
+    async def query(
+        self,
+        target: ActorRef,
+        name: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> QueryAnswer:
+        """Run the `@query` method ``name`` of ``target`` on a copy of its state as of its
+        last step boundary: without waiting for a running turn, journaling nothing (see
+        docs/actors.md, "Queries"). The answer says which state it read."""
+        runtime = cast("Runtime", self)  # RuntimeReads is a part of a Runtime
+        arguments = _query.encode_arguments(runtime, target, name, args, kwargs or {})
+        return await _query.answer(runtime, target, name, arguments)
 
     async def journal(self, target: ActorRef) -> list[JournalEntry]:
         """The actor's journal and inbox as readable entries, in order (every page of

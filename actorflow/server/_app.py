@@ -46,6 +46,7 @@ from actorflow.runtime import (
     Runtime,
 )
 from actorflow.runtime._pages import DEFAULT_PAGE, MAX_PAGE, CursorError
+from actorflow.server import _query
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
@@ -116,6 +117,9 @@ def _translate(exc: Exception) -> ApiError:
     """Map runtime errors to HTTP."""
     if isinstance(exc, ApiError):
         return exc
+    query_error = _query.translate(exc)
+    if query_error is not None:
+        return query_error
     if isinstance(exc, UnknownActorError | UnknownHandlerError):
         kind = "unknown_actor_type" if isinstance(exc, UnknownActorError) else "unknown_handler"
         return ApiError(404, kind, str(exc))
@@ -542,6 +546,7 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/reset", reset_actor, ["POST"]),
         route(f"{actor}/messages/{{handler}}", send, ["POST"]),
         route(f"{actor}/events/{{name}}", deliver, ["POST"]),
+        route(f"{actor}/query/{{name}}", _query.run_query, ["GET"]),
         route(f"{actor}/invocations", list_invocations, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}", show_invocation, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),

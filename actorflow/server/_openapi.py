@@ -17,9 +17,11 @@ from actorflow.runtime import (
     Damage,
     InvocationStatus,
     JournalEntry,
+    QueryAnswer,
     Runtime,
     TurnReset,
 )
+from actorflow.server._query import QUERY_ERRORS
 
 _REF = "#/components/schemas/{name}"
 
@@ -56,6 +58,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "starting": (503, "the server is not ready yet"),
     "shutting_down": (503, "the server is shutting down"),
     "journal_unavailable": (503, "the journal could not write; nothing was accepted"),
+    **QUERY_ERRORS,
 }
 #: What a health check may be refused for (they answer any Host and need no token).
 _HEALTH = ("ambiguous_framing", "origin_not_allowed")
@@ -122,6 +125,7 @@ def openapi_document(
                     location=True,
                 )
             }
+    paths |= _query_paths(runtime, components, actor_errors)
     actor = "/v1/actors/{type}/{key}"
     address = [_type(types), _key()]
     one = [*address, _path("invocation", "The hex after '#' in the invocation id.",
@@ -294,6 +298,36 @@ def openapi_document(
     if token:
         document["security"] = [{"bearer": []}]
     return document
+
+
+def _query_paths(
+    runtime: Runtime, components: dict[str, Any], errors: Sequence[str]
+) -> dict[str, Any]:
+    """A path per hosted `@query` method, its arguments a JSON object in ``?args=``."""
+    (answered,), extra = msgspec.json.schema_components([QueryAnswer], ref_template=_REF)
+    components.update(extra)
+    paths: dict[str, Any] = {}
+    for type_name, cls in sorted(runtime.actor_types.items()):
+        for name, info in sorted(cls.__actorflow_queries__.items()):
+            (args,), extra = msgspec.json.schema_components([info.params], ref_template=_REF)
+            components.update(extra)
+            doc = (info.fn.__doc__ or "").strip().splitlines()
+            summary = f"Query {type_name}.{name}" + (f": {doc[0]}" if doc else "")
+            arguments = {
+                "name": "args",
+                "in": "query",
+                "description": "The query's arguments by name, as a JSON object (URL-encoded).",
+                "content": {"application/json": {"schema": args}},
+            }
+            paths[f"/v1/actors/{type_name}/{{key}}/query/{name}"] = {
+                "get": _operation(
+                    summary,
+                    [_key(), arguments],
+                    {"200": _answer("Its result, and which state it read.", answered)},
+                    (*errors, "malformed_json", *QUERY_ERRORS),
+                )
+            }
+    return paths
 
 
 def _operation(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from actorflow import NO_RETRY, Actor, handler
+from actorflow import NO_RETRY, Actor, handler, query
 
 #: Greetings actually computed (by the step, not replayed), by name.
 greeted: Counter[str] = Counter()
@@ -51,14 +51,26 @@ class Greeter(Actor):
         return await self.ctx.run(greeting, name, times, name="greeting")
 
 
-class Approval(Actor):
+class Asked(msgspec.Struct):
+    """What an `Approval` actor was asked to approve, in order."""
+
+    asked: list[str] = msgspec.field(default_factory=list)
+
+
+class Approval(Actor, state=Asked):
     """Waits for a human's decision."""
 
     @handler
     async def request(self, what: str) -> Decision:
         """Ask for approval of ``what`` and wait for the ``decision`` event."""
+        self.state.asked.append(what)
         decision = await self.ctx.wait_for("decision", type=dict[str, str | bool])
         return Decision(what, str(decision["by"]), bool(decision["approved"]))
+
+    @query
+    def asked(self, last: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10) -> list[str]:
+        """The ``last`` things it was asked to approve (bounded, like `Greeter.greet`)."""
+        return self.state.asked[-last:]
 
 
 class Broken(Actor):

@@ -200,7 +200,7 @@ def test_every_command_has_help() -> None:
     runner = CliRunner()
     overview = runner.invoke(main, ["--help"])
     assert overview.exit_code == 0
-    commands = ["serve", "send", "show", "status", "journal", "list", "deliver", "cancel"]
+    commands = ["serve", "send", "show", "status", "journal", "list", "deliver", "cancel", "query"]
     assert set(commands) <= set(main.commands)
     for name in commands:
         assert name in overview.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,6 +107,7 @@ def test_statuses_match_what_the_server_answers() -> None:
     )
     assert "409" in codes(f"{actor}/invocations/{{invocation}}/retry", "post")
     assert {"200", "400", "409", "415"} <= codes(f"{actor}/reset", "post")
+    assert {"200", "400", "404", "409", "500"} <= codes("/v1/actors/Approval/{key}/query/asked")
     for health in ("/livez", "/readyz"):
         assert paths[health]["get"]["security"] == []  # no token needed
         assert not {"401", "421"} & codes(health)  # nor a known Host
@@ -225,6 +227,17 @@ def test_the_successes_of_a_real_run_are_answered_as_documented(live_schema: Any
     retry = {"type": "Broken", "key": "documented", "invocation": failed["invocation"][-24:]}
     call(f"{actor}/invocations/{{invocation}}/retry", "POST", path_parameters=retry)
     call("/v1/actors", query={"type": "Booking", "state": "idle"})
+    asking = {"key": "documented"}
+    call("/v1/actors/Approval/{key}/messages/request", "POST", path_parameters=asking,
+         body={"what": "a deploy"})  # fmt: skip
+    waiting = {"type": "Approval", **asking}
+    give_up = time.monotonic() + 10
+    while call(actor, path_parameters=waiting)["state"] != "waiting-event":  # its turn began
+        assert time.monotonic() < give_up, "the Approval turn did not start"
+        time.sleep(0.01)
+    answered = call("/v1/actors/Approval/{key}/query/asked", path_parameters=asking,
+                    query={"args": '{"last": 1}'})  # fmt: skip
+    assert answered["result"] == ["a deploy"]
     for path in ("/livez", "/readyz", "/metrics", "/openapi.json"):
         live_schema[path]["GET"].Case().call_and_validate(checks=CHECKS, timeout=30)
 
