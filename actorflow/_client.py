@@ -22,6 +22,7 @@ import msgspec
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
+from actorflow._journalable import dec_hook, validated_type
 from actorflow.cluster import WorkerInfo
 from actorflow.runtime._reset import TurnReset
 from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry, Page
@@ -227,9 +228,9 @@ class _Requests:
 
 def _outcome(status: InvocationStatus, result_type: Any = Any) -> Any:
     if status.state == "completed":
-        return (
-            msgspec.convert(status.result, result_type) if result_type is not Any else status.result
-        )
+        if result_type is Any:
+            return status.result
+        return msgspec.convert(status.result, validated_type(result_type), dec_hook=dec_hook)
     raise HandlerFailed(status.invocation, status.error_type or status.state, status.error or "")
 
 
