@@ -22,7 +22,7 @@ import msgspec
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError
-from actorflow._journalable import dec_hook, validated_type
+from actorflow._journalable import dec_hook, enc_hook, validated_type
 from actorflow.cluster import WorkerInfo
 from actorflow.runtime._reset import TurnReset
 from actorflow.runtime._status import ActorStatus, InvocationStatus, JournalEntry, Page
@@ -201,7 +201,7 @@ class _Requests:
     @staticmethod
     def deliver(actor: ActorRef | str, name: str, payload: Any) -> _Call:
         path = f"{_actor_path(_as_ref(actor))}/events/{name}"
-        return _Call("POST", path, body=msgspec.json.encode(payload))
+        return _Call("POST", path, body=msgspec.json.encode(payload, enc_hook=enc_hook))
 
     @staticmethod
     def status(actor: ActorRef | str) -> _Call:
