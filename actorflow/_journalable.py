@@ -33,6 +33,8 @@ _tally: contextvars.ContextVar[collections.Counter[type] | None] = contextvars.C
 #: Modules whose objects a model's dump may hold that msgspec cannot encode (urls, paths,
 #: addresses): they are journaled as pydantic writes them in JSON, and validated back.
 _JSONABLE_MODULES = ("pydantic", "pydantic_core", "pathlib", "ipaddress")
+#: SDKs whose models are built from servers' data without validation (see `_rebuild`).
+_LENIENT = ("openai", "anthropic")
 _ADVICE = (
     "use a msgspec Struct, a dataclass or a pydantic BaseModel (and msgspec's "
     "types: str, int, float, bool, None, bytes, list, dict, datetime, ...)"
@@ -91,12 +93,33 @@ def dec_hook(kind: type, obj: Any) -> Any:
     if via is not None:
         return _adapter(via).validate_python(obj)
     if is_model_class(kind):
-        value = cast(Any, kind).model_validate(obj)
+        value = _rebuild(cast(Any, kind), obj)
         tally = _tally.get()
         if tally is not None:
             tally[kind] += 1
         return value
     raise TypeError(f"{kind!r} is not a type the journal can keep; {_ADVICE}")
+
+
+def _rebuild(model: Any, obj: Any) -> Any:
+    """A model from its data: validated; or, for the models of the ``openai`` and
+    ``anthropic`` SDKs, built as those SDKs build responses (their own ``construct``, no
+    validation) if it does not validate, as when an OpenAI-compatible server sends a value
+    the SDK's types do not list. The same data always takes the same path."""
+    try:
+        return model.model_validate(obj)
+    except _pydantic().ValidationError:
+        if not (isinstance(obj, dict) and _lenient(model)):
+            raise
+        return model.construct(**obj)
+
+
+@functools.lru_cache(maxsize=256)
+def _lenient(model: type) -> bool:
+    """Whether ``model`` inherits a ``construct`` of its SDK's own (the Stainless-made
+    ``openai`` and ``anthropic`` clients have one) rather than pydantic's deprecated one."""
+    owner = next(base for base in model.__mro__ if "construct" in vars(base))
+    return owner is not _pydantic().BaseModel and owner.__module__.split(".")[0] in _LENIENT
 
 
 @functools.lru_cache(maxsize=512)
@@ -124,7 +147,12 @@ def validated_type(kind: Any) -> Any:
     """``kind`` as msgspec is to see it: itself, or the stand-in of a type msgspec cannot
     decode but pydantic validates. TypeError, naming the type and what to do, for a type
     neither can journal. Cached per type."""
-    return _checked(kind) if _hashable(kind) else _check(kind)
+    try:
+        return _checked(kind)
+    except TypeError:
+        if _hashable(kind):
+            raise
+        return _check(kind)
 
 
 def by_pydantic(kind: Any) -> bool:
@@ -134,7 +162,12 @@ def by_pydantic(kind: Any) -> bool:
 
 def decoder(kind: Any) -> ValueDecoder:
     """A decoder of ``kind`` with the hooks, cached per type (TypeError as `validated_type`)."""
-    return _decoder(kind) if _hashable(kind) else _decoder.__wrapped__(kind)
+    try:
+        return _decoder(kind)
+    except TypeError:
+        if _hashable(kind):
+            raise
+        return _decoder.__wrapped__(kind)
 
 
 @functools.lru_cache(maxsize=1024)

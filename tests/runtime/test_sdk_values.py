@@ -22,11 +22,13 @@ from actorflow import (
     NO_RETRY,
     Actor,
     ActorDefinitionError,
+    HandlerFailed,
     InvalidMessageError,
     InvalidResultError,
     StepFailed,
     handler,
 )
+from actorflow._values import decoder_for, encode_result
 from tests.runtime.sdk_values import (
     anthropic_message,
     chat_completion,
@@ -335,3 +337,31 @@ async def test_a_model_whose_annotation_does_not_name_its_class_is_refused(
     assert f"where its result type {kind} does not name that class" in refused
     assert "Annotate the return type with the model's class" in refused
     assert calls == {which: 1}
+
+
+def test_an_sdk_response_its_own_types_do_not_validate_is_kept_as_the_sdk_built_it() -> None:
+    """A local OpenAI-compatible server's finish reason the SDK does not list: the openai
+    client builds the response anyway, and so does the journal (no failed paid call)."""
+    odd = chat_completion()
+    odd.choices[0].finish_reason = "eos"  # type: ignore[assignment]
+    data, live = encode_result("step", odd, ChatCompletion)
+    replayed = decoder_for(ChatCompletion).decode(data)
+    assert type(live) is type(replayed) is ChatCompletion
+    assert live == replayed == odd
+    assert type(replayed.choices[0].message) is ChatCompletionMessage
+    with pytest.raises(msgspec.ValidationError, match="by"):  # other models still validate
+        decoder_for(Approval).decode(msgspec.msgpack.encode({"comment": "no by"}))
+
+
+class Loose(Actor):
+    @handler
+    async def answer(self) -> Any:
+        return Approval(by="ana")
+
+
+async def test_a_handler_result_whose_annotation_does_not_name_its_model_is_refused(
+    db: pathlib.Path,
+) -> None:
+    async with running(db, [Loose]) as rt:
+        with pytest.raises(HandlerFailed, match=r"Loose.answer returned a .*Approval"):
+            await rt.ref(Loose, "k").call(Loose.answer)
