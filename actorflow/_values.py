@@ -24,6 +24,8 @@ _canonical = msgspec.msgpack.Encoder(order="deterministic", enc_hook=enc_hook)
 #: Without hooks: what fingerprints of turns journaled under rules 1 and exceptions'
 #: arguments were always encoded with, so that neither changes.
 _plain = msgspec.msgpack.Encoder()
+#: `_canonical` without the hooks: a value it encodes holds no pydantic model.
+_canonical_plain = msgspec.msgpack.Encoder(order="deterministic")
 #: Longest error message kept in the journal, in characters.
 MAX_ERROR_MESSAGE = 8192
 #: Largest encoded exception arguments kept in the journal, in bytes.
@@ -111,18 +113,34 @@ def encode_result(step: str, value: Any, kind: Any) -> tuple[bytes, Any]:
     differ (a tuple doesn't become a list only after a restart).
     """
     try:
+        data = _canonical_plain.encode(value)
+    except TypeError:  # a model (or a value only `canonical` orders) inside: count them
+        return _encode_counted(step, value, kind)
+    try:
+        return data, decoder_for(kind).decode(data)
+    except (TypeError, msgspec.ValidationError) as exc:
+        raise _unjournalable(step, value, kind, exc) from None
+
+
+def _encode_counted(step: str, value: Any, kind: Any) -> tuple[bytes, Any]:
+    """`encode_result` for a value that holds models, refusing one that would be lost."""
+    try:
         with _journalable.Tally() as counted:
             data = canonical(value)
             counted.decoding()
             decoded = decoder_for(kind).decode(data)
     except (TypeError, msgspec.ValidationError) as exc:
-        raise InvalidResultError(
-            f"step {step!r} returned {type(value).__name__}, which cannot be journaled as "
-            f"{type_label(kind)}: {exc}. Return msgspec-encodable values (Structs, "
-            f"dataclasses, pydantic models, dicts, lists, str, int, float, bool, None, bytes)."
-        ) from None
+        raise _unjournalable(step, value, kind, exc) from None
     refuse_lost_model(f"step {step!r}", kind, counted)
     return data, decoded
+
+
+def _unjournalable(step: str, value: Any, kind: Any, exc: Exception) -> InvalidResultError:
+    return InvalidResultError(
+        f"step {step!r} returned {type(value).__name__}, which cannot be journaled as "
+        f"{type_label(kind)}: {exc}. Return msgspec-encodable values (Structs, "
+        f"dataclasses, pydantic models, dicts, lists, str, int, float, bool, None, bytes)."
+    )
 
 
 def refuse_lost_model(what: str, kind: Any, counted: _journalable.Tally) -> None:
