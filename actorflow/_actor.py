@@ -171,7 +171,8 @@ class Actor:
     """Base class of every agent: subclass it, and mark async methods with `@handler`.
 
     Class keywords: ``name`` (the type name in actor ids; default the class name),
-    ``state`` (a msgspec Struct with defaults; available as ``self.state``, checkpointed
+    ``state`` (a msgspec Struct, a dataclass or a pydantic model, constructible with no
+    arguments; available as ``self.state``, checkpointed
     at the end of every turn and restored as it was before a turn that failed),
     ``shutdown`` ("checkpoint" by default, or "drain", "compensate"), ``retry`` (an
     `actorflow.Retry`: the policy of this type's steps that give none), ``events`` (a
