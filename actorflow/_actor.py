@@ -19,7 +19,7 @@ import msgspec
 from actorflow import _journalable
 from actorflow._context import Retry
 from actorflow._errors import ActorDefinitionError, InvalidMessageError, InvalidResultError
-from actorflow._journalable import ValueDecoder, dec_hook, type_label
+from actorflow._journalable import ValueDecoder, dec_hook, strict_dec_hook, type_label
 from actorflow._values import decoder_for, encode, refuse_lost_model
 
 if TYPE_CHECKING:
@@ -82,7 +82,9 @@ class HandlerInfo:
     def validate_mapping(self, actor_type: str, named: dict[str, Any]) -> bytes:
         """Validate a mapping of argument names to values; return them as MessagePack."""
         try:
-            value = msgspec.convert(named, self.params, from_attributes=True, dec_hook=dec_hook)
+            value = msgspec.convert(
+                named, self.params, from_attributes=True, dec_hook=strict_dec_hook
+            )
             return encode(value)
         except msgspec.ValidationError as exc:
             raise InvalidMessageError(
@@ -249,7 +251,8 @@ def _check_events(events: Any, problems: list[str]) -> dict[str, EventInfo] | No
             problems.append(f"events: {event!r} is not an event name (a non-empty string)")
             continue
         try:
-            decoder = decoder_for(kind)
+            decoder_for(kind)  # checks it, and builds the decoder wait_for will use
+            decoder = _journalable.strict_decoder(kind)
             _journalable.schema_components([_journalable.validated_type(kind)])
         except TypeError as exc:
             problems.append(f"events: the payload type of {event!r}: {exc}")

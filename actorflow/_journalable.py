@@ -88,12 +88,22 @@ def enc_hook(obj: Any) -> Any:
 
 def dec_hook(kind: type, obj: Any) -> Any:
     """msgspec's ``dec_hook``: a pydantic model, or a type only pydantic validates, from
-    its decoded data (or from an instance, when converting a caller's arguments)."""
+    its decoded data. An ``openai`` or ``anthropic`` response that does not validate is
+    built as its SDK built it (see `_rebuild`)."""
+    return _decode(kind, obj, lenient=True)
+
+
+def strict_dec_hook(kind: type, obj: Any) -> Any:
+    """`dec_hook` for what comes from outside (arguments, events): every model validates."""
+    return _decode(kind, obj, lenient=False)
+
+
+def _decode(kind: type, obj: Any, lenient: bool) -> Any:
     via = getattr(kind, "__actorflow_validated__", None)
     if via is not None:
         return _adapter(via).validate_python(obj)
     if is_model_class(kind):
-        value = _rebuild(cast(Any, kind), obj)
+        value = _rebuild(cast(Any, kind), obj) if lenient else cast(Any, kind).model_validate(obj)
         tally = _tally.get()
         if tally is not None:
             tally[kind] += 1
@@ -177,6 +187,12 @@ def _decoder(kind: Any) -> ValueDecoder:
         return msgspec.msgpack.Decoder(target, dec_hook=dec_hook)
     except TypeError as exc:
         raise TypeError(f"{type_label(kind)} cannot be journaled: {exc}; {_ADVICE}") from None
+
+
+def strict_decoder(kind: Any) -> ValueDecoder:
+    """A decoder of ``kind`` (a checked type) with `strict_dec_hook`, for what comes from
+    outside; not cached (one per declared event, made with the class)."""
+    return msgspec.msgpack.Decoder(validated_type(kind), dec_hook=strict_dec_hook)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -205,6 +205,13 @@ async def test_models_as_arguments_state_events_and_results_survive_a_restart(
         assert await desk.call(Desk.keep, anthropic_message()) == [anthropic_message()]
         with pytest.raises(InvalidMessageError, match="approval"):
             await chat.deliver("approval", {"comment": "no 'by'"})
+        # what comes from outside validates, SDK models too (no construct for it)
+        odd = chat_completion().model_dump()
+        odd["choices"][0]["finish_reason"] = "eos"
+        with pytest.raises(
+            InvalidMessageError, match=r"choices.0.finish_reason(.|\n)*\$.completion"
+        ):
+            await chat.call(Chat.add, model_request(), odd)
     (_, (request, completion)), _ = seen
     assert type(request) is ModelRequest
     assert request == model_request()
