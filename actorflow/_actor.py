@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import msgspec
 
+from actorflow import _journalable
 from actorflow._context import Retry
 from actorflow._errors import ActorDefinitionError, InvalidMessageError, InvalidResultError
+from actorflow._journalable import ValueDecoder, dec_hook, strict_dec_hook, type_label
 from actorflow._query import collect_queries
+from actorflow._values import decoder_for, encode, refuse_lost_model
 
 if TYPE_CHECKING:
     from actorflow._context import Context
@@ -61,7 +64,7 @@ class HandlerInfo:
     result_type: Any
     options: HandlerOptions
     _decoder: msgspec.msgpack.Decoder[Any]
-    _result_decoder: msgspec.msgpack.Decoder[Any]
+    _result_decoder: ValueDecoder
 
     def encode_args(self, actor_type: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Validate call arguments against the annotations; return them as MessagePack."""
@@ -80,8 +83,10 @@ class HandlerInfo:
     def validate_mapping(self, actor_type: str, named: dict[str, Any]) -> bytes:
         """Validate a mapping of argument names to values; return them as MessagePack."""
         try:
-            value = msgspec.convert(named, self.params, from_attributes=True)
-            return msgspec.msgpack.encode(value)
+            value = msgspec.convert(
+                named, self.params, from_attributes=True, dec_hook=strict_dec_hook
+            )
+            return encode(value)
         except msgspec.ValidationError as exc:
             raise InvalidMessageError(
                 f"invalid arguments for {actor_type}.{self.name}: {exc}"
@@ -100,13 +105,16 @@ class HandlerInfo:
     def encode_result(self, actor_type: str, value: Any) -> bytes:
         """Check a handler's return value against its annotation and encode it."""
         try:
-            data = msgspec.msgpack.encode(value)
-            self._result_decoder.decode(data)
+            with _journalable.Tally() as counted:
+                data = encode(value)
+                counted.decoding()
+                self._result_decoder.decode(data)
         except (TypeError, msgspec.ValidationError) as exc:
             raise InvalidResultError(
                 f"{actor_type}.{self.name} returned a value that does not match its return "
                 f"annotation or cannot be encoded with msgspec: {exc}"
             ) from None
+        refuse_lost_model(f"{actor_type}.{self.name}", self.result_type, counted)
         return data
 
 
@@ -150,7 +158,7 @@ class EventInfo:
 
     name: str
     type: Any
-    _decoder: msgspec.msgpack.Decoder[Any]
+    _decoder: ValueDecoder
 
     def validate(self, actor_type: str, data: bytes) -> None:
         """Refuse a payload (MessagePack) that does not decode as the declared type."""
@@ -158,19 +166,16 @@ class EventInfo:
             self._decoder.decode(data)
         except msgspec.ValidationError as exc:
             raise InvalidMessageError(
-                f"event {self.name!r} for {actor_type} must be a {_type_label(self.type)}: {exc}"
+                f"event {self.name!r} for {actor_type} must be a {type_label(self.type)}: {exc}"
             ) from None
-
-
-def _type_label(kind: Any) -> str:
-    return getattr(kind, "__name__", None) or repr(kind)
 
 
 class Actor:
     """Base class of every agent: subclass it, and mark async methods with `@handler`.
 
     Class keywords: ``name`` (the type name in actor ids; default the class name),
-    ``state`` (a msgspec Struct with defaults; available as ``self.state``, checkpointed
+    ``state`` (a msgspec Struct, a dataclass or a pydantic model, constructible with no
+    arguments; available as ``self.state``, checkpointed
     at the end of every turn and restored as it was before a turn that failed),
     ``shutdown`` ("checkpoint" by default, or "drain", "compensate"), ``retry`` (an
     `actorflow.Retry`: the policy of this type's steps that give none), ``events`` (a
@@ -185,7 +190,7 @@ class Actor:
     __actorflow_handlers__: ClassVar[dict[str, HandlerInfo]]
     #: The `@query` methods, checked like handlers (sync or async).
     __actorflow_queries__: ClassVar[dict[str, HandlerInfo]]
-    __actorflow_state__: ClassVar[type[msgspec.Struct] | None]
+    __actorflow_state__: ClassVar[type | None]
     __actorflow_shutdown__: ClassVar[ShutdownStrategy]
     __actorflow_versioning__: ClassVar[Versioning]
     __actorflow_retry__: ClassVar[Retry | None]
@@ -199,7 +204,7 @@ class Actor:
         cls,
         *,
         name: str | None = None,
-        state: type[msgspec.Struct] | None = None,
+        state: type | None = None,
         shutdown: ShutdownStrategy = "checkpoint",
         retry: Retry | None = None,
         events: dict[str, Any] | None = None,
@@ -252,12 +257,11 @@ def _check_events(events: Any, problems: list[str]) -> dict[str, EventInfo] | No
             problems.append(f"events: {event!r} is not an event name (a non-empty string)")
             continue
         try:
-            decoder = msgspec.msgpack.Decoder(kind)
-            msgspec.json.schema(kind)
+            decoder_for(kind)  # checks it, and builds the decoder wait_for will use
+            decoder = _journalable.strict_decoder(kind)
+            _journalable.schema_components([_journalable.validated_type(kind)])
         except TypeError as exc:
-            problems.append(
-                f"events: the payload type of {event!r} is not msgspec-decodable ({exc})"
-            )
+            problems.append(f"events: the payload type of {event!r}: {exc}")
             continue
         declared[event] = EventInfo(event, kind, decoder)
     return declared
@@ -266,13 +270,25 @@ def _check_events(events: Any, problems: list[str]) -> dict[str, EventInfo] | No
 def _check_state(state: Any, problems: list[str]) -> None:
     if state is None:
         return
-    if not (isinstance(state, type) and issubclass(state, msgspec.Struct)):
-        problems.append(f"state={state!r} must be a msgspec.Struct subclass")
+    record = isinstance(state, type) and (
+        issubclass(state, msgspec.Struct)
+        or dataclasses.is_dataclass(state)
+        or _journalable.is_model_class(state)
+    )
+    if not record:
+        problems.append(
+            f"state={state!r} must be a msgspec.Struct subclass, a dataclass or a pydantic "
+            f"BaseModel subclass"
+        )
+        return
+    try:
+        decoder_for(state)
+    except TypeError as exc:
+        problems.append(f"state {state.__name__}: {exc}")
         return
     try:
         state()
-        msgspec.msgpack.Decoder(state)
-    except TypeError as exc:
+    except Exception as exc:
         problems.append(f"state {state.__name__} must be constructible with no arguments: {exc}")
 
 
@@ -324,25 +340,31 @@ def _check_handler(
         if param.name not in hints:
             problems.append(f"{where}: annotate parameter {param.name!r} with its type")
             continue
+        try:
+            kind = _journalable.validated_type(hints[param.name])
+        except TypeError as exc:
+            problems.append(f"{where}: parameter {param.name!r}: {exc}")
+            continue
         if param.default is param.empty:
-            fields.append((param.name, hints[param.name]))
+            fields.append((param.name, kind))
         else:
-            fields.append((param.name, hints[param.name], param.default))
+            fields.append((param.name, kind, param.default))
     result_type = hints.get("return", Any)
     try:
         params = msgspec.defstruct(
             f"{cls.__name__}.{attr}.args", fields, kw_only=True, forbid_unknown_fields=True
         )
-        decoder = msgspec.msgpack.Decoder(params)
-        msgspec.json.schema(params)  # refuses custom classes msgspec would only half-handle
+        decoder = msgspec.msgpack.Decoder(params, dec_hook=dec_hook)
+        # refuses custom classes msgspec would only half-handle
+        _journalable.schema_components([params])
     except TypeError as exc:
-        problems.append(f"{where}: its parameter types are not msgspec-encodable ({exc})")
+        problems.append(f"{where}: its parameter types cannot be journaled ({exc})")
         return None
     try:
-        result_decoder = msgspec.msgpack.Decoder(result_type)
-        msgspec.json.schema(result_type)
+        result_decoder = decoder_for(result_type)
+        _journalable.schema_components([_journalable.validated_type(result_type)])
     except TypeError as exc:
-        problems.append(f"{where}: its return type is not msgspec-encodable ({exc})")
+        problems.append(f"{where}: its return type: {exc}")
         return None
     if len(problems) > before:
         return None

@@ -22,6 +22,7 @@ import msgspec
 from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError, UnknownQueryError
+from actorflow._journalable import dec_hook, enc_hook, validated_type
 from actorflow.cluster import WorkerInfo
 from actorflow.runtime._query import QueryAnswer
 from actorflow.runtime._reset import TurnReset
@@ -207,7 +208,7 @@ class _Requests:
     @staticmethod
     def deliver(actor: ActorRef | str, name: str, payload: Any) -> _Call:
         path = f"{_actor_path(_as_ref(actor))}/events/{name}"
-        return _Call("POST", path, body=msgspec.json.encode(payload))
+        return _Call("POST", path, body=msgspec.json.encode(payload, enc_hook=enc_hook))
 
     @staticmethod
     def status(actor: ActorRef | str) -> _Call:
@@ -234,9 +235,9 @@ class _Requests:
 
 def _outcome(status: InvocationStatus, result_type: Any = Any) -> Any:
     if status.state == "completed":
-        return (
-            msgspec.convert(status.result, result_type) if result_type is not Any else status.result
-        )
+        if result_type is Any:
+            return status.result
+        return msgspec.convert(status.result, validated_type(result_type), dec_hook=dec_hook)
     raise HandlerFailed(status.invocation, status.error_type or status.state, status.error or "")
 
 

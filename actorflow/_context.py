@@ -296,12 +296,14 @@ class Context:
         ``fn`` is called with ``args`` (bind keyword arguments with `functools.partial`):
         an ``async def`` function runs on the event loop, anything else in a worker
         thread, so a blocking call never stalls other agents. If it accepts a keyword
-        argument ``idempotency_key`` it receives the step's key. Its result must be
-        msgspec-encodable; it is decoded as ``result_type`` (default: the function's
-        return annotation). ``name`` defaults to the name of the function called (through
-        partials and bound methods). ``retry`` overrides the actor type's and runtime's
-        policy. ``compensate`` is called with the result to undo the step if the turn
-        later fails or is cancelled; ``irreversible`` marks the turn's point of no return.
+        argument ``idempotency_key`` it receives the step's key. Its result is journaled
+        and decoded as ``result_type`` (default: the function's return annotation), which
+        may be any msgspec type, a pydantic model or a dataclass (see "Values" in
+        docs/actors.md); a type the journal cannot keep is refused before ``fn`` is
+        called. ``name`` defaults to the name of the function called (through partials
+        and bound methods). ``retry`` overrides the actor type's and runtime's policy.
+        ``compensate`` is called with the result to undo the step if the turn later fails
+        or is cancelled; ``irreversible`` marks the turn's point of no return.
         ``reconcile`` (a probe called with the idempotency key) or ``at_most_once`` decide
         what happens to this step if it was in flight at a crash.
 

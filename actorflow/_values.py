@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import functools
 import hashlib
 import typing
 import zlib
@@ -12,13 +11,21 @@ from typing import Any
 
 import msgspec
 
+from actorflow import _journalable
 from actorflow._errors import JOURNALED_ERRORS, InvalidResultError, StepError, StepFailed
 from actorflow._events import ErrorInfo
+from actorflow._journalable import ValueDecoder, enc_hook, is_model, type_label
 
-_encoder = msgspec.msgpack.Encoder()
+#: Pydantic models are encoded through `enc_hook` (see `actorflow._journalable`).
+_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 #: Sets sorted, dict keys sorted: the same value encodes to the same bytes in every
 #: process, whatever its hash seed (set iteration order of strings depends on it).
-_canonical = msgspec.msgpack.Encoder(order="deterministic")
+_canonical = msgspec.msgpack.Encoder(order="deterministic", enc_hook=enc_hook)
+#: Without hooks: what fingerprints of turns journaled under rules 1 and exceptions'
+#: arguments were always encoded with, so that neither changes.
+_plain = msgspec.msgpack.Encoder()
+#: `_canonical` without the hooks: a value it encodes holds no pydantic model.
+_canonical_plain = msgspec.msgpack.Encoder(order="deterministic")
 #: Longest error message kept in the journal, in characters.
 MAX_ERROR_MESSAGE = 8192
 #: Largest encoded exception arguments kept in the journal, in bytes.
@@ -40,19 +47,23 @@ def canonical(value: Any) -> bytes:
     try:
         return _canonical.encode(value)
     except TypeError:
-        return _encoder.encode(_sorted(value))
+        _journalable.recount()
+        return _encoder.encode(_sorted(value, dump=True))
 
 
-def _sorted(value: Any) -> Any:
+def _sorted(value: Any, dump: bool = False) -> Any:
     """``value`` with every set and dict inside it in a canonical order, for the cases
-    msgspec's own ordering refuses (dicts with non-string keys, mixed-type sets)."""
+    msgspec's own ordering refuses (dicts with non-string keys, mixed-type sets); with
+    ``dump``, pydantic models inside it too (as their dumps)."""
     if isinstance(value, set | frozenset):
-        return sorted((_sorted(item) for item in value), key=_sort_key)
+        return sorted((_sorted(item, dump) for item in value), key=_sort_key)
     if isinstance(value, dict):
-        items = sorted(((k, _sorted(v)) for k, v in value.items()), key=lambda kv: _sort_key(kv[0]))
-        return dict(items)
+        items = ((k, _sorted(v, dump)) for k, v in value.items())
+        return dict(sorted(items, key=lambda kv: _sort_key(kv[0])))
     if isinstance(value, list | tuple):
-        return [_sorted(item) for item in value]
+        return [_sorted(item, dump) for item in value]
+    if dump and is_model(value):
+        return _sorted(enc_hook(value), dump)
     return value
 
 
@@ -69,10 +80,22 @@ _fingerprinter = msgspec.msgpack.Encoder(
 _loose = msgspec.msgpack.Encoder(enc_hook=lambda obj: f"<{qualified_name(type(obj))}>")
 
 
-@functools.lru_cache(maxsize=1024)
-def decoder_for(kind: Any) -> msgspec.msgpack.Decoder[Any]:
-    """A cached decoder for one type."""
-    return msgspec.msgpack.Decoder(kind)
+def decoder_for(kind: Any) -> ValueDecoder:
+    """A cached decoder for one type, rebuilding pydantic models as their classes
+    (TypeError, naming the type, for a type the journal cannot keep)."""
+    return _journalable.decoder(kind)
+
+
+def check_result_type(step: str, kind: Any) -> None:
+    """Refuse, before a step runs, a result type the journal cannot keep (cached per type)."""
+    try:
+        _journalable.validated_type(kind)
+    except TypeError as exc:
+        raise InvalidResultError(
+            f"step {step!r} cannot run: its result type is not one the journal can keep, so "
+            f"its result could not be journaled after the call. {exc}. Annotate the step "
+            f"function's return type (or pass result_type=) with a type that can be."
+        ) from None
 
 
 def return_annotation(target: Callable[..., Any]) -> Any:
@@ -90,14 +113,51 @@ def encode_result(step: str, value: Any, kind: Any) -> tuple[bytes, Any]:
     differ (a tuple doesn't become a list only after a restart).
     """
     try:
-        data = canonical(value)
+        data = _canonical_plain.encode(value)
+    except TypeError:  # a model (or a value only `canonical` orders) inside: count them
+        return _encode_counted(step, value, kind)
+    try:
         return data, decoder_for(kind).decode(data)
     except (TypeError, msgspec.ValidationError) as exc:
-        raise InvalidResultError(
-            f"step {step!r} returned {type(value).__name__}, which cannot be journaled as "
-            f"{getattr(kind, '__name__', kind)}: {exc}. Return msgspec-encodable values "
-            f"(Structs, dataclasses, dicts, lists, str, int, float, bool, None, bytes)."
-        ) from None
+        raise _unjournalable(step, value, kind, exc) from None
+
+
+def _encode_counted(step: str, value: Any, kind: Any) -> tuple[bytes, Any]:
+    """`encode_result` for a value that holds models, refusing one that would be lost."""
+    try:
+        with _journalable.Tally() as counted:
+            data = canonical(value)
+            counted.decoding()
+            decoded = decoder_for(kind).decode(data)
+    except (TypeError, msgspec.ValidationError) as exc:
+        raise _unjournalable(step, value, kind, exc) from None
+    refuse_lost_model(f"step {step!r}", kind, counted)
+    return data, decoded
+
+
+def _unjournalable(step: str, value: Any, kind: Any, exc: Exception) -> InvalidResultError:
+    return InvalidResultError(
+        f"step {step!r} returned {type(value).__name__}, which cannot be journaled as "
+        f"{type_label(kind)}: {exc}. Return msgspec-encodable values (Structs, "
+        f"dataclasses, pydantic models, dicts, lists, str, int, float, bool, None, bytes)."
+    )
+
+
+def refuse_lost_model(what: str, kind: Any, counted: _journalable.Tally) -> None:
+    """Refuse a result holding a pydantic model that would come back as something else
+    (a dict where the annotation says ``Any`` or nothing, a base class's instance): the
+    handler would get another type than the function returned."""
+    lost = counted.lost()
+    if lost is None or _journalable.by_pydantic(kind):
+        return
+    name = lost.__name__
+    raise InvalidResultError(
+        f"{what} returned a {type_label(lost)} (a pydantic model) where its result type "
+        f"{type_label(kind)} does not name that class (no annotation, Any, or a base "
+        f"class), so it would come back as something else (a dict, a base class), not as "
+        f"a {name}. Annotate the return type with the model's class (-> {name}, "
+        f"list[{name}], {name} | None, ...), or pass result_type= to ctx.run."
+    )
 
 
 def fingerprint(inputs: Any) -> int:
@@ -117,7 +177,7 @@ def legacy_fingerprint(args: tuple[Any, ...]) -> int:
     if not args:
         return 0
     try:
-        return zlib.crc32(encode(args)) or 1
+        return zlib.crc32(_plain.encode(args)) or 1
     except TypeError:
         return 0
 
@@ -136,7 +196,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
     """An exception as journaled: type name, message and (when encodable and small) its
     arguments. Long messages are cut at `MAX_ERROR_MESSAGE` characters."""
     try:
-        args = encode(exc.args)
+        args = _plain.encode(exc.args)
     except TypeError:
         args = b""
     if len(args) > MAX_ERROR_ARGS:

@@ -51,6 +51,7 @@ from actorflow._events import (
     TurnStarted,
 )
 from actorflow._values import (
+    check_result_type,
     decoder_for,
     derive,
     encode,
@@ -320,6 +321,7 @@ class Turn:
         """Run a step once (or hand back its journaled outcome)."""
         branch, step = self._next("ctx.run")
         name, fp, kind, how = self._identify(fn, args, options)
+        check_result_type(name, kind)  # before the call: a paid result is never lost
         rec = self._take(step, name, "run", fp)
         if rec is not None and rec.outcome is not None:
             return self._replayed(branch, step, name, rec.outcome, options, kind)

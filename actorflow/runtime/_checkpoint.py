@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from actorflow._events import RULES, ActorEntry, ActorSnapshot, PendingEvent
-from actorflow._values import encode
+from actorflow._values import decoder_for, encode
 from actorflow.runtime._state_parts import NIL
 from journal import StreamAppend
 
@@ -26,7 +26,7 @@ async def restore(host: ActorHost, snapshot: ActorSnapshot) -> None:
     state_type = host.cls.__actorflow_state__
     state = await host.state_parts.restore(snapshot)
     if state_type is not None:
-        host.instance.state = msgspec.msgpack.decode(state, type=state_type)
+        host.instance.state = decoder_for(state_type).decode(state)
         host._state_bytes = state
     host.turns, host.version = snapshot.turn, snapshot.version
     host._message_done = snapshot.inbox_done

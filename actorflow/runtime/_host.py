@@ -57,7 +57,7 @@ from actorflow._events import (
     actor_stream,
     inbox_stream,
 )
-from actorflow._values import canonical_equal, encode, error_info
+from actorflow._values import canonical_equal, decoder_for, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
 from actorflow.runtime import _checkpoint, _continuation, _inspect, _pinned, _quarantine
@@ -615,7 +615,7 @@ class ActorHost:
         """A turn that did not complete leaves the state as it was before it."""
         state_type = self.cls.__actorflow_state__
         if state_type is not None:
-            self.instance.state = msgspec.msgpack.decode(self._state_bytes, type=state_type)
+            self.instance.state = decoder_for(state_type).decode(self._state_bytes)
 
     def _check_same_end(self, recorded: RecordedTurn, end: TurnEnd, reply: Reply) -> None:
         recorded.check_complete(f"the end of turn {end.turn}")

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from actorflow._actor import KEY_PATTERN
+from actorflow._journalable import schema_components
 from actorflow.cluster import WorkerInfo
 from actorflow.runtime import (
     ActorStatus,
@@ -100,7 +101,7 @@ def openapi_document(
     paths: dict[str, Any] = {}
     for type_name in types:
         for name, info in sorted(runtime.actor_types[type_name].__actorflow_handlers__.items()):
-            (args,), extra = msgspec.json.schema_components([info.params], ref_template=_REF)
+            (args,), extra = schema_components([info.params], ref_template=_REF)
             components.update(extra)
             doc = (info.fn.__doc__ or "").strip().splitlines()
             summary = f"Send {type_name}.{name}" + (f": {doc[0]}" if doc else "")

@@ -9,7 +9,10 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
-_json = msgspec.json.Encoder()
+from actorflow._journalable import enc_hook
+
+#: Results and events may hold pydantic models: they are written as pydantic dumps them.
+_json = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
 class ApiError(Exception):

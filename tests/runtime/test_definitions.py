@@ -38,7 +38,7 @@ def test_every_problem_of_an_actor_class_is_listed_at_once() -> None:
     assert "state=<class 'int'>" in message
     assert "Broken.not_async must be declared `async def`" in message
     assert "Broken.unannotated: annotate parameter 'x'" in message
-    assert "Broken.opaque: its parameter types are not msgspec-encodable" in message
+    assert "Broken.opaque: parameter 'x': Opaque cannot be journaled" in message
     assert len([line for line in message.splitlines() if line.startswith("  - ")]) == 5
 
 
@@ -61,7 +61,7 @@ def test_an_unannotated_parameter_is_refused_at_class_creation() -> None:
 
 
 def test_an_unencodable_parameter_type_is_refused_at_class_creation() -> None:
-    with pytest.raises(ActorDefinitionError, match="parameter types are not msgspec-encodable"):
+    with pytest.raises(ActorDefinitionError, match="parameter 'thing': Opaque cannot be journaled"):
 
         class Unencodable(Actor):
             @handler
@@ -70,7 +70,7 @@ def test_an_unencodable_parameter_type_is_refused_at_class_creation() -> None:
 
 
 def test_an_unencodable_return_type_is_refused_at_class_creation() -> None:
-    with pytest.raises(ActorDefinitionError, match="return type is not msgspec-encodable"):
+    with pytest.raises(ActorDefinitionError, match="its return type: Opaque cannot be journaled"):
 
         class BadResult(Actor):
             @handler

@@ -277,7 +277,7 @@ def test_queries_are_checked_when_the_class_is_defined() -> None:
 
     text = str(caught.value)
     assert "query Bad.unannotated: annotate parameter 'n' with its type" in text
-    assert "query Bad.unencodable: its return type is not msgspec-encodable" in text
+    assert "query Bad.unencodable: its return type: object cannot be journaled" in text
     assert "query Bad._private: query names must not start with '_'" in text
     assert "Bad.both is marked both @handler and @query" in text
 
