@@ -328,7 +328,7 @@ def _check_handler(
         problems.append(f"{where} must be declared `async def`")
         return None
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:
         problems.append(f"{where}: cannot resolve its annotations ({exc})")
         return None

@@ -101,7 +101,7 @@ def check_result_type(step: str, kind: Any) -> None:
 def return_annotation(target: Callable[..., Any]) -> Any:
     """The return annotation of a function (``Any`` when absent or unresolvable)."""
     try:
-        return typing.get_type_hints(target).get("return", Any)
+        return typing.get_type_hints(target, include_extras=True).get("return", Any)
     except Exception:
         return Any
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -39,6 +39,12 @@ class Shop(Actor):
     async def add(self, a: int, b: int) -> int:
         runs.append((self.key, a + b))
         return a + b
+
+
+class Bounded(Actor):
+    @handler
+    async def repeat(self, times: Annotated[int, msgspec.Meta(ge=0, le=100)]) -> int:
+        return times
 
 
 class NotHosted(Actor):
@@ -162,3 +168,13 @@ async def test_a_bad_idempotency_key_is_refused_before_anything_is_written() -> 
         with pytest.raises(InvalidMessageError, match="idempotency key"):
             await rt.send(ActorRef("Shop", "k"), "add", (1, 2), idempotency_key="")
         await nothing_written(store)
+
+
+async def test_constraints_annotated_on_a_parameter_are_enforced_before_anything_is_written() -> (
+    None
+):
+    async with MemoryStore() as store, Runtime(store, [Bounded], clock=ManualClock()) as rt:
+        with pytest.raises(InvalidMessageError, match=r"Expected `int` <= 100 - at `\$\.times`"):
+            await rt.send(rt.ref(Bounded, "k").ref, "repeat", (1000,))
+        assert await store.list_streams() == []
+        assert await rt.ref(Bounded, "k").call(Bounded.repeat, 100) == 100
