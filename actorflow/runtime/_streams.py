@@ -28,19 +28,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
 from actorflow._errors import ActorflowError, ActorStuckError
-from actorflow._stream import StreamEvent
+from actorflow._stream import StreamEvent, to_json
 from journal import NewRecord, StreamAppend
 
 if TYPE_CHECKING:
     from actorflow.runtime._host import ActorHost
     from actorflow.runtime._runtime import Runtime
+    from actorflow.runtime._status import InvocationStatus
 
 log = logging.getLogger("actorflow")
 
@@ -468,18 +469,24 @@ _ENDED = ("completed", "failed", "cancelled")
 
 
 async def follow(
-    runtime: Runtime, invocation: str, after: str | None = None, keepalive: float = KEEPALIVE
-) -> Any:
+    runtime: Runtime,
+    invocation: str,
+    after: str | None = None,
+    *,
+    keepalive: float = KEEPALIVE,
+    stop: anyio.Event | None = None,
+) -> AsyncIterator[list[StreamEvent]]:
     """Yield lists of events of ``invocation``'s stream as they are appended (an empty
     list after ``keepalive`` seconds without any), then a last list ending with an
-    ``end`` event once the invocation has ended and every chunk was read.
+    ``end`` event once the invocation has ended and every chunk was read. Returns early,
+    without an ``end``, when ``stop`` is set (the server is shutting down).
 
     The status is looked at before each read: once it says ended, everything the
     invocation streamed is in the journal (a streaming step's last write is durable
     before it returns), so that read is the last."""
     streams = runtime.streams
     reader = StreamReader(runtime, invocation, after)
-    while True:
+    while stop is None or not stop.is_set():
         appended = streams.watch(reader.stream)
         try:
             status = await runtime.invocation(invocation)
@@ -487,16 +494,22 @@ async def follow(
                 raise UnknownEventId(f"no invocation {invocation!r} was accepted")
             events = await reader.poll()
             if status.state in _ENDED:
-                data = {"state": status.state, "result": status.result}
-                if status.error is not None:
-                    data["error"] = {"type": status.error_type, "message": status.error}
-                events.append(StreamEvent("end", "end", data))
+                events.append(StreamEvent("end", "end", _end(status)))
                 yield events
                 return
             yield events
-            await _first(appended.wait, lambda: _ended(runtime, invocation), keepalive)
+            waits: list[Callable[[], Awaitable[Any]]]
+            waits = [appended.wait, lambda: _ended(runtime, invocation)]
+            await _first([*waits, stop.wait] if stop is not None else waits, keepalive)
         finally:
             streams.unwatch(reader.stream, appended)
+
+
+def _end(status: InvocationStatus) -> dict[str, Any]:
+    data: dict[str, Any] = {"state": status.state, "result": to_json(status.result)}
+    if status.error is not None:
+        data["error"] = {"type": status.error_type, "message": status.error}
+    return data
 
 
 async def _ended(runtime: Runtime, invocation: str) -> None:
@@ -508,13 +521,14 @@ async def _ended(runtime: Runtime, invocation: str) -> None:
         pass  # failed or cancelled: ended
 
 
-async def _first(a: Any, b: Any, within: float) -> None:
+async def _first(waits: list[Callable[[], Awaitable[Any]]], within: float) -> None:
+    """Return when the first of ``waits`` returns, or after ``within`` seconds."""
     with anyio.move_on_after(within):
         async with anyio.create_task_group() as group:
 
-            async def run(fn: Any) -> None:
-                await fn()
+            async def run(wait: Callable[[], Awaitable[Any]]) -> None:
+                await wait()
                 group.cancel_scope.cancel()
 
-            group.start_soon(run, a)
-            group.start_soon(run, b)
+            for wait in waits:
+                group.start_soon(run, wait)

@@ -46,6 +46,7 @@ from actorflow.runtime import (
     Runtime,
 )
 from actorflow.runtime._pages import DEFAULT_PAGE, MAX_PAGE, CursorError
+from actorflow.server import _sse
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
@@ -347,6 +348,11 @@ async def show_invocation(request: Request, state: ServerState) -> Response:
     return json_response(status)
 
 
+async def stream_invocation(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors/{type}/{key}/invocations/{id}/stream: its chunks, as SSE."""
+    return await _sse.stream_response(request, state, _invocation_id(request))
+
+
 async def cancel(request: Request, state: ServerState) -> Response:
     """POST /v1/actors/{type}/{key}/invocations/{id}/cancel: cancel it (compensating)."""
     invocation = _invocation_id(request)
@@ -544,6 +550,7 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/events/{{name}}", deliver, ["POST"]),
         route(f"{actor}/invocations", list_invocations, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}", show_invocation, ["GET"]),
+        route(f"{actor}/invocations/{{invocation}}/stream", stream_invocation, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
         route(f"{actor}/invocations/{{invocation}}/retry", retry, ["POST"]),
     ]
