@@ -16,10 +16,16 @@ import anyio
 from actorflow import Actor, handler
 
 
-async def words(count: int) -> AsyncIterator[str]:
+def first_run() -> bool:
+    """Whether no run of `words` started in this journal directory before (and mark it)."""
     marker = pathlib.Path(os.environ["STREAM_MARKER"])
     first = not marker.exists()
     marker.touch()
+    return first
+
+
+async def words(count: int) -> AsyncIterator[str]:
+    first = first_run()
     for i in range(count):
         if first and i == count // 2:
             await anyio.sleep_forever()  # the test kills the server while it waits here

@@ -18,20 +18,22 @@ def test_a_subscriber_survives_a_sigkill_of_the_server_mid_stream(tmp_path: path
     env = clean_env(STREAM_MARKER=str(tmp_path / "streamed-once"))
     port = free_port()
     seen: list[StreamEvent] = []
-    with served(tmp_path, env=env, port=port, app=APP) as first:
-        with SyncClient(first.url, timeout=10) as client:
-            invocation = client.send("Streamer/q", "answer", {"count": WORDS}).invocation
-            events = client.stream(invocation, reconnect_for=30)
-            for event in events:
-                seen.append(event)
-                if len(seen) == WORDS // 2:  # the first attempt stops here: kill the server
-                    first.process.send_signal(signal.SIGKILL)
-                    assert first.process.wait(timeout=10) == -signal.SIGKILL
-                    break
-            with served(tmp_path, env=env, port=port, app=APP) as second:
-                seen += events  # the same subscription: it reconnects to the new server
-                result = client.result(invocation, timeout=10)
-                assert second.stop() == 0
+    with (
+        served(tmp_path, env=env, port=port, app=APP) as first,
+        SyncClient(first.url, timeout=10) as client,
+    ):
+        invocation = client.send("Streamer/q", "answer", {"count": WORDS}).invocation
+        events = client.stream(invocation, reconnect_for=30)
+        for event in events:
+            seen.append(event)
+            if len(seen) == WORDS // 2:  # the first attempt stops here: kill the server
+                first.process.send_signal(signal.SIGKILL)
+                assert first.process.wait(timeout=10) == -signal.SIGKILL
+                break
+        with served(tmp_path, env=env, port=port, app=APP) as second:
+            seen += events  # the same subscription: it reconnects to the new server
+            result = client.result(invocation, timeout=10)
+            assert second.stop() == 0
     half = [f"w{i} " for i in range(WORDS // 2)]
     whole = [f"w{i} " for i in range(WORDS)]
     assert [(e.kind, e.id, e.data) for e in seen] == [
