@@ -99,6 +99,12 @@ class Writer(Actor):
         return result
 
     @handler
+    async def both(self) -> list[str]:
+        first = self.ctx.stream(tokens, ["a", "b"], name="left")
+        second = self.ctx.stream(tokens, ["c", "d"], name="right")
+        return await self.ctx.gather(first, second)
+
+    @handler
     async def mixed(self) -> list[Any]:
         listed: list[Any] = await self.ctx.stream(objects, name="listed")
         text = await self.ctx.stream(objects, name="collected", collect=joined)
@@ -185,6 +191,25 @@ async def test_an_attempt_rerun_after_a_crash_is_numbered_above_and_supersedes(
         assert await runtime.result(invocation) == "abc"
         assert summary(await events_of(runtime, invocation, after="2:4"))[0][0] == "end"
     assert calls["stalls"] == 2
+
+
+async def test_concurrent_streaming_steps_take_an_attempt_number_each(db: pathlib.Path) -> None:
+    async with running(db, [Writer]) as runtime:
+        invocation = await runtime.ref(Writer, "w").send(Writer.both)
+        seen = await events_of(runtime, invocation)
+        assert await runtime.result(invocation) == ["ab", "cd"]
+    # Each branch's events, in order, under its own attempt number (left began first).
+    assert [(e.kind, e.id, e.data) for e in seen if e.attempt == 1] == [
+        ("chunk", "1:1", "a"),
+        ("chunk", "1:2", "b"),
+        ("result", "1:3", {"step": "left", "attempt": 1, "value": "ab"}),
+    ]
+    assert [(e.kind, e.id, e.data) for e in seen if e.attempt == 2] == [
+        ("chunk", "2:1", "c"),
+        ("chunk", "2:2", "d"),
+        ("result", "2:3", {"step": "right", "attempt": 2, "value": "cd"}),
+    ]
+    assert len(seen) == 7
 
 
 async def test_resuming_after_an_event_gives_only_the_later_ones(db: pathlib.Path) -> None:

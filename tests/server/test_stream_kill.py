@@ -7,8 +7,10 @@ from __future__ import annotations
 import pathlib
 import signal
 
+import httpx
+
 from actorflow import StreamEvent, SyncClient
-from tests.server.processes import clean_env, free_port, served
+from tests.server.processes import GRACE, clean_env, free_port, served
 
 APP = "tests.server.stream_app"
 WORDS = 8
@@ -44,3 +46,21 @@ def test_a_subscriber_survives_a_sigkill_of_the_server_mid_stream(tmp_path: path
         ("end", "end", {"state": "completed", "result": result}),
     ]
     assert result == "".join(whole).strip()
+
+
+def test_a_sigterm_ends_open_streams_and_the_server_exits_within_its_grace(
+    tmp_path: pathlib.Path,
+) -> None:
+    env = clean_env(STREAM_MARKER=str(tmp_path / "streamed-once"))
+    with served(tmp_path, env=env, app=APP) as server, httpx.Client(base_url=server.url) as http:
+        invocation = http.post("/v1/actors/Streamer/q/messages/answer", json={"count": 4})
+        tail = invocation.json()["invocation"][-24:]
+        path = f"/v1/actors/Streamer/q/invocations/{tail}/stream"
+        lines: list[str] = []
+        with http.stream("GET", path, timeout=30) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if line == "id: 1:2":  # the stream waits for good after it: stop the server
+                    server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=GRACE + 10) == 0
+    assert "id: end" not in lines  # the stream ended with the server, not the invocation
