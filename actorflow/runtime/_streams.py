@@ -160,9 +160,11 @@ class _Attempt:
     async def finish(self, value: Any) -> None:
         self._hand_over()
         data = _encode(value)
-        if len(data) > self._sink.host.record_limit - 4096:
-            data = _encode(None)  # too large to journal: the step fails with StepResultTooLarge
-        item = Result(self.attempt, self._seq + 1, msgspec.Raw(data))
+        limit = self._sink.host.record_limit
+        item: Item = Result(self.attempt, self._seq + 1, msgspec.Raw(data))
+        if len(data) > limit - 4096:  # the turn journals StepResultTooLarge: say so here
+            why = f"the complete value takes {len(data):,} bytes, over the record limit"
+            item = Failed(self.attempt, self._seq + 1, "actorflow.StepResultTooLarge", why)
         await self._sink.write(self._stream, item)
 
     async def fail(self, error: BaseException) -> None:
