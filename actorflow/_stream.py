@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import msgspec
 
 from actorflow._context import current_step_key
-from actorflow._errors import ActorflowError
+from actorflow._errors import ActorflowError, ContextMisuseError
 
 
 class StreamEvent(msgspec.Struct, frozen=True):
@@ -135,8 +135,8 @@ async def stream_attempt(spec: StreamSpec, *args: Any) -> Any:
         produced = spec.fn(*args, idempotency_key=key) if takes_key(spec.fn) else spec.fn(*args)
         if inspect.isawaitable(produced):
             produced = await produced
-        if not hasattr(produced, "__aiter__"):
-            raise TypeError(
+        if not hasattr(produced, "__aiter__"):  # not retried: another try fails the same
+            raise ContextMisuseError(
                 f"ctx.stream({spec.name}): the function must be an async generator or "
                 f"return an async iterable of chunks, got {type(produced).__name__}"
             )

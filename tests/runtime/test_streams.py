@@ -99,6 +99,11 @@ class Writer(Actor):
         return result
 
     @handler
+    async def listed(self) -> str:
+        result: str = await self.ctx.stream(lambda: ["not", "async"], name="sync")
+        return result
+
+    @handler
     async def both(self) -> list[str]:
         first = self.ctx.stream(tokens, ["a", "b"], name="left")
         second = self.ctx.stream(tokens, ["c", "d"], name="right")
@@ -191,6 +196,18 @@ async def test_an_attempt_rerun_after_a_crash_is_numbered_above_and_supersedes(
         assert await runtime.result(invocation) == "abc"
         assert summary(await events_of(runtime, invocation, after="2:4"))[0][0] == "end"
     assert calls["stalls"] == 2
+
+
+async def test_a_function_that_does_not_stream_asynchronously_fails_the_step_at_once(
+    db: pathlib.Path,
+) -> None:
+    async with running(db, [Writer]) as runtime:
+        invocation = await runtime.ref(Writer, "w").send(Writer.listed)
+        seen = await events_of(runtime, invocation)
+    assert [(e.kind, e.id) for e in seen] == [("failed", "1:1"), ("end", "end")]
+    assert seen[0].data["error"]["type"] == "actorflow._errors.ContextMisuseError"
+    assert "must be an async generator" in seen[0].data["error"]["message"]
+    assert seen[1].data["state"] == "failed"
 
 
 async def test_concurrent_streaming_steps_take_an_attempt_number_each(db: pathlib.Path) -> None:
