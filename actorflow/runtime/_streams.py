@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -160,7 +161,7 @@ class _Attempt:
     async def finish(self, value: Any) -> None:
         self._hand_over()
         data = _encode(value)
-        limit = self._sink.host.record_limit
+        limit = self._sink.record_limit
         item: Item = Result(self.attempt, self._seq + 1, msgspec.Raw(data))
         if len(data) > limit - 4096:  # the turn journals StepResultTooLarge: say so here
             why = f"the complete value takes {len(data):,} bytes, over the record limit"
@@ -179,7 +180,10 @@ class HostSink:
 
     def __init__(self, streams: ChunkStreams, host: ActorHost) -> None:
         self.streams = streams
-        self.host = host
+        # Weakly: the host holds its sink, and a passivated host must go at once,
+        # without waiting for the cycle collector.
+        self._host = weakref.ref(host)
+        self.record_limit = host.record_limit
         self._invocation = ""
         self._next = 0  # the next attempt number of self._invocation's stream (0: unread)
         self._last: dict[str, int] = {}  # step key -> its latest attempt
@@ -190,7 +194,7 @@ class HostSink:
         async with self._lock:
             if invocation != self._invocation or not self._next:
                 self._invocation = invocation
-                self._next, self._last = await self.streams.history(stream, self.host)
+                self._next, self._last = await self.streams.history(stream, self)
             attempt = self._next
             self._next += 1
             supersedes = self._last.get(step_key, 0)
@@ -208,7 +212,13 @@ class HostSink:
             self.streams.check(stream)
         except Exception as exc:
             self._next = 0
-            raise self.host._failed(exc) from exc
+            raise self.failed(exc) from exc
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """What the journal failing under a streaming step raises: its host's
+        `JournalFailure` (which stops the turn)."""
+        host = self._host()
+        return exc if host is None else host._failed(exc)
 
 
 class StreamLost(ActorflowError):
@@ -238,7 +248,7 @@ class ChunkStreams:
         """The chunk sink of one actor host."""
         return HostSink(self, host)
 
-    async def history(self, stream: str, host: ActorHost) -> tuple[int, dict[str, int]]:
+    async def history(self, stream: str, sink: HostSink) -> tuple[int, dict[str, int]]:
         """The next attempt number of ``stream`` and the latest attempt of each step."""
         highest, last = 0, dict[str, int]()
         try:
@@ -248,7 +258,7 @@ class ChunkStreams:
                         highest = max(highest, item.attempt)
                         last[item.step] = max(last.get(item.step, 0), item.attempt)
         except Exception as exc:
-            raise host._failed(exc) from exc
+            raise sink.failed(exc) from exc
         return highest + 1, last
 
     def pending(self, attempt: _Attempt) -> None:
