@@ -51,6 +51,8 @@ from actorflow._errors import UnknownActorError as UnknownActorError
 from actorflow._errors import UnknownHandlerError as UnknownHandlerError
 from actorflow._errors import UnknownQueryError as UnknownQueryError
 from actorflow._query import query as query
+from actorflow._stream import StreamEvent as StreamEvent
+from actorflow._stream_client import StreamInterrupted as StreamInterrupted
 from actorflow.cluster import ClusterOptions as ClusterOptions
 from actorflow.runtime._handle import ActorHandle as ActorHandle
 from actorflow.runtime._pinned import TurnHeld as TurnHeld
@@ -119,6 +121,8 @@ __all__ = [
     "StepFailed",
     "StepOutcomeUnknown",
     "StepResultTooLarge",
+    "StreamEvent",
+    "StreamInterrupted",
     "Suspended",
     "SyncClient",
     "SystemClock",

@@ -23,6 +23,13 @@ from actorflow._actor import Actor, HandlerInfo, check_key
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError, UnknownQueryError
 from actorflow._journalable import dec_hook, enc_hook, validated_type
+from actorflow._stream import StreamEvent
+from actorflow._stream_client import (
+    DEFAULT_RECONNECT_FOR,
+    follow_async,
+    follow_sync,
+    stream_path,
+)
 from actorflow.cluster import WorkerInfo
 from actorflow.runtime._query import QueryAnswer
 from actorflow.runtime._reset import TurnReset
@@ -112,6 +119,12 @@ def _read(response: httpx.Response, call: _Call) -> Any:
         raise ClientError(response.status_code, error.type, error.message)
     found = msgspec.json.decode(response.content, type=call.answer)
     return Page(found, _next_cursor(response)) if call.paged else found
+
+
+def _refuse(response: httpx.Response) -> None:
+    """Raise the error of a refused request (an unexpected answer, if it is none)."""
+    _read(response, _Call("GET", ""))
+    raise ClientError(response.status_code, "http", response.text[:200])
 
 
 def _next_cursor(response: httpx.Response) -> str | None:
@@ -365,6 +378,19 @@ class Client:
                 return _outcome(status, result_type)
             if give_up is not None and time.monotonic() >= give_up:
                 raise TimeoutError(f"invocation {invocation} is still {status.state}")
+
+    def stream(
+        self,
+        invocation: str,
+        *,
+        after: str | None = None,
+        reconnect_for: float = DEFAULT_RECONNECT_FOR,
+    ) -> AsyncIterator[StreamEvent]:
+        """The events of an invocation's stream (`Context.stream`: ``chunk``,
+        ``superseded``, ``result``, ``failed``), after event ``after``, until its ``end``;
+        reconnects and resumes by itself (see docs/streams.md)."""
+        path = stream_path(_invocation_path(invocation))
+        return follow_async(self._http, path, after, reconnect_for, _refuse)
 
     async def cancel(self, invocation: str) -> InvocationStatus:
         """Cancel an invocation (its compensations run)."""
@@ -621,6 +647,17 @@ class SyncClient:
                 return _outcome(status)
             if give_up is not None and time.monotonic() >= give_up:
                 raise TimeoutError(f"invocation {invocation} is still {status.state}")
+
+    def stream(
+        self,
+        invocation: str,
+        *,
+        after: str | None = None,
+        reconnect_for: float = DEFAULT_RECONNECT_FOR,
+    ) -> Iterator[StreamEvent]:
+        """`Client.stream`, blocking."""
+        path = stream_path(_invocation_path(invocation))
+        return follow_sync(self._http, path, after, reconnect_for, _refuse)
 
     def cancel(self, invocation: str) -> InvocationStatus:
         """Cancel an invocation (its compensations run)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
+import typing
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, cast, overload
@@ -16,6 +18,7 @@ from actorflow._errors import ActorflowError, TurnEndedError
 
 if TYPE_CHECKING:
     from actorflow._actor import Actor
+    from actorflow._stream import ChunkSink
 
 R = TypeVar("R")
 
@@ -108,6 +111,8 @@ class TurnOps(Protocol):
     key: str
     invocation: str
     turn: int
+    #: Where streaming steps send their chunks (None: nowhere, `Context.stream` refuses).
+    chunks: ChunkSink | None
 
     async def run(self, fn: Callable[..., Any], args: tuple[Any, ...], options: StepOptions) -> Any:
         """Run a step once (or hand back its journaled outcome)."""
@@ -178,6 +183,13 @@ class ActorRef:
 
     def __str__(self) -> str:
         return self.id
+
+
+def _returns(fn: Callable[..., Any]) -> Any:
+    try:
+        return typing.get_type_hints(fn).get("return", Any)
+    except Exception:
+        return Any
 
 
 def handler_name(handler: str | Callable[..., Any]) -> str:
@@ -320,6 +332,47 @@ class Context:
             name or None, retry, compensate, irreversible, reconcile, at_most_once, result_type
         )
         return await self._ops.run(fn, args, options)
+
+    async def stream(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        collect: Callable[[list[Any]], Any] | None = None,
+        retry: Retry | None = None,
+        result_type: Any = None,
+    ) -> Any:
+        """Run a step that streams: subscribers of this invocation's stream (HTTP
+        server-sent events, `Client.stream`, ``actorflow watch``) get each chunk as it is
+        produced; the step's journaled result is the complete value. See docs/streams.md.
+
+        ``fn(*args)`` is an async generator, or returns an async iterable (an OpenAI or
+        Anthropic SDK stream), of chunks: ``str`` tokens, pydantic models (sent as their
+        ``model_dump(mode="json")``) or anything msgspec encodes. The complete value is
+        ``collect(chunks)`` (the chunks as produced), by default the chunks joined when
+        they are all ``str``, else the list of their JSON forms; it is decoded as
+        ``result_type`` (default: ``collect``'s return annotation, else ``Any``).
+
+        In every other respect it is a `run` step: an idempotency key (passed to ``fn``
+        if it accepts ``idempotency_key``), ``retry`` as for `run`, and replay hands back
+        the journaled value without calling ``fn``. Each attempt streams anew: when a
+        failed or interrupted attempt is followed by another, subscribers are told that
+        the earlier attempt's chunks are superseded before the new ones arrive.
+        """
+        from actorflow._stream import StreamSpec, function_name, stream_attempt
+
+        if not callable(fn):
+            raise TypeError(f"ctx.stream needs a function to call, got {fn!r}")
+        if collect is not None and not callable(collect):
+            raise TypeError(f"collect= takes a function of the list of chunks, got {collect!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
+        step = name or function_name(fn)
+        if result_type is None:
+            result_type = Any if collect is None else _returns(collect)
+        spec = StreamSpec(fn, collect, step, self._ops.invocation, self._ops.chunks)
+        options = StepOptions(step, retry, result_type=result_type)
+        return await self._ops.run(functools.partial(stream_attempt, spec), args, options)
 
     @property
     def idempotency_key(self) -> str:

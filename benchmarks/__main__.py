@@ -24,6 +24,7 @@ SUITES = {
     "serve": "benchmarks.serve",
     "replay": "benchmarks.replay",
     "cluster": "benchmarks.cluster",
+    "streams": "benchmarks.streams",
 }
 
 

@@ -22,8 +22,10 @@ from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClie
 from actorflow.cli._query_command import query_command
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
+from actorflow.cli._watch import print_events
 from actorflow.cluster import WorkerIdInUse
 from actorflow.runtime._status import JournalEntry, Page
+from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 from actorflow.server._connections import (
     DEFAULT_HEADER_TIMEOUT,
@@ -166,6 +168,13 @@ def main() -> None:
     help="Seconds an Idempotency-Key stays bound to its invocation.",
 )
 @click.option(
+    "--stream-retention",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_STREAM_RETENTION,
+    show_default=True,
+    help="Seconds an ended invocation's chunk stream (ctx.stream) is kept.",
+)
+@click.option(
     "--max-pending-events",
     type=click.IntRange(min=1),
     default=100,
@@ -280,6 +289,7 @@ def serve_command(
     max_record_bytes: int,
     step_threads: int,
     idempotency_retention: float,
+    stream_retention: float,
     max_pending_events: int,
     max_queued_messages: int,
     allowed_hosts: tuple[str, ...],
@@ -325,6 +335,7 @@ def serve_command(
         max_record_bytes=max_record_bytes,
         step_threads=step_threads,
         idempotency_retention=idempotency_retention,
+        stream_retention=stream_retention,
         max_pending_events=max_pending_events,
         max_queued_messages=max_queued_messages,
         allowed_hosts=allowed_hosts,
@@ -735,6 +746,30 @@ def invocations(
             click.echo(f"{status.invocation:45} {status.state:10} {handler:14} {detail}")
 
     _talk(url, token_file, timeout, show)
+
+
+@main.command()
+@click.argument("invocation")
+@click.option("--after", help="Resume after this event id (<attempt>:<seq>).")
+@click.option("--json", "as_json", is_flag=True, help="Print every event as a JSON line.")
+@_client_options
+def watch(
+    invocation: str,
+    after: str | None,
+    as_json: bool,
+    url: str,
+    token_file: Path | None,
+    timeout: float,
+) -> None:
+    """Print an invocation's stream (Type/key#id) as it comes: text chunks as they arrive,
+    a notice on stderr when an attempt's output is superseded, until it ends (exit 1 if
+    it did not complete). Reconnects by itself."""
+
+    def show(client: SyncClient) -> int:
+        events = client.stream(invocation, after=after)
+        return print_events(events, sys.stdout, sys.stderr, as_json)
+
+    sys.exit(_talk(url, token_file, timeout, show))
 
 
 main.add_command(export_command)

@@ -16,9 +16,10 @@ class WorkerIdInUse(ActorflowError):
 
 
 #: The journal streams whose appends are announced to every worker (inboxes wake their
-#: actors' owners; outcomes wake whoever waits for a result): open the shared store with
+#: actors' owners; outcomes wake whoever waits for a result; chunk streams wake their
+#: subscribers): open the shared store with
 #: ``PostgresStore.open(dsn, notify_prefixes=NOTIFY_PREFIXES)``.
-NOTIFY_PREFIXES = ("inbox/", "outcomes/")
+NOTIFY_PREFIXES = ("inbox/", "outcomes/", "streams/")
 
 
 def default_worker_id() -> str:

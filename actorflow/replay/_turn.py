@@ -101,6 +101,7 @@ class Turn:
         self.rules = started.rules
         self.key_turn = started.key_turn or started.turn
         self.recorded = recorded
+        self.chunks = getattr(host, "chunks", None)  # where ctx.stream sends chunks
         self.context = Context(self)
         self.diverged: NonDeterminismError | None = None
         #: Why the turn was aborted (the journal failed under it), if it was.

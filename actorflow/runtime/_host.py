@@ -141,6 +141,7 @@ class ActorHost:
         self.retry = cls.__actorflow_retry__ or runtime.default_retry
         self.key_tag = runtime.key_tag
         self.events = cls.__actorflow_events__
+        self.chunks = runtime.streams.sink(self)  # where ctx.stream sends chunks
         self.suspending = anyio.Event()
         self.state: ActorState = "activating"
         self.current: str | None = None

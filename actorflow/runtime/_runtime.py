@@ -58,6 +58,7 @@ from actorflow.runtime._status import (
     InvocationStatus,
     ShutdownReport,
 )
+from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION, ChunkStreams
 from actorflow.runtime._worker import Worker
 from journal import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -95,7 +96,8 @@ class Runtime(RuntimeReads):
     invocations at hand; older ones (and every outcome of a passivated actor) are read from
     the journal, through their index. With ``cluster`` (on a `journal.PostgresStore`), it
     is one worker of a fleet sharing the journal: it hosts an actor only under its lease
-    (see docs/cluster.md).
+    (see docs/cluster.md). An ended invocation's chunk stream (`Context.stream`) is
+    deleted ``stream_retention`` seconds after its end (see docs/streams.md).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class Runtime(RuntimeReads):
         max_pending_events: int = 100,
         max_queued_messages: int = 1000,
         cluster: ClusterOptions | None = None,
+        stream_retention: float = DEFAULT_STREAM_RETENTION,
     ) -> None:
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
@@ -159,6 +162,8 @@ class Runtime(RuntimeReads):
         self._stop_outcomes: dict[str, str] = {}
         if cluster is not None and not isinstance(cluster, ClusterOptions):
             raise TypeError(f"cluster= takes an actorflow.ClusterOptions, got {cluster!r}")
+        #: The chunk streams of streaming steps (`Context.stream`); see docs/streams.md.
+        self.streams = ChunkStreams(self, stream_retention)
         #: This runtime's part in a fleet of workers (None: it is the journal's only one).
         self.worker = Worker(self, cluster) if cluster is not None else None
 
@@ -185,6 +190,8 @@ class Runtime(RuntimeReads):
                 await self.worker.join(self._group)
             await self.recover()
             self._group.start_soon(self._sweep_claims, name="idempotency key retention")
+            self._group.start_soon(self.streams.run, name="chunk streams")
+            self._group.start_soon(self._sweep_streams, name="chunk stream retention")
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -217,6 +224,7 @@ class Runtime(RuntimeReads):
         self._running = self._accepting = False
         self._stopping.set()
         await self._checkpoint_all(self.grace)
+        await self.streams.close()
         if self.worker is not None:
             await self.worker.leave()
 
@@ -243,6 +251,7 @@ class Runtime(RuntimeReads):
                 await self._all_stopped.wait()
         left = budget - (anyio.current_time() - started)
         abandoned = await self._checkpoint_all(left)  # what has not finished by now
+        await self.streams.close()
         if self.worker is not None:
             await self.worker.leave()
         return self._report(running, abandoned, anyio.current_time() - started)
@@ -730,6 +739,18 @@ class Runtime(RuntimeReads):
 
     async def _sweep_claims(self) -> None:
         await _idempotency.sweep_until(self._stopping, self.idempotency_retention, self._sweep)
+
+    async def expire_streams(self) -> int:
+        """Delete the chunk streams of invocations that ended ``stream_retention`` seconds
+        ago (first marking those that ended since the last sweep); return how many. Runs
+        by itself in the background; call it to sweep now."""
+        return await self.streams.expire()
+
+    async def _sweep_streams(self) -> None:
+        await self.streams.sweep_until(self._stopping, self._may_sweep)
+
+    async def _may_sweep(self) -> bool:
+        return self.worker is None or await self.worker.may_sweep()
 
     async def _sweep(self) -> int:
         """Sweep expired idempotency keys; in a fleet, only while holding the sweeper's

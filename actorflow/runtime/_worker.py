@@ -402,6 +402,8 @@ class Worker:
                             runtime.notify(actor_id, notice.position)
                         elif prefix == "outcomes":
                             runtime._wake_waiters(actor_id)
+                        elif prefix == "streams":
+                            runtime.streams.wake(notice.name)
                     elif notice.kind == "released":
                         if notice.name.startswith("actor/"):
                             actor_id = notice.name.removeprefix("actor/")
@@ -411,4 +413,5 @@ class Worker:
                     else:  # resync: notices may have been missed
                         self._elsewhere.clear()
                         runtime._wake_all_waiters()
+                        runtime.streams.wake_all()
                         await runtime.recover()

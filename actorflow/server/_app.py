@@ -46,7 +46,7 @@ from actorflow.runtime import (
     Runtime,
 )
 from actorflow.runtime._pages import DEFAULT_PAGE, MAX_PAGE, CursorError
-from actorflow.server import _query
+from actorflow.server import _query, _sse
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
@@ -351,6 +351,11 @@ async def show_invocation(request: Request, state: ServerState) -> Response:
     return json_response(status)
 
 
+async def stream_invocation(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors/{type}/{key}/invocations/{id}/stream: its chunks, as SSE."""
+    return await _sse.stream_response(request, state, _invocation_id(request))
+
+
 async def cancel(request: Request, state: ServerState) -> Response:
     """POST /v1/actors/{type}/{key}/invocations/{id}/cancel: cancel it (compensating)."""
     invocation = _invocation_id(request)
@@ -549,6 +554,7 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/query/{{name}}", _query.run_query, ["GET"]),
         route(f"{actor}/invocations", list_invocations, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}", show_invocation, ["GET"]),
+        route(f"{actor}/invocations/{{invocation}}/stream", stream_invocation, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
         route(f"{actor}/invocations/{{invocation}}/retry", retry, ["POST"]),
     ]

@@ -32,6 +32,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "malformed_json": (400, "the body is not valid JSON"),
     "invalid_query": (400, "a ?wait=, ?deadline=, ?state=, ?limit= or ?cursor= it cannot take"),
     "invalid_host": (400, "several or no Host headers"),
+    "invalid_offset": (400, "a stream offset (Last-Event-ID) that is no event id of the stream"),
     "ambiguous_framing": (400, "both Content-Length and Transfer-Encoding"),
     "unauthorized": (401, "no or a wrong bearer token"),
     "origin_not_allowed": (403, "an Origin (a web page) not named by --allowed-origin"),
@@ -180,6 +181,26 @@ def openapi_document(
             [*one, wait],
             {"200": _answer("The invocation.", invocation)},
             (*actor_errors, "unknown_invocation", "invalid_query", "actor_stuck"),
+        )
+    }
+    offset = _query(
+        "offset",
+        "Resume after this event id (<attempt>:<seq>).",
+        {"type": "string", "pattern": r"^[0-9]+:[0-9]+$"},
+    )
+    paths[f"{actor}/invocations/{{invocation}}/stream"] = {
+        "get": _operation(
+            "An invocation's chunk stream (ctx.stream) as server-sent events, until it ends; "
+            "resume after an event with Last-Event-ID or ?offset= (see docs/streams.md).",
+            [*one, offset],
+            {
+                "200": {
+                    "description": "Events: id, event (chunk, superseded, result, failed, "
+                    "end) and one line of JSON data each.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            },
+            (*actor_errors, "unknown_invocation", "invalid_offset"),
         )
     }
     paths[f"{actor}/invocations/{{invocation}}/cancel"] = {

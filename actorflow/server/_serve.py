@@ -37,6 +37,7 @@ from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow.cluster import NOTIFY_PREFIXES, ClusterOptions
 from actorflow.runtime import Runtime
+from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION
 from actorflow.server._app import ServerState, create_app
 from actorflow.server._connections import (
     DEFAULT_HEADER_TIMEOUT,
@@ -121,6 +122,8 @@ class ServeConfig:
     lease_ttl: float = 10.0
     #: Allocations between collections of the GC's youngest generation (0: CPython's).
     gc_threshold: int = GC_THRESHOLD
+    #: Seconds an ended invocation's chunk stream is kept (`--stream-retention`).
+    stream_retention: float = DEFAULT_STREAM_RETENTION
 
     @property
     def shared(self) -> bool:
@@ -378,6 +381,7 @@ async def _run(
             grace=config.grace,
             step_threads=config.step_threads,
             idempotency_retention=config.idempotency_retention,
+            stream_retention=config.stream_retention,
             max_pending_events=config.max_pending_events,
             max_queued_messages=config.max_queued_messages,
             cluster=config.cluster(),

@@ -82,16 +82,19 @@ def served(
     until: str = "/readyz",
     preexec_fn: Callable[[], None] | None = None,
     journal: str | None = None,
+    port: int | None = None,
+    app: str = APP,
 ) -> Iterator[Server]:
     """`actorflow serve` of the test app on a free loopback port, with the journal
     ``workdir/journal.db``, once ``until`` answers 200 (by default once it is ready: it
     answers /livez before); killed if still running at the end. ``preexec_fn`` runs in
     the child before it starts (to lower a resource limit, say); ``journal`` replaces the
-    journal (a ``postgresql://`` URL, say)."""
+    journal (a ``postgresql://`` URL, say); ``port`` the port (a restart on the same
+    one), ``app`` the app served."""
     env = env or clean_env()
-    port = free_port()
+    port = port or free_port()
     log = workdir / f"serve-{port}.log"
-    command = [ACTORFLOW, "serve", APP, "--port", str(port), "--grace", str(GRACE)]
+    command = [ACTORFLOW, "serve", app, "--port", str(port), "--grace", str(GRACE)]
     command += ["--journal", journal or str(workdir / "journal.db"), *options]
     with open(workdir / f"serve-{port}.out", "wb") as out, open(log, "wb") as err:
         process = subprocess.Popen(
