@@ -640,9 +640,17 @@ async def live_with_faults(
     """Run the programs with the write failures; check the oracle; restart and compare."""
     clock = JumpingClock(T0)
     results = await run_programs(path, programs, schedule, clock, snapshot_every)
-    sent = [e[1] for _, done in results if done[0] == "ok" for e in done[1] if e[0] == "send"]
+    # Messages the agent sent run to their ends too: those of turns that failed after
+    # sending as well (a send is not taken back; the helper's turn runs all the same).
+    sent = {
+        entry[1]
+        for (actor, _), attempts in WORLD.traces.items()
+        if actor == "Agent/a"
+        for entry in attempts[-1]
+        if entry[0] == "send"
+    }
     async with hosted(path, clock, schedule, snapshot_every) as runtime:
-        for invocation in sent:  # messages the agent sent run to their ends too
+        for invocation in sorted(sent):
             await outcome(runtime, invocation)
     check_traces(results)
     check_effects()
@@ -691,6 +699,13 @@ EXAMPLES = int(os.environ.get("ACTORFLOW_PROPERTY_EXAMPLES", "25"))
     programs=[[Gather([0], 0, True), First([0], False), Draw("now")]],
     schedule={3: "refuse"},
     snapshot_every=1,
+)
+# A message sent by a turn that then failed: the helper's turn, its step result refused,
+# must be waited for like the others before the final read-back.
+@example(
+    programs=[[Send("h1", 0), Race([0]), Fail(0, caught=False)]],
+    schedule={7: "refuse"},
+    snapshot_every=0,
 )
 def test_every_replay_observes_what_the_interrupted_run_observed(
     programs: list[list[Op]], schedule: dict[int, Mode], snapshot_every: int
