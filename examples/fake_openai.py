@@ -16,8 +16,10 @@ them as JSON, so a test can check that no completed model call was made twice. R
 
 ``--delay S`` makes each answer take S seconds (so you can kill an agent mid-call),
 ``--chunk-delay S`` waits S seconds between the chunks of a streamed answer (so you can
-watch it stream, or kill it mid-stream), and ``--exit-after S`` stops the server after S
-seconds.
+watch it stream), ``--hold-once`` stops the first streamed answer in text after its first
+word for a minute (as a model whose connection hangs: kill the agent mid-stream; the
+request made again gets the whole answer), and ``--exit-after S`` stops the server after
+S seconds.
 """
 
 from __future__ import annotations
@@ -170,8 +172,8 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.log = log
         self.delay = delay
         self.chunk_delay = chunk_delay
-        #: When set (by a test in the same process), a streamed answer in text stops after
-        #: its first word until the event is set.
+        #: When set, the next streamed answer in text stops after its first word until the
+        #: event is set (by a test in the same process), or for a minute (``--hold-once``).
         self.hold: threading.Event | None = None
         self.calls: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -242,10 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(self.server.chunk_delay)
             self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
             self.wfile.flush()
-            hold = self.server.hold
-            if hold is not None and item["choices"] and item["choices"][0]["delta"].get("content"):
-                hold.wait(30)
-                self.server.hold = None
+            if item["choices"] and item["choices"][0]["delta"].get("content"):
+                hold, self.server.hold = self.server.hold, None
+                if hold is not None:
+                    hold.wait(60)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.server.record(key, reply, stream)
@@ -274,9 +276,14 @@ def main() -> None:
     parser.add_argument(
         "--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks"
     )
+    parser.add_argument(
+        "--hold-once", action="store_true", help="hang the first streamed answer in text"
+    )
     parser.add_argument("--exit-after", type=float, default=None, help="stop after S seconds")
     args = parser.parse_args()
     server = FakeOpenAI(args.port, args.log, args.delay, args.chunk_delay)
+    if args.hold_once:
+        server.hold = threading.Event()
     if args.exit_after is not None:
         threading.Timer(args.exit_after, server.shutdown).start()
     print(f"fake OpenAI server on {server.url}", flush=True)

@@ -13,7 +13,7 @@ asks again until it answers in text. It talks to the fake OpenAI server
     actorflow invocations OpenAIConcierge/ana       # the answer
     # streamed: each completion is a ctx.stream step; watch the tokens as they come
     actorflow send OpenAIConcierge/bob ask '{"question": "dinner in Nice", "stream": true}'
-    actorflow watch 'OpenAIConcierge/bob#<the invocation id send printed>'
+    actorflow watch 'OpenAIConcierge/bob#...'       # the "invocation" send printed
 
 A completion is journaled as the assistant message (a plain dict, as the SDK dumps it), so
 the conversation kept in the actor's state is exactly what the next request sends.

@@ -107,7 +107,7 @@ async def test_the_pydantic_ai_agent_books_once_approved(
 async def test_the_openai_sdk_agent_streams_its_tokens_to_a_client(
     tmp_path: pathlib.Path, server: fake_openai.FakeOpenAI
 ) -> None:
-    server.hold = threading.Event()  # the answer stops after its first word, until set
+    hold = server.hold = threading.Event()  # the answer stops after its first word, until set
     env = clean_env(
         ACTORFLOW_OPENAI_BASE_URL=server.url,
         ACTORFLOW_TOOL_LEDGER=str(llm_tools.LEDGER),
@@ -120,11 +120,11 @@ async def test_the_openai_sdk_agent_streams_its_tokens_to_a_client(
             invocation = (await client.send("OpenAIConcierge/ana", "ask", question)).invocation
             async for event in client.stream(invocation):
                 events.append(event)
-                if server.hold is not None and isinstance(event.data, str):
+                if not hold.is_set() and isinstance(event.data, str):
                     # The first word reached us while the model is still answering.
                     answered = [call["answer"] for call in server.calls]
                     assert answered == ["get_weather", "book_table"]
-                    server.hold.set()
+                    hold.set()
         assert serve.stop() == 0
     ((key, _),) = llm_tools.bookings()
     answer = expected_answer(key)
