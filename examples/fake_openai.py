@@ -17,7 +17,7 @@ them as JSON, so a test can check that no completed model call was made twice. R
 ``--delay S`` makes each answer take S seconds (so you can kill an agent mid-call),
 ``--chunk-delay S`` waits S seconds between the chunks of a streamed answer (so you can
 watch it stream), ``--hold-once`` stops the first streamed answer in text after its first
-word for a minute (as a model whose connection hangs: kill the agent mid-stream; the
+word for 20 seconds (as a model whose connection hangs: kill the agent mid-stream; the
 request made again gets the whole answer), and ``--exit-after S`` stops the server after
 S seconds.
 """
@@ -173,7 +173,7 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.delay = delay
         self.chunk_delay = chunk_delay
         #: When set, the next streamed answer in text stops after its first word until the
-        #: event is set (by a test in the same process), or for a minute (``--hold-once``).
+        #: event is set (by a test in the same process), or for 20 seconds (``--hold-once``).
         self.hold: threading.Event | None = None
         self.calls: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -247,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
             if item["choices"] and item["choices"][0]["delta"].get("content"):
                 hold, self.server.hold = self.server.hold, None
                 if hold is not None:
-                    hold.wait(60)
+                    hold.wait(20)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.server.record(key, reply, stream)

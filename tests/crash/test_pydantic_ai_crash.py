@@ -265,6 +265,8 @@ def test_a_client_streaming_the_agent_s_answer_survives_a_sigkill_of_the_server(
                 if isinstance(event.data, str):  # the answer's first word: the model hangs
                     serving.kill()
                     break
+            else:
+                raise AssertionError(f"the invocation ended before its answer streamed: {seen}")
             at_kill = serving.journaled_steps()
             serving.start()
             seen += events  # the same subscription, reconnected to the restarted server

@@ -6,8 +6,9 @@ Offline, with pydantic-ai's FunctionModel."""
 
 from __future__ import annotations
 
+import functools
 import pathlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -33,6 +34,19 @@ from actorflow.runtime._streams import follow
 from tests.runtime.support import crashing, entries, reaches, running
 
 pytestmark = pytest.mark.anyio
+
+#: Longest a test may take: a model that never streams must fail it, not hang it.
+DEADLINE = 20.0
+
+
+def bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    @functools.wraps(test)
+    async def run(*args: Any, **kwargs: Any) -> None:
+        with anyio.fail_after(DEADLINE):
+            await test(*args, **kwargs)
+
+    return run
+
 
 #: The model's calls, by what it was asked (how many tool results it had), across restarts.
 calls: list[int] = []
@@ -165,6 +179,7 @@ def tool_call(attempt: int) -> list[tuple[str, str, Any]]:
 ANSWER = "".join(WORDS)
 
 
+@bounded
 async def test_the_model_s_text_reaches_a_subscriber_live_and_the_result_is_unchanged(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -199,6 +214,7 @@ async def test_the_model_s_text_reaches_a_subscriber_live_and_the_result_is_unch
     assert calls == [0, 1]
 
 
+@bounded
 async def test_without_streaming_the_model_requests_are_plain_steps(tmp_path: pathlib.Path) -> None:
     async with running(tmp_path / "journal.db", [Forecaster]) as runtime:
         forecaster = runtime.ref(Forecaster, "p")
@@ -209,6 +225,7 @@ async def test_without_streaming_the_model_requests_are_plain_steps(tmp_path: pa
     assert steps[0] == "forecast__model.request"
 
 
+@bounded
 async def test_a_retried_model_request_is_superseded_before_it_streams_again(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -233,6 +250,7 @@ async def test_a_retried_model_request_is_superseded_before_it_streams_again(
     assert calls == [0, 1, 1]
 
 
+@bounded
 async def test_a_model_request_re_made_after_a_crash_is_superseded_first(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -260,6 +278,7 @@ async def test_a_model_request_re_made_after_a_crash_is_superseded_first(
     assert calls == [0, 1, 1]  # the tool call's request, journaled, was not made again
 
 
+@bounded
 async def test_a_run_level_event_stream_handler_streams_the_requests_too(
     tmp_path: pathlib.Path,
 ) -> None:
