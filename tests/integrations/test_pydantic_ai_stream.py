@@ -126,6 +126,15 @@ PLAIN = weather_agent()
 HANDLED: list[str] = []
 
 
+async def first_event_only(ctx: RunContext[None], events: AsyncIterable[AgentStreamEvent]) -> None:
+    async for event in events:
+        HANDLED.append(type(event).__name__)
+        return  # leaves the rest unread
+
+
+IMPATIENT = weather_agent(event_stream_handler=first_event_only)
+
+
 async def run_handler(ctx: RunContext[None], events: AsyncIterable[AgentStreamEvent]) -> None:
     async for event in events:
         HANDLED.append(type(event).__name__)
@@ -143,6 +152,10 @@ class Forecaster(Actor):
     @handler
     async def plain(self, question: str) -> str:
         return (await run_agent(self.ctx, PLAIN, question)).output
+
+    @handler
+    async def impatient(self, question: str) -> str:
+        return (await run_agent(self.ctx, IMPATIENT, question)).output
 
     @handler
     async def handled(self, question: str) -> str:
@@ -303,3 +316,16 @@ async def test_a_run_level_event_stream_handler_streams_the_requests_too(
     assert live.count("PartStartEvent") == 2
     assert [*live, *live] == HANDLED
     assert calls == [0, 1]
+
+
+@bounded
+async def test_what_the_capability_s_handler_leaves_unread_is_published_all_the_same(
+    tmp_path: pathlib.Path,
+) -> None:
+    HANDLED.clear()
+    async with running(tmp_path / "journal.db", [Forecaster]) as runtime:
+        invocation = await runtime.ref(Forecaster, "i").send(Forecaster.impatient, "weather?")
+        seen = [event async for batch in follow(runtime, invocation) for event in batch]
+        assert await runtime.result(invocation) == ANSWER
+    assert [e.data for e in seen if e.kind == "chunk" and isinstance(e.data, str)] == list(WORDS)
+    assert HANDLED.count("PartStartEvent") == 2  # the first event of each request only
