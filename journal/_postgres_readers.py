@@ -17,6 +17,8 @@ import collections
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from journal._errors import StoreClosedError
+
 
 class Readers:
     """Up to ``size`` connections made by ``connect``, lent one read at a time."""
@@ -33,6 +35,8 @@ class Readers:
         """A connection for one read: an idle one, a new one while fewer than ``size``
         are open, or the next one handed back."""
         while True:
+            if self._closed:
+                raise StoreClosedError("the PostgreSQL store's read connections")
             if self._idle:
                 return self._idle.pop()
             if self._open < self._size:
@@ -82,7 +86,7 @@ class Readers:
                 await asyncio.wait_for(conn.close(), timeout=5)
             except Exception:
                 conn.terminate()
-        while self._waiters:
+        while self._waiters:  # each finds the store closed (not a lost connection to retry)
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(ConnectionError("the store is closed"))
+                waiter.set_result(None)

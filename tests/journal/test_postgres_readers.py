@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from journal import StoreClosedError
 from journal._postgres_readers import Readers
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +103,20 @@ async def test_a_waiter_cancelled_before_its_turn_does_not_keep_others_waiting(
         await first
     assert await asyncio.wait_for(second, 10) == 2
     readers.give_back(held.pop(), clean=True)
+
+
+async def test_reads_waiting_when_the_store_closes_find_it_closed(postgres_dsn: str) -> None:
+    """Not a lost connection to retry for `reconnect_timeout`, and no new connection."""
+    readers = Readers(lambda: asyncpg.connect(postgres_dsn), 1)
+    held = await readers.take()
+    waiting = asyncio.create_task(read(readers, "SELECT 1"))
+    await asyncio.sleep(0)  # (one turn of the loop: the task runs until it waits)
+    assert len(readers._waiters) == 1
+    await readers.close()
+    with pytest.raises(StoreClosedError):
+        await asyncio.wait_for(waiting, 10)
+    with pytest.raises(StoreClosedError):
+        await readers.take()
+    readers.give_back(held, clean=True)  # closed, not kept
+    assert readers._open == 0
+    assert held.is_closed()
