@@ -38,8 +38,8 @@ class Transaction:
 
     async def load(self, names: set[str]) -> None:
         """Read (and lock) the rows of ``names``; make rows for those that have none in one
-        statement (not one round trip per new stream, under the lock that orders every
-        writer): `stream_id` takes them, and `write_back` deletes those not taken."""
+        statement (not one round trip per new stream): `stream_id` takes them, and
+        `write_back` deletes those not taken."""
         for row in await self.conn.fetch(sql.STREAM_ROW, sorted(names)):
             name, sid, last, first, epoch, snap = row
             self.states[name] = StreamState(name, sid, last, first, epoch, snap)

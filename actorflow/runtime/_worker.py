@@ -191,6 +191,8 @@ class Worker:
     async def _try_to_host(self, actor_id: str, fresh: bool) -> None:
         runtime = self.runtime
         released_by = self._released_by.pop(actor_id, None)
+        grew = actor_id in self._inbox_grew
+        self._inbox_grew.discard(actor_id)
         if not fresh and self._elsewhere.get(actor_id, 0.0) > time.monotonic():
             return
         if await self._held_elsewhere(actor_id):
@@ -198,14 +200,11 @@ class Worker:
         type_name = actor_id.partition("/")[0]
         pinned = runtime.actor_types[type_name].__actorflow_versioning__ == "pinned"
         in_flight = None
-        if actor_id in self._inbox_grew and not pinned:
-            # It has work (a message was just committed for it), and where an upgrade
-            # type's turn runs does not depend on the version of its turn in flight: no
-            # need to read its journal here (activation reads it; should another worker
-            # have served the message meanwhile, the actor is idle and let go again).
-            self._inbox_grew.discard(actor_id)
-        else:
-            self._inbox_grew.discard(actor_id)
+        # An actor whose inbox just grew has work, and where an upgrade type's turn runs
+        # does not depend on the version of its turn in flight: its journal is read here
+        # only otherwise (activation reads it; should another worker have served the
+        # message meanwhile, the actor is idle and let go again).
+        if pinned or not grew:
             view = await _quarantine.view(runtime, actor_id)
             if not view.has_work:
                 return
