@@ -70,6 +70,8 @@ _GARBAGE = (
 
 #: Digests per IN (...) list.
 _CHUNK = 500
+#: Bytes per write of a large value (see `store_values`).
+_BLOB_CHUNK = 1024 * 1024
 
 
 def encode_refs(refs: tuple[str, ...]) -> str | None:
@@ -104,12 +106,23 @@ def check_values(conn: sqlite3.Connection, given: dict[str, bytes], wanted: list
 
 def store_values(conn: sqlite3.Connection, given: dict[str, bytes], new: list[str]) -> None:
     """Insert the values ``new`` (digests of ``given`` that `check_values` found not
-    stored): the bytes go to SQLite once, as the caller holds them."""
+    stored). A large value is written through SQLite's incremental blob I/O, a chunk at a
+    time, from the caller's bytes: binding it whole would make two copies (the bound
+    parameter and the row SQLite builds from it)."""
     for digest in new:
-        conn.execute(
-            "INSERT OR IGNORE INTO stored_values (digest, data) VALUES (?, ?)",
-            (digest, given[digest]),
-        )
+        data = given[digest]
+        if len(data) <= _BLOB_CHUNK:
+            conn.execute("INSERT INTO stored_values (digest, data) VALUES (?, ?)", (digest, data))
+            continue
+        rowid = conn.execute(
+            "INSERT INTO stored_values (digest, data) VALUES (?, zeroblob(?))",
+            (digest, len(data)),
+        ).lastrowid
+        assert rowid is not None
+        view = memoryview(data)
+        with conn.blobopen("stored_values", "data", rowid) as blob:
+            for start in range(0, len(data), _BLOB_CHUNK):
+                blob.write(view[start : start + _BLOB_CHUNK])
 
 
 def replace_snapshot_refs(conn: sqlite3.Connection, sid: int, refs: tuple[str, ...]) -> None:
@@ -122,14 +135,33 @@ def replace_snapshot_refs(conn: sqlite3.Connection, sid: int, refs: tuple[str, .
 
 
 def read_value(conn: sqlite3.Connection, digest: str) -> bytes:
-    """A stored value, its hash checked (on the reader's thread: hashing releases the GIL)."""
-    row = conn.execute("SELECT data FROM stored_values WHERE digest = ?", (digest,)).fetchone()
-    if row is None:
+    """A stored value, its hash checked (on the reader's thread: hashing releases the GIL).
+
+    Read through incremental blob I/O straight into the one bytes object returned (a
+    plain SELECT would assemble the value in SQLite's memory first, then copy it), within
+    one read transaction, so the row found is the row read.
+    """
+    data = _fetch(conn, digest)
+    if data is None:
         raise MissingValueError([digest], "read_value")
-    data: bytes = row[0]
     if value_digest(data) != digest:
         raise CorruptValueError(digest)
     return data
+
+
+def _fetch(conn: sqlite3.Connection, digest: str) -> bytes | None:
+    owned = not conn.in_transaction
+    if owned:
+        conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT rowid FROM stored_values WHERE digest = ?", (digest,)).fetchone()
+        if row is None:
+            return None
+        with conn.blobopen("stored_values", "data", row[0], readonly=True) as blob:
+            return blob.read()
+    finally:
+        if owned:
+            conn.execute("COMMIT")
 
 
 def has_values(conn: sqlite3.Connection, digests: list[str]) -> set[str]:
@@ -146,8 +178,8 @@ def value_problems(conn: sqlite3.Connection) -> Iterable[Problem]:
     every ref to a value not stored, naming the stream and position of what refers."""
     digests = [d for (d,) in conn.execute("SELECT digest FROM stored_values ORDER BY digest")]
     for digest in digests:
-        row = conn.execute("SELECT data FROM stored_values WHERE digest = ?", (digest,)).fetchone()
-        if row is not None and value_digest(row[0]) != digest:
+        data = _fetch(conn, digest)
+        if data is not None and value_digest(data) != digest:
             yield Problem(
                 "", 0, "value", f"value {digest}: stored bytes do not match their SHA-256"
             )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-pytest.register_assert_rewrite("tests.journal.contract", "tests.journal.contract_values")
+pytest.register_assert_rewrite("tests.journal.contract")
 
 from journal import (  # noqa: E402
     MemoryStore,
