@@ -11,7 +11,9 @@ from typing import Any, ClassVar
 import pytest
 
 from journal import (
+    ConflictError,
     CorruptionError,
+    FencingError,
     InvalidStreamError,
     JournalError,
     MissingValueError,
@@ -162,6 +164,31 @@ class ValueContract:
         again = StreamAppend("s", (missing,), values=given(DOC, PROMPT), expected_position=1)
         await store.append_many([again])
         assert await readable(store, DOC, PROMPT) == [DOC, PROMPT]
+
+    async def test_an_append_refused_for_its_position_or_epoch_stores_no_value(
+        self, store: Store
+    ) -> None:
+        await store.append("s", [record_plain()])
+        epoch = await store.claim("s")
+
+        with pytest.raises(ConflictError):
+            await store.append_many(
+                [StreamAppend("s", (referring(b"r", DOC),), expected_position=0, values=given(DOC))]
+            )
+        with pytest.raises(FencingError):
+            await store.append_many(
+                [StreamAppend("s", (referring(b"r", DOC),), epoch=epoch - 1, values=given(DOC))]
+            )
+        with pytest.raises(ConflictError):
+            await store.append_many(
+                [
+                    StreamAppend("t", (referring(b"r", PROMPT),), values=given(PROMPT)),
+                    StreamAppend("s", (record_plain(),), expected_position=0),
+                ]
+            )
+
+        assert await store.has_values([digest(DOC), digest(PROMPT)]) == set()
+        assert await stored_count(store) == 0
 
     async def test_reading_a_value_not_stored_raises_missing_value(self, store: Store) -> None:
         with pytest.raises(MissingValueError) as raised:
