@@ -522,7 +522,12 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
     async def collect_values(self) -> int:
         """Delete every value that no stored record or snapshot refers to, through the
         writer: serialised with appends, which check their refs in their own transaction."""
-        collected: int = await self._submit(lambda txn: collect(txn.conn))
+
+        def apply(txn: _Transaction) -> int:
+            txn.flush_rows()  # the refs of appends earlier in this batch count
+            return collect(txn.conn)
+
+        collected: int = await self._submit(apply)
         return collected
 
     async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:

@@ -316,18 +316,16 @@ class ValueContract:
         MissingValueError, writing nothing."""
         values = [b"value %d" % n * 100 for n in range(20)]
         landed = refused = 0
-        for value in values:
+        for n, value in enumerate(values):
             await store.append_many([StreamAppend("seed", (), values=given(value))])
-            outcomes = await asyncio.gather(
-                store.collect_values(),
-                store.append("s", [referring(b"r", value)]),
-                store.collect_values(),
-                return_exceptions=True,
-            )
-            if isinstance(outcomes[1], MissingValueError):
+            calls = [store.collect_values() for _ in range(2)]
+            calls.insert(n % 3, store.append("s", [referring(b"r", value)]))  # every order
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            appended = outcomes[n % 3]
+            if isinstance(appended, MissingValueError):
                 refused += 1
             else:
-                assert not isinstance(outcomes[1], BaseException), outcomes[1]
+                assert not isinstance(appended, BaseException), appended
                 landed += 1
                 assert await readable(store, value) == [value]
 
