@@ -166,8 +166,11 @@ def validated_type(kind: Any) -> Any:
 
 
 def by_pydantic(kind: Any) -> bool:
-    """Whether values of ``kind`` (a checked type) are validated whole by pydantic."""
-    return validated_type(kind) is not kind
+    """Whether values of ``kind`` (a checked type) are validated whole by pydantic.
+
+    (Its stand-in says so, not identity: the cache behind `validated_type` hands back the
+    first of equal types it saw, and ``dict[str, Any]`` written twice makes two objects.)"""
+    return isinstance(validated_type(kind), _StandIn)
 
 
 def decoder(kind: Any) -> ValueDecoder:

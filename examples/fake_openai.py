@@ -14,8 +14,12 @@ them as JSON, so a test can check that no completed model call was made twice. R
 
     python -m examples.fake_openai --port 8788 --log openai-calls.log
 
-``--delay S`` makes each answer take S seconds (so you can kill an agent mid-call), and
-``--exit-after S`` stops the server after S seconds.
+``--delay S`` makes each answer take S seconds (so you can kill an agent mid-call),
+``--chunk-delay S`` waits S seconds between the chunks of a streamed answer (so you can
+watch it stream), ``--hold-once`` stops the first streamed answer in text after its first
+word for 20 seconds (as a model whose connection hangs: kill the agent mid-stream; the
+request made again gets the whole answer), and ``--exit-after S`` stops the server after
+S seconds.
 """
 
 from __future__ import annotations
@@ -163,10 +167,14 @@ class FakeOpenAI(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, port: int, log: Path, delay: float = 0.0) -> None:
+    def __init__(self, port: int, log: Path, delay: float = 0.0, chunk_delay: float = 0.0) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.log = log
         self.delay = delay
+        self.chunk_delay = chunk_delay
+        #: When set, the next streamed answer in text stops after its first word until the
+        #: event is set (by a test in the same process), or for 20 seconds (``--hold-once``).
+        self.hold: threading.Event | None = None
         self.calls: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
@@ -231,9 +239,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        for item in chunks(request, reply, key):
+        for n, item in enumerate(chunks(request, reply, key)):
+            if n:
+                time.sleep(self.server.chunk_delay)
             self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
             self.wfile.flush()
+            if item["choices"] and item["choices"][0]["delta"].get("content"):
+                hold, self.server.hold = self.server.hold, None
+                if hold is not None:
+                    hold.wait(20)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.server.record(key, reply, stream)
@@ -259,9 +273,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8788, help="0: any free port")
     parser.add_argument("--log", type=Path, default=Path("openai-calls.log"))
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument(
+        "--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks"
+    )
+    parser.add_argument(
+        "--hold-once", action="store_true", help="hang the first streamed answer in text"
+    )
     parser.add_argument("--exit-after", type=float, default=None, help="stop after S seconds")
     args = parser.parse_args()
-    server = FakeOpenAI(args.port, args.log, args.delay)
+    server = FakeOpenAI(args.port, args.log, args.delay, args.chunk_delay)
+    if args.hold_once:
+        server.hold = threading.Event()
     if args.exit_after is not None:
         threading.Timer(args.exit_after, server.shutdown).start()
     print(f"fake OpenAI server on {server.url}", flush=True)

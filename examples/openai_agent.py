@@ -11,13 +11,18 @@ asks again until it answers in text. It talks to the fake OpenAI server
     actorflow serve examples.openai_agent           # the agent, on 127.0.0.1:8787
     actorflow send OpenAIConcierge/ana ask '{"question": "dinner in Lyon"}'
     actorflow invocations OpenAIConcierge/ana       # the answer
-    # the same with a streamed completion (the step's result is the assembled message)
+    # streamed: each completion is a ctx.stream step; watch the tokens as they come
     actorflow send OpenAIConcierge/bob ask '{"question": "dinner in Nice", "stream": true}'
+    actorflow watch 'OpenAIConcierge/bob#...'       # the "invocation" send printed
 
 A completion is journaled as the assistant message (a plain dict, as the SDK dumps it), so
-the conversation kept in the actor's state is exactly what the next request sends. Kill
-the server mid-run and start it again: no completed completion or tool call runs again
-(``openai-calls.log``, ``python -m examples.llm_tools``).
+the conversation kept in the actor's state is exactly what the next request sends.
+Streamed, its chunks (``actorflow watch``, ``GET .../invocations/{id}/stream``,
+``Client.stream``) are the text deltas as ``str`` and then each tool call the model made,
+whole, as a dict; the journaled message is built from them (`assistant_message`). Kill the
+server mid-run and start it again: no completed completion or tool call runs again
+(``openai-calls.log``, ``python -m examples.llm_tools``), and a completion cut short is
+streamed again after a ``superseded`` event.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -71,31 +77,40 @@ def book_table(city: str, idempotency_key: str) -> str:
 TOOL_FUNCTIONS = {"get_weather": get_weather, "book_table": book_table}
 
 
-async def chat_completion(
-    messages: list[dict[str, Any]], stream: bool, idempotency_key: str
-) -> dict[str, Any]:
-    """One chat completion: the assistant message, as a plain dict.
-
-    Streamed, the chunks are assembled here into the same message; this loop is where a
-    durable token stream would hand each chunk to subscribers as it arrives.
-    """
+async def chat_completion(messages: list[dict[str, Any]], idempotency_key: str) -> dict[str, Any]:
+    """One chat completion: the assistant message, as a plain dict."""
     async with openai.AsyncOpenAI(base_url=BASE_URL, api_key="not-needed", max_retries=0) as client:
-        headers = {"Idempotency-Key": idempotency_key}
-        if not stream:
-            completion = await client.chat.completions.create(
-                model=MODEL, messages=messages, tools=TOOLS, extra_headers=headers
-            )
-            return completion.choices[0].message.model_dump(mode="json", exclude_none=True)
-        text: list[str] = []
+        completion = await client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            tools=TOOLS,
+            extra_headers={"Idempotency-Key": idempotency_key},
+        )
+        return completion.choices[0].message.model_dump(mode="json", exclude_none=True)
+
+
+async def streamed_completion(
+    messages: list[dict[str, Any]], idempotency_key: str
+) -> AsyncIterator[str | dict[str, Any]]:
+    """One streamed chat completion, as the chunks of a ``ctx.stream`` step: the text
+    deltas as they come (``str``), then each tool call the model made, whole (a dict in
+    the message format), once the completion has ended. `assistant_message` builds the
+    message from them."""
+    async with openai.AsyncOpenAI(base_url=BASE_URL, api_key="not-needed", max_retries=0) as client:
         calls: dict[int, dict[str, Any]] = {}
         chunks = await client.chat.completions.create(
-            model=MODEL, messages=messages, tools=TOOLS, extra_headers=headers, stream=True
+            model=MODEL,
+            messages=messages,
+            tools=TOOLS,
+            extra_headers={"Idempotency-Key": idempotency_key},
+            stream=True,
         )
         async for chunk in chunks:
             if not chunk.choices:
                 continue
             delta = chunk.choices[0].delta
-            text.append(delta.content or "")
+            if delta.content:
+                yield delta.content
             for part in delta.tool_calls or []:
                 call = calls.setdefault(
                     part.index,
@@ -105,10 +120,19 @@ async def chat_completion(
                 if part.function is not None:
                     call["function"]["name"] += part.function.name or ""
                     call["function"]["arguments"] += part.function.arguments or ""
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
-        if calls:
-            message["tool_calls"] = [calls[index] for index in sorted(calls)]
-        return message
+        for index in sorted(calls):
+            yield calls[index]
+
+
+def assistant_message(chunks: list[str | dict[str, Any]]) -> dict[str, Any]:
+    """The assistant message a streamed completion's chunks make: the same dict as
+    `chat_completion` returns for the same answer."""
+    text = "".join(chunk for chunk in chunks if isinstance(chunk, str))
+    calls = [chunk for chunk in chunks if isinstance(chunk, dict)]
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
 
 
 class Chat(msgspec.Struct):
@@ -125,7 +149,12 @@ class OpenAIConcierge(actorflow.Actor, state=Chat):
         """Answer ``question``, calling tools as the model asks."""
         messages = [*self.state.messages, {"role": "user", "content": question}]
         for _ in range(MAX_ROUNDS):
-            message = await self.ctx.run(chat_completion, messages, stream, name="chat")
+            if stream:  # subscribers of the invocation's stream see the tokens as they come
+                message = await self.ctx.stream(
+                    streamed_completion, messages, name="chat", collect=assistant_message
+                )
+            else:
+                message = await self.ctx.run(chat_completion, messages, name="chat")
             messages.append(message)
             calls = message.get("tool_calls") or []
             if not calls:

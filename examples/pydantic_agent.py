@@ -11,6 +11,12 @@ so it runs offline. Needs ``pip install 'actorflow[pydantic-ai]'``. Run it::
     actorflow status Concierge/ana                   # waiting-event: the booking awaits approval
     actorflow deliver Concierge/ana approval '{"approved": true, "by": "ana"}'
     actorflow invocations Concierge/ana              # the answer
+    actorflow watch 'Concierge/ana#...'     # the "invocation" send printed: as it streams
+
+Each model request is streamed (``ActorflowDurability(stream=True)``): subscribers of the
+invocation's stream (``actorflow watch``, ``GET .../invocations/{id}/stream``,
+``Client.stream``) get the answer's text as it comes and each tool call the model makes,
+whole, as JSON; the journal keeps each response as a step, as without streaming.
 
 Kill the server mid-run (``kill -9``) and start it again: the run continues at the step it
 reached; ``openai-calls.log`` (the fake server's) and ``python -m examples.llm_tools`` show
@@ -56,7 +62,8 @@ def build_agent(client: openai.AsyncOpenAI | None = None) -> Agent[None, str]:
         model,
         name="concierge",
         instructions="You help people plan dinner. Check the weather, then book a table.",
-        capabilities=[ActorflowDurability(approval_event="approval")],
+        # stream=True: each model request is streamed to the invocation's subscribers.
+        capabilities=[ActorflowDurability(approval_event="approval", stream=True)],
     )
 
     @agent.tool_plain

@@ -21,6 +21,8 @@ def print_events(events: Iterable[StreamEvent], out: TextIO, err: TextIO, as_jso
             out.flush()
         elif event.kind == "chunk":
             text = event.data if isinstance(event.data, str) else json.dumps(event.data) + "\n"
+            if line_open and not isinstance(event.data, str):
+                text = "\n" + text  # a JSON line of its own, after text (a tool call, say)
             out.write(text)
             out.flush()
             line_open = not text.endswith("\n")

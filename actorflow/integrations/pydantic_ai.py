@@ -21,14 +21,16 @@ time) and its backend runs each unit as ``ctx.run``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import datetime
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import msgspec
+import pydantic
 from anyio.streams.memory import MemoryObjectSendStream
 from pydantic_ai import Agent
 from pydantic_ai.agent import EventStreamHandler
@@ -45,7 +47,19 @@ from pydantic_ai.durable_exec import (
     ToolsetCallToolId,
     conversation_id_from_run_id,
 )
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    FinalResultEvent,
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelResponsePart,
+    ModelResponseStreamEvent,
+    PartDeltaEvent,
+    PartEndEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import (
@@ -67,6 +81,7 @@ __all__ = [
     "idempotency_key",
     "load_messages",
     "run_agent",
+    "stream_chunk",
 ]
 
 OutputT = TypeVar("OutputT")
@@ -106,6 +121,10 @@ _hosted: contextvars.ContextVar[_Hosted | None] = contextvars.ContextVar(
 )
 #: The idempotency key of the step whose unit (tool call, model request) is running.
 _step_key: contextvars.ContextVar[str] = contextvars.ContextVar("actorflow_pydantic_ai_key")
+#: Inside a streamed model request's step: where its chunks go (to the step's ctx.stream).
+_publish: contextvars.ContextVar[Callable[[object], None] | None] = contextvars.ContextVar(
+    "actorflow_pydantic_ai_publish", default=None
+)
 
 
 def _current() -> _Hosted:
@@ -177,40 +196,102 @@ class _Backend(CallableOperationBackend[_Config]):
             inputs = (str(cache_key[0]), to_json(cache_key[1], fallback=repr).decode())
         # The unit's body runs in the context of the graph task that asked for it (where
         # pydantic-ai keeps its run context), with the step's idempotency key beside it.
-        context = contextvars.copy_context()
-
-        async def unit(*_inputs: object) -> Any:
-            key = hosted.ctx.idempotency_key
-            task = asyncio.create_task(_keyed(key, body), context=context)
-            return await task
-
+        unit = _Unit(hosted.ctx, body, contextvars.copy_context())
         if isinstance(operation_id, ModelRequestId):
+            streaming = operation_id.streaming
             return await hosted.call(
-                lambda: _model_request_step(hosted.ctx, unit, inputs, name, config)
+                lambda: _model_request_step(hosted.ctx, unit, name, config, streaming)
             )
         return await hosted.call(lambda: hosted.ctx.run(unit, *inputs, name=name, retry=config))
 
 
-async def _keyed(key: str, body: Callable[[], Awaitable[object]]) -> object:
+class _Unit:
+    """The body of one durable unit, run as a step's function: each call (attempt) runs it
+    in a task of the graph's context, with the step's idempotency key (and, streamed, where
+    its chunks go) beside it."""
+
+    def __init__(
+        self,
+        ctx: actorflow.Context,
+        body: Callable[[], Awaitable[object]],
+        context: contextvars.Context,
+    ) -> None:
+        self.ctx = ctx
+        self.body = body
+        self.context = context
+
+    def start(self, publish: Callable[[object], None] | None = None) -> asyncio.Task[object]:
+        key = self.ctx.idempotency_key
+        return asyncio.create_task(_keyed(key, self.body, publish), context=self.context)
+
+    async def __call__(self, *_inputs: object) -> object:
+        return await self.start()
+
+
+async def _keyed(
+    key: str, body: Callable[[], Awaitable[object]], publish: Callable[[object], None] | None
+) -> object:
     _step_key.set(key)
+    _publish.set(publish)
     return await body()
 
 
 async def _model_request_step(
-    ctx: actorflow.Context,
-    unit: Callable[..., Awaitable[Any]],
-    inputs: tuple[object, ...],
-    name: str,
-    retry: _Config,
+    ctx: actorflow.Context, unit: _Unit, name: str, retry: _Config, streaming: bool
 ) -> Any:
-    """The one place a model request runs. With an ``event_stream_handler``, pydantic-ai
-    streams the response inside ``unit`` and hands each event to the handler live: a durable
-    token stream (``ctx.stream``) would run ``unit`` here in place of ``ctx.run``.
+    """The one place a model request runs: a ``ctx.run`` step, or, when pydantic-ai streams
+    the request, a ``ctx.stream`` step whose chunks are the model's events as
+    `ActorflowDurability`'s ``stream_chunk`` maps them (published by
+    ``ActorflowDurability._model_stream_event_handler``, inside the unit).
 
-    The unit's result is already reduced to JSON-compatible values by pydantic-ai's own type
-    adapters (``JSON_CODEC``), so it journals as plain msgspec values and is rebuilt by the
-    same adapters on replay."""
-    return await ctx.run(unit, *inputs, name=name, retry=retry)
+    Either way the journaled value is the unit's result, already reduced to JSON-compatible
+    values by pydantic-ai's own type adapters (``JSON_CODEC``): it journals as plain msgspec
+    values and is rebuilt by the same adapters on replay, which never streams."""
+    if not streaming:
+        return await ctx.run(unit, name=name, retry=retry)
+    response: list[object] = []
+
+    async def relay() -> AsyncIterator[object]:
+        """One attempt: the chunks as the model's events come, then the response aside."""
+        response.clear()
+        chunks: asyncio.Queue[object] = asyncio.Queue()
+        done = object()
+        task = unit.start(chunks.put_nowait)
+        task.add_done_callback(lambda _: chunks.put_nowait(done))
+        try:
+            while (chunk := await chunks.get()) is not done:
+                yield chunk
+            response.append(task.result())  # or the request's error, failing the attempt
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def collect(_chunks: list[object]) -> Any:
+        return response[0]
+
+    return await ctx.stream(relay, name=name, retry=retry, collect=collect)
+
+
+_MODEL_EVENTS = (PartStartEvent, PartDeltaEvent, PartEndEvent, FinalResultEvent)
+_RESPONSE_PART: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ModelResponsePart)
+
+
+def stream_chunk(event: ModelResponseStreamEvent) -> object | None:
+    """The default chunk a streamed model request publishes for one of the model's events
+    (None: none). Text is streamed as it comes, as ``str`` chunks: a text part's first
+    content, then each delta. Every other part (a tool call, thinking, ...) is one chunk
+    once the model has finished it: the part as pydantic-ai's JSON form (a dict with
+    ``part_kind``). Tool-call argument deltas and the other events make no chunk."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content or None
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta or None
+    if isinstance(event, PartEndEvent) and not isinstance(event.part, TextPart):
+        dumped: object = _RESPONSE_PART.dump_python(event.part, mode="json")
+        return dumped
+    return None
 
 
 @dataclasses.dataclass(init=False, kw_only=True)
@@ -230,6 +311,13 @@ class ActorflowDurability(BaseDurabilityCapability[AgentDepsT]):
     ``approval_timeout`` (seconds, durable) denies them when no decision came in time.
     ``model_retry`` and ``tool_retry`` are the steps' retry policies (default: the actor
     type's). ``models``, ``event_stream_handler`` and ``name`` are pydantic-ai's.
+
+    A model request that pydantic-ai streams (with an ``event_stream_handler``, here or
+    given to `run_agent`, or with ``stream=True``) is a ``ctx.stream`` step
+    (``{name}__model.request_stream``): subscribers of the invocation's stream get
+    ``stream_chunk(event)`` for each of the model's events (`stream_chunk` by default: text
+    deltas as ``str``, other parts whole as JSON; None makes no chunk), and the step
+    journals the same response a ``ctx.run`` step would. See docs/pydantic-ai.md.
     """
 
     engine_spec = DurabilityEngineSpec(
@@ -259,6 +347,8 @@ class ActorflowDurability(BaseDurabilityCapability[AgentDepsT]):
         tool_retry: actorflow.Retry | None = None,
         models: Mapping[str, Model] | None = None,
         event_stream_handler: EventStreamHandler[AgentDepsT] | None = None,
+        stream: bool = False,
+        stream_chunk: Callable[[ModelResponseStreamEvent], object | None] = stream_chunk,
         name: str | None = None,
     ) -> None:
         super().__init__(models=models, event_stream_handler=event_stream_handler, name=name)
@@ -266,6 +356,43 @@ class ActorflowDurability(BaseDurabilityCapability[AgentDepsT]):
         self._approval_timeout = approval_timeout
         self._model_retry = model_retry
         self._tool_retry = tool_retry
+        self._stream = stream
+        self._stream_chunk = stream_chunk
+
+    @property
+    def has_wrap_run_event_stream(self) -> bool:
+        # What makes pydantic-ai stream each model request: with stream=True, inside
+        # run_agent, whether or not an event_stream_handler wants the events.
+        return (self._stream and self.in_durable_context) or super().has_wrap_run_event_stream
+
+    def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
+        # pydantic-ai's seam for the handler that consumes a streamed model request's live
+        # events inside its durable unit (Temporal's integration publishes there too).
+        # Inside a streaming step, each event is published as a chunk before the user's
+        # handler sees it; whatever that handler leaves unconsumed is published as well.
+        handler = super()._model_stream_event_handler()
+        publish, chunk_of = _publish.get(), self._stream_chunk
+        if publish is None:
+            return handler
+
+        async def publishing(
+            ctx: RunContext[AgentDepsT], events: AsyncIterable[AgentStreamEvent]
+        ) -> None:
+            async def published() -> AsyncIterator[AgentStreamEvent]:
+                async for event in events:
+                    if isinstance(event, _MODEL_EVENTS):  # all of them, in a model request
+                        chunk = chunk_of(event)
+                        if chunk is not None:
+                            publish(chunk)
+                    yield event
+
+            relayed = published()
+            if handler is not None:
+                await handler(ctx, relayed)
+            async for _ in relayed:
+                pass
+
+        return publishing
 
     @property
     def in_durable_context(self) -> bool:

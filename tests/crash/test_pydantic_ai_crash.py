@@ -3,7 +3,11 @@ SIGKILLed twice mid-run (once while a tool runs, once while the approved booking
 restarted: it finishes with every model request and tool call that was journaled before a
 kill made exactly once, counted where they happen: at the fake OpenAI server (a separate
 process) and in the tools' ledger. Only the call in flight at each kill runs again, under
-the same idempotency key, and the booking is applied once."""
+the same idempotency key, and the booking is applied once.
+
+The agent streams its model requests: a client following the invocation's stream while
+the server is SIGKILLed mid-answer and restarted gets every chunk once, in order, with a
+supersede marker for the interrupted attempt."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from actorflow import StreamEvent, SyncClient
 from examples.llm_tools import weather_in
 from tests.server.processes import ACTORFLOW, ROOT, clean_env, free_port
 
@@ -50,7 +55,7 @@ def wait_until(what: str, check: Callable[[], Any]) -> Any:
 
 
 @contextlib.contextmanager
-def fake_openai(workdir: Path) -> Iterator[str]:
+def fake_openai(workdir: Path, *options: str) -> Iterator[str]:
     """The fake OpenAI server in a process of its own; its base URL."""
     log = str(workdir / "openai-calls.log")
     process = subprocess.Popen(
@@ -59,7 +64,7 @@ def fake_openai(workdir: Path) -> Iterator[str]:
             "-m",
             "examples.fake_openai",
             *("--port", "0", "--delay", DELAY),
-            *("--log", log, "--exit-after", "120"),
+            *("--log", log, "--exit-after", "120", *options),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -80,21 +85,24 @@ def fake_openai(workdir: Path) -> Iterator[str]:
 class Serving:
     """`actorflow serve examples.pydantic_agent` on the test's journal, restartable."""
 
-    def __init__(self, workdir: Path, base_url: str) -> None:
+    def __init__(
+        self, workdir: Path, base_url: str, delay: str = DELAY, port: int | None = None
+    ) -> None:
         self.workdir = workdir
         self.env = clean_env(
             ACTORFLOW_OPENAI_BASE_URL=base_url,
             ACTORFLOW_TOOL_LEDGER=str(workdir / "tools.db"),
-            ACTORFLOW_EXAMPLE_DELAY=DELAY,
+            ACTORFLOW_EXAMPLE_DELAY=delay,
             PYTHONPATH=str(ROOT),
         )
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self.clients: list[httpx.Client] = []
         self.starts = 0
 
     def start(self) -> httpx.Client:
         self.starts += 1
-        port = free_port()
+        port = self.port or free_port()
         log = self.workdir / f"serve-{self.starts}.log"
         command = [ACTORFLOW, "serve", "examples.pydantic_agent", "--port", str(port)]
         command += ["--journal", str(self.workdir / "journal.db")]
@@ -146,13 +154,20 @@ def bookings(workdir: Path) -> list[tuple[str, str]]:
         return conn.execute("SELECT key, detail FROM bookings").fetchall()
 
 
+def answers(workdir: Path) -> list[tuple[str, str]]:
+    """The digest of each request the fake server answered, with what it answered."""
+    log = workdir / "openai-calls.log"
+    lines = [line.split("\t") for line in log.read_text().splitlines()]
+    return [(digest, what.removesuffix(" (stream)")) for _, digest, what in lines]
+
+
 def answered(workdir: Path) -> list[str]:
     """The digest of each request the fake server answered, in order."""
     log = workdir / "openai-calls.log"
     return [line.split("\t")[1] for line in log.read_text().splitlines()] if log.exists() else []
 
 
-MODEL = "concierge__model.request"
+MODEL = "concierge__model.request_stream"
 WEATHER = "concierge__function_toolset__<agent>.call_tool:get_weather"
 BOOK = "concierge__function_toolset__<agent>.call_tool:book_table"
 
@@ -221,3 +236,77 @@ def test_a_pydantic_ai_agent_resumes_after_sigkill_with_no_completed_call_repeat
     assert at_first_kill[0] == MODEL
     assert at_second_kill[:5] == [MODEL, WEATHER, MODEL, "approval-requested:approval", "approval"]
     assert BOOK not in at_second_kill
+
+
+def test_a_client_streaming_the_agent_s_answer_survives_a_sigkill_of_the_server(
+    tmp_path: Path,
+) -> None:
+    """The fake model hangs its first answer in text after the first word (--hold-once):
+    the server is SIGKILLed there, with a client following the invocation's stream, and
+    restarted on the same port; the client resumes by itself."""
+    port = free_port()
+    seen: list[StreamEvent] = []
+    with (
+        fake_openai(tmp_path, "--hold-once") as base_url,
+        contextlib.closing(Serving(tmp_path, base_url, delay="0", port=port)) as serving,
+    ):
+        client = serving.start()
+        sent = client.post(f"{ACTOR}/messages/ask", json={"question": QUESTION})
+        assert sent.status_code == 202, sent.text
+        invocation = sent.json()["invocation"]
+        wait_until(
+            "the approval wait", lambda: client.get(ACTOR).json()["state"] == "waiting-event"
+        )
+        assert client.post(f"{ACTOR}/events/approval", json={"approved": True}).status_code == 202
+        with SyncClient(f"http://127.0.0.1:{port}", timeout=DEADLINE) as subscriber:
+            events = subscriber.stream(invocation, reconnect_for=DEADLINE)
+            for event in events:
+                seen.append(event)
+                if isinstance(event.data, str):  # the answer's first word: the model hangs
+                    serving.kill()
+                    break
+            else:
+                raise AssertionError(f"the invocation ended before its answer streamed: {seen}")
+            at_kill = serving.journaled_steps()
+            serving.start()
+            seen += events  # the same subscription, reconnected to the restarted server
+            result = subscriber.result(invocation, timeout=DEADLINE)
+
+    ((key, _),) = bookings(tmp_path)
+    reference = hashlib.sha256(key.encode()).hexdigest()[:8]
+    answer = (
+        f"Answer to {QUESTION!r}: get_weather said {weather_in(QUESTION)}; "
+        f"book_table said table booked ({reference})."
+    )
+    assert result == answer
+    words = answer.split(" ")
+    words = [words[0], *(f" {word}" for word in words[1:])]
+
+    def shown(event: StreamEvent) -> tuple[str, str, Any]:
+        data = event.data
+        if event.kind == "chunk" and isinstance(data, dict):
+            data = data["tool_name"]  # a tool call, whole
+        elif event.kind == "result":
+            data = [part["part_kind"] for part in data["value"]["parts"]]
+        elif event.kind == "end":
+            data = data["state"]
+        return (event.kind, event.id, data)
+
+    # Every chunk once, in order: the interrupted attempt (3) is superseded before the
+    # attempt that made the request again (4) streams the whole answer.
+    assert [shown(event) for event in seen] == [
+        ("chunk", "1:1", "get_weather"),
+        ("result", "1:2", ["tool-call"]),
+        ("chunk", "2:1", "book_table"),
+        ("result", "2:2", ["tool-call"]),
+        ("chunk", "3:1", words[0]),
+        ("superseded", "4:0", {"attempt": 3, "by": 4, "step": MODEL}),
+        *(("chunk", f"4:{i + 1}", word) for i, word in enumerate(words)),
+        ("result", f"4:{len(words) + 1}", ["text"]),
+        ("end", "end", "completed"),
+    ]
+    # At the fake server: the two requests journaled before the kill were answered once
+    # each; the request that hung was never answered, and its remake was, once.
+    assert at_kill.count(MODEL) == 2
+    assert [answer for _, answer in answers(tmp_path)] == ["get_weather", "book_table", "text"]
+    assert len(set(answered(tmp_path))) == 3

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import threading
 from collections.abc import Iterator
 
 import openai
 import pytest
 
+from actorflow import Client, StreamEvent
 from examples import fake_openai, llm_tools, openai_agent, pydantic_agent
 from tests.runtime.support import crashing, eventually, reaches, running
+from tests.server.processes import clean_env, served
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +102,37 @@ async def test_the_pydantic_ai_agent_books_once_approved(
     assert answer == expected_answer(key)
     assert [call["answer"] for call in server.calls] == ["get_weather", "book_table", "text"]
     assert status.turns == 1
+
+
+async def test_the_openai_sdk_agent_streams_its_tokens_to_a_client(
+    tmp_path: pathlib.Path, server: fake_openai.FakeOpenAI
+) -> None:
+    hold = server.hold = threading.Event()  # the answer stops after its first word, until set
+    env = clean_env(
+        ACTORFLOW_OPENAI_BASE_URL=server.url,
+        ACTORFLOW_TOOL_LEDGER=str(llm_tools.LEDGER),
+        ACTORFLOW_EXAMPLE_DELAY="0",
+    )
+    events: list[StreamEvent] = []
+    with served(tmp_path, env=env, app="examples.openai_agent") as serve:
+        async with Client(serve.url) as client:
+            question = {"question": "dinner in Lyon", "stream": True}
+            invocation = (await client.send("OpenAIConcierge/ana", "ask", question)).invocation
+            async for event in client.stream(invocation):
+                events.append(event)
+                if not hold.is_set() and isinstance(event.data, str):
+                    # The first word reached us while the model is still answering.
+                    answered = [call["answer"] for call in server.calls]
+                    assert answered == ["get_weather", "book_table"]
+                    hold.set()
+        assert serve.stop() == 0
+    ((key, _),) = llm_tools.bookings()
+    answer = expected_answer(key)
+    calls = [e.data for e in events if e.kind == "chunk" and isinstance(e.data, dict)]
+    assert [call["function"]["name"] for call in calls] == ["get_weather", "book_table"]
+    words = [e.data for e in events if e.kind == "chunk" and isinstance(e.data, str)]
+    assert "".join(words) == answer
+    assert len(words) == len(answer.split(" "))  # a chunk per token the server sent
+    assert [e.id for e in events if e.kind == "result"] == ["1:2", "2:2", f"3:{len(words) + 1}"]
+    assert events[-2].data["value"] == {"role": "assistant", "content": answer}
+    assert (events[-1].kind, events[-1].data["result"]) == ("end", answer)

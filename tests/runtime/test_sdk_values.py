@@ -372,3 +372,16 @@ async def test_a_handler_result_whose_annotation_does_not_name_its_model_is_refu
     async with running(db, [Loose]) as rt:
         with pytest.raises(HandlerFailed, match=r"Loose.answer returned a .*Approval"):
             await rt.ref(Loose, "k").call(Loose.answer)
+
+
+def test_equal_types_written_twice_are_not_taken_for_a_type_only_pydantic_validates() -> None:
+    """The per-type cache hands back the first of equal types it saw; ``dict[str, Any]``
+    written twice is two equal objects, neither of which pydantic alone validates (the
+    model check of a step returning one depended on which test had run first)."""
+    from actorflow import _journalable
+
+    first, second = dict[str, Any], dict[str, Any]
+    assert first == second
+    assert first is not second
+    _journalable.validated_type(first)
+    assert not _journalable.by_pydantic(second)

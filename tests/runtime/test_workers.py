@@ -206,7 +206,9 @@ async def test_a_worker_that_cannot_heartbeat_for_a_ttl_drops_its_actors_by_itse
 
         alone.worker.leases.renew = unreachable  # type: ignore[method-assign]
         await hosts(alone, "Stepper/g", None)  # no other worker needed to take it
-        assert alone.worker.lost == 1
+        # (at least once: its claims still work, so it may take the actor on again, and
+        # drop it again, before this looks)
+        assert alone.worker.lost >= 1
 
 
 async def test_idle_actors_on_an_old_version_are_passivated_at_a_heartbeat(

@@ -88,7 +88,7 @@ def test_watch_prints_text_and_tells_of_superseded_and_failed_attempts() -> None
     ]
     out, err = io.StringIO(), io.StringIO()
     assert print_events(events, out, err, as_json=False) == 1
-    assert out.getvalue() == 'Hel\nHello{"tool": "x"}\n'
+    assert out.getvalue() == 'Hel\nHello\n{"tool": "x"}\n'
     assert err.getvalue().splitlines() == [
         "[attempt 1 of llm superseded by attempt 2: discard its output above]",
         "[attempt 2 of llm failed: builtins.OSError: gone]",
