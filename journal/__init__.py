@@ -2,9 +2,9 @@
 
 A generic store that knows nothing of actors: named streams of records with gapless
 positions, atomic (multi-stream) appends at an expected position, owner epochs for fencing,
-snapshots and truncation, checksums on every record, and interchangeable backends
-(`MemoryStore`, `SqliteStore`, and `PostgresStore` with the ``postgres`` extra). See
-docs/journal.md.
+snapshots and truncation, checksums on every record, values stored once by content hash,
+and interchangeable backends (`MemoryStore`, `SqliteStore`, and `PostgresStore` with the
+``postgres`` extra). See docs/journal.md.
 """
 
 from journal._codec import Codec as Codec
@@ -13,10 +13,12 @@ from journal._copy import CopyReport as CopyReport
 from journal._copy import copy_journal as copy_journal
 from journal._errors import ConflictError as ConflictError
 from journal._errors import CorruptionError as CorruptionError
+from journal._errors import CorruptValueError as CorruptValueError
 from journal._errors import DecodeError as DecodeError
 from journal._errors import FencingError as FencingError
 from journal._errors import InvalidStreamError as InvalidStreamError
 from journal._errors import JournalError as JournalError
+from journal._errors import MissingValueError as MissingValueError
 from journal._errors import RecordTooLargeError as RecordTooLargeError
 from journal._errors import SchemaVersionError as SchemaVersionError
 from journal._errors import SnapshotError as SnapshotError
@@ -44,6 +46,7 @@ from journal._records import Snapshot as Snapshot
 from journal._records import StreamAppend as StreamAppend
 from journal._records import StreamInfo as StreamInfo
 from journal._records import VerifyReport as VerifyReport
+from journal._records import value_digest as value_digest
 from journal._sqlite import CommitStats as CommitStats
 from journal._sqlite import SqliteStore as SqliteStore
 from journal._store import DEFAULT_MAX_RECORD_BYTES as DEFAULT_MAX_RECORD_BYTES
@@ -59,6 +62,7 @@ __all__ = [
     "CommitStats",
     "ConflictError",
     "CorruptionError",
+    "CorruptValueError",
     "DecodeError",
     "Durability",
     "FencingError",
@@ -69,6 +73,7 @@ __all__ = [
     "Listener",
     "Member",
     "MemoryStore",
+    "MissingValueError",
     "NewRecord",
     "Notice",
     "PostgresStore",
@@ -93,4 +98,5 @@ __all__ = [
     "StreamInfo",
     "VerifyReport",
     "copy_journal",
+    "value_digest",
 ]

@@ -12,6 +12,10 @@ records or one snapshot at a time):
    its checksum;
 4. every snapshot is saved at its position.
 
+The values records and snapshots refer to go with the first append or snapshot that
+refers to them (read from the source, once each); values no record or snapshot refers to
+are garbage, and are not copied.
+
 Then both stores are read back and compared: the stream list with every stream's info,
 every record (position, type, data), every snapshot, the global order, and the
 destination's own `Store.verify`. Any difference raises `CopyError`.
@@ -69,6 +73,9 @@ class CopyReport(msgspec.Struct, frozen=True):
     snapshot_bytes: int
     #: The destination's own `Store.verify` after the copy (its ``ok`` is True).
     verify: VerifyReport
+    #: Values copied (those records and snapshots refer to), and their bytes.
+    values: int = 0
+    value_bytes: int = 0
 
 
 async def copy_journal(
@@ -93,16 +100,45 @@ async def copy_journal(
     await _check_empty(destination)
     await destination.adopt_identity(source.identity)
     streams = await _create_streams(source, destination, tell)
-    records, record_bytes = await _copy_records(source, destination, tell)
-    snapshots, snapshot_bytes = await _copy_snapshots(source, destination, tell)
+    values = _Values(source)
+    records, record_bytes = await _copy_records(source, destination, tell, values)
+    snapshots, snapshot_bytes = await _copy_snapshots(source, destination, tell, values)
     await compare(source, destination, tell)
     report = await destination.verify()
     if not report.ok:
         shown = "; ".join(f"{p.stream!r} at {p.position}: {p.detail}" for p in report.problems[:5])
         raise CopyError(f"the copy fails its own verify ({len(report.problems)} problems): {shown}")
     return CopyReport(
-        source.identity, streams, records, record_bytes, snapshots, snapshot_bytes, report
+        source.identity,
+        streams,
+        records,
+        record_bytes,
+        snapshots,
+        snapshot_bytes,
+        report,
+        len(values.copied),
+        values.bytes,
     )
+
+
+class _Values:
+    """The values copied so far: each read from the source once, for the first append or
+    snapshot that refers to it."""
+
+    def __init__(self, source: Store) -> None:
+        self.source = source
+        self.copied: set[str] = set()
+        self.bytes = 0
+
+    async def needed(self, refs: tuple[str, ...]) -> dict[str, bytes]:
+        """The values of ``refs`` not copied yet, read from the source (marked copied)."""
+        out: dict[str, bytes] = {}
+        for digest in refs:
+            if digest not in self.copied and digest not in out:
+                out[digest] = await self.source.read_value(digest)
+                self.bytes += len(out[digest])
+        self.copied.update(out)
+        return out
 
 
 def _quiet(stage: str, count: int) -> None:
@@ -149,19 +185,26 @@ async def _create_streams(source: Store, destination: Store, tell: Progress) -> 
     return count
 
 
-async def _copy_records(source: Store, destination: Store, tell: Progress) -> tuple[int, int]:
+async def _copy_records(
+    source: Store, destination: Store, tell: Progress, values: _Values
+) -> tuple[int, int]:
     """Append every record in the source's global order, in bounded batches; each batch
     is one `Store.append_many`, a part per run of consecutive records of one stream."""
     parts: list[StreamAppend] = []
     run: list[Record] = []
+    run_values: dict[str, bytes] = {}
     held = batched = count = total_bytes = 0
 
     def end_run() -> None:
         if run:
             first = run[0]
-            news = tuple(NewRecord(r.type, r.data) for r in run)
-            parts.append(StreamAppend(first.stream, news, expected_position=first.position - 1))
+            news = tuple(NewRecord(r.type, r.data, r.refs) for r in run)
+            at = first.position - 1
+            parts.append(
+                StreamAppend(first.stream, news, expected_position=at, values=dict(run_values))
+            )
             run.clear()
+            run_values.clear()
 
     async def flush() -> None:
         nonlocal held, batched
@@ -183,6 +226,10 @@ async def _copy_records(source: Store, destination: Store, tell: Progress) -> tu
         if batched and (held + len(record.data) > BATCH_BYTES or batched >= BATCH_RECORDS):
             await flush()
             tell("records", count)
+        if record.refs:
+            new = await values.needed(record.refs)
+            run_values.update(new)
+            held += sum(len(value) for value in new.values())
         run.append(record)
         held += len(record.data)
         batched += 1
@@ -193,14 +240,19 @@ async def _copy_records(source: Store, destination: Store, tell: Progress) -> tu
     return count, total_bytes
 
 
-async def _copy_snapshots(source: Store, destination: Store, tell: Progress) -> tuple[int, int]:
+async def _copy_snapshots(
+    source: Store, destination: Store, tell: Progress, values: _Values
+) -> tuple[int, int]:
     """Save every snapshot at its position, a few at a time (one group commit)."""
     count = total_bytes = 0
-    batch: list[Snapshot] = []
+    batch: list[tuple[Snapshot, dict[str, bytes]]] = []
 
     async def flush() -> None:
         await asyncio.gather(
-            *(destination.save_snapshot(s.stream, s.position, s.data) for s in batch)
+            *(
+                destination.save_snapshot(s.stream, s.position, s.data, refs=s.refs, values=v)
+                for s, v in batch
+            )
         )
         batch.clear()
         tell("snapshots", count)
@@ -217,10 +269,10 @@ async def _copy_snapshots(source: Store, destination: Store, tell: Progress) -> 
                 )
             if batch and (
                 len(batch) >= SNAPSHOT_BATCH
-                or sum(len(s.data) for s in batch) + len(snapshot.data) > SNAPSHOT_BYTES
+                or sum(len(s.data) for s, _ in batch) + len(snapshot.data) > SNAPSHOT_BYTES
             ):
                 await flush()
-            batch.append(snapshot)
+            batch.append((snapshot, await values.needed(snapshot.refs) if snapshot.refs else {}))
             count += 1
             total_bytes += len(snapshot.data)
     if batch:
@@ -288,8 +340,8 @@ async def _compare_stream(source: Store, destination: Store, stream: str) -> Non
         )
 
 
-def _content(record: Record) -> tuple[str, int, str, bytes]:
-    return record.stream, record.position, record.type, record.data
+def _content(record: Record) -> tuple[str, int, str, bytes, tuple[str, ...]]:
+    return record.stream, record.position, record.type, record.data, record.refs
 
 
 def _describe(record: Record | None) -> str:

@@ -54,7 +54,10 @@ class InvalidStreamError(JournalError, ValueError):
 
 
 class CorruptionError(JournalError):
-    """Stored bytes do not match their checksum: the record was damaged at rest."""
+    """Stored bytes do not match their checksum: the record was damaged at rest.
+
+    For a stored value, ``stream`` is "" and ``position`` 0; the detail names its digest.
+    """
 
     def __init__(self, stream: str, position: int, detail: str) -> None:
         self.stream = stream
@@ -65,6 +68,44 @@ class CorruptionError(JournalError):
             f"It was not returned. Restore the journal file from a backup, or run "
             f"verify() to list every damaged record."
         )
+
+
+class CorruptValueError(CorruptionError):
+    """A stored value's bytes do not match its digest: it was damaged at rest."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self.stream, self.position = "", 0
+        self.detail = f"value {digest}: stored bytes do not match their SHA-256"
+        JournalError.__init__(
+            self,
+            f"stored value {digest} is corrupt (its bytes do not match their SHA-256); it "
+            f"was not returned. Restore the journal from a backup, or run verify() to list "
+            f"every damaged value.",
+        )
+
+
+class MissingValueError(JournalError, KeyError):
+    """Values that were asked for, or referred to by an append, are not stored.
+
+    Raised by `Store.read_value` for a digest not stored, and by an append whose records
+    (or snapshot) refer to values neither given in the append nor stored: that append
+    fails alone and writes nothing; send the values' bytes with it and retry.
+    """
+
+    def __init__(self, digests: list[str] | tuple[str, ...], doing: str = "") -> None:
+        self.digests = tuple(digests)
+        shown = ", ".join(self.digests[:5]) + (" ..." if len(self.digests) > 5 else "")
+        what = f"{doing}: " if doing else ""
+        self.message = (
+            f"{what}{len(self.digests)} value(s) not stored: {shown}. A value is stored by "
+            f"an append that gives its bytes (StreamAppend.values) and kept while a record "
+            f"or snapshot refers to it; nothing was written."
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return self.message
 
 
 class DecodeError(JournalError):

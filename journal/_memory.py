@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import anyio.lowlevel
 
-from journal._errors import InvalidStreamError, SnapshotError, StoreNotEmptyError
+from journal._errors import (
+    CorruptValueError,
+    InvalidStreamError,
+    MissingValueError,
+    SnapshotError,
+    StoreNotEmptyError,
+)
 from journal._records import (
     Appended,
     NewRecord,
@@ -21,17 +27,21 @@ from journal._records import (
     VerifyReport,
     check_prefix,
     check_stream_name,
+    distinct,
+    value_digest,
 )
 from journal._store import (
     DEFAULT_MAX_RECORD_BYTES,
     StoreBase,
+    check_digest,
+    check_digests,
     check_identity,
     check_limit,
     check_position,
     is_identity,
     new_identity,
 )
-from journal._streams import Changes, StreamState
+from journal._streams import Changes, StreamState, wanted_values
 
 _READ_BATCH = 512
 
@@ -63,6 +73,10 @@ class MemoryStore(StoreBase):
         self._log: list[Record] = []  # every stored record, in global order
         self._snapshots: dict[str, Snapshot] = {}
         self._next_global = 1
+        #: Stored values by digest, and how many stored records and snapshots refer to
+        #: each (a record or snapshot counts once per distinct digest it refers to).
+        self._values: dict[str, bytes] = {}
+        self._referrers: dict[str, int] = {}
 
     def _changes(self) -> Changes:
         return Changes(self._states, _absent, self._next_global)
@@ -74,22 +88,51 @@ class MemoryStore(StoreBase):
         self._check_open()
         changes = self._changes()
         changes.check_appends(appends)
+        self._store_values(*wanted_values(appends))
         results = []
         for part in appends:
             state, first, first_global = changes.append(part)
             stored = self._streams.setdefault(part.stream, [])
             for offset, new in enumerate(part.records):
                 record = Record(
-                    part.stream, first + offset, first_global + offset, new.type, new.data
+                    part.stream, first + offset, first_global + offset, new.type, new.data, new.refs
                 )
                 stored.append(record)
                 self._log.append(record)
+                self._refer(record.refs, 1)
             if part.snapshot is not None:
-                self._snapshots[part.stream] = Snapshot(part.stream, state.last, part.snapshot)
+                snapshot = Snapshot(part.stream, state.last, part.snapshot, part.snapshot_refs)
+                self._replace_snapshot(snapshot)
             results.append(Appended(part.stream, first, state.last, changes.next_global - 1))
         self._next_global = changes.next_global
         changes.commit()
         return results
+
+    def _store_values(self, given: dict[str, bytes], wanted: list[str]) -> None:
+        """Refuse (writing nothing) unless every wanted digest is stored; then store the
+        given values not stored yet."""
+        missing = [digest for digest in wanted if digest not in self._values]
+        if missing:
+            raise MissingValueError(missing, "append refused")
+        for digest, data in given.items():
+            self._values.setdefault(digest, data)
+
+    def _refer(self, refs: tuple[str, ...], delta: int) -> None:
+        referrers = self._referrers
+        for digest in distinct(refs) if refs else ():
+            count = referrers.get(digest, 0) + delta
+            if count:
+                referrers[digest] = count
+            else:
+                del referrers[digest]
+
+    def _replace_snapshot(self, snapshot: Snapshot | None, stream: str = "") -> None:
+        old = self._snapshots.pop(snapshot.stream if snapshot else stream, None)
+        if old is not None:
+            self._refer(old.refs, -1)
+        if snapshot is not None:
+            self._snapshots[snapshot.stream] = snapshot
+            self._refer(snapshot.refs, 1)
 
     def restore_stream(
         self,
@@ -238,15 +281,54 @@ class MemoryStore(StoreBase):
         return state.epoch
 
     async def save_snapshot(
-        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+        self,
+        stream: str,
+        position: int,
+        data: bytes,
+        *,
+        epoch: int | None = None,
+        refs: tuple[str, ...] = (),
+        values: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive),
+        referring to the values ``refs`` (given in ``values`` or stored)."""
         check_position(stream, "position", position, 1)
+        given = self._check_snapshot_values(stream, refs, values)
         self._check_open()
         changes = self._changes()
         changes.snapshot(stream, position, epoch)
-        self._snapshots[stream] = Snapshot(stream, position, bytes(data))
+        try:
+            self._store_values(given, [ref for ref in refs if ref not in given])
+        except MissingValueError:
+            changes.rollback()
+            raise
+        self._replace_snapshot(Snapshot(stream, position, bytes(data), refs))
         changes.commit()
+
+    async def read_value(self, digest: str) -> bytes:
+        """The stored value ``digest``, its hash checked."""
+        check_digest(digest)
+        self._check_open()
+        data = self._values.get(digest)
+        if data is None:
+            raise MissingValueError([digest], "read_value")
+        if value_digest(data) != digest:
+            raise CorruptValueError(digest)
+        return data
+
+    async def has_values(self, digests: Iterable[str]) -> set[str]:
+        """Those of ``digests`` that are stored."""
+        listed = check_digests(digests)
+        self._check_open()
+        return {digest for digest in listed if digest in self._values}
+
+    async def collect_values(self) -> int:
+        """Delete every value that no stored record or snapshot refers to."""
+        self._check_open()
+        garbage = [digest for digest in self._values if digest not in self._referrers]
+        for digest in garbage:
+            del self._values[digest]
+        return len(garbage)
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:
         """The latest snapshot of ``stream``, or None."""
@@ -266,6 +348,8 @@ class MemoryStore(StoreBase):
         if deleted:
             self._streams[stream] = kept
             self._drop_from_log(stored[:deleted])
+            for record in stored[:deleted]:
+                self._refer(record.refs, -1)
         changes.commit()
         return deleted
 
@@ -277,8 +361,11 @@ class MemoryStore(StoreBase):
         _, _, existed = changes.delete(stream, epoch)
         changes.commit()
         del self._states[stream]
-        self._snapshots.pop(stream, None)
-        self._drop_from_log(self._streams.pop(stream, []))
+        self._replace_snapshot(None, stream)
+        gone = self._streams.pop(stream, [])
+        self._drop_from_log(gone)
+        for record in gone:
+            self._refer(record.refs, -1)
         return existed
 
     def _drop_from_log(self, records: list[Record]) -> None:
@@ -301,7 +388,25 @@ class MemoryStore(StoreBase):
             expected = list(range(state.first, state.last + 1))
             if positions != expected:
                 problems.append(Problem(name, state.first, "gap", f"positions {positions[:5]}..."))
-        return VerifyReport(len(self._states), len(self._log), tuple(problems))
+        problems += self._value_problems()
+        count = len(self._values)
+        return VerifyReport(len(self._states), len(self._log), tuple(problems), count)
+
+    def _value_problems(self) -> list[Problem]:
+        """Every value whose bytes do not match its digest, and every dangling ref."""
+        problems = [
+            Problem("", 0, "value", f"value {digest}: stored bytes do not match their SHA-256")
+            for digest, data in sorted(self._values.items())
+            if value_digest(data) != digest
+        ]
+        referring = [(r.stream, r.position, r.refs) for r in self._log if r.refs]
+        referring += [(s.stream, s.position, s.refs) for s in self._snapshots.values()]
+        for stream, position, refs in referring:
+            for digest in distinct(refs):
+                if digest not in self._values:
+                    detail = f"refers to value {digest}, which is not stored"
+                    problems.append(Problem(stream, position, "dangling ref", detail))
+        return problems
 
     async def close(self) -> None:
         """Close the store; later calls raise `StoreClosedError`."""

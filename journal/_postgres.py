@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from journal._errors import (
@@ -106,12 +106,16 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 class PostgresStore(PostgresRestore, GroupCommitStore):
     """A `Store` in a PostgreSQL database, which any number of processes may share.
 
+    It does not store values yet (``supports_values`` is False): appends and snapshots
+    that give or refer to values are refused, writing nothing.
+
     Open it with ``await PostgresStore.open(dsn)`` and close it with ``await store.close()``
     (or ``async with``). Every acknowledged write is committed (with the server's
     ``synchronous_commit`` as configured; the default syncs the WAL at every commit).
     """
 
     identity: str
+    supports_values = False
 
     def __init__(
         self,
@@ -366,10 +370,18 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         return epoch
 
     async def save_snapshot(
-        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+        self,
+        stream: str,
+        position: int,
+        data: bytes,
+        *,
+        epoch: int | None = None,
+        refs: tuple[str, ...] = (),
+        values: Mapping[str, bytes] | None = None,
     ) -> None:
         """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
         check_position(stream, "position", position, 1)
+        self._check_snapshot_values(stream, refs, values)  # refused: no values here yet
         payload = bytes(data)
 
         async def apply(txn: Transaction) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import zlib
+from collections.abc import Iterable
 
 import msgspec
 
@@ -14,10 +16,16 @@ MAX_STREAM_NAME = 1024
 
 
 class NewRecord(msgspec.Struct, frozen=True):
-    """A record on its way into the journal: a type tag and an encoded payload."""
+    """A record on its way into the journal: a type tag and an encoded payload.
+
+    ``refs`` are the digests of the stored values the record refers to (see "Values
+    stored once" in docs/journal.md): the payload embeds the references in whatever form
+    the caller likes; ``refs`` tells the journal which values must stay stored.
+    """
 
     type: str
     data: bytes
+    refs: tuple[str, ...] = ()
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):
@@ -32,6 +40,8 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     global_position: int
     type: str
     data: bytes
+    #: The digests of the values the record refers to, as appended.
+    refs: tuple[str, ...] = ()
 
 
 class StreamAppend(msgspec.Struct, frozen=True):
@@ -42,6 +52,11 @@ class StreamAppend(msgspec.Struct, frozen=True):
     `Store.claim`; ``None`` skips fencing. ``snapshot``, when given, replaces the stream's
     snapshot in the same transaction, covering the stream through the last position of
     this part (its current last position if ``records`` is empty).
+
+    ``values`` are values to store with the append, keyed by their digest
+    (`value_digest`); ``snapshot_refs`` are the digests the snapshot refers to. Every ref
+    of the part must be a value given in the append or one already stored, else the
+    append fails with `MissingValueError` and nothing is written.
     """
 
     stream: str
@@ -49,6 +64,8 @@ class StreamAppend(msgspec.Struct, frozen=True):
     expected_position: int | None = None
     epoch: int | None = None
     snapshot: bytes | None = None
+    values: dict[str, bytes] = {}
+    snapshot_refs: tuple[str, ...] = ()
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -66,6 +83,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     stream: str
     position: int
     data: bytes
+    #: The digests of the values the snapshot refers to.
+    refs: tuple[str, ...] = ()
 
 
 class Salvaged(msgspec.Struct, frozen=True, gc=False):
@@ -108,6 +127,8 @@ class VerifyReport(msgspec.Struct, frozen=True):
     streams: int
     records: int
     problems: tuple[Problem, ...]
+    #: Stored values checked (see "Values stored once" in docs/journal.md).
+    values: int = 0
 
     @property
     def ok(self) -> bool:
@@ -144,6 +165,51 @@ def checksum(stream: str, position: int, record_type: str, data: bytes) -> int:
 def snapshot_checksum(stream: str, position: int, data: bytes) -> int:
     """CRC-32 over a snapshot's bytes and the stream position it covers."""
     return checksum(stream, position, "\x00snapshot", data)
+
+
+def value_digest(data: bytes) -> str:
+    """The digest a value is stored under: the SHA-256 of its bytes, 64 lowercase hex digits."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_digest(value: object) -> bool:
+    """True when ``value`` has the form of a value digest."""
+    return type(value) is str and len(value) == 64 and not value.strip("0123456789abcdef")
+
+
+def check_refs(stream: str, refs: object, what: str = "record") -> tuple[str, ...]:
+    """Refuse refs that are not a tuple of value digests; return them."""
+    if not isinstance(refs, tuple) or not all(is_digest(ref) for ref in refs):
+        raise InvalidStreamError(
+            f"stream {stream!r}: a {what}'s refs must be a tuple of value digests (64 "
+            f"lowercase hex digits, the SHA-256 of the value), got {refs!r:.200}"
+        )
+    return refs
+
+
+def check_values(stream: str, values: object) -> None:
+    """Refuse values that are not bytes keyed by their own digest (hashing each one)."""
+    if not isinstance(values, dict):
+        raise InvalidStreamError(
+            f"stream {stream!r}: values must be a dict of digest to bytes, got "
+            f"{type(values).__name__}"
+        )
+    for digest, data in values.items():
+        if not isinstance(data, bytes):
+            raise InvalidStreamError(
+                f"stream {stream!r}: value {digest!r:.80} must be bytes, got {type(data).__name__}"
+            )
+        if not is_digest(digest) or value_digest(data) != digest:
+            raise InvalidStreamError(
+                f"stream {stream!r}: value keyed {digest!r:.80} does not match its bytes "
+                f"(their SHA-256 is {value_digest(data)}); a value is keyed by the SHA-256 "
+                f"hex digest of its bytes. Nothing was written."
+            )
+
+
+def distinct(refs: Iterable[str]) -> list[str]:
+    """``refs`` without repeats, in order."""
+    return list(dict.fromkeys(refs))
 
 
 def check_stream_name(stream: object) -> str:
@@ -189,6 +255,8 @@ def check_new_record(stream: str, record: object) -> None:
             f"stream {stream!r}: record payload must be bytes, got {type(record.data).__name__}; "
             f"encode it first (a Codec does)"
         )
+    if record.refs:
+        check_refs(stream, record.refs)
 
 
 def check_counter(stream: str, name: str, value: object) -> None:

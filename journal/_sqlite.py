@@ -15,9 +15,8 @@ import dataclasses
 import itertools
 import os
 import sqlite3
-import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -31,7 +30,6 @@ from journal._errors import (
 )
 from journal._file_lock import FileLock
 from journal._records import (
-    POSITION_MIX,
     Appended,
     NewRecord,
     Record,
@@ -43,7 +41,6 @@ from journal._records import (
     VerifyReport,
     check_prefix,
     check_stream_name,
-    compute_head_crc,
     snapshot_checksum,
 )
 from journal._sqlite_reads import (
@@ -60,23 +57,34 @@ from journal._sqlite_restore import SqliteRestore
 from journal._sqlite_schema import (
     DELETE_STREAM,
     HIGH_WATER,
-    ROW_VALUES,
     check_readable,
-    chunk_sizes,
-    insert_records,
     prepare,
     read_only_uri,
     translate,
+)
+from journal._sqlite_txn import Transaction as _Transaction
+from journal._sqlite_txn import apply_appends as _apply_appends
+from journal._sqlite_values import (
+    DELETE_STREAM_REFS,
+    DELETE_TRUNCATED_REFS,
+    check_values,
+    collect,
+    decode_refs,
+    has_values,
+    read_value,
+    store_values,
 )
 from journal._store import (
     DEFAULT_MAX_RECORD_BYTES,
     Durability,
     GroupCommitStore,
+    check_digest,
+    check_digests,
     check_limit,
     check_position,
     resolve,
 )
-from journal._streams import Changes, StreamState
+from journal._streams import StreamState
 
 T = TypeVar("T")
 
@@ -117,54 +125,6 @@ class CommitStats:
 # A queued write: ``op(arg, transaction)``'s outcome goes to the future (tuples: hot path).
 _Apply = Callable[["_Transaction"], Any]
 _Request = tuple[Callable[[Any, "_Transaction"], Any], Any, "asyncio.Future[Any]"]
-
-
-class _Transaction:
-    """One batch's view of the writer connection: tentative states plus buffered rows."""
-
-    def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.store = store
-        self.changes = Changes(store._states, store._load_state, store._next_global)
-        #: Buffered rows to insert, flattened: `ROW_VALUES` values per record.
-        self.params: list[Any] = []
-        self.global_moved = False
-        #: States of the streams deleted in this batch (see `SqliteStore._forget_deleted`).
-        self.deleted: list[StreamState] = []
-
-    def stream_id(self, state: StreamState) -> int:
-        if state.id is None:
-            self.changes.touch(state)
-            cursor = self.conn.execute("INSERT INTO streams (name) VALUES (?)", (state.name,))
-            state.id = cursor.lastrowid
-        assert state.id is not None
-        return state.id
-
-    def flush_rows(self) -> None:
-        """Insert the buffered rows, a few multi-row statements per batch."""
-        params, start = self.params, 0
-        for size in chunk_sizes(len(params) // ROW_VALUES):
-            end = start + size * ROW_VALUES
-            self.conn.execute(insert_records(size), params[start:end])
-            start = end
-        params.clear()
-
-    def update_stream(self, state: StreamState) -> None:
-        self.flush_rows()
-        self.conn.execute(
-            "UPDATE streams SET first_position = ?, epoch = ?, snapshot_position = ? WHERE id = ?",
-            (state.first, state.epoch, state.snapshot, self.stream_id(state)),
-        )
-
-    def replace_snapshot(self, state: StreamState, data: bytes) -> None:
-        """Make ``data`` the stream's snapshot at ``state.snapshot``: one row replaced."""
-        sid, position = self.stream_id(state), state.snapshot
-        self.conn.execute("UPDATE streams SET snapshot_position = ? WHERE id = ?", (position, sid))
-        self.conn.execute(
-            "INSERT OR REPLACE INTO snapshots (stream_id, position, data, checksum) "
-            "VALUES (?, ?, ?, ?)",
-            (sid, position, data, snapshot_checksum(state.name, position, data)),
-        )
 
 
 class SqliteStore(SqliteRestore, GroupCommitStore):
@@ -524,17 +484,51 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
         return epoch
 
     async def save_snapshot(
-        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+        self,
+        stream: str,
+        position: int,
+        data: bytes,
+        *,
+        epoch: int | None = None,
+        refs: tuple[str, ...] = (),
+        values: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive),
+        referring to the values ``refs`` (given in ``values`` or stored)."""
         check_position(stream, "position", position, 1)
+        given = self._check_snapshot_values(stream, refs, values)
         payload = bytes(data)
+        wanted = [ref for ref in dict.fromkeys(refs) if ref not in given]
 
         def apply(txn: _Transaction) -> None:
+            new = check_values(txn.conn, given, wanted) if given or wanted else []
             state = txn.changes.snapshot(stream, position, epoch)
-            txn.replace_snapshot(state, payload)
+            store_values(txn.conn, given, new)
+            txn.replace_snapshot(state, payload, refs)
 
         await self._submit(apply)
+
+    async def read_value(self, digest: str) -> bytes:
+        """The stored value ``digest``, its hash checked (`MissingValueError` if it is not
+        stored, `CorruptionError` if its bytes do not match)."""
+        check_digest(digest)
+        return await self._read(partial(read_value, digest=digest), "reading a value")
+
+    async def has_values(self, digests: Iterable[str]) -> set[str]:
+        """Those of ``digests`` that are stored."""
+        listed = check_digests(digests)
+        return await self._read(partial(has_values, digests=listed), "looking up values")
+
+    async def collect_values(self) -> int:
+        """Delete every value that no stored record or snapshot refers to, through the
+        writer: serialised with appends, which check their refs in their own transaction."""
+
+        def apply(txn: _Transaction) -> int:
+            txn.flush_rows()  # the refs of appends earlier in this batch count
+            return collect(txn.conn)
+
+        collected: int = await self._submit(apply)
+        return collected
 
     async def truncate(self, stream: str, through: int, *, epoch: int | None = None) -> int:
         """Delete the stream's records up to ``through``, which a snapshot must cover."""
@@ -545,6 +539,7 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
             if state.first == old_first:
                 return 0
             txn.update_stream(state)
+            txn.conn.execute(DELETE_TRUNCATED_REFS, (state.id, state.first))
             deleted = txn.conn.execute(
                 "DELETE FROM records WHERE stream_id = ? AND position < ?",
                 (state.id, state.first),
@@ -568,7 +563,7 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
             txn.deleted.append(state)
             if sid is not None:
                 txn.flush_rows()  # rows staged earlier in this batch go too
-                for statement in DELETE_STREAM:
+                for statement in (*DELETE_STREAM_REFS, *DELETE_STREAM):
                     txn.conn.execute(statement, (sid,))
                 txn.global_moved = True  # keep the high-water mark if these were the newest
             return existed
@@ -672,9 +667,9 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
         """The latest snapshot of ``stream``, or None; a damaged one raises `CorruptionError`."""
         check_stream_name(stream)
 
-        def fetch(conn: sqlite3.Connection) -> tuple[int, bytes, int] | None:
-            row: tuple[int, bytes, int] | None = conn.execute(
-                "SELECT position, data, checksum FROM snapshots "
+        def fetch(conn: sqlite3.Connection) -> tuple[int, bytes, int, str | None] | None:
+            row: tuple[int, bytes, int, str | None] | None = conn.execute(
+                "SELECT position, data, checksum, refs FROM snapshots "
                 "WHERE stream_id = (SELECT id FROM streams WHERE name = ?)",
                 (stream,),
             ).fetchone()
@@ -683,10 +678,10 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
         row = await self._read(fetch, f"loading the snapshot of {stream!r}")
         if row is None:
             return None
-        position, data, stored = row
+        position, data, stored, refs = row
         if snapshot_checksum(stream, position, data) != stored:
             raise CorruptionError(stream, position, "snapshot checksum mismatch")
-        return Snapshot(stream, position, data)
+        return Snapshot(stream, position, data, decode_refs(refs))
 
     async def salvage(self, stream: str, from_position: int = 1) -> AsyncIterator[Salvaged]:
         """Iterate over ``stream``'s stored records in order, damaged ones included, each
@@ -743,36 +738,3 @@ def _apply_one(op: Callable[[Any, _Transaction], Any], arg: Any, txn: _Transacti
 def _settle(future: asyncio.Future[None], *_: object) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _apply_appends(parts: tuple[StreamAppend, ...], txn: _Transaction) -> list[Appended]:
-    """Check and stage a (multi-stream) append within the batch's transaction.
-
-    The hot loop of writing: the record checksum is computed inline.
-    """
-    changes = txn.changes
-    single = len(parts) == 1
-    if not single:
-        changes.check_appends(parts)
-    params = txn.params
-    crc32 = zlib.crc32
-    results = []
-    for part in parts:
-        state, position, global_position = changes.append(part, check=single)
-        sid = state.id if state.id is not None else txn.stream_id(state)
-        stream, seeds = part.stream, state.seeds
-        for new in part.records:
-            kind, data = new.type, new.data
-            seed = seeds.get(kind)
-            if seed is None:
-                seed = seeds[kind] = compute_head_crc(stream, kind)
-            crc = crc32(data, seed) ^ ((position * POSITION_MIX) & 0xFFFFFFFF)
-            params += (global_position, sid, position, kind, data, crc)
-            position += 1
-            global_position += 1
-        if part.snapshot is not None:
-            txn.replace_snapshot(state, part.snapshot)
-        results.append(
-            Appended(stream, position - len(part.records), state.last, global_position - 1)
-        )
-    return results

@@ -20,6 +20,7 @@ from journal._records import (
     head_crc,
     snapshot_checksum,
 )
+from journal._sqlite_values import decode_refs, value_problems
 
 #: Records fetched per reader hop, at most.
 READ_BATCH = 2048
@@ -33,12 +34,12 @@ READ_BYTES = 64 * 1024 * 1024
 _Page = tuple[list[Record], CorruptionError | None, bool]
 
 _STREAM_PAGE = (
-    "SELECT position, global_position, type, data, checksum FROM records "
+    "SELECT position, global_position, type, data, checksum, refs FROM records "
     "WHERE stream_id = (SELECT id FROM streams WHERE name = ?) AND position >= ? "
     "ORDER BY position LIMIT ?"
 )
 _GLOBAL_PAGE = (
-    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
+    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name, r.refs "
     "FROM records r JOIN streams s ON s.id = r.stream_id "
     f"WHERE r.global_position >= ? ORDER BY r.global_position LIMIT {READ_BATCH}"
 )
@@ -55,14 +56,17 @@ def stream_page(
     last_kind, head = "", 0  # consecutive records mostly share a type: reuse its seed
     room = READ_BYTES
     limit = min(limit, READ_BATCH)
-    for position, global_position, kind, data, stored in conn.execute(
+    for position, global_position, kind, data, stored, refs in conn.execute(
         _STREAM_PAGE, (stream, start, limit)
     ):
         if kind != last_kind:
             last_kind, head = kind, head_crc(stream, kind)
         if crc32(data, head) ^ ((position * mix) & 0xFFFFFFFF) != stored:
             return out, CorruptionError(stream, position, "checksum mismatch"), False
-        append(Record(stream, position, global_position, kind, data))
+        if refs is None:
+            append(Record(stream, position, global_position, kind, data))
+        else:
+            append(Record(stream, position, global_position, kind, data, decode_refs(refs)))
         room -= len(data)
         if room < 0:
             return out, None, True
@@ -73,12 +77,12 @@ def global_page(conn: sqlite3.Connection, start: int) -> _Page:
     """One page of the global log, checksums verified."""
     out: list[Record] = []
     room = READ_BYTES
-    for position, global_position, kind, data, stored, stream in conn.execute(
+    for position, global_position, kind, data, stored, stream, refs in conn.execute(
         _GLOBAL_PAGE, (start,)
     ):
         if checksum(stream, position, kind, data) != stored:
             return out, CorruptionError(stream, position, "checksum mismatch"), False
-        out.append(Record(stream, position, global_position, kind, data))
+        out.append(Record(stream, position, global_position, kind, data, decode_refs(refs)))
         room -= len(data)
         if room < 0:
             return out, None, True
@@ -90,7 +94,7 @@ def salvage_page(stream: str, conn: sqlite3.Connection, *, start: int) -> list[S
     enforced (bounded like `stream_page`)."""
     out: list[Salvaged] = []
     room = READ_BYTES
-    for position, global_position, kind, data, stored in conn.execute(
+    for position, global_position, kind, data, stored, _ in conn.execute(
         _STREAM_PAGE, (stream, start, READ_BATCH)
     ):
         intact = checksum(stream, position, kind, data) == stored
@@ -186,4 +190,6 @@ def verify_all(conn: sqlite3.Connection) -> VerifyReport:
         ).fetchone()
         if orphans:
             problems.append(Problem("", 0, "orphan", f"{orphans} {table} belong to no stream"))
-    return VerifyReport(len(streams), records, tuple(problems))
+    problems += value_problems(conn)
+    (values,) = conn.execute("SELECT count(*) FROM stored_values").fetchone()
+    return VerifyReport(len(streams), records, tuple(problems), values)

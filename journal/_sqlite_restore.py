@@ -11,7 +11,7 @@ from journal._errors import StoreNotEmptyError
 from journal._store import check_identity, check_position
 
 if TYPE_CHECKING:
-    from journal._sqlite import _Transaction
+    from journal._sqlite_txn import Transaction as _Transaction
 
 #: The streams that hold something: records, truncated positions or an owner epoch.
 _HELD = (

@@ -1,6 +1,6 @@
 """The SQLite journal's file format: schema, version checks, pragmas, error translation.
 
-Layout (schema version 2):
+Layout (schema version 3):
 
 - ``streams``: one row per stream name, with its owner epoch, latest snapshot position and
   first stored position (moved forward by truncation). A stream's last position is the
@@ -12,6 +12,9 @@ Layout (schema version 2):
 - ``meta``: the global high-water mark, so that global positions never repeat even when
   truncation deletes the newest rows.
 - ``identity``: one row, the journal's identity (version 2 added it).
+- ``stored_values``, ``record_refs``, ``snapshot_refs`` and the ``refs`` columns of
+  ``records`` and ``snapshots``: values stored once (version 3 added them; see
+  `journal._sqlite_values`).
 
 A new file gets version 1's tables and then every migration, so new and upgraded files go
 through the same steps.
@@ -33,9 +36,10 @@ from journal._errors import (
     StorageFullError,
     StoreConfigurationError,
 )
+from journal._sqlite_values import ADD_VALUES
 from journal._store import is_identity, new_identity
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of actorflow journal files ("afj1").
 APPLICATION_ID = 0x616A6631
 
@@ -74,8 +78,14 @@ def _add_identity(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO identity (value) VALUES (?)", (new_identity(),))
 
 
+def _add_values(conn: sqlite3.Connection) -> None:
+    """Version 2 to 3: the tables of values stored once (existing records refer to none)."""
+    for statement in ADD_VALUES:
+        conn.execute(statement)
+
+
 #: ``_MIGRATIONS[n - 1]`` takes a file from version n to n + 1.
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_identity,)
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_identity, _add_values)
 assert len(_MIGRATIONS) == SCHEMA_VERSION - 1
 
 _SYNCHRONOUS = {"full": 2, "normal": 1}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Container, Sequence
+from collections.abc import AsyncIterator, Container, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from journal._errors import InvalidStreamError, StoreClosedError
+from journal._errors import InvalidStreamError, JournalError, StoreClosedError
 from journal._records import (
     Appended,
     NewRecord,
@@ -20,7 +20,10 @@ from journal._records import (
     StreamAppend,
     StreamInfo,
     VerifyReport,
+    check_refs,
     check_stream_name,
+    check_values,
+    is_digest,
 )
 from journal._streams import check_request
 
@@ -137,9 +140,31 @@ class Store(Protocol):
         ...
 
     async def save_snapshot(
-        self, stream: str, position: int, data: bytes, *, epoch: int | None = None
+        self,
+        stream: str,
+        position: int,
+        data: bytes,
+        *,
+        epoch: int | None = None,
+        refs: tuple[str, ...] = (),
+        values: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive); the
+        snapshot refers to the values ``refs``, given in ``values`` or already stored."""
+        ...
+
+    async def read_value(self, digest: str) -> bytes:
+        """The stored value whose digest is ``digest``, its hash checked: `MissingValueError`
+        if it is not stored, `CorruptionError` if its bytes do not match."""
+        ...
+
+    async def has_values(self, digests: Iterable[str]) -> set[str]:
+        """Those of ``digests`` that are stored (whose bytes an append need not send)."""
+        ...
+
+    async def collect_values(self) -> int:
+        """Delete every stored value that no stored record or snapshot refers to; return
+        how many were deleted."""
         ...
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:
@@ -200,6 +225,9 @@ class StoreBase:
 
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     _closed: bool = False
+    #: Whether the store keeps values (see "Values stored once" in docs/journal.md); a
+    #: store that does not refuses appends and snapshots that give or refer to values.
+    supports_values: bool = True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -210,6 +238,39 @@ class StoreBase:
     ) -> None:
         self._check_open()
         check_request(appends, self.max_record_bytes, known_streams)
+        if not self.supports_values:
+            for part in appends:
+                if part.values or part.snapshot_refs or any(r.refs for r in part.records):
+                    self._no_values()
+
+    def _check_snapshot_values(
+        self, stream: str, refs: tuple[str, ...], values: Mapping[str, bytes] | None
+    ) -> dict[str, bytes]:
+        """Check `save_snapshot`'s ``refs`` and ``values``; return the values as a dict."""
+        check_refs(stream, refs, "snapshot")
+        given = dict(values) if values else {}
+        check_values(stream, given)
+        if (refs or given) and not self.supports_values:
+            self._no_values()
+        return given
+
+    def _no_values(self) -> None:
+        raise JournalError(
+            f"{type(self).__name__} does not store values yet (refs, values, snapshot refs); "
+            f"nothing was written. Use MemoryStore or SqliteStore for values stored once."
+        )
+
+    async def read_value(self, digest: str) -> bytes:
+        self._no_values()
+        raise AssertionError
+
+    async def has_values(self, digests: Iterable[str]) -> set[str]:
+        check_digests(digests)
+        return set()
+
+    async def collect_values(self) -> int:
+        self._check_open()
+        return 0
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         raise NotImplementedError
@@ -293,6 +354,30 @@ def resolve(requests: Sequence[tuple[Any, Any, asyncio.Future[Any]]], outcomes: 
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+
+
+def check_digests(digests: Iterable[str]) -> list[str]:
+    """Refuse a string (a common slip for a list of them) or anything but strings; return
+    the digests, each once."""
+    if isinstance(digests, str | bytes):
+        raise InvalidStreamError(
+            f"has_values takes an iterable of digests, not one {type(digests).__name__}"
+        )
+    listed = list(dict.fromkeys(digests))
+    for digest in listed:
+        if not isinstance(digest, str):
+            raise InvalidStreamError(f"a value digest is a str, got {type(digest).__name__}")
+    return listed
+
+
+def check_digest(digest: object) -> str:
+    """Return ``digest`` if it has the form of a value digest, else raise InvalidStreamError."""
+    if not is_digest(digest):
+        raise InvalidStreamError(
+            f"a value digest is 64 lowercase hex digits (SHA-256), got {digest!r:.100}"
+        )
+    assert isinstance(digest, str)
+    return digest
 
 
 def check_limit(stream: str, limit: int | None) -> None:

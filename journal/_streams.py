@@ -19,7 +19,14 @@ from journal._errors import (
     RecordTooLargeError,
     SnapshotError,
 )
-from journal._records import StreamAppend, check_counter, check_new_record, check_stream_name
+from journal._records import (
+    StreamAppend,
+    check_counter,
+    check_new_record,
+    check_refs,
+    check_stream_name,
+    check_values,
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -65,6 +72,35 @@ def check_request(
             check_new_record(stream, record)
             if len(record.data) > limit:
                 raise RecordTooLargeError(stream, len(record.data), limit)
+        if part.values:
+            check_values(stream, part.values)
+        if part.snapshot_refs:
+            check_refs(stream, part.snapshot_refs, "snapshot")
+            if part.snapshot is None:
+                raise InvalidStreamError(
+                    f"stream {stream!r}: snapshot_refs given without a snapshot; they are "
+                    f"the refs of the snapshot the part saves"
+                )
+
+
+def wanted_values(appends: Iterable[StreamAppend]) -> tuple[dict[str, bytes], list[str]]:
+    """The values an append gives (all parts merged) and the digests its records and
+    snapshots refer to that it does not give (each once, in order): those must already
+    be stored."""
+    given: dict[str, bytes] = {}
+    for part in appends:
+        if part.values:
+            given.update(part.values)
+    wanted: dict[str, None] = {}
+    for part in appends:
+        for record in part.records:
+            for ref in record.refs:
+                if ref not in given:
+                    wanted[ref] = None
+        for ref in part.snapshot_refs:
+            if ref not in given:
+                wanted[ref] = None
+    return given, list(wanted)
 
 
 class Changes:

@@ -44,6 +44,7 @@ def test_journal_public_surface_is_pinned() -> None:
         "ConflictError",
         "CopyError",
         "CopyReport",
+        "CorruptValueError",
         "CorruptionError",
         "DEFAULT_MAX_RECORD_BYTES",
         "DecodeError",
@@ -56,6 +57,7 @@ def test_journal_public_surface_is_pinned() -> None:
         "Listener",
         "Member",
         "MemoryStore",
+        "MissingValueError",
         "NewRecord",
         "Notice",
         "PostgresStore",
@@ -80,6 +82,7 @@ def test_journal_public_surface_is_pinned() -> None:
         "StreamInfo",
         "VerifyReport",
         "copy_journal",
+        "value_digest",
     ]
     for name in set(journal.__all__) - {"DEFAULT_MAX_RECORD_BYTES", "Durability"}:
         assert getattr(journal, name).__module__.startswith("journal."), name

@@ -21,9 +21,10 @@ from journal import (  # noqa: E402
     StreamInfo,
 )
 from tests.journal.contract import StoreContract  # noqa: E402
+from tests.journal.contract_values import ValueContract, check_refused_everywhere  # noqa: E402
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, ValueContract):
     async def create_store(self, **options: Any) -> Store:
         return MemoryStore(**options)
 
@@ -31,7 +32,7 @@ class TestMemoryStore(StoreContract):
         return store  # nothing survives a close: keep going on the same store
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(StoreContract, ValueContract):
     @pytest.fixture(autouse=True)
     def _path(self, tmp_path: pathlib.Path) -> None:
         self.path = tmp_path / "journal.db"
@@ -49,6 +50,9 @@ class TestPostgresStore(StoreContract):
 
     async def create_store(self, **options: Any) -> Store:
         return await PostgresStore.open(self.dsn, **options)
+
+    async def test_values_are_refused_writing_nothing(self, store: Store) -> None:
+        await check_refused_everywhere(store)
 
 
 # -- SQLite across close and reopen ----------------------------------------------------------

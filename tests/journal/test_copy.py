@@ -5,6 +5,7 @@ The comparison here is the test's own (through the public `Store` API), not the 
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -346,3 +347,40 @@ def test_any_journal_copies_exactly(operations: list[tuple[str, str, int]]) -> N
         assert await everything(destination) == await everything(source)
 
     anyio.run(run)
+
+
+# -- values stored once -----------------------------------------------------------------------
+
+
+async def test_the_copy_takes_the_values_referred_to_and_leaves_garbage(sqlite: Opener) -> None:
+    def value(data: bytes) -> tuple[str, bytes]:
+        return hashlib.sha256(data).hexdigest(), data
+
+    (shared, shared_data), (snap, snap_data) = value(b"shared" * 1000), value(b"snap" * 10)
+    (gone, gone_data), (loose, loose_data) = value(b"truncated"), value(b"never referred")
+    source = await sqlite("source")
+    await source.append_many(
+        [
+            StreamAppend(
+                "a",
+                (NewRecord("t", b"a1", (gone,)), NewRecord("t", b"a2", (shared,))),
+                values={shared: shared_data, gone: gone_data, loose: loose_data},
+            ),
+            StreamAppend("b", (NewRecord("t", b"b1", (shared, shared)),)),
+        ]
+    )
+    await source.save_snapshot("a", 1, b"state", refs=(snap,), values={snap: snap_data})
+    await source.truncate("a", 1)
+    destination = await sqlite("copy")
+
+    report = await copy_journal(source, destination)
+
+    assert (report.values, report.value_bytes) == (2, len(shared_data) + len(snap_data))
+    assert [r.refs async for r in destination.read_all()] == [(shared,), (shared, shared)]
+    snapshot = await destination.load_snapshot("a")
+    assert snapshot is not None
+    assert snapshot.refs == (snap,)
+    assert await destination.read_value(shared) == shared_data
+    assert await destination.read_value(snap) == snap_data
+    assert await destination.has_values([gone, loose]) == set()
+    assert (await destination.verify()).values == 2

@@ -127,7 +127,7 @@ async def test_open_sets_wal_and_marks_the_file_as_a_journal(path: pathlib.Path)
 
         assert pragma(path, "journal_mode") == "wal"
         assert pragma(path, "application_id") == APPLICATION_ID
-        assert pragma(path, "user_version") == 2
+        assert pragma(path, "user_version") == 3
         assert store.durability == "full"
     finally:
         await store.close()
@@ -286,7 +286,7 @@ async def test_a_version_1_file_is_upgraded_in_place_and_gets_an_identity(
     store = await SqliteStore.open(path)
     try:
         identity = store.identity
-        assert pragma(path, "user_version") == 2
+        assert pragma(path, "user_version") == 3
         assert [
             (r.stream, r.position, r.global_position, r.data) for r in await read_all_list(store)
         ] == [
@@ -310,7 +310,7 @@ async def test_a_version_1_file_is_upgraded_in_place_and_gets_an_identity(
     assert await identity_of(path) == identity  # generated once, kept from then on
     with raw(path) as conn:
         assert conn.execute("SELECT value FROM identity").fetchall() == [(identity,)]
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 async def test_a_file_that_lost_its_identity_is_refused(path: pathlib.Path) -> None:
