@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import json
 import logging
@@ -19,12 +18,14 @@ import httpx
 import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
+from actorflow.cli._entries import journal_line, short
+from actorflow.cli._offline import add_offline_commands
 from actorflow.cli._query_command import query_command
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
 from actorflow.cli._watch import print_events
 from actorflow.cluster import WorkerIdInUse
-from actorflow.runtime._status import JournalEntry, Page
+from actorflow.runtime._status import Page
 from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION
 from actorflow.server import ACTOR_STATES, DEFAULT_PORT, ServeConfig, ServeError, serve
 from actorflow.server._connections import (
@@ -81,10 +82,11 @@ def main() -> None:
 @click.argument("app")
 @click.option(
     "--journal",
+    envvar="ACTORFLOW_JOURNAL",
     default="actorflow.db",
     show_default=True,
     help="The journal: a SQLite file (this process alone), or a postgresql:// URL shared by "
-    "any number of workers (see docs/cluster.md).",
+    "any number of workers (see docs/cluster.md).  [env: ACTORFLOW_JOURNAL]",
 )
 @click.option(
     "--durability",
@@ -595,49 +597,6 @@ def journal_command(
     _talk(url, token_file, timeout, show)
 
 
-def journal_lines(entries: list[JournalEntry]) -> list[str]:
-    """The journal as a person reads it: one line per entry, durations between steps."""
-    previous: dict[int, float] = {}
-    return [journal_line(entry, previous) for entry in entries]
-
-
-def journal_line(entry: JournalEntry, previous: dict[int, float]) -> str:
-    """One entry as a person reads it; ``previous`` holds the time of each turn's latest
-    entry so far (updated), to show how long each step took."""
-    turn = entry.data.get("turn")
-    at = datetime.datetime.fromtimestamp(entry.at).strftime("%H:%M:%S.%f")[:-3] if entry.at else "-"
-    took = ""
-    if isinstance(turn, int) and entry.at:
-        if turn in previous:
-            took = f"+{entry.at - previous[turn]:.3f}s"
-        previous[turn] = entry.at
-    return (
-        f"{entry.stream:5} {entry.position:>5}  {at}  {entry.type:12} {_describe(entry):50} {took}"
-    )
-
-
-def _describe(entry: JournalEntry) -> str:
-    data = entry.data
-    if entry.type == "turn":
-        return f"turn {data['turn']}: {data['handler']}({_short(data['args'])})"
-    if entry.type == "timer":
-        fires = datetime.datetime.fromtimestamp(data["fire_at"]).strftime("%H:%M:%S.%f")[:-3]
-        return f"turn {data['turn']} step {data['step']} {data['name']}: fires at {fires}"
-    if entry.type in ("step", "step_failed", "step_started"):
-        detail = data.get("value", data.get("error", data.get("fire_at", "")))
-        return f"turn {data['turn']} step {data['step']} {data['name']}: {_short(detail)}"
-    if entry.type in ("turn_done", "turn_failed"):
-        return f"turn {data['turn']} -> {_short(data.get('result', data.get('error')))}"
-    if entry.type == "message":
-        return f"{data['handler']}({_short(data['args'])}) as {data['invocation']}"
-    return _short(data)
-
-
-def _short(value: Any, width: int = 40) -> str:
-    text = json.dumps(msgspec.to_builtins(value), default=str)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 @main.command("list")
 @click.option("--type", "type_name", help="Only actors of this type.")
 @click.option("--state", type=click.Choice(ACTOR_STATES), help="Only actors in this state.")
@@ -739,7 +698,7 @@ def invocations(
             return
         for status in found:
             if status.state == "completed":
-                detail = _short(status.result, 60)
+                detail = short(status.result, 60)
             else:
                 detail = status.error or ""
             handler = status.handler or ""
@@ -774,6 +733,6 @@ def watch(
 
 main.add_command(export_command)
 main.add_command(reset_command)
-main.add_command(journal_group(journal_command))
+main.add_command(add_offline_commands(journal_group(journal_command)))
 main.add_command(replay_command)
 main.add_command(query_command(_client_options, _talk, _json_argument, _print))

@@ -92,11 +92,13 @@ def test_status_journal_list_and_cancel_of_a_running_trip(server: Server) -> Non
 
     lines = ok("journal", "Booking/cli", *url).splitlines()
     assert len(lines) == 4, lines
-    clock = r"\d\d:\d\d:\d\d\.\d{3}"
+    clock = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # ISO 8601, in UTC
     assert re.match(rf"actor\s+1\s+{clock}\s+turn\s+turn 1: trip\(", lines[0]), lines[0]
     assert re.match(rf"actor\s+2\s+{clock}\s+step\s+turn 1 step 1 reserve: ", lines[1]), lines[1]
     assert re.search(r"\+\d+\.\d{3}s$", lines[1]), lines[1]
-    assert re.match(rf"actor\s+3\s+{clock}\s+timer\s+turn 1 step 2 departure: ", lines[2]), lines[2]
+    assert re.match(
+        rf"actor\s+3\s+{clock}\s+timer\s+turn 1 step 2 departure: sleep timer due {clock}", lines[2]
+    ), lines[2]
     assert re.match(rf"inbox\s+1\s+{clock}\s+message\s+trip\(", lines[3]), lines[3]
     assert invocation in lines[3]
     as_json = json.loads(ok("journal", "Booking/cli", "--json", *url))
