@@ -54,13 +54,13 @@ async def follow(
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, group.cancel_scope)
         async with _listening(store, actor_id, wakeup):
-            while True:
-                with anyio.move_on_after(interval):
-                    await wakeup.event.wait()
-                wakeup.reset()
+            while True:  # read first: appends made before the listener was set up
                 found = await inspecting.entries_after(store, actor_id, after)
                 found.sort(key=lambda pair: pair[1].global_position)
                 show([entry for _, entry in found])
+                with anyio.move_on_after(interval):
+                    await wakeup.event.wait()
+                wakeup.reset()
 
 
 async def _stop_on_signal(scope: CancelScope) -> None:
