@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from actorflow import Runtime
 from actorflow.cli import main
-from journal import SqliteStore
+from journal import NewRecord, SqliteStore, StreamAppend, value_digest
 from tests.server import offline_app
 from tests.server.offline_app import Trip
 
@@ -234,3 +234,34 @@ def test_stats_counts_records_by_type_and_ranks_actors(journal: pathlib.Path) ->
     assert sum(t["count"] for t in stats["types"]) == records
     assert [a["actor"] for a in stats["largest_actors"]] == ["Trip/t"]
     assert stats["largest_actors"][0]["records"] == records  # its invocations' indexes too
+
+
+def test_verify_and_stats_see_stored_values_and_the_records_that_refer_to_them(
+    tmp_path: pathlib.Path,
+) -> None:
+    journal = tmp_path / "values.db"
+    value = b"a long conversation " * 100
+    digest = value_digest(value)
+
+    async def write() -> None:
+        async with await SqliteStore.open(journal) as store:
+            record = NewRecord("note", b"\x01", refs=(digest,))
+            await store.append_many([StreamAppend("notes/a", (record,), values={digest: value})])
+
+    anyio.run(write)
+    counted = json.loads(run("stats", "--json", "--journal", str(journal)).stdout)
+    assert counted["values"] == {"count": 1, "bytes": len(value)}
+    assert run("verify", "--journal", str(journal)).exit_code == 0
+
+    damage(journal, "UPDATE stored_values SET data = ? WHERE digest = ?", b"x" + value, digest)
+    found = run("verify", "--journal", str(journal))
+    assert found.exit_code == 1
+    assert found.stdout == (
+        f"the journal as a whole: value: value {digest}: stored bytes do not match their SHA-256\n"
+    )
+    damage(journal, "DELETE FROM stored_values WHERE digest = ?", digest)
+    found = run("verify", "--journal", str(journal))
+    assert found.exit_code == 1
+    assert found.stdout == (
+        f"stream 'notes/a' position 1: dangling ref: refers to value {digest}, not stored\n"
+    )
