@@ -20,7 +20,7 @@ from actorflow.cli import _offline_follow as following
 from actorflow.cli import _offline_inspect as inspecting
 from actorflow.cli._entries import iso, journal_line
 from actorflow.cli._offline_inspect import Entry, UnknownActor
-from actorflow.cli._offline_open import CannotOpen, journal_option, open_read_only
+from actorflow.cli._offline_open import journal_option, open_read_only
 from actorflow.cli._offline_stats import Stats, gather
 from actorflow.cli._repair import _actor_id
 from actorflow.runtime._status import JournalEntry
@@ -28,13 +28,26 @@ from journal import JournalError, VerifyReport
 
 
 def _run(work: Any, *args: Any) -> Any:
-    """Run ``work(*args)``; a journal that fails while being read is a clear error."""
+    """Run ``work(*args)``; a journal that fails while being read is a clear error (also
+    when it failed inside a task group, as while following)."""
     try:
         return anyio.run(work, *args)
-    except (CannotOpen, click.ClickException):
+    except click.ClickException:
         raise
     except (JournalError, OSError) as exc:
         raise click.ClickException(f"reading the journal failed: {exc}") from None
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if not all(isinstance(leaf, JournalError | OSError) for leaf in leaves):
+            raise
+        raise click.ClickException(f"reading the journal failed: {leaves[0]}") from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
 
 
 def _json(value: Any) -> str:

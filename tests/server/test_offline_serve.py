@@ -11,6 +11,7 @@ import pathlib
 import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import asyncpg
 
 from actorflow import SyncClient
 from tests.server.processes import ACTORFLOW, ROOT, clean_env, cli, served
+from tests.server.test_offline_tools import write_trip
 
 #: Longest a followed entry may take to be printed.
 LINE_DEADLINE = 20.0
@@ -168,3 +170,23 @@ def test_an_empty_postgresql_database_is_refused_and_left_empty(postgres_dsn: st
             await conn.close()
 
     assert anyio.run(tables) == []
+
+
+def test_a_journal_failing_under_follow_ends_it_with_one_clear_line(
+    tmp_path: pathlib.Path,
+) -> None:
+    journal = tmp_path / "journal.db"
+    write_trip(journal)
+    with following("Trip/t", str(journal)) as follower:
+        follower.until(r"^outcome\s+2\s")
+        conn = sqlite3.connect(journal)  # the file changed under it beyond repair
+        conn.execute("DROP TABLE records")
+        conn.commit()
+        conn.close()
+        code = follower.process.wait(timeout=STOP_DEADLINE)
+        assert follower.process.stderr is not None
+        errors = follower.process.stderr.read()
+    assert code == 1
+    assert errors.startswith("Error: reading the journal failed: ")
+    assert "no such table: records" in errors
+    assert "Traceback" not in errors
