@@ -288,7 +288,15 @@ def size(count: int) -> str:
 
 
 def add_offline_commands(group: click.Group) -> click.Group:
-    """Add verify, inspect and stats to the `actorflow journal` group."""
+    """Add verify, inspect and stats to the `actorflow journal` group (and say so in the
+    help of `actorflow journal ACTOR`, which is the group's)."""
+    show = group.commands.get("show")
+    if show is not None:
+        show.help = (show.help or "") + (
+            "\n\nWith no server: `actorflow journal verify`, `actorflow journal inspect "
+            "TYPE/KEY [--follow]` and `actorflow journal stats` read the journal file or "
+            "database itself (--journal PATH|URL; see their --help)."
+        )
     for command in (verify_command, inspect_command, stats_command):
         command.context_settings["help_option_names"] = ["-h", "--help"]
         group.add_command(command)
