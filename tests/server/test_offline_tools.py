@@ -265,3 +265,15 @@ def test_verify_and_stats_see_stored_values_and_the_records_that_refer_to_them(
     assert found.stdout == (
         f"stream 'notes/a' position 1: dangling ref: refers to value {digest}, not stored\n"
     )
+
+
+def test_the_journal_is_named_by_actorflow_journal_unless_given(
+    journal: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    named = run("verify", env={"ACTORFLOW_JOURNAL": str(journal)})
+    assert named.exit_code == 0, named.output
+    assert named.stdout.startswith(f"{journal}: ok")
+    elsewhere = tmp_path / "elsewhere.db"
+    given = run("verify", "--journal", str(elsewhere), env={"ACTORFLOW_JOURNAL": str(journal)})
+    assert given.exit_code == 2
+    assert f"{elsewhere}: no journal file there" in given.stderr
