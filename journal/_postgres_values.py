@@ -1,0 +1,231 @@
+"""The PostgreSQL journal's values stored once (see "Values stored once" in docs/journal.md):
+the tables, and the statements that store, lock, read, collect and verify values.
+
+Schema version 3 added them:
+
+- ``journal_values(digest, data)``: one row per value, keyed by its digest (the SHA-256 of
+  its bytes, in lowercase hex), the bytes in one ``bytea``; checked against the digest on
+  every read.
+- ``journal_record_refs(stream_id, position, digest)``: one row per (record, digest) a
+  record refers to; ``journal_snapshot_refs(stream_id, digest)``: one row per digest the
+  stream's snapshot refers to. Both are indexed by digest, so that collecting looks each
+  value up by index. The refs as given (in order) are also kept in a ``refs`` column of
+  ``journal_records`` and ``journal_snapshots`` (NULL for none), read back with the row.
+
+Every refs row is written and deleted in the transaction that writes or deletes what
+refers (an append, a snapshot replaced, a truncation, a stream deleted).
+
+Collecting beside appends of other processes is made safe by row locks on the values:
+
+- A write transaction that refers to stored values, or gives values already stored,
+  first locks their rows ``FOR KEY SHARE`` (`lock_stored`), and holds the locks until it
+  commits; a value it inserts is its own uncommitted row, which no one else can see.
+- `collect` locks the garbage it finds ``FOR UPDATE SKIP LOCKED``: a value some write
+  transaction holds is skipped (it is being referred to, or will be garbage next time),
+  and collecting never waits for a writer. Then it deletes, in a second statement that
+  sees every transaction committed meanwhile, those still referred to by nothing.
+- So a writer either locked a value before the collection (the collection skips it), or
+  its lock waits for the collection's commit and then finds the row deleted: the value
+  counts as not stored, and the append fails alone with `MissingValueError` (or, if it
+  gave the bytes, stores them again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from journal._errors import CorruptValueError, MissingValueError
+from journal._records import Problem, value_digest
+
+CREATE_VALUES = (
+    'CREATE TABLE journal_values (digest text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)',
+    """CREATE TABLE journal_record_refs (
+        stream_id bigint NOT NULL,
+        position bigint NOT NULL,
+        digest text COLLATE "C" NOT NULL,
+        PRIMARY KEY (stream_id, position, digest)
+    )""",
+    "CREATE INDEX journal_record_refs_by_digest ON journal_record_refs (digest)",
+    """CREATE TABLE journal_snapshot_refs (
+        stream_id bigint NOT NULL,
+        digest text COLLATE "C" NOT NULL,
+        PRIMARY KEY (stream_id, digest)
+    )""",
+    "CREATE INDEX journal_snapshot_refs_by_digest ON journal_snapshot_refs (digest)",
+)
+
+#: Version 2 to 3: the refs columns (NULL, so existing rows refer to nothing; no rewrite)
+#: and the tables of values.
+ADD_VALUES = (
+    "ALTER TABLE journal_records ADD COLUMN refs text",
+    "ALTER TABLE journal_snapshots ADD COLUMN refs text",
+    *CREATE_VALUES,
+)
+
+#: Lock the stored ones of ``$1`` against collection until the transaction ends (in
+#: digest order, so two writers take their locks in one order).
+LOCK_STORED = (
+    "SELECT digest FROM journal_values WHERE digest = ANY($1::text[]) ORDER BY digest FOR KEY SHARE"
+)
+INSERT_VALUES = (
+    "INSERT INTO journal_values (digest, data) SELECT * FROM unnest($1::text[], $2::bytea[]) "
+    "ON CONFLICT (digest) DO NOTHING RETURNING digest"
+)
+INSERT_VALUE = (
+    "INSERT INTO journal_values (digest, data) VALUES ($1, $2) "
+    "ON CONFLICT (digest) DO NOTHING RETURNING digest"
+)
+INSERT_RECORD_REFS = (
+    "INSERT INTO journal_record_refs (stream_id, position, digest) "
+    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING"
+)
+#: Replace the snapshot refs of the streams ``$1`` with the pairs (``$2``, ``$3``).
+DELETE_SNAPSHOT_REFS = "DELETE FROM journal_snapshot_refs WHERE stream_id = ANY($1::bigint[])"
+INSERT_SNAPSHOT_REFS = (
+    "INSERT INTO journal_snapshot_refs (stream_id, digest) "
+    "SELECT * FROM unnest($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING"
+)
+DELETE_TRUNCATED_REFS = "DELETE FROM journal_record_refs WHERE stream_id = $1 AND position < $2"
+DELETE_STREAM_REFS = (
+    "DELETE FROM journal_record_refs WHERE stream_id = $1",
+    "DELETE FROM journal_snapshot_refs WHERE stream_id = $1",
+)
+
+_NOT_REFERRED = (
+    "NOT EXISTS (SELECT 1 FROM journal_record_refs r WHERE r.digest = v.digest) "
+    "AND NOT EXISTS (SELECT 1 FROM journal_snapshot_refs s WHERE s.digest = v.digest)"
+)
+#: A page of garbage, locked; values a writer holds are skipped, never waited for.
+_LOCK_GARBAGE = (
+    f"SELECT v.digest FROM journal_values v WHERE v.digest > $1 AND {_NOT_REFERRED} "
+    f"ORDER BY v.digest LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+#: Of the locked garbage, delete what is still referred to by nothing (this statement
+#: sees the refs of every transaction that committed before it began).
+_DELETE_GARBAGE = (
+    f"DELETE FROM journal_values v WHERE v.digest = ANY($1::text[]) AND {_NOT_REFERRED}"
+)
+#: Values collected per transaction, at most (bounds how long writers may wait).
+COLLECT_PAGE = 1000
+
+#: Values at least this large are inserted one statement each (not in an array).
+_LARGE = 1024 * 1024
+#: Values at least this large are hashed on a worker thread, not the event loop.
+_HASH_IN_THREAD = 1024 * 1024
+
+
+def encode_refs(refs: tuple[str, ...]) -> str | None:
+    """The ``refs`` column of a row: the digests joined by commas, or NULL for none."""
+    return ",".join(refs) if refs else None
+
+
+def decode_refs(column: str | None) -> tuple[str, ...]:
+    return tuple(column.split(",")) if column else ()
+
+
+async def lock_stored(conn: Any, digests: list[str]) -> set[str]:
+    """Those of ``digests`` stored, locked against collection until the transaction ends."""
+    return {digest for (digest,) in await conn.fetch(LOCK_STORED, digests)}
+
+
+async def check_values(conn: Any, given: dict[str, bytes], wanted: list[str]) -> list[str]:
+    """Refuse (writing nothing, locking what is stored) unless every wanted digest is
+    stored; return the given digests not stored yet, for `store_values` once the rest of
+    the request is checked."""
+    stored = await lock_stored(conn, list(dict.fromkeys([*wanted, *given])))
+    missing = [digest for digest in wanted if digest not in stored]
+    if missing:
+        raise MissingValueError(missing, "append refused")
+    return [digest for digest in given if digest not in stored]
+
+
+async def store_values(conn: Any, given: dict[str, bytes], new: list[str]) -> None:
+    """Insert the values ``new`` (digests of ``given`` that `check_values` found not
+    stored). One that another transaction inserted and committed meanwhile is locked as
+    stored values are; one collected again in between is inserted again."""
+    for _ in range(3):
+        small = [digest for digest in new if len(given[digest]) < _LARGE]
+        inserted: set[str] = set()
+        if small:
+            rows = await conn.fetch(INSERT_VALUES, small, [given[d] for d in small])
+            inserted.update(digest for (digest,) in rows)
+        for digest in [digest for digest in new if len(given[digest]) >= _LARGE]:
+            if await conn.fetchval(INSERT_VALUE, digest, given[digest]) is not None:
+                inserted.add(digest)
+        raced = [digest for digest in new if digest not in inserted]
+        if not raced:
+            return
+        new = [digest for digest in raced if digest not in await lock_stored(conn, raced)]
+        if not new:
+            return
+    from journal._postgres_txn import RetryTransaction  # (no cycle at import time)
+
+    raise RetryTransaction("values inserted and collected again under the transaction")
+
+
+async def is_intact(data: bytes, digest: str) -> bool:
+    if len(data) >= _HASH_IN_THREAD:  # hashlib lets go of the GIL: the loop runs on
+        computed = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+    else:
+        computed = value_digest(data)
+    return computed == digest
+
+
+async def read_value(conn: Any, digest: str) -> bytes:
+    """A stored value, its hash checked."""
+    data: bytes | None = await conn.fetchval(
+        "SELECT data FROM journal_values WHERE digest = $1", digest
+    )
+    if data is None:
+        raise MissingValueError([digest], "read_value")
+    if not await is_intact(data, digest):
+        raise CorruptValueError(digest)
+    return data
+
+
+async def has_values(conn: Any, digests: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT digest FROM journal_values WHERE digest = ANY($1::text[])", digests
+    )
+    return {digest for (digest,) in rows}
+
+
+async def collect(conn: Any) -> int:
+    """Delete the garbage values, a page per transaction (see the module's docstring)."""
+    collected, after = 0, ""
+    while True:
+        async with conn.transaction():
+            page = [d for (d,) in await conn.fetch(_LOCK_GARBAGE, after, COLLECT_PAGE)]
+            if page:
+                status = await conn.execute(_DELETE_GARBAGE, page)
+                collected += int(status.split()[-1])
+        if len(page) < COLLECT_PAGE:
+            return collected
+        after = page[-1]
+
+
+async def value_problems(conn: Any) -> AsyncIterator[Problem]:
+    """Every value whose bytes do not match its digest (one value in memory at a time), and
+    every ref to a value not stored, naming the stream and position of what refers."""
+    digests = [d for (d,) in await conn.fetch("SELECT digest FROM journal_values ORDER BY 1")]
+    for digest in digests:
+        data = await conn.fetchval("SELECT data FROM journal_values WHERE digest = $1", digest)
+        if data is not None and not await is_intact(data, digest):
+            yield Problem(
+                "", 0, "value", f"value {digest}: stored bytes do not match their SHA-256"
+            )
+    dangling = await conn.fetch(
+        "SELECT s.name, x.position, x.digest FROM journal_record_refs x "
+        "JOIN journal_streams s ON s.id = x.stream_id "
+        "WHERE NOT EXISTS (SELECT 1 FROM journal_values v WHERE v.digest = x.digest) "
+        "UNION ALL SELECT s.name, p.position, x.digest FROM journal_snapshot_refs x "
+        "JOIN journal_snapshots p ON p.stream_id = x.stream_id "
+        "JOIN journal_streams s ON s.id = x.stream_id "
+        "WHERE NOT EXISTS (SELECT 1 FROM journal_values v WHERE v.digest = x.digest) "
+        "ORDER BY 1, 2, 3"
+    )
+    for name, position, digest in dangling:
+        yield Problem(name, position, "dangling ref", f"refers to value {digest}, not stored")
