@@ -32,16 +32,24 @@ Collecting beside appends of other processes is made safe by row locks on the va
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import io
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
+
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - the optional extra is missing
+    asyncpg = None
 
 from journal._errors import CorruptValueError, MissingValueError
 from journal._records import Problem, value_digest
 
 CREATE_VALUES = (
     'CREATE TABLE journal_values (digest text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)',
+    # uncompressed, so that a slice of a large value is read without the rest of it
+    "ALTER TABLE journal_values ALTER COLUMN data SET STORAGE EXTERNAL",
     """CREATE TABLE journal_record_refs (
         stream_id bigint NOT NULL,
         position bigint NOT NULL,
@@ -72,10 +80,6 @@ LOCK_STORED = (
 )
 INSERT_VALUES = (
     "INSERT INTO journal_values (digest, data) SELECT * FROM unnest($1::text[], $2::bytea[]) "
-    "ON CONFLICT (digest) DO NOTHING RETURNING digest"
-)
-INSERT_VALUE = (
-    "INSERT INTO journal_values (digest, data) VALUES ($1, $2) "
     "ON CONFLICT (digest) DO NOTHING RETURNING digest"
 )
 INSERT_RECORD_REFS = (
@@ -111,10 +115,21 @@ _DELETE_GARBAGE = (
 #: Values collected per transaction, at most (bounds how long writers may wait).
 COLLECT_PAGE = 1000
 
-#: Values at least this large are inserted one statement each (not in an array).
+#: Values at least this large are sent by `copy_large`, not bound to a statement.
 _LARGE = 1024 * 1024
-#: Values at least this large are hashed on a worker thread, not the event loop.
-_HASH_IN_THREAD = 1024 * 1024
+#: Bytes per message of `copy_large`.
+_COPY_CHUNK = 1024 * 1024
+#: A binary COPY stream's signature, flags and header extension length; a row of two
+#: fields; the end of the stream.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_END = struct.pack("!h", -1)
+#: Values at least this large are read a slice of this size at a time (see `read_hashed`).
+_SLICE = 1024 * 1024
+_SIZE = "SELECT octet_length(data) FROM journal_values WHERE digest = $1"
+_FETCH = "SELECT data FROM journal_values WHERE digest = $1"
+_FETCH_SLICE = "SELECT substring(data from $2 for $3) FROM journal_values WHERE digest = $1"
+#: Small values checked by `verify` per query, at most.
+_VERIFY_PAGE = 100
 
 
 def encode_refs(refs: tuple[str, ...]) -> str | None:
@@ -153,7 +168,7 @@ async def store_values(conn: Any, given: dict[str, bytes], new: list[str]) -> No
             rows = await conn.fetch(INSERT_VALUES, small, [given[d] for d in small])
             inserted.update(digest for (digest,) in rows)
         for digest in [digest for digest in new if len(given[digest]) >= _LARGE]:
-            if await conn.fetchval(INSERT_VALUE, digest, given[digest]) is not None:
+            if await copy_large(conn, digest, given[digest]):
                 inserted.add(digest)
         raced = [digest for digest in new if digest not in inserted]
         if not raced:
@@ -166,22 +181,63 @@ async def store_values(conn: Any, given: dict[str, bytes], new: list[str]) -> No
     raise RetryTransaction("values inserted and collected again under the transaction")
 
 
-async def is_intact(data: bytes, digest: str) -> bool:
-    if len(data) >= _HASH_IN_THREAD:  # hashlib lets go of the GIL: the loop runs on
-        computed = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-    else:
-        computed = value_digest(data)
-    return computed == digest
+async def copy_large(conn: Any, digest: str, data: bytes) -> bool:
+    """Insert one large value with ``COPY ... FROM STDIN (FORMAT binary)``, streamed from
+    the caller's bytes a megabyte per message: bound to a statement whole, the value was
+    copied into the message and again into the transport's buffer (peak memory grew by
+    three values for one written). Return False, inserting nothing, if another transaction
+    stored it first (in a savepoint: the batch's transaction goes on)."""
+
+    async def stream() -> AsyncIterator[bytes | memoryview]:
+        key = digest.encode()
+        yield _COPY_HEADER + struct.pack("!hi", 2, len(key)) + key + struct.pack("!i", len(data))
+        view = memoryview(data)
+        for start in range(0, len(data), _COPY_CHUNK):
+            yield view[start : start + _COPY_CHUNK]
+        yield _COPY_END
+
+    try:
+        async with conn.transaction():  # a savepoint
+            await conn.copy_to_table(
+                "journal_values", source=stream(), columns=["digest", "data"], format="binary"
+            )
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
+async def read_hashed(conn: Any, digest: str, *, keep: bool = True) -> tuple[bytes, str] | None:
+    """A stored value (empty unless ``keep``) and the SHA-256 of its stored bytes, or None
+    if it is not stored.
+
+    A large value is read a slice at a time (the column is stored uncompressed, so a slice
+    costs its own bytes), hashed as it comes and written into an `io.BytesIO`, all in one
+    snapshot; its ``getvalue`` hands over the buffer itself as the bytes returned, with no
+    copy. Read whole, asyncpg assembles the row's message and then decodes it: peak memory
+    grew by three values for one read; in slices, by about one."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        size: int | None = await conn.fetchval(_SIZE, digest)
+        if size is None:
+            return None
+        if size < _SLICE:
+            data: bytes = await conn.fetchval(_FETCH, digest)
+            return data, value_digest(data)
+        hasher, buffer = hashlib.sha256(), io.BytesIO()
+        for start in range(0, size, _SLICE):
+            piece = await conn.fetchval(_FETCH_SLICE, digest, start + 1, _SLICE)
+            hasher.update(piece)
+            if keep:
+                buffer.write(piece)
+    return buffer.getvalue(), hasher.hexdigest()
 
 
 async def read_value(conn: Any, digest: str) -> bytes:
     """A stored value, its hash checked."""
-    data: bytes | None = await conn.fetchval(
-        "SELECT data FROM journal_values WHERE digest = $1", digest
-    )
-    if data is None:
+    found = await read_hashed(conn, digest)
+    if found is None:
         raise MissingValueError([digest], "read_value")
-    if not await is_intact(data, digest):
+    data, computed = found
+    if computed != digest:
         raise CorruptValueError(digest)
     return data
 
@@ -210,13 +266,21 @@ async def collect(conn: Any) -> int:
 async def value_problems(conn: Any) -> AsyncIterator[Problem]:
     """Every value whose bytes do not match its digest (one value in memory at a time), and
     every ref to a value not stored, naming the stream and position of what refers."""
-    digests = [d for (d,) in await conn.fetch("SELECT digest FROM journal_values ORDER BY 1")]
-    for digest in digests:
-        data = await conn.fetchval("SELECT data FROM journal_values WHERE digest = $1", digest)
-        if data is not None and not await is_intact(data, digest):
-            yield Problem(
-                "", 0, "value", f"value {digest}: stored bytes do not match their SHA-256"
-            )
+    sizes = await conn.fetch("SELECT digest, octet_length(data) FROM journal_values ORDER BY 1")
+    small = [digest for digest, size in sizes if size < _SLICE]
+    damaged: list[str] = []
+    for start in range(0, len(small), _VERIFY_PAGE):
+        rows = await conn.fetch(
+            "SELECT digest, data FROM journal_values WHERE digest = ANY($1::text[])",
+            small[start : start + _VERIFY_PAGE],
+        )
+        damaged += [digest for digest, data in rows if value_digest(data) != digest]
+    for digest in [digest for digest, size in sizes if size >= _SLICE]:
+        found = await read_hashed(conn, digest, keep=False)
+        if found is not None and found[1] != digest:
+            damaged.append(digest)
+    for digest in sorted(damaged):
+        yield Problem("", 0, "value", f"value {digest}: stored bytes do not match their SHA-256")
     dangling = await conn.fetch(
         "SELECT s.name, x.position, x.digest FROM journal_record_refs x "
         "JOIN journal_streams s ON s.id = x.stream_id "
