@@ -136,8 +136,11 @@ UPDATE_STREAMS = (
     "WHERE s.id = u.id AND s.last_position = u.was_last AND s.epoch = u.was_epoch"
 )
 
-#: Write snapshots (one per stream, replacing the stream's earlier one), in one statement.
+#: Write snapshots (one per stream, replacing the stream's earlier one), and delete the
+#: refs rows of the snapshots replaced, in one statement (the new refs rows are inserted
+#: after it, if any).
 UPSERT_SNAPSHOTS = (
+    "WITH replaced AS (DELETE FROM journal_snapshot_refs WHERE stream_id = ANY($1::bigint[])) "
     "INSERT INTO journal_snapshots (stream_id, position, data, checksum, refs) "
     "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::text[]) "
     "ON CONFLICT (stream_id) DO UPDATE SET position = excluded.position, "

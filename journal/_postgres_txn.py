@@ -164,7 +164,6 @@ class Transaction:
                 [s[2] for s in staged],
                 [values.encode_refs(s[3]) for s in staged],
             )
-            await self.conn.execute(values.DELETE_SNAPSHOT_REFS, sids)
             pairs = [(sid, d) for sid, s in self.snapshots.items() for d in distinct(s[3])]
             if pairs:
                 await self.conn.execute(

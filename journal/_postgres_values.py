@@ -86,8 +86,7 @@ INSERT_RECORD_REFS = (
     "INSERT INTO journal_record_refs (stream_id, position, digest) "
     "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING"
 )
-#: Replace the snapshot refs of the streams ``$1`` with the pairs (``$2``, ``$3``).
-DELETE_SNAPSHOT_REFS = "DELETE FROM journal_snapshot_refs WHERE stream_id = ANY($1::bigint[])"
+#: The refs rows of snapshots just written (`UPSERT_SNAPSHOTS` deleted the old ones).
 INSERT_SNAPSHOT_REFS = (
     "INSERT INTO journal_snapshot_refs (stream_id, digest) "
     "SELECT * FROM unnest($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING"
@@ -125,11 +124,14 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_END = struct.pack("!h", -1)
 #: Values at least this large are read a slice of this size at a time (see `read_hashed`).
 _SLICE = 1024 * 1024
-_SIZE = "SELECT octet_length(data) FROM journal_values WHERE digest = $1"
-_FETCH = "SELECT data FROM journal_values WHERE digest = $1"
+#: A value's size, and its bytes if it is smaller than ``$2``.
+_FETCH_SMALL = (
+    "SELECT octet_length(data), CASE WHEN octet_length(data) < $2 THEN data END "
+    "FROM journal_values WHERE digest = $1"
+)
 _FETCH_SLICE = "SELECT substring(data from $2 for $3) FROM journal_values WHERE digest = $1"
-#: Small values checked by `verify` per query, at most.
-_VERIFY_PAGE = 100
+#: Bytes of small values checked by `verify` per query, about.
+_VERIFY_PAGE = 16 * 1024 * 1024
 
 
 def encode_refs(refs: tuple[str, ...]) -> str | None:
@@ -215,16 +217,18 @@ async def read_hashed(conn: Any, digest: str, *, keep: bool = True) -> tuple[byt
     snapshot; its ``getvalue`` hands over the buffer itself as the bytes returned, with no
     copy. Read whole, asyncpg assembles the row's message and then decodes it: peak memory
     grew by three values for one read; in slices, by about one."""
+    row = await conn.fetchrow(_FETCH_SMALL, digest, _SLICE)  # one round trip for most
+    if row is None:
+        return None
+    size, data = row
+    if data is not None:
+        return data, value_digest(data)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        size: int | None = await conn.fetchval(_SIZE, digest)
-        if size is None:
-            return None
-        if size < _SLICE:
-            data: bytes = await conn.fetchval(_FETCH, digest)
-            return data, value_digest(data)
         hasher, buffer = hashlib.sha256(), io.BytesIO()
         for start in range(0, size, _SLICE):
             piece = await conn.fetchval(_FETCH_SLICE, digest, start + 1, _SLICE)
+            if piece is None:  # collected since its size was read
+                return None
             hasher.update(piece)
             if keep:
                 buffer.write(piece)
@@ -267,12 +271,19 @@ async def value_problems(conn: Any) -> AsyncIterator[Problem]:
     """Every value whose bytes do not match its digest (one value in memory at a time), and
     every ref to a value not stored, naming the stream and position of what refers."""
     sizes = await conn.fetch("SELECT digest, octet_length(data) FROM journal_values ORDER BY 1")
-    small = [digest for digest, size in sizes if size < _SLICE]
+    pages: list[list[str]] = [[]]
+    held = 0
+    for digest, size in sizes:
+        if size < _SLICE:
+            if held + size > _VERIFY_PAGE:
+                pages.append([])
+                held = 0
+            pages[-1].append(digest)
+            held += size
     damaged: list[str] = []
-    for start in range(0, len(small), _VERIFY_PAGE):
+    for page in pages:
         rows = await conn.fetch(
-            "SELECT digest, data FROM journal_values WHERE digest = ANY($1::text[])",
-            small[start : start + _VERIFY_PAGE],
+            "SELECT digest, data FROM journal_values WHERE digest = ANY($1::text[])", page
         )
         damaged += [digest for digest, data in rows if value_digest(data) != digest]
     for digest in [digest for digest, size in sizes if size >= _SLICE]:
