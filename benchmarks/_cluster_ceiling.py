@@ -181,6 +181,7 @@ async def write(conn: Any, plan: Plan, names: list[str], ids: dict[str, int]) ->
                 [RECORD_TYPE] * n,
                 [PAYLOAD] * n,
                 [checksum] * n,
+                [None] * n,  # refs: the steps refer to no value
             )
 
 

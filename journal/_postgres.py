@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from journal import _postgres_values as _values
 from journal._errors import (
     CorruptionError,
     JournalError,
@@ -56,6 +57,8 @@ from journal._records import (
 from journal._store import (
     DEFAULT_MAX_RECORD_BYTES,
     GroupCommitStore,
+    check_digest,
+    check_digests,
     check_limit,
     check_position,
     resolve,
@@ -106,8 +109,8 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 class PostgresStore(PostgresRestore, GroupCommitStore):
     """A `Store` in a PostgreSQL database, which any number of processes may share.
 
-    It does not store values yet (``supports_values`` is False): appends and snapshots
-    that give or refer to values are refused, writing nothing.
+    It keeps values stored once (see `journal._postgres_values` for the tables and how
+    collecting is made safe beside other processes' appends).
 
     Open it with ``await PostgresStore.open(dsn)`` and close it with ``await store.close()``
     (or ``async with``). Every acknowledged write is committed (with the server's
@@ -115,7 +118,6 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
     """
 
     identity: str
-    supports_values = False
 
     def __init__(
         self,
@@ -379,14 +381,19 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         refs: tuple[str, ...] = (),
         values: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive)."""
+        """Save ``data`` as the state of ``stream`` through ``position`` (inclusive),
+        referring to the values ``refs`` (given in ``values`` or stored)."""
         check_position(stream, "position", position, 1)
-        self._check_snapshot_values(stream, refs, values)  # refused: no values here yet
+        given = self._check_snapshot_values(stream, refs, values)
         payload = bytes(data)
+        wanted = [ref for ref in dict.fromkeys(refs) if ref not in given]
 
         async def apply(txn: Transaction) -> None:
+            new = await _values.check_values(txn.conn, given, wanted) if given or wanted else []
             state = txn.changes.snapshot(stream, position, epoch)
-            await txn.replace_snapshot(state, payload)
+            if new:
+                await _values.store_values(txn.conn, given, new)
+            await txn.replace_snapshot(state, payload, refs)
 
         await self._submit(apply, (stream,))
 
@@ -399,6 +406,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
             if state.first == old_first:
                 return 0
             await txn.flush_rows()
+            await txn.conn.execute(_values.DELETE_TRUNCATED_REFS, state.id, state.first)
             status = await txn.conn.execute(
                 "DELETE FROM journal_records WHERE stream_id = $1 AND position < $2",
                 state.id,
@@ -421,6 +429,8 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
             if sid is not None:
                 await txn.flush_rows()  # rows staged earlier in this batch go too
                 txn.snapshots.pop(sid, None)  # a snapshot staged earlier in this batch
+                for statement in _values.DELETE_STREAM_REFS:
+                    await txn.conn.execute(statement, sid)
                 for table in ("journal_records", "journal_snapshots"):
                     await txn.conn.execute(f"DELETE FROM {table} WHERE stream_id = $1", sid)
                 await txn.conn.execute("DELETE FROM journal_streams WHERE id = $1", sid)
@@ -429,6 +439,28 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
 
         existed: bool = await self._submit(apply, (stream,))
         return existed
+
+    # -- values ---------------------------------------------------------------------------
+
+    async def read_value(self, digest: str) -> bytes:
+        """The stored value ``digest``, its hash checked (`MissingValueError` if it is not
+        stored, `CorruptValueError` naming the digest if its bytes do not match)."""
+        check_digest(digest)
+        return await self._read(lambda conn: _values.read_value(conn, digest), "reading a value")
+
+    async def has_values(self, digests: Iterable[str]) -> set[str]:
+        """Those of ``digests`` that are stored."""
+        listed = check_digests(digests)
+        return await self._read(lambda conn: _values.has_values(conn, listed), "finding values")
+
+    async def collect_values(self) -> int:
+        """Delete every value that no stored record or snapshot refers to; return how many.
+
+        Runs on a connection of its own, beside the writers of every process: a value that
+        a write transaction has locked (it refers to it, or gives it) is left for the next
+        collection, and a write that comes after finds the value gone and fails with
+        `MissingValueError` (see `journal._postgres_values`)."""
+        return await self._read(_values.collect, "collecting values")
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -470,12 +502,16 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
 
             rows = await self._read(page, f"reading stream {stream!r}")
             batch: list[Record] = []
-            for position, global_position, kind, data, stored in rows:
+            for position, global_position, kind, data, stored, refs in rows:
                 if checksum(stream, position, kind, data) != stored:
                     if batch:
                         yield batch
                     raise CorruptionError(stream, position, "checksum mismatch")
-                batch.append(Record(stream, position, global_position, kind, data))
+                if refs is None:
+                    batch.append(Record(stream, position, global_position, kind, data))
+                else:
+                    record = Record(stream, position, global_position, kind, data, decode(refs))
+                    batch.append(record)
             if batch:
                 yield batch
             if len(rows) < size:
@@ -493,10 +529,10 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
                 return await conn.fetch(sql.GLOBAL_PAGE, start, READ_BATCH)
 
             rows = await self._read(page, "reading the global log")
-            for position, global_position, kind, data, stored, stream in rows:
+            for position, global_position, kind, data, stored, stream, refs in rows:
                 if checksum(stream, position, kind, data) != stored:
                     raise CorruptionError(stream, position, "checksum mismatch")
-                yield Record(stream, position, global_position, kind, data)
+                yield Record(stream, position, global_position, kind, data, decode(refs))
             if len(rows) < READ_BATCH:
                 return
             from_global_position = rows[-1][1] + 1
@@ -546,12 +582,13 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:
         """The latest snapshot of ``stream``, or None; a damaged one raises `CorruptionError`."""
-        found = await self.salvage_snapshot(stream)
-        if found is None:
+        row = await self._snapshot_row(stream)
+        if row is None:
             return None
-        if found.damage is not None:
-            raise CorruptionError(stream, found.position, "snapshot checksum mismatch")
-        return Snapshot(stream, found.position, found.data)
+        position, data, stored, refs = row
+        if snapshot_checksum(stream, position, data) != stored:
+            raise CorruptionError(stream, position, "snapshot checksum mismatch")
+        return Snapshot(stream, position, data, decode(refs))
 
     async def salvage(self, stream: str, from_position: int = 1) -> AsyncIterator[Salvaged]:
         """Iterate over ``stream``'s stored records in order, damaged ones included, each
@@ -563,7 +600,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
                 return await conn.fetch(sql.STREAM_PAGE, stream, start, READ_BATCH)
 
             rows = await self._read(page, f"salvaging stream {stream!r}")
-            for position, global_position, kind, data, stored in rows:
+            for position, global_position, kind, data, stored, _ in rows:
                 intact = checksum(stream, position, kind, data) == stored
                 damage = None if intact else "checksum mismatch"
                 yield Salvaged(stream, position, global_position, kind, data, damage)
@@ -573,21 +610,24 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
 
     async def salvage_snapshot(self, stream: str) -> SalvagedSnapshot | None:
         """The latest snapshot of ``stream`` as stored, damaged or not; None if none."""
+        row = await self._snapshot_row(stream)
+        if row is None:
+            return None
+        position, data, stored, _ = row
+        intact = snapshot_checksum(stream, position, data) == stored
+        return SalvagedSnapshot(stream, position, data, None if intact else "checksum mismatch")
+
+    async def _snapshot_row(self, stream: str) -> Any:
         check_stream_name(stream)
 
         async def fetch(conn: Any) -> Any:
             return await conn.fetchrow(sql.SNAPSHOT, stream)
 
-        row = await self._read(fetch, f"loading the snapshot of {stream!r}")
-        if row is None:
-            return None
-        position, data, stored = row
-        intact = snapshot_checksum(stream, position, data) == stored
-        return SalvagedSnapshot(stream, position, data, None if intact else "checksum mismatch")
+        return await self._read(fetch, f"loading the snapshot of {stream!r}")
 
     async def verify(self) -> VerifyReport:
-        """Check every record's checksum, every stream's gapless positions and every
-        snapshot; report every problem found."""
+        """Check every record's checksum, every stream's gapless positions, every
+        snapshot, every value's hash and every ref; report every problem found."""
         return await self._read(_verify, "verifying the journal")
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -631,13 +671,18 @@ async def _verify(conn: Any) -> VerifyReport:
     ):
         if snapshot_checksum(name, position, data) != stored:
             problems.append(Problem(name, position, "snapshot", "snapshot checksum mismatch"))
-    return VerifyReport(len(streams), records, tuple(problems))
+    problems += [problem async for problem in _values.value_problems(conn)]
+    count = await conn.fetchval("SELECT count(*) FROM journal_values")
+    return VerifyReport(len(streams), records, tuple(problems), count)
 
 
 def _translate(exc: Exception, doing: str) -> StorageError:
     if isinstance(exc, asyncpg.DiskFullError):
         return StorageFullError(f"{doing}: PostgreSQL is out of disk space ({exc}); rolled back")
     return StorageError(f"{doing}: PostgreSQL refused it ({exc}); rolled back")
+
+
+decode = _values.decode_refs
 
 
 def _describe(dsn: str) -> str:

@@ -12,12 +12,14 @@ from typing import Any
 
 from journal._errors import SchemaVersionError
 from journal._postgres_cluster import CREATE_TABLES as CLUSTER_TABLES
+from journal._postgres_values import ADD_VALUES, CREATE_VALUES
 from journal._store import new_identity
 
 #: The schema this code writes; a database at a higher version is refused untouched.
-#: Version 2 added the lease and member tables (`journal._postgres_cluster`); a version 1
-#: database is migrated at open.
-SCHEMA_VERSION = 2
+#: Version 2 added the lease and member tables (`journal._postgres_cluster`), version 3
+#: the tables of values stored once (`journal._postgres_values`); an older database is
+#: migrated at open, one version at a time, in one transaction.
+SCHEMA_VERSION = 3
 
 #: Key of the advisory lock held while the schema is created or checked, so that two
 #: processes starting at once do not both create it.
@@ -52,6 +54,7 @@ _CREATE = [
         type text NOT NULL,
         data bytea NOT NULL,
         checksum bigint NOT NULL,
+        refs text,
         UNIQUE (stream_id, position)
     )
     """,
@@ -60,10 +63,19 @@ _CREATE = [
         stream_id bigint PRIMARY KEY REFERENCES journal_streams (id),
         position bigint NOT NULL,
         data bytea NOT NULL,
-        checksum bigint NOT NULL
+        checksum bigint NOT NULL,
+        refs text
     )
     """,
+    *CREATE_VALUES,
 ]
+
+
+#: The statements that take a database from a version (the key) to the next.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: tuple(CLUSTER_TABLES),  # the lease and member tables
+    2: ADD_VALUES,  # the tables of values, and the refs of records and snapshots
+}
 
 
 async def prepare(conn: Any, where: str) -> tuple[str, int]:
@@ -86,10 +98,13 @@ async def prepare(conn: Any, where: str) -> tuple[str, int]:
         row = await conn.fetchrow(
             "SELECT schema_version, identity, next_global FROM journal_meta WHERE id = 1"
         )
-        if row is not None and row["schema_version"] == 1:  # add the tables of version 2
-            for statement in CLUSTER_TABLES:
-                await conn.execute(statement)
-            await conn.execute("UPDATE journal_meta SET schema_version = 2 WHERE id = 1")
+        if row is not None and row["schema_version"] in _MIGRATIONS:
+            version = row["schema_version"]
+            while version in _MIGRATIONS:  # each step to the next version, all or none
+                for statement in _MIGRATIONS[version]:
+                    await conn.execute(statement)
+                version += 1
+            await conn.execute("UPDATE journal_meta SET schema_version = $1 WHERE id = 1", version)
     if row is None:
         raise SchemaVersionError(f"{where}: journal_meta holds no row; this is not a journal")
     version = row["schema_version"]
@@ -104,9 +119,10 @@ async def prepare(conn: Any, where: str) -> tuple[str, int]:
 
 
 INSERT_RECORDS = (
-    "INSERT INTO journal_records (global_position, stream_id, position, type, data, checksum) "
+    "INSERT INTO journal_records "
+    "(global_position, stream_id, position, type, data, checksum, refs) "
     "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], "
-    "$5::bytea[], $6::bigint[])"
+    "$5::bytea[], $6::bigint[], $7::text[])"
 )
 
 #: Write back every stream row a transaction changed, each only if it still holds the
@@ -120,12 +136,15 @@ UPDATE_STREAMS = (
     "WHERE s.id = u.id AND s.last_position = u.was_last AND s.epoch = u.was_epoch"
 )
 
-#: Write snapshots (one per stream, replacing the stream's earlier one), in one statement.
+#: Write snapshots (one per stream, replacing the stream's earlier one), and delete the
+#: refs rows of the snapshots replaced, in one statement (the new refs rows are inserted
+#: after it, if any).
 UPSERT_SNAPSHOTS = (
-    "INSERT INTO journal_snapshots (stream_id, position, data, checksum) "
-    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[]) "
+    "WITH replaced AS (DELETE FROM journal_snapshot_refs WHERE stream_id = ANY($1::bigint[])) "
+    "INSERT INTO journal_snapshots (stream_id, position, data, checksum, refs) "
+    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::text[]) "
     "ON CONFLICT (stream_id) DO UPDATE SET position = excluded.position, "
-    "data = excluded.data, checksum = excluded.checksum"
+    "data = excluded.data, checksum = excluded.checksum, refs = excluded.refs"
 )
 #: Lock the meta row and read the next global position (with the transaction's id).
 LOCK_META = (
@@ -140,9 +159,10 @@ TAKE_AND_INSERT = (
     "WITH taken AS (UPDATE journal_meta SET next_global = next_global + $1 WHERE id = 1 "
     "RETURNING next_global - $1 AS base), "
     "inserted AS (INSERT INTO journal_records "
-    "(global_position, stream_id, position, type, data, checksum) "
-    "SELECT taken.base + u.g, u.s, u.p, u.t, u.d, u.c FROM taken, unnest($2::bigint[], "
-    "$3::bigint[], $4::bigint[], $5::text[], $6::bytea[], $7::bigint[]) AS u(g, s, p, t, d, c)) "
+    "(global_position, stream_id, position, type, data, checksum, refs) "
+    "SELECT taken.base + u.g, u.s, u.p, u.t, u.d, u.c, u.r FROM taken, unnest($2::bigint[], "
+    "$3::bigint[], $4::bigint[], $5::text[], $6::bytea[], $7::bigint[], $8::text[]) "
+    "AS u(g, s, p, t, d, c, r)) "
     "SELECT pg_current_xact_id()::text, base FROM taken"
 )
 
@@ -160,13 +180,13 @@ RESERVE_STREAMS = (
 DROP_RESERVED = "DELETE FROM journal_streams WHERE id = ANY($1::bigint[])"
 
 STREAM_PAGE = (
-    "SELECT position, global_position, type, data, checksum FROM journal_records "
+    "SELECT position, global_position, type, data, checksum, refs FROM journal_records "
     "WHERE stream_id = (SELECT id FROM journal_streams WHERE name = $1) AND position >= $2 "
     "ORDER BY position LIMIT $3"
 )
 
 GLOBAL_PAGE = (
-    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name "
+    "SELECT r.position, r.global_position, r.type, r.data, r.checksum, s.name, r.refs "
     "FROM journal_records r JOIN journal_streams s ON s.id = r.stream_id "
     "WHERE r.global_position >= $1 ORDER BY r.global_position LIMIT $2"
 )
@@ -183,6 +203,6 @@ STREAM_INFOS = (
 )
 
 SNAPSHOT = (
-    "SELECT position, data, checksum FROM journal_snapshots "
+    "SELECT position, data, checksum, refs FROM journal_snapshots "
     "WHERE stream_id = (SELECT id FROM journal_streams WHERE name = $1)"
 )

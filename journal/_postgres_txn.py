@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from journal import _postgres_schema as sql
-from journal._records import Appended, StreamAppend, checksum, snapshot_checksum
-from journal._streams import Changes, StreamState
+from journal import _postgres_values as values
+from journal._records import Appended, StreamAppend, checksum, distinct, snapshot_checksum
+from journal._streams import Changes, StreamState, wanted_values
 
 
 class RetryTransaction(Exception):
@@ -28,11 +29,16 @@ class Transaction:
         self.xid: str | None = None
         #: Each stream row as read: (last, first, epoch, snapshot), by stream id.
         self.read_back: dict[int, tuple[int, int, int, int]] = {}
-        self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        #: Staged records, a column each: global position (from 0), stream id, position,
+        #: type, data, checksum, refs (`values.encode_refs`).
+        self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        #: Staged refs rows of those records: stream ids, positions, digests.
+        self.ref_rows: tuple[list[int], list[int], list[str]] = ([], [], [])
         #: Streams that grew, as "<last position> <name>" (`_postgres_cluster` notices).
         self.grown: list[str] = []
-        #: Snapshots staged by `replace_snapshot`: (position, data, checksum) by stream id.
-        self.snapshots: dict[int, tuple[int, bytes, int]] = {}
+        #: Snapshots staged by `replace_snapshot`: (position, data, checksum, refs) by
+        #: stream id.
+        self.snapshots: dict[int, tuple[int, bytes, int, tuple[str, ...]]] = {}
         #: Rows made by `load` for streams that had none, not yet taken by `stream_id`.
         self.reserved: dict[str, int] = {}
 
@@ -70,9 +76,17 @@ class Transaction:
             self.xid, self.base = await self.conn.fetchrow(sql.LOCK_META)
         return self.base
 
+    async def flush_refs(self) -> None:
+        """Insert the refs rows staged so far, in one statement."""
+        if self.ref_rows[0]:
+            await self.conn.execute(values.INSERT_RECORD_REFS, *self.ref_rows)
+            for column in self.ref_rows:
+                column.clear()
+
     async def flush_rows(self) -> None:
         """Insert the rows staged so far, now (a delete or truncate in the batch must see
         them): this takes the meta row's lock early."""
+        await self.flush_refs()
         if self.columns[0]:
             base = await self.lock_meta()
             self.columns[0][:] = [base + g for g in self.columns[0]]
@@ -104,8 +118,10 @@ class Transaction:
 
     async def write_back(self) -> None:
         """Write every changed stream row, each only if unchanged since it was read; drop
-        the rows made for new streams that nothing wrote; write the staged snapshots."""
+        the rows made for new streams that nothing wrote; write the staged snapshots and
+        refs rows."""
         await self.flush_snapshots()
+        await self.flush_refs()
         if self.reserved:
             await self.conn.execute(sql.DROP_RESERVED, list(self.reserved.values()))
             self.reserved.clear()
@@ -126,11 +142,15 @@ class Transaction:
             if int(status.split()[-1]) != len(rows[0]):
                 raise RetryTransaction("a stream row changed under the transaction")
 
-    async def replace_snapshot(self, state: StreamState, data: bytes) -> None:
-        """Stage ``state``'s snapshot (the stream's latest, replacing any earlier one):
-        `write_back` writes every staged snapshot in one statement."""
+    async def replace_snapshot(
+        self, state: StreamState, data: bytes, refs: tuple[str, ...] = ()
+    ) -> None:
+        """Stage ``state``'s snapshot (the stream's latest, replacing any earlier one),
+        referring to ``refs``: `write_back` writes every staged snapshot in one statement,
+        and their refs rows in two (the old ones deleted, the new ones inserted)."""
         sid, position = await self.stream_id(state), state.snapshot
-        self.snapshots[sid] = (position, data, snapshot_checksum(state.name, position, data))
+        crc = snapshot_checksum(state.name, position, data)
+        self.snapshots[sid] = (position, data, crc, refs)
 
     async def flush_snapshots(self) -> None:
         if self.snapshots:
@@ -142,7 +162,13 @@ class Transaction:
                 [s[0] for s in staged],
                 [s[1] for s in staged],
                 [s[2] for s in staged],
+                [values.encode_refs(s[3]) for s in staged],
             )
+            pairs = [(sid, d) for sid, s in self.snapshots.items() for d in distinct(s[3])]
+            if pairs:
+                await self.conn.execute(
+                    values.INSERT_SNAPSHOT_REFS, [p[0] for p in pairs], [p[1] for p in pairs]
+                )
             self.snapshots.clear()
 
 
@@ -157,12 +183,21 @@ def _absent(stream: str) -> StreamState | None:
 
 
 async def apply_appends(parts: tuple[StreamAppend, ...], txn: Transaction) -> Landed:
-    """Check and stage a (multi-stream) append within the batch's transaction."""
+    """Check and stage a (multi-stream) append within the batch's transaction.
+
+    An append that gives or refers to values first locks the stored ones (reading only:
+    a refused append writes nothing), and stores its new values once every check passed.
+    """
     changes = txn.changes
+    given, wanted = wanted_values(parts)
+    new_values = await values.check_values(txn.conn, given, wanted) if given or wanted else []
     single = len(parts) == 1
-    if not single:
+    if not single or new_values:  # (else `changes.append` checks the single part)
         changes.check_appends(parts)
-    globals_, ids, positions, kinds, payloads, sums = txn.columns
+    if new_values:
+        await values.store_values(txn.conn, given, new_values)
+    globals_, ids, positions, kinds, payloads, sums, refs = txn.columns
+    ref_sids, ref_positions, ref_digests = txn.ref_rows
     results = Landed()
     for part in parts:
         state, position, global_position = changes.append(part, check=single)
@@ -175,9 +210,17 @@ async def apply_appends(parts: tuple[StreamAppend, ...], txn: Transaction) -> La
             kinds.append(new.type)
             payloads.append(new.data)
             sums.append(checksum(stream, position, new.type, new.data))
+            if new.refs:
+                refs.append(values.encode_refs(new.refs))
+                for digest in distinct(new.refs):
+                    ref_sids.append(sid)
+                    ref_positions.append(position)
+                    ref_digests.append(digest)
+            else:
+                refs.append(None)
             position += 1
             global_position += 1
         if part.snapshot is not None:
-            await txn.replace_snapshot(state, part.snapshot)
+            await txn.replace_snapshot(state, part.snapshot, part.snapshot_refs)
         results.append((stream, position - len(part.records), state.last, global_position - 1))
     return results

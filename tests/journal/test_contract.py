@@ -21,7 +21,7 @@ from journal import (  # noqa: E402
     StreamInfo,
 )
 from tests.journal.contract import StoreContract  # noqa: E402
-from tests.journal.contract_values import ValueContract, check_refused_everywhere  # noqa: E402
+from tests.journal.contract_values import ValueContract  # noqa: E402
 
 
 class TestMemoryStore(StoreContract, ValueContract):
@@ -41,7 +41,7 @@ class TestSqliteStore(StoreContract, ValueContract):
         return await SqliteStore.open(self.path, **options)
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(StoreContract, ValueContract):
     """On a real PostgreSQL server (tests/journal/postgres.py), a fresh database per test."""
 
     @pytest.fixture(autouse=True)
@@ -50,9 +50,6 @@ class TestPostgresStore(StoreContract):
 
     async def create_store(self, **options: Any) -> Store:
         return await PostgresStore.open(self.dsn, **options)
-
-    async def test_values_are_refused_writing_nothing(self, store: Store) -> None:
-        await check_refused_everywhere(store)
 
 
 # -- SQLite across close and reopen ----------------------------------------------------------

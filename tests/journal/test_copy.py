@@ -384,3 +384,40 @@ async def test_the_copy_takes_the_values_referred_to_and_leaves_garbage(sqlite: 
     assert await destination.read_value(snap) == snap_data
     assert await destination.has_values([gone, loose]) == set()
     assert (await destination.verify()).values == 2
+
+
+async def test_values_go_from_sqlite_to_postgres_and_back(sqlite: Opener, postgres: Opener) -> None:
+    def value(data: bytes) -> tuple[str, bytes]:
+        return hashlib.sha256(data).hexdigest(), data
+
+    (doc, doc_data), (snap, snap_data) = value(b"doc" * 1000), value(b"snap" * 10)
+    (large, large_data), (loose, loose_data) = value(bytes(range(256)) * 8192), value(b"loose")
+    source = await sqlite("source")
+    await source.append_many(
+        [
+            StreamAppend(
+                "a",
+                (NewRecord("t", b"a1", (doc, large)), NewRecord("t", b"a2")),
+                values={doc: doc_data, large: large_data, loose: loose_data},
+            ),
+            StreamAppend("b", (NewRecord("t", b"b1", (doc,)),)),
+        ]
+    )
+    await source.save_snapshot("a", 2, b"state", refs=(snap,), values={snap: snap_data})
+    stored = {doc: doc_data, large: large_data, snap: snap_data}
+
+    middle = await postgres("middle")
+    there = await copy_journal(source, middle)
+    back = await sqlite("back")
+    again = await copy_journal(middle, back)
+
+    for report in (there, again):
+        assert (report.values, report.value_bytes) == (3, sum(map(len, stored.values())))
+    for store in (middle, back):
+        assert [r.refs async for r in store.read_all()] == [(doc, large), (), (doc,)]
+        snapshot = await store.load_snapshot("a")
+        assert snapshot is not None
+        assert snapshot.refs == (snap,)
+        assert {d: await store.read_value(d) for d in stored} == stored
+        assert await store.has_values([loose]) == set()
+        assert (await store.verify()).values == 3

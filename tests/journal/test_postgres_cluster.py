@@ -110,13 +110,16 @@ async def test_members_heartbeat_and_leave(store: PostgresStore) -> None:
     assert await leases.holders(["x"]) == {}
 
 
-async def test_a_schema_1_database_gains_the_lease_tables(postgres_dsn: str) -> None:
+async def test_a_schema_1_database_gains_the_lease_and_value_tables(postgres_dsn: str) -> None:
     first = await PostgresStore.open(postgres_dsn)
     await first.append("s", [NewRecord("t", b"kept")])
     await first.close()
     database = postgres_dsn.split("/")[3].split("?")[0]
     server().sql(
         "DROP TABLE journal_leases; DROP TABLE journal_members; "
+        "DROP TABLE journal_values, journal_record_refs, journal_snapshot_refs; "
+        "ALTER TABLE journal_records DROP COLUMN refs; "
+        "ALTER TABLE journal_snapshots DROP COLUMN refs; "
         "UPDATE journal_meta SET schema_version = 1",
         database,
     )
@@ -124,9 +127,10 @@ async def test_a_schema_1_database_gains_the_lease_tables(postgres_dsn: str) -> 
     try:
         assert await again.leases.acquire("a", "w1", 30) == 1
         assert [r.data async for r in again.read("s")] == [b"kept"]
+        assert await again.has_values(["0" * 64]) == set()
     finally:
         await again.close()
-    assert server().sql("SELECT schema_version FROM journal_meta", database).strip() == "2"
+    assert server().sql("SELECT schema_version FROM journal_meta", database).strip() == "3"
 
 
 async def test_expired_leases_are_freed_and_announced_as_released_by_their_holder(

@@ -19,7 +19,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from journal import MemoryStore, MissingValueError, NewRecord, SqliteStore, Store, StreamAppend
+from journal import (
+    MemoryStore,
+    MissingValueError,
+    NewRecord,
+    PostgresStore,
+    SqliteStore,
+    Store,
+    StreamAppend,
+)
+from tests.journal.postgres import server
 
 STREAMS = ["a", "b"]
 VALUES = [b"value %d " % n * (n + 1) for n in range(5)]
@@ -163,6 +172,44 @@ class SqliteValuesMachine(ValuesMachine):
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class PostgresValuesMachine(ValuesMachine):
+    """On the session's real PostgreSQL server, a fresh database per example, with two
+    stores on it (two writers, as two processes would be): each rule runs on whichever
+    holds the turn, so values stored through one are referred to, read and collected
+    through the other."""
+
+    def __init__(self) -> None:
+        self.dsn = server().database()
+        try:
+            super().__init__()
+        except BaseException:
+            server().drop(self.dsn)
+            raise
+
+    async def open_store(self) -> Store:
+        first = await PostgresStore.open(self.dsn)
+        self.other: Store = await PostgresStore.open(self.dsn)
+        return first
+
+    @rule()
+    def switch_writers(self) -> None:
+        self.store, self.other = self.other, self.store
+
+    @rule()
+    def reopen(self) -> None:
+        self.call(self.store.close)
+        self.store = self.call(PostgresStore.open, self.dsn)
+
+    def teardown(self) -> None:
+        try:
+            try:
+                self.call(self.other.close)
+            finally:
+                super().teardown()
+        finally:
+            server().drop(self.dsn)
+
+
 VALUE_SETTINGS = settings(
     max_examples=40,
     stateful_step_count=25,
@@ -174,3 +221,6 @@ TestMemoryValuesAgainstModel = ValuesMachine.TestCase
 TestMemoryValuesAgainstModel.settings = VALUE_SETTINGS
 TestSqliteValuesAgainstModel = SqliteValuesMachine.TestCase
 TestSqliteValuesAgainstModel.settings = VALUE_SETTINGS
+# Each PostgreSQL example creates and drops a database: fewer examples keep them to seconds.
+TestPostgresValuesAgainstModel = PostgresValuesMachine.TestCase
+TestPostgresValuesAgainstModel.settings = settings(VALUE_SETTINGS, max_examples=12)
