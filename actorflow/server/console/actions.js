@@ -9,6 +9,13 @@ function base(actor) {
   return `/v1/actors/${actor}`;
 }
 
+// Redraw the page after an action; a failure there is left to the next live update.
+function after(onDone) {
+  Promise.resolve()
+    .then(onDone)
+    .catch(() => {});
+}
+
 function outcome(where, error) {
   const text = error instanceof ApiFailure ? `${error.type}: ${error.message}` : String(error);
   fill(where, h("p", { class: "error", role: "alert" }, text));
@@ -43,7 +50,7 @@ export function deliverForm(actor, onDone) {
     try {
       await api(`${base(actor)}/events/${encodeURIComponent(name.value.trim())}`, { method: "POST", body });
       fill(result, h("p", { class: "ok" }, `Delivered ${name.value.trim()}.`));
-      onDone();
+      after(onDone);
     } catch (error) {
       outcome(result, error);
     }
@@ -57,7 +64,7 @@ export async function invocationAction(invocation, action, where, onDone) {
   try {
     const status = await api(`${base(actor)}/invocations/${hex}/${action}`, { method: "POST" });
     fill(where, h("span", { class: "ok" }, `${action === "cancel" ? "Cancel" : "Retry"} accepted: ${status.state}`));
-    onDone();
+    after(onDone);
   } catch (error) {
     outcome(where, error);
   }
@@ -98,7 +105,7 @@ export function resetPanel(actor, status, onDone) {
         h("p", { class: "ok", id: "reset-done" }, `Turn ${answer.turn} (${answer.handler}) discarded; its message runs again.`),
         block(answer.discarded, `the ${answer.discarded.length} discarded entries (keep them)`),
       );
-      onDone();
+      after(onDone);
     } catch (error) {
       outcome(where, error);
     }

@@ -28,8 +28,10 @@ export async function actorsView(main, query, signal) {
   const type = query.get("type") || "";
   const state = query.get("state") || "";
   const cursor = query.get("cursor") || "";
+  const size = /^[1-9][0-9]{0,2}$/.test(query.get("limit") || "") ? query.get("limit") : String(PAGE_SIZE);
   const types = await actorTypes();
-  const apiQuery = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const apiQuery = new URLSearchParams({ limit: size });
+  const limit = size === String(PAGE_SIZE) ? "" : size;
   if (type) apiQuery.set("type", type);
   if (state) apiQuery.set("state", state);
   if (cursor) apiQuery.set("cursor", cursor);
@@ -51,7 +53,7 @@ export async function actorsView(main, query, signal) {
     h("label", {}, "State ", stateSelect),
   );
   const apply = () => {
-    location.hash = hashOf(new URLSearchParams({ type: typeSelect.value, state: stateSelect.value }));
+    location.hash = hashOf(new URLSearchParams({ type: typeSelect.value, state: stateSelect.value, limit }));
   };
   typeSelect.addEventListener("change", apply);
   stateSelect.addEventListener("change", apply);
@@ -114,11 +116,11 @@ export async function actorsView(main, query, signal) {
         : "No actors on this page.",
     );
     const links = [];
-    if (cursor) links.push(h("a", { href: hashOf(new URLSearchParams({ type, state })) }, "First page"));
+    if (cursor) links.push(h("a", { href: hashOf(new URLSearchParams({ type, state, limit })) }, "First page"));
     if (got.next) {
       const next = new URL(got.next, location.origin).searchParams.get("cursor");
       links.push(
-        h("a", { href: hashOf(new URLSearchParams({ type, state, cursor: next })), rel: "next" }, "Next page"),
+        h("a", { href: hashOf(new URLSearchParams({ type, state, limit, cursor: next })), rel: "next" }, "Next page"),
       );
     }
     fill(pager, links);
