@@ -226,8 +226,9 @@ def test_an_actors_timeline_shows_every_kind_of_entry_and_hostile_values_as_text
 
 
 def test_an_operator_retries_cancels_and_delivers_and_sees_the_changes_live(
-    browser: Any, server: Server, client: SyncClient, workdir: pathlib.Path
-) -> None:
+    browser: Any, server: Server, client: SyncClient, workdir: pathlib.Path,
+    screenshots: pathlib.Path,
+) -> None:  # fmt: skip
     actor = "Desk/operated"
     failed = client.send(actor, "brittle", {})
     assert client.invocation(failed.invocation, wait=10).state == "failed"
@@ -253,6 +254,11 @@ def test_an_operator_retries_cancels_and_delivers_and_sees_the_changes_live(
     expect(page.locator("#deliver-form .ok")).to_have_text("Delivered decision.")
     expect(row).to_have_attribute("data-state", "completed")
     assert client.invocation(delivered.invocation, wait=10).result == {"by": "the console"}
+    page.fill("#event-name", "")
+    page.fill("#event-payload", "")
+    page.locator("#deliver-form .ok").evaluate("node => node.remove()")
+    page.locator("#event-payload").blur()
+    page.screenshot(path=screenshots / "console.png")  # the window only: docs/img/console.png
     close(page)
 
 

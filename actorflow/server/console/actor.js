@@ -36,7 +36,7 @@ export async function actorView(main, { type, key }, signal) {
     main,
     h("p", { class: "crumbs" }, h("a", { href: "#/actors" }, "Actors"), " / ", type, " / "),
     h("h1", {}, actor),
-    h("div", { class: "columns" }, h("div", {}, statusPart, resetPart), h("div", { class: "card" }, deliverForm(actor, refresh))),
+    h("div", { class: "columns" }, h("div", {}, statusPart, resetPart), h("div", {}, deliverForm(actor, refresh))),
     h("h2", {}, "Invocations"),
     invocationsPart,
     h("h2", {}, "Journal"),

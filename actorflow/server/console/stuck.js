@@ -9,6 +9,8 @@ import { resetPanel } from "./actions.js";
 import { live } from "./ui.js";
 
 const NEEDING = ["stuck", "held", "corrupt"];
+// Listing by state reads every actor's status: refreshed less often than other pages.
+const EVERY_MS = 10000;
 const PATTERN = /the journal recorded (.*?), but the code now does (.*?)\. The actor is stuck/s;
 
 /** What the journal recorded and what the code now does, from a divergence's error. */
@@ -74,5 +76,5 @@ export async function stuckView(main, _params, signal) {
     else list.querySelector("#none-stuck")?.remove();
   };
   await update();
-  live(signal, update, 3000);
+  live(signal, update, EVERY_MS);
 }

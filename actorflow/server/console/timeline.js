@@ -29,8 +29,6 @@ function stepLine(entry, took, tookLabel) {
         `sent ${data.name}`,
         h("span", { class: "detail" }, "invocation ", h("a", { href: invocationLink(String(data.value)) }, String(data.value))),
       );
-    case "call":
-      return line("message", entry, `called ${data.name}`, block(data.value, "reply"));
     case "event":
       return line("event", entry, `event ${data.name} received`, block(data.value, "payload"));
     case "undo":
