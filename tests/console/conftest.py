@@ -1,6 +1,6 @@
 """The console's browser tests: Playwright driving the machine's Chromium (Debian's
 ``chromium`` package, which `.ci/run` installs when missing: Playwright downloads no browser
-here), one browser for the session; and the directory each page's screenshot is saved in
+here), one browser for each module; and the directory each page's screenshot is saved in
 (printed at the end of the run)."""
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def screenshots(request: pytest.FixtureRequest) -> Iterator[pathlib.Path]:
         reporter.write_line(f"console screenshots ({saved}): {where}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium for a module. Not for the session: Playwright's sync API runs
+    an event loop in this thread while it is open, and the async tests after this module
+    could not run theirs."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

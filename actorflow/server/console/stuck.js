@@ -11,7 +11,8 @@ import { live } from "./ui.js";
 const NEEDING = ["stuck", "held", "corrupt"];
 // Listing by state reads every actor's status: refreshed less often than other pages.
 const EVERY_MS = 10000;
-const PATTERN = /the journal recorded (.*?), but the code now does (.*?)\. The actor is stuck/s;
+// How a stuck actor's error (NonDeterminismError) and a held one's say where they diverged.
+const PATTERN = /the journal recorded (.*?), but the code now does (.*?)\. (?:The actor is stuck|New messages wait)/s;
 
 /** What the journal recorded and what the code now does, from a divergence's error. */
 export function divergence(error) {
