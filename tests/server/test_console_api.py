@@ -30,6 +30,16 @@ async def test_the_servers_own_page_may_post_and_other_pages_may_not() -> None:
         assert [actor["actor"] for actor in listed.json()] == ["Desk/own"]
 
 
+async def test_a_host_allowed_only_by_a_wildcard_gets_no_same_origin_exception() -> None:
+    async with serving(actors=[Desk], allowed_hosts=["*"]) as api:
+        rebound = {"Origin": "http://evil.example", "Host": "evil.example"}
+        answer = await api.send("Desk/rebound", "file", {"text": "x"}, headers=rebound)
+        assert answer.status_code == 403
+        assert answer.json()["error"]["type"] == "origin_not_allowed"
+        named = {"Origin": "http://localhost", "Host": "localhost"}  # not named either
+        assert (await api.send("Desk/own", "file", {"text": "x"}, headers=named)).status_code == 403
+
+
 async def test_the_checkpoint_holds_the_state_the_last_turn_left() -> None:
     async with serving(actors=[Desk]) as api:
         never = await api.http.get("/v1/actors/Desk/new/checkpoint")
