@@ -46,7 +46,7 @@ from actorflow.runtime import (
     Runtime,
 )
 from actorflow.runtime._pages import DEFAULT_PAGE, MAX_PAGE, CursorError
-from actorflow.server import _query, _sse
+from actorflow.server import _console, _query, _sse
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
@@ -558,6 +558,8 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
         route(f"{actor}/invocations/{{invocation}}/retry", retry, ["POST"]),
     ]
+    # the web console (docs/console.md): its page and files need no token, its data does
+    routes += _console.routes(lambda path, fn, public: route(path, fn, ["GET"], public, public))
     app = Starlette(routes=routes, middleware=_middleware(state))
     # A path with a trailing slash is not found: redirecting it would build a Location
     # from the request's Host header, before any check.

@@ -100,10 +100,22 @@ def parse_origin(text: str) -> str:
     return origin
 
 
+def same_origin(origin: str, host: str) -> bool:
+    """Whether ``origin`` is a page served by this server under the ``host`` the request
+    names (``http://HOST`` or ``https://HOST``, as browsers send a page's own origin).
+
+    Only once the ``Host`` is one the allow-list names does this mean anything: a page on
+    another site has another origin, and one whose name was rebound to this server has a
+    ``Host`` the list refuses."""
+    scheme, sep, authority = origin.lower().partition("://")
+    return bool(sep) and scheme in ("http", "https") and authority == host.lower()
+
+
 class RequestGuard:
     """ASGI middleware refusing, before routing: a body framed by both Content-Length and
     Transfer-Encoding (400), several or no Host headers (400), a Host outside ``hosts``
-    (421, health checks exempt), an Origin outside ``origins`` (403)."""
+    (421, health checks exempt), an Origin outside ``origins`` (403) unless it is this
+    server's own page at the ``Host`` it asked for (`same_origin`)."""
 
     def __init__(self, app: ASGIApp, hosts: Sequence[str], origins: Sequence[str]) -> None:
         self.app = app
@@ -135,6 +147,8 @@ class RequestGuard:
             self._check_host(headers.getlist("host"), path)
         origin = headers.get("origin")
         if origin is not None and origin.lower() not in self.origins:
+            if path not in HEALTH_PATHS and self._own_page(origin, headers["host"]):
+                return  # the server's own page (the console at /ui)
             raise ApiError(
                 403,
                 "origin_not_allowed",
@@ -143,6 +157,13 @@ class RequestGuard:
                 f"from its visitors' browsers. To let a console on that site use the API, "
                 f"start the server with --allowed-origin {origin}",
             )
+
+    def _own_page(self, origin: str, host: str) -> bool:
+        """Whether ``origin`` is this server's own page at ``host``, a name the allow-list
+        names (``*`` does not: it lets any page that rebinds its name to this server in)."""
+        name, port = split_host(host)
+        named = any(rule.name != "*" and rule.allows(name, port) for rule in self.hosts)
+        return named and same_origin(origin, host)
 
     def _check_host(self, hosts: list[str], path: str) -> None:
         if len(hosts) != 1:

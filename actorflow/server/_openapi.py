@@ -22,6 +22,7 @@ from actorflow.runtime import (
     Runtime,
     TurnReset,
 )
+from actorflow.server._console import Checkpoint
 from actorflow.server._query import QUERY_ERRORS
 
 _REF = "#/components/schemas/{name}"
@@ -88,10 +89,10 @@ def openapi_document(
     """OpenAPI 3.1 for the API, with each hosted handler's argument schema; an actor's
     ``state`` is one of ``actor_states``; ``token``: whether the server requires one."""
     schemas, components = msgspec.json.schema_components(
-        [ActorStatus, InvocationStatus, JournalEntry, Damage, TurnReset, WorkerInfo],
+        [ActorStatus, InvocationStatus, JournalEntry, Damage, TurnReset, WorkerInfo, Checkpoint],
         ref_template=_REF,
     )
-    status, invocation, entry, damage, reset, worker = schemas
+    status, invocation, entry, damage, reset, worker, checkpoint = schemas
     states = {"type": "string", "enum": list(actor_states)}
     components["ActorStatus"]["properties"]["state"] = states
     # a quarantined actor's status (`QuarantinedStatus`) also says where its journal is damaged
@@ -145,6 +146,15 @@ def openapi_document(
             [*address, *_page_parameters()],
             {"200": _page("Its entries.", entry)},
             (*actor_errors, "invalid_query"),
+        )
+    }
+    paths[f"{actor}/checkpoint"] = {
+        "get": _operation(
+            "The state an actor's last finished turn checkpointed (turn 0 and a null state "
+            "before its first), the turn, the journal position it covers and its code version.",
+            address,
+            {"200": _answer("Its checkpoint.", checkpoint)},
+            actor_errors,
         )
     }
     confirmation = {
