@@ -97,7 +97,33 @@ class Caller(actorflow.Actor):
         return str(await self.ctx.run(lambda: "after", name="after"))
 
 
-ACTORS = [Caller, Callee]
+#: The tracer the step functions below make their own spans with (the test's provider's).
+app_tracers: list[otel_trace.Tracer] = []
+
+
+def traced_work(label: str) -> str:
+    """A step function that makes a span of its own (as an instrumented library would)."""
+    with app_tracers[-1].start_as_current_span(f"inner {label}"):
+        return label
+
+
+async def traced_async_work(label: str) -> str:
+    with app_tracers[-1].start_as_current_span(f"inner {label}"):
+        return label
+
+
+class Nested(actorflow.Actor):
+    @actorflow.handler
+    async def fan(self) -> list[str]:
+        first = await self.ctx.run(traced_work, "sync", name="sync")
+        rest = await self.ctx.gather(
+            self.ctx.run(traced_async_work, "left", name="left"),
+            self.ctx.run(traced_work, "right", name="right"),
+        )
+        return [first, *rest]
+
+
+ACTORS = [Caller, Callee, Nested]
 
 
 async def test_a_turn_and_its_steps_are_spans_with_their_attributes(spans: Any) -> None:
@@ -134,6 +160,19 @@ async def test_a_turn_and_its_steps_are_spans_with_their_attributes(spans: Any) 
     }
     assert [event.name for event in turn.events] == ["timer"]
     assert dict(turn.events[0].attributes or {})["actorflow.step.name"] == "pause"
+
+
+async def test_spans_made_inside_a_step_are_children_of_the_steps_span(spans: Any) -> None:
+    provider, exporter = spans
+    app_tracers.append(provider.get_tracer("app"))
+    async with actorflow.Runtime(MemoryStore(), ACTORS, tracer_provider=provider) as runtime:
+        invocation = await runtime.ref(Nested, "n").send(Nested.fan)
+        assert await runtime.result(invocation) == ["sync", "left", "right"]
+    turn = one(exporter, "Nested.fan")
+    for label in ("sync", "left", "right"):  # on the loop, in a thread, in gather branches
+        step = one(exporter, f"step {label}")
+        assert parent_id(step) == turn.context.span_id, label
+        assert parent_id(one(exporter, f"inner {label}")) == step.context.span_id, label
 
 
 async def test_each_retry_is_an_event_on_its_step_with_the_error(spans: Any) -> None:
