@@ -8,6 +8,7 @@ hooks of `actorflow._tracing` only.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import weakref
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from importlib import metadata
@@ -200,12 +201,17 @@ class _TurnTrace:
         self._span = span
         self._context = otel_trace.set_span_in_context(span, otel_context.Context())
         self._steps: dict[str, Span] = {}
+        self._tokens: dict[str, contextvars.Token[otel_context.Context]] = {}
 
     def step_began(self, step: str, name: str) -> None:
         attributes = {_PREFIX + "step.name": name, _PREFIX + "step.id": step}
-        self._steps[step] = self._tracer.start_span(
-            f"step {name}", self._context, SpanKind.INTERNAL, attributes
-        )
+        span = self._tracer.start_span(f"step {name}", self._context, SpanKind.INTERNAL, attributes)
+        self._steps[step] = span
+        # Current while the step runs (in this task, and in the worker thread of a sync
+        # step function, which copies the context): spans the step's own code makes, or the
+        # libraries it calls, are its children. Detached when its outcome is journaled, in
+        # the same task; if the run stops first, leaving the turn's span resets it.
+        self._tokens[step] = otel_context.attach(otel_trace.set_span_in_context(span))
 
     def journaled(self, host: object, entries: Sequence[ActorEntry]) -> None:
         if host is not self._host:
@@ -240,6 +246,9 @@ class _TurnTrace:
     def _ended(self, entry: StepCompleted | StepFailed) -> None:
         failed = isinstance(entry, StepFailed)
         span = self._steps.pop(entry.step, None)
+        token = self._tokens.pop(entry.step, None)
+        if token is not None:
+            otel_context.detach(token)
         if span is None:  # an event taken, a message sent, a patch marker, a compensation
             kind, name = entry.kind, entry.name
             if kind == "event" and name.startswith(_REPLY):  # the reply to a ctx.call
@@ -267,3 +276,4 @@ class _TurnTrace:
             span.set_attribute(_PREFIX + "step.outcome", "interrupted")
             span.end()
         self._steps.clear()
+        self._tokens.clear()
