@@ -20,6 +20,7 @@ from opentelemetry.trace import StatusCode
 
 import actorflow
 from actorflow._events import MessageAccepted, TraceContext, TurnStarted
+from actorflow.runtime import _quarantine
 from journal import MemoryStore
 from tests.runtime.support import RELEASE, hold, run_to_hold, running, settles
 
@@ -290,6 +291,27 @@ async def test_with_tracing_off_no_trace_is_journaled(db: pathlib.Path) -> None:
     assert not [record for record in records if b"trace" in record.data]
 
 
+async def test_the_readable_journal_and_export_show_a_trace_only_where_journaled(
+    db: pathlib.Path, spans: Any
+) -> None:
+    provider, _ = spans
+    async with running(db, ACTORS) as runtime:  # tracing off
+        invocation = await runtime.ref(Caller, "a").send(Caller.work, "off", 0)
+        await runtime.result(invocation)
+    async with running(db, ACTORS, tracer_provider=provider) as runtime:
+        handle = runtime.ref(Caller, "a")
+        await runtime.result(await handle.send(Caller.work, "on", 0))
+        journal = await runtime.journal(handle.ref)
+        exported = [line async for line in _quarantine.export(runtime.store, handle.id)]
+    untraced, traced = [entry.data for entry in journal if entry.type == "turn"]
+    assert "trace" not in untraced
+    assert traced["trace"]["span"].startswith("00-")
+    assert msgspec.json.decode(msgspec.json.encode(journal))  # as the API answers it
+    turns = [line.entry for line in exported if line.type == "turn"]
+    assert [("trace" in turn) for turn in turns] == [False, True]
+    assert msgspec.json.encode(exported)  # as actorflow export writes it
+
+
 def test_records_without_a_trace_decode_and_older_code_ignores_one() -> None:
     # A record written before tracing (or with it off) has no field: UNSET.
     old = msgspec.msgpack.encode({"invocation": "i", "handler": "h", "args": None, "at": 1.0})
@@ -322,6 +344,7 @@ if sys.argv[1] == "absent":
 
 import anyio
 import actorflow
+from actorflow.runtime import _quarantine
 from journal import MemoryStore
 
 class Echo(actorflow.Actor):
