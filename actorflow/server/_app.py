@@ -183,7 +183,8 @@ def endpoint(
             if not (state.is_ready or before_ready):
                 _refuse_while_stopping(state)
                 raise _not_ready(state)
-            with _tracing.incoming(state.runtime, request.headers):
+            traced = state.runtime if state.is_ready else None  # (runtime: 503 before)
+            with _tracing.incoming(traced, request.headers):
                 return await fn(request, state)
         except Exception as exc:
             failure = _translate(exc)
