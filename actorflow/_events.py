@@ -40,6 +40,22 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     args: bytes = b""
 
 
+class TraceContext(msgspec.Struct, frozen=True, omit_defaults=True):
+    """W3C trace context, journaled only while tracing is enabled (docs/tracing.md).
+
+    On a message: ``parent`` and ``state``, the ``traceparent`` and ``tracestate`` of the
+    sender's span (the HTTP request's headers, or the sending turn's span). On a
+    `TurnStarted` also ``span``, the turn's first span (as a traceparent), and ``epoch``,
+    the owner epoch it ran under: a resumed run of the turn links to that span and counts
+    its attempt from the epochs.
+    """
+
+    parent: str = ""
+    state: str = ""
+    span: str = ""
+    epoch: int = 0
+
+
 class ReplyTo(msgspec.Struct, frozen=True):
     """Where the result of a call goes: the caller's actor id and the event name it awaits."""
 
@@ -70,6 +86,8 @@ class TurnStarted(msgspec.Struct, tag="turn", frozen=True):
     #: The turn number its step keys and random draws derive from: this turn's own, or
     #: for an operator's retry of a failed invocation, the failed turn's (0: this turn).
     key_turn: int = 0
+    #: Trace context (UNSET, and not encoded at all, unless tracing is enabled).
+    trace: TraceContext | msgspec.UnsetType = msgspec.UNSET
 
 
 #: The replay rules new turns are written under (see `TurnStarted.rules`).
@@ -239,6 +257,8 @@ class MessageAccepted(msgspec.Struct, tag="message", frozen=True):
     deadline: float | None = None
     retry_of: int = 0
     seed: tuple[SeedRecord, ...] = ()
+    #: The sender's trace context (UNSET, and not encoded at all, unless tracing is enabled).
+    trace: TraceContext | msgspec.UnsetType = msgspec.UNSET
 
 
 class EventDelivered(msgspec.Struct, tag="event", frozen=True):

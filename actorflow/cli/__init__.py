@@ -20,6 +20,7 @@ import msgspec
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
 from actorflow.cli._entries import journal_line, short
 from actorflow.cli._offline import add_offline_commands
+from actorflow.cli._otel_option import otel_option
 from actorflow.cli._query_command import query_command
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
@@ -275,6 +276,7 @@ def main() -> None:
     help="Allocations between two collections of Python's youngest garbage-collector "
     "generation (0: Python's own, 700). Fewer collections: less CPU per step.",
 )
+@otel_option
 def serve_command(
     app: str,
     journal: str,
@@ -305,6 +307,7 @@ def serve_command(
     capacity: int,
     lease_ttl: float,
     gc_threshold: int,
+    otel: bool,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -351,6 +354,7 @@ def serve_command(
         capacity=capacity,
         lease_ttl=lease_ttl,
         gc_threshold=gc_threshold,
+        otel=otel,
     )
     try:
         code = _run(config)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import anyio
 import msgspec
 
+from actorflow import _tracing
 from actorflow._context import DECLARED, ActorRef, Context, Retry, StepOptions, current_step_key
 from actorflow._errors import (
     ActorflowError,
@@ -330,6 +331,7 @@ class Turn:
             raise _Lost()  # a lost branch whose step never ended: it was cancelled here
         self._live(branch)
         key = self.key_for(step)
+        _tracing.step_began(step, name)  # a live step (replayed ones are not traced)
         if rec is not None and rec.in_flight:  # it was running when the process stopped
             attempt = rec.started.attempt if rec.started is not None else 1
             if options.reconcile is not None:

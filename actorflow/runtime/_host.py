@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import anyio
 import msgspec
 
+from actorflow import _tracing
 from actorflow._actor import Actor, HandlerInfo
 from actorflow._context import ActorRef
 from actorflow._errors import (
@@ -239,6 +240,7 @@ class ActorHost:
                         self.runtime.notify(receiver, landed.get(other.stream))
         if end > self._position:
             self._position = end
+        _tracing.journaled(self, entries)
         metrics = self.runtime.metrics
         metrics.appends += 1
         if entries and isinstance(entries[0], (StepCompleted, StepFailed)):
@@ -455,6 +457,8 @@ class ActorHost:
     async def _continue(self) -> None:
         """Start the turn that continues an invocation in a fresh segment."""
         started = _continuation.next_segment(self)
+        if self.runtime.tracing is not None:
+            started = self.runtime.tracing.begin(self, started, msgspec.UNSET)
         self.current, self.continuation = started.invocation, None
         at = self._reserved + 1
         await self.journal([started])
@@ -479,6 +483,8 @@ class ActorHost:
             RULES,
             message.retry_of,
         )
+        if self.runtime.tracing is not None:  # the turn's span starts, to journal it
+            started = self.runtime.tracing.begin(self, started, message.trace)
         seeded = self._seeded(started, message.seed)
         self.current = message.invocation  # before it leaves the queue: always findable
         self._take_message(position)
@@ -512,7 +518,12 @@ class ActorHost:
             turn.cancel(self.stopping)
         continued: ContinuedAsNew | None = None
         try:
-            reply = await self._outcome(turn, started)
+            if self.runtime.tracing is None or recorded.end is not None:
+                reply = await self._outcome(turn, started)
+            else:  # in the turn's span (a finished turn re-run from an old journal has none)
+                reply = await self.runtime.tracing.run_turn(
+                    self, started, self._outcome(turn, started)
+                )
         except ContinuedAsNew as exc:
             continued = exc
         finally:  # the context holds the turn, the turn this host: no cycle outlives a turn

@@ -228,7 +228,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, msgspec.Raw):
         return plain(msgspec.msgpack.decode(value))
     if isinstance(value, msgspec.Struct):
-        return {field: plain(getattr(value, field)) for field in value.__struct_fields__}
+        fields = ((field, getattr(value, field)) for field in value.__struct_fields__)
+        return {field: plain(item) for field, item in fields if item is not msgspec.UNSET}
     if isinstance(value, list | tuple):
         return [plain(item) for item in value]
     if isinstance(value, dict):

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from actorflow import _tracing
 from actorflow._actor import Actor, check_event, check_key, source_version
 from actorflow._clock import Clock, SystemClock
 from actorflow._context import DEFAULT_RETRY, ActorRef, Retry
@@ -97,7 +98,8 @@ class Runtime(RuntimeReads):
     the journal, through their index. With ``cluster`` (on a `journal.PostgresStore`), it
     is one worker of a fleet sharing the journal: it hosts an actor only under its lease
     (see docs/cluster.md). An ended invocation's chunk stream (`Context.stream`) is
-    deleted ``stream_retention`` seconds after its end (see docs/streams.md).
+    deleted ``stream_retention`` seconds after its end (see docs/streams.md). With a
+    ``tracer_provider`` (OpenTelemetry's), turns and steps are traced (docs/tracing.md).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class Runtime(RuntimeReads):
         max_queued_messages: int = 1000,
         cluster: ClusterOptions | None = None,
         stream_retention: float = DEFAULT_STREAM_RETENTION,
+        tracer_provider: Any = None,
     ) -> None:
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
@@ -166,6 +169,7 @@ class Runtime(RuntimeReads):
         self.streams = ChunkStreams(self, stream_retention)
         #: This runtime's part in a fleet of workers (None: it is the journal's only one).
         self.worker = Worker(self, cluster) if cluster is not None else None
+        self.tracing = _tracing.enable(tracer_provider)  # None: tracing off
 
     @property
     def actor_types(self) -> dict[str, type[Actor]]:
@@ -429,6 +433,7 @@ class Runtime(RuntimeReads):
             reply_to,
             idempotency_key,
             None if deadline is None else float(deadline),
+            trace=msgspec.UNSET if self.tracing is None else self.tracing.message_trace(),
         )
         record = INBOX_CODEC.encode(message)
         if len(record.data) > self.record_limit:

@@ -131,6 +131,8 @@ def readable(value: Any) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for field in value.__struct_fields__:
         item = getattr(value, field)
+        if item is msgspec.UNSET:  # a field written only sometimes (`TurnStarted.trace`)
+            continue
         if isinstance(item, msgspec.Raw):
             item = msgspec.msgpack.decode(item)
         elif isinstance(item, msgspec.Struct):

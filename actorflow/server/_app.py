@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from actorflow import _tracing
 from actorflow._actor import check_key
 from actorflow._context import ActorRef
 from actorflow._errors import (
@@ -182,7 +183,9 @@ def endpoint(
             if not (state.is_ready or before_ready):
                 _refuse_while_stopping(state)
                 raise _not_ready(state)
-            return await fn(request, state)
+            traced = state.runtime if state.is_ready else None  # (runtime: 503 before)
+            with _tracing.incoming(traced, request.headers):
+                return await fn(request, state)
         except Exception as exc:
             failure = _translate(exc)
             headers = {

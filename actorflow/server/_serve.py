@@ -51,6 +51,7 @@ from actorflow.server._connections import (
 )
 from actorflow.server._guard import HostRule, parse_origin, served_hosts
 from actorflow.server._memory import GC_THRESHOLD, trim_after_passivations, tune_gc
+from actorflow.server._tracing import TracingSetupError, serve_tracer_provider
 from journal import (
     DEFAULT_MAX_RECORD_BYTES,
     Durability,
@@ -124,6 +125,8 @@ class ServeConfig:
     gc_threshold: int = GC_THRESHOLD
     #: Seconds an ended invocation's chunk stream is kept (`--stream-retention`).
     stream_retention: float = DEFAULT_STREAM_RETENTION
+    #: Trace with OpenTelemetry (`--otel`; see `actorflow.server._tracing`).
+    otel: bool = False
 
     @property
     def shared(self) -> bool:
@@ -339,6 +342,10 @@ async def serve(config: ServeConfig) -> int:
     check_browser_rules(config)
     limits = config.connection_limits()
     actors = load_actors(config.app)
+    try:
+        tracer_provider, close_tracing = serve_tracer_provider(config.otel)
+    except TracingSetupError as exc:
+        raise ServeError(str(exc)) from None
     started = time.monotonic()
     sock = _bind(config)  # before anything else, so a busy port is a plain error
     state = ServerState(
@@ -350,9 +357,10 @@ async def serve(config: ServeConfig) -> int:
     try:
         with _Signals(state) as signals:
             async with _listening(config, limits, state, sock) as http:
-                await _run(config, actors, state, signals, http)
+                await _run(config, actors, state, signals, http, tracer_provider)
     finally:
         sock.close()
+        close_tracing()  # exports the spans still buffered
     event("exit", code=0, uptime_s=f"{time.monotonic() - started:.1f}")
     return 0
 
@@ -363,6 +371,7 @@ async def _run(
     state: ServerState,
     signals: _Signals,
     http: _Http,
+    tracer_provider: Any = None,
 ) -> None:
     """Open the journal, start the runtime, serve it until a signal, then stop by strategy
     and close HTTP while the runtime still answers the requests in progress."""
@@ -385,6 +394,7 @@ async def _run(
             max_pending_events=config.max_pending_events,
             max_queued_messages=config.max_queued_messages,
             cluster=config.cluster(),
+            tracer_provider=tracer_provider,
         )
         async with runtime:
             tune_gc(config.gc_threshold)
