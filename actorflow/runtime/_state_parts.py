@@ -136,7 +136,7 @@ def split(data: bytes) -> list[bytes]:
     current: list[bytes] = []
     size = 0
     for unit, start in units:
-        if start and current:
+        if (start or len(unit) >= PART_MAX) and current:  # a big unit: a part of its own
             parts.append(b"".join(current))
             current, size = [], 0
         current.append(unit)
@@ -282,7 +282,8 @@ class StateParts:
             self._pending = _Plan([], {}, {}, self._last or 0)
             return [], None
         parts = split(data)
-        if max(map(len, parts)) > self.store.max_record_bytes // 2:
+        big = max(map(len, parts)) > self.store.max_record_bytes // 2
+        if big and not getattr(self.store, "value_threshold", 0):  # else parts are values
             self._pending = _Plan([], {}, {}, self._last or 0)
             return [], None  # too big to be a record: kept whole in the checkpoint
         if self._last is None:
