@@ -10,12 +10,20 @@ import pathlib
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 
+import anyio
+import anyio.to_thread
 import msgspec
 import pytest
+from click.testing import CliRunner
 
+import actorflow.cli
 from actorflow import Actor, Runtime, handler, query
-from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD, REF_CODE
+from actorflow._events import ACTOR_CODEC, StepCompleted
+from actorflow.cli._repair import export_actor
+from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD, REF_CODE, ValueStore
+from actorflow.versioning import check
 from journal import MemoryStore, Record, SqliteStore, Store, value_digest
 from tests.runtime.big_value_child import document
 from tests.runtime.support import RELEASE, entries, hold, run_to_hold
@@ -200,3 +208,76 @@ def test_a_64_mib_step_result_survives_a_kill_and_restart_on_sqlite(
     assert done.returncode == 0, done.stderr[-2000:]
     expected = hashlib.sha256(document(size)).hexdigest()
     assert done.stdout.split() == ["DONE", expected, str(size)]
+
+
+async def test_an_export_holds_its_values_and_the_replay_check_reads_them(
+    db: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    store = await SqliteStore.open(db)
+    try:
+        async with Runtime(store, [Reader]) as rt:
+            await run_to_hold(rt.ref(Reader, "a"), Reader.held, "doc")
+    finally:
+        await store.close()
+    out = tmp_path / "a.jsonl"
+    await anyio.to_thread.run_sync(export_actor, "Reader/a", out, str(db))
+    lines = [msgspec.json.decode(line) for line in out.read_bytes().splitlines()]
+    [step] = [line for line in lines if line.get("type") == "step"]
+    assert step["entry"]["value"] == DOC  # self-contained: the value, not its reference
+    # The export replays (as a golden journal does), and so does the journal file.
+    exported = await check([Reader], exports=[out])
+    from_file = await check([Reader], journals=[db])
+    assert (exported.checked, exported.ok) == (1, True), exported
+    assert (from_file.checked, from_file.ok) == (1, True), from_file
+
+
+async def test_resetting_an_actor_offline_deletes_the_values_only_it_referred_to(
+    db: pathlib.Path,
+) -> None:
+    store = await SqliteStore.open(db)
+    try:
+        async with Runtime(store, [Reader]) as rt:
+            await rt.ref(Reader, "a").call(Reader.read, "only-a")
+            await rt.ref(Reader, "a").call(Reader.read, "doc")
+            await rt.ref(Reader, "b").call(Reader.read, "doc")
+        assert (await store.verify()).values == 2
+    finally:
+        await store.close()
+    result = await anyio.to_thread.run_sync(
+        lambda: CliRunner().invoke(
+            actorflow.cli.main, ["reset", "Reader/a", "--journal", str(db), "--yes"]
+        )
+    )
+    assert result.exit_code == 0, result.output
+    store = await SqliteStore.open(db)
+    try:
+        report = await store.verify()
+        assert (report.ok, report.values) == (True, 1)
+        async with Runtime(store, [Reader]) as rt:
+            assert await rt.ref(Reader, "b").query(Reader.texts) == [DOC]
+    finally:
+        await store.close()
+
+
+class CollectingStore(MemoryStore):
+    """A memory store on which a collection runs right after every `has_values`: the
+    race where a value reported stored is garbage collected before the append."""
+
+    async def has_values(self, digests: Iterable[str]) -> set[str]:
+        found = await super().has_values(digests)
+        await self.collect_values()
+        return found
+
+
+async def test_a_value_collected_after_has_values_is_sent_again() -> None:
+    store = CollectingStore()
+    values = ValueStore(store, 1024)
+    big = msgspec.msgpack.encode(tool("doc"))
+    step = StepCompleted(1, "s", "tool", "run", msgspec.Raw(big))
+    await values.append("actor/Reader/gone", [ACTOR_CODEC.encode(step)])
+    await store.delete_stream("actor/Reader/gone")  # its value is garbage, still stored
+    assert await store.has_values([value_digest(big)])
+    await values.append("actor/Reader/a", [ACTOR_CODEC.encode(step)])
+    [record] = [r async for r in values.read("actor/Reader/a")]
+    assert ACTOR_CODEC.decode(record) == step
+    assert (await store.verify()).ok
