@@ -10,7 +10,10 @@ MessagePack encoding:
   of messages, a dict of documents) is opened: its key and container header form a part
   of their own, and each of its elements is a unit;
 - units are grouped into parts of at least `PART_MIN` bytes, a part ending after a unit
-  whose CRC-32 has its low `BOUNDARY_BITS` bits zero (or once it reaches `PART_MAX`).
+  whose CRC-32 has its low `BOUNDARY_BITS` bits zero (or once it reaches `PART_MAX`);
+  a unit of at least `PART_MAX` bytes is a part of its own, so that a large element (a
+  document a tool returned) is the same part wherever it sits, and, with large values
+  on (``runtime/_big_values.py``), the same value as the step result it came from.
   Boundaries depend on the units' contents, not their indexes, so inserting or deleting
   an element changes the parts around it only, and appending elements changes only the
   last part (and the small part holding the container's header, whose count changed).
