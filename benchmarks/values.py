@@ -169,9 +169,7 @@ class Counting:
             self._count(append)
         return await self.inner.append_many(appends)
 
-    async def append(
-        self, stream: str, records: Sequence[NewRecord], **options: Any
-    ) -> Appended:
+    async def append(self, stream: str, records: Sequence[NewRecord], **options: Any) -> Appended:
         self._count(StreamAppend(stream, tuple(records)))
         return await self.inner.append(stream, records, **options)
 
@@ -196,6 +194,11 @@ def held_bytes(path: Path) -> int:
             (size,) = conn.execute(f"SELECT coalesce(sum(length(data)), 0) FROM {table}").fetchone()
             total += size
         return int(total)
+
+
+def file_bytes(directory: Path, setup: str) -> int:
+    """The journal file of ``setup`` with its WAL, in bytes."""
+    return sum(path.stat().st_size for path in directory.glob(f"{setup}.db*"))
 
 
 async def conversation(
@@ -246,7 +249,7 @@ async def conversation(
         raise AssertionError(f"the conversation read back differs ({got} != {want}) or {report}")
     content = content_bytes(messages)
     held = held_bytes(path)
-    file = sum(p.stat().st_size for p in directory.glob(f"{setup}.db*"))
+    file = file_bytes(directory, setup)
     result = {
         "scenario": "conversation",
         "setup": setup,
