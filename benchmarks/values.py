@@ -13,9 +13,9 @@ lives in the actor's state, a list of messages, as an agent keeps it:
   length: a client reads the conversation through a query, not through the turn's result
   (which the journal keeps for as long as the invocation's outcome).
 
-The actor checkpoints at every turn's end (its state in parts: see docs/journal.md) and
-compacts every 100 turns (``snapshot_every``, the default). The run is on a fresh SQLite
-file, ``durability="normal"``.
+The actor checkpoints at every turn's end (its state in parts: see docs/actors.md) and
+compacts every W turns (``snapshot_every``: 100, the default; ``--quick``: 10). The run
+is on a fresh SQLite file, ``durability="normal"``.
 
 Figures, for each setup (values on at the default threshold; off):
 
@@ -24,7 +24,11 @@ Figures, for each setup (values on at the default threshold; off):
   every reply): what a journal that stored everything once would hold at least.
 - ``held B``: the bytes the store holds at the end (record and checkpoint payloads, and
   values), and ``x content`` = held / content (the issue's target: at most 1.2 with values
-  on); ``file B``: the SQLite file with its WAL once closed (free pages included).
+  on). The run ends on a compaction (turn T is a multiple of 100), which deletes the
+  records its checkpoint covers; ``peak held B``: the most the store held just before a
+  compaction (after turns 99, 199, ...: W - 1, 2W - 1, ... with ``--quick``), and its
+  ``x content`` against the content at the end. ``file B``: the SQLite file with its WAL
+  once closed (free pages included).
 - ``written B``: bytes the runtime sent the store over the run (record payloads,
   checkpoints, values' bytes not already stored), counted by a thin wrapper of the store;
   ``per turn``: over T, and per window of W turns (100; ``--quick``: 10) in the second
@@ -208,10 +212,13 @@ async def conversation(
     shape["document"] = document
     calls.update(llm=0, tool=0, sent=0)
     path = directory / f"{setup}.db"
-    options: dict[str, Any] = {} if threshold is None else {"value_threshold": threshold}
+    options: dict[str, Any] = {"snapshot_every": window}
+    if threshold is not None:
+        options["value_threshold"] = threshold
     store = await SqliteStore.open(path, durability="normal")
     counting = Counting(store)
     windows: list[Result] = []
+    before = 0
     try:
         async with actorflow.Runtime(counting, [Agent], **options) as runtime:  # type: ignore[arg-type]
             agent = runtime.ref(Agent, "chat")
@@ -220,6 +227,8 @@ async def conversation(
                 length = await agent.call(Agent.turn, number, prompt(number))
                 if length != REPLY_BYTES:
                     raise AssertionError(f"turn {number} answered {length}")
+                if number % window == window - 1:  # the turn before a compaction (at most)
+                    before = held_bytes(path)
                 if number % window == 0:
                     windows.append(
                         {
@@ -227,6 +236,7 @@ async def conversation(
                             "setup": setup,
                             "turns": f"{number - window + 1}-{number}",
                             "written_per_turn": (counting.written - mark) / window,
+                            "held_before": before,
                         }
                     )
                     mark = counting.written
@@ -257,6 +267,8 @@ async def conversation(
         "content": content,
         "held": held,
         "vs_content": held / content,
+        "peak": max(w["held_before"] for w in windows),
+        "peak_vs_content": max(w["held_before"] for w in windows) / content,
         "file": file,
         "file_vs_content": file / content,
         "written": counting.written,
@@ -287,6 +299,8 @@ COLUMNS = (
     Column("content B", "content", whole),
     Column("held B", "held", whole),
     Column("x content", "vs_content", fraction),
+    Column("peak held B", "peak", whole),
+    Column("x content", "peak_vs_content", fraction),
     Column("file B", "file", whole),
     Column("written B", "written", whole),
     Column("per turn", "written_per_turn", whole),
@@ -297,6 +311,7 @@ WINDOW_COLUMNS = (
     Column("values", "setup", numeric=False),
     Column("turns", "turns", numeric=False),
     Column("written B per turn", "written_per_turn", whole),
+    Column("held B before compaction", "held_before", whole),
 )
 
 
@@ -316,8 +331,8 @@ def run(*, quick: bool, repeats: int) -> SuiteReport:
             f"replies, a {document:,} B document every {TOOL_EVERY} turns; the history in "
             "the actor's state, sent whole to every LLM call",
             "content B = the distinct messages' encoded bytes; held B = payload bytes the "
-            "store holds at the end (records, checkpoints, values); file B = the SQLite "
-            "file with its WAL",
+            "store holds at the end (records, checkpoints, values), peak held B = the most "
+            "it held just before a compaction; file B = the SQLite file with its WAL",
             "written B = bytes sent to the store over the run (per turn: over the turns); "
             "sent B = what the LLM calls were sent in all",
             f"{loop_name()}; SQLite {sqlite3.sqlite_version}; durability normal; "
