@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import actorflow.cli
-from actorflow import Actor, Runtime, handler, query
+from actorflow import NO_RETRY, Actor, HandlerFailed, Runtime, handler, query
 from actorflow._events import ACTOR_CODEC, StepCompleted
 from actorflow.cli._repair import export_actor
 from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD, REF_CODE, ValueStore
@@ -286,4 +286,39 @@ async def test_a_value_collected_after_has_values_is_sent_again() -> None:
     await values.append("actor/Reader/a", [ACTOR_CODEC.encode(step)])
     [record] = [r async for r in values.read("actor/Reader/a")]
     assert ACTOR_CODEC.decode(record) == step
+    assert (await store.verify()).ok
+
+
+failures = {"left": 0}
+
+
+def flaky(name: str) -> str:
+    if failures["left"]:
+        failures["left"] -= 1
+        raise ValueError("the service is down")
+    return name
+
+
+class Retried(Actor):
+    @handler
+    async def run(self, name: str) -> int:
+        message = await self.ctx.run(tool, "doc")
+        await self.ctx.run(flaky, name, retry=NO_RETRY)
+        return len(message.text)
+
+
+async def test_a_retried_invocation_gets_its_large_step_result_back_from_the_seed() -> None:
+    store = MemoryStore()
+    failures["left"] = 1
+    async with Runtime(store, [Retried]) as rt:
+        handle = rt.ref(Retried, "r")
+        invocation = await handle.send(Retried.run, "x")
+        with pytest.raises(HandlerFailed):
+            await rt.result(invocation)
+        outcome = [r for r in await raw(store, "outcomes/Retried/r") if r.type == "ended"]
+        digest = value_digest(msgspec.msgpack.encode(tool("doc")))
+        assert [r.refs for r in outcome] == [(digest,)]  # the seed refers to the value
+        assert len(outcome[0].data) < 2000
+        await rt.retry(invocation)
+        assert await rt.result(invocation) == len(DOC)
     assert (await store.verify()).ok
