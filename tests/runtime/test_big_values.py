@@ -24,7 +24,7 @@ from actorflow._events import ACTOR_CODEC, StepCompleted
 from actorflow.cli._repair import export_actor
 from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD, REF_CODE, ValueStore
 from actorflow.versioning import check
-from journal import MemoryStore, Record, SqliteStore, Store, value_digest
+from journal import MemoryStore, Record, SqliteStore, Store, copy_journal, value_digest
 from tests.runtime.big_value_child import document
 from tests.runtime.support import RELEASE, entries, hold, run_to_hold
 
@@ -322,3 +322,20 @@ async def test_a_retried_invocation_gets_its_large_step_result_back_from_the_see
         await rt.retry(invocation)
         assert await rt.result(invocation) == len(DOC)
     assert (await store.verify()).ok
+
+
+async def test_a_copied_journal_keeps_its_values_and_reads_back_equal(
+    db: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    source = await SqliteStore.open(db)
+    target = await SqliteStore.open(tmp_path / "copy.db")
+    try:
+        async with Runtime(source, [Reader]) as rt:
+            await rt.ref(Reader, "a").call(Reader.read, "doc")
+        report = await copy_journal(source, target)
+        assert report.values == 1
+        async with Runtime(target, [Reader]) as rt:
+            assert await rt.ref(Reader, "a").query(Reader.texts) == [DOC]
+    finally:
+        await source.close()
+        await target.close()
