@@ -416,6 +416,8 @@ def values_store(store: Any, threshold: int | None) -> tuple[Any, int]:
     ``threshold`` is 0 or None, or the store keeps no values) and the most bytes a
     payload may take (the record limit, or `MAX_VALUE_BYTES` when values are on)."""
     limit = int(store.max_record_bytes)
-    if threshold is None or threshold == 0 or not getattr(store, "supports_values", True):
+    if threshold is not None and (not isinstance(threshold, int) or threshold < 0):
+        raise ValueError(f"value_threshold must be a byte count >= 0 (0: off), got {threshold!r}")
+    if not threshold or not getattr(store, "supports_values", True):
         return store, limit
     return ValueStore(store, threshold), max(limit, MAX_VALUE_BYTES)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -339,3 +340,9 @@ async def test_a_copied_journal_keeps_its_values_and_reads_back_equal(
     finally:
         await source.close()
         await target.close()
+
+
+@pytest.mark.parametrize("threshold", [-1, 1.5, "8k"])
+def test_a_threshold_that_is_not_a_byte_count_is_refused(threshold: Any) -> None:
+    with pytest.raises(ValueError, match="value_threshold must be a byte count"):
+        Runtime(MemoryStore(), [Reader], value_threshold=threshold)
