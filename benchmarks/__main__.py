@@ -25,6 +25,7 @@ SUITES = {
     "replay": "benchmarks.replay",
     "cluster": "benchmarks.cluster",
     "streams": "benchmarks.streams",
+    "values": "benchmarks.values",
 }
 
 

@@ -24,6 +24,7 @@ from actorflow.cli._otel_option import otel_option
 from actorflow.cli._query_command import query_command
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
+from actorflow.cli._value_threshold import value_threshold_option
 from actorflow.cli._watch import print_events
 from actorflow.cluster import WorkerIdInUse
 from actorflow.runtime._status import Page
@@ -153,9 +154,10 @@ def main() -> None:
     type=click.IntRange(min=1024),
     default=DEFAULT_MAX_RECORD_BYTES,
     show_default=True,
-    help="Largest journal record: a step result above it fails the step; a message or "
-    "event above it is refused with 413.",
+    help="Largest journal record: with --value-threshold off, a step result above it fails "
+    "the step; a message or event above it is refused with 413.",
 )
+@value_threshold_option
 @click.option(
     "--step-threads",
     type=click.IntRange(min=1),
@@ -291,6 +293,7 @@ def serve_command(
     lock_wait: float,
     snapshot_every: int,
     max_record_bytes: int,
+    value_threshold: int,
     step_threads: int,
     idempotency_retention: float,
     stream_retention: float,
@@ -338,6 +341,7 @@ def serve_command(
         snapshot_every,
         lock_wait=lock_wait,
         max_record_bytes=max_record_bytes,
+        value_threshold=value_threshold,
         step_threads=step_threads,
         idempotency_retention=idempotency_retention,
         stream_retention=stream_retention,

@@ -20,6 +20,7 @@ from actorflow._client import ClientError, SyncClient
 from actorflow._errors import InvalidMessageError
 from actorflow.runtime import _quarantine
 from actorflow.runtime import _reset as _turns
+from actorflow.runtime._big_values import ValueStore
 from actorflow.runtime._reset import ResetRefused
 from actorflow.server._serve import DEFAULT_JOURNAL
 from journal import JournalError, SqliteStore, StoreLockedError
@@ -96,7 +97,8 @@ async def _export(journal: str, actor_id: str, out: Path) -> list[_quarantine.Ex
             )
         damaged, count = [], 0
         with _output(out) as sink:
-            async for line in _quarantine.export(store, actor_id):
+            # Large values read through their references: the export holds them inline.
+            async for line in _quarantine.export(ValueStore(store), actor_id):
                 sink.write(_JSON.encode(line) + b"\n")
                 count += 1
                 if line.damage is not None:
@@ -219,6 +221,7 @@ async def _reset(journal: str, actor_id: str, yes: bool) -> None:
         )
     async with await SqliteStore.open(journal) as store:
         deleted = await _quarantine.reset(store, actor_id)
+        await store.collect_values()  # the values only its records referred to
     if not deleted:
         raise click.ClickException(f"{journal} holds no journal for {actor_id}; nothing reset")
     click.echo(f"reset {actor_id}: deleted {', '.join(deleted)}")
@@ -226,7 +229,8 @@ async def _reset(journal: str, actor_id: str, yes: bool) -> None:
 
 async def _reset_turn(journal: str, actor_id: str, yes: bool, out: Path | None) -> None:
     """Export, then discard, the unfinished turn of ``actor_id`` (after a confirmation)."""
-    async with await SqliteStore.open(journal) as store:
+    async with await SqliteStore.open(journal) as opened:
+        store: Any = ValueStore(opened)  # reads resolve large values, writes refer to them
         try:
             turn = await _turns.unfinished_turn(store, actor_id)
         except ResetRefused as exc:

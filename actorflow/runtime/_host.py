@@ -676,7 +676,7 @@ class ActorHost:
         seed: tuple[SeedRecord, ...] = ()
         if not (reply.ok or reply.cancelled or reply.compensated or reply.compensation_failed):
             seed = await _inspect.retry_seed(
-                self.store, self.stream, recorded.position, self.record_limit // 2
+                self.store, self.stream, recorded.position, self.store.max_record_bytes // 2
             )
             if not seed:
                 log.warning(

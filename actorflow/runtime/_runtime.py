@@ -51,6 +51,7 @@ from actorflow._metrics import Metrics
 from actorflow._values import encode
 from actorflow.cluster import ClusterOptions, WorkerInfo
 from actorflow.runtime import _idempotency, _inspect, _quarantine, _reset
+from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD, values_store
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
 from actorflow.runtime._reads import RuntimeReads
@@ -62,7 +63,6 @@ from actorflow.runtime._status import (
 from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION, ChunkStreams
 from actorflow.runtime._worker import Worker
 from journal import (
-    DEFAULT_MAX_RECORD_BYTES,
     ConflictError,
     FencingError,
     NewRecord,
@@ -98,8 +98,9 @@ class Runtime(RuntimeReads):
     the journal, through their index. With ``cluster`` (on a `journal.PostgresStore`), it
     is one worker of a fleet sharing the journal: it hosts an actor only under its lease
     (see docs/cluster.md). An ended invocation's chunk stream (`Context.stream`) is
-    deleted ``stream_retention`` seconds after its end (see docs/streams.md). With a
-    ``tracer_provider`` (OpenTelemetry's), turns and steps are traced (docs/tracing.md).
+    deleted ``stream_retention`` seconds after its end (see docs/streams.md). Payloads over
+    ``value_threshold`` bytes are stored once per store by digest (0 or None: never). With
+    a ``tracer_provider`` (OpenTelemetry's), turns and steps are traced (docs/tracing.md).
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class Runtime(RuntimeReads):
         cluster: ClusterOptions | None = None,
         stream_retention: float = DEFAULT_STREAM_RETENTION,
         tracer_provider: Any = None,
+        value_threshold: int | None = DEFAULT_VALUE_THRESHOLD,
     ) -> None:
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
@@ -128,7 +130,9 @@ class Runtime(RuntimeReads):
             raise ValueError(f"step_threads must be an integer >= 1, got {step_threads!r}")
         if not idempotency_retention > 0:
             raise ValueError(f"idempotency_retention must be > 0 s, got {idempotency_retention!r}")
-        self.store = store
+        #: Payloads over ``value_threshold`` bytes are stored once, as journal values.
+        self.store: Store
+        self.store, self.record_limit = values_store(store, value_threshold)
         self.clock: Clock = clock or SystemClock()
         self.snapshot_every = snapshot_every
         self.idle_timeout = idle_timeout
@@ -139,7 +143,6 @@ class Runtime(RuntimeReads):
         self.idempotency_retention = idempotency_retention
         self.max_pending_events = max_pending_events
         self.max_queued_messages = max_queued_messages
-        self.record_limit: int = getattr(store, "max_record_bytes", DEFAULT_MAX_RECORD_BYTES)
         self.key_tag: str = store.identity[:16]
         self._step_threads = step_threads
         self.step_threads: anyio.CapacityLimiter  # made in __aenter__ (needs a loop)
@@ -762,7 +765,9 @@ class Runtime(RuntimeReads):
         lease (two sweepers could delete a key claimed again between their reads)."""
         if self.worker is not None and not await self.worker.may_sweep():
             return 0
-        return await self.expire_idempotency_keys()
+        swept = await self.expire_idempotency_keys()
+        await self.store.collect_values()  # values no record or checkpoint refers to now
+        return swept
 
 
 def _fenced(host: ActorHost) -> bool:

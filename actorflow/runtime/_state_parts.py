@@ -10,7 +10,10 @@ MessagePack encoding:
   of messages, a dict of documents) is opened: its key and container header form a part
   of their own, and each of its elements is a unit;
 - units are grouped into parts of at least `PART_MIN` bytes, a part ending after a unit
-  whose CRC-32 has its low `BOUNDARY_BITS` bits zero (or once it reaches `PART_MAX`).
+  whose CRC-32 has its low `BOUNDARY_BITS` bits zero (or once it reaches `PART_MAX`);
+  a unit of at least `PART_MAX` bytes is a part of its own, so that a large element (a
+  document a tool returned) is the same part wherever it sits, and, with large values
+  on (``runtime/_big_values.py``), the same value as the step result it came from.
   Boundaries depend on the units' contents, not their indexes, so inserting or deleting
   an element changes the parts around it only, and appending elements changes only the
   last part (and the small part holding the container's header, whose count changed).
@@ -136,7 +139,7 @@ def split(data: bytes) -> list[bytes]:
     current: list[bytes] = []
     size = 0
     for unit, start in units:
-        if start and current:
+        if (start or len(unit) >= PART_MAX) and current:  # a big unit: a part of its own
             parts.append(b"".join(current))
             current, size = [], 0
         current.append(unit)
@@ -282,7 +285,8 @@ class StateParts:
             self._pending = _Plan([], {}, {}, self._last or 0)
             return [], None
         parts = split(data)
-        if max(map(len, parts)) > self.store.max_record_bytes // 2:
+        big = max(map(len, parts)) > self.store.max_record_bytes // 2
+        if big and not getattr(self.store, "value_threshold", 0):  # else parts are values
             self._pending = _Plan([], {}, {}, self._last or 0)
             return [], None  # too big to be a record: kept whole in the checkpoint
         if self._last is None:

@@ -183,7 +183,7 @@ class HostSink:
         # Weakly: the host holds its sink, and a passivated host must go at once,
         # without waiting for the cycle collector.
         self._host = weakref.ref(host)
-        self.record_limit = host.record_limit
+        self.record_limit = host.store.max_record_bytes  # a chunk stream holds no values
         self._invocation = ""
         self._next = 0  # the next attempt number of self._invocation's stream (0: unread)
         self._last: dict[str, int] = {}  # step key -> its latest attempt

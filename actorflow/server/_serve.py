@@ -37,6 +37,7 @@ from actorflow._actor import Actor
 from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow.cluster import NOTIFY_PREFIXES, ClusterOptions
 from actorflow.runtime import Runtime
+from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD
 from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION
 from actorflow.server._app import ServerState, create_app
 from actorflow.server._connections import (
@@ -104,6 +105,8 @@ class ServeConfig:
     version: str = ""
     lock_wait: float = 60.0
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    #: Payloads over this many bytes are stored once as values (`--value-threshold`; 0: off).
+    value_threshold: int = DEFAULT_VALUE_THRESHOLD
     step_threads: int = 40
     idempotency_retention: float = 24 * 3600.0
     max_pending_events: int = 100
@@ -391,6 +394,7 @@ async def _run(
             step_threads=config.step_threads,
             idempotency_retention=config.idempotency_retention,
             stream_retention=config.stream_retention,
+            value_threshold=config.value_threshold,
             max_pending_events=config.max_pending_events,
             max_queued_messages=config.max_queued_messages,
             cluster=config.cluster(),

@@ -8,8 +8,10 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from actorflow._actor import Actor
+from actorflow.runtime._big_values import ValueStore
 from actorflow.versioning import _sources
 from actorflow.versioning._dry_run import DryRunHost, Verdict, dry_runtime
 from actorflow.versioning._report import Divergence, ReplayReport, Unchecked, one_line_diff
@@ -169,7 +171,7 @@ async def check(
         for path in journals:
             opened = await SqliteStore.open(path, read_only=True)
             stack.push_async_callback(opened.close)
-            sources.append((str(path), opened))
+            sources.append((str(path), cast(Store, ValueStore(opened))))  # values resolved
         sources += [("", store) for store in stores]
         for file in _sources.export_files([Path(p) for p in exports]):
             sources.append((str(file), _sources.load_export(file)))

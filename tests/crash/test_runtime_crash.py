@@ -40,7 +40,7 @@ import pytest
 import actorflow
 from actorflow.runtime._inspect import read_checkpoint
 from actorflow.runtime._state_parts import state_bytes
-from journal import SqliteStore
+from journal import SqliteStore, Store
 from tests.crash._process import REAP_TIMEOUT, LineChild
 from tests.crash.runtime_child import (
     AGENTS,
@@ -354,13 +354,14 @@ async def audit_journal(path: Path, invocations: dict[Message, str]) -> list[str
             if status.state != "idle":
                 problems.append(f"{ref}: state {status.state!r}, expected 'idle'")
             problems += journal_problems(ref, await runtime.journal(ref), invocations)
-            problems += await state_problems(store, ref)
+            # Through the runtime's store, which reads the parts stored as values.
+            problems += await state_problems(runtime.store, ref)
     finally:
         await store.close()
     return problems
 
 
-async def state_problems(store: SqliteStore, ref: actorflow.ActorRef) -> list[str]:
+async def state_problems(store: Store, ref: actorflow.ActorRef) -> list[str]:
     """Check one agent's checkpointed state: every job's log entries, in parts."""
     checkpoint = await read_checkpoint(store, ref.id)
     if checkpoint is None:

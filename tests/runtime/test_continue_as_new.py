@@ -276,7 +276,8 @@ def undo(value: str) -> None:
 async def test_continue_as_new_is_refused_where_the_next_segment_could_not_go_on(
     name: str, error: type[Exception], words: str
 ) -> None:
-    async with Runtime(MemoryStore(max_record_bytes=65536), [Misuse], clock=ManualClock(T0)) as rt:
+    store = MemoryStore(max_record_bytes=65536)  # large values off: the record limit applies
+    async with Runtime(store, [Misuse], clock=ManualClock(T0), value_threshold=0) as rt:
         actor = rt.ref(Misuse, "k")
         args: tuple[Any, ...] = {"wrong_type": (1,), "too_large": ("",)}.get(name, ())
         invocation = await actor.send(name, *args)

@@ -177,7 +177,8 @@ async def test_a_step_result_over_the_record_limit_is_a_typed_step_failure(
 ) -> None:
     store = await SqliteStore.open(db, max_record_bytes=64 * 1024)
     try:
-        async with Runtime(store, [Payer], clock=ManualClock(T0)) as rt:
+        # Large values off (on, the result is a value: tests/runtime/test_big_values.py).
+        async with Runtime(store, [Payer], clock=ManualClock(T0), value_threshold=0) as rt:
             payer = rt.ref(Payer, "k")
             invocation = await run_to_hold(payer, Payer.fetch, 100_000)
             failures = [e for e in await rt.journal(payer.ref) if e.type == "step_failed"]

@@ -22,8 +22,10 @@ RECORD_LIMIT = 16384
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module: bodies up to 200 kB, journal records up to 16 kB."""
+    """One server for the module: bodies up to 200 kB, journal records up to 16 kB (and
+    large values off, so that the record limit applies to arguments and events)."""
     options = ("--max-body-bytes", "200000", "--max-record-bytes", str(RECORD_LIMIT))
+    options += ("--value-threshold", "off")
     with served(tmp_path_factory.mktemp("hostile"), *options) as running:
         yield running
         assert running.stop() == 0

@@ -107,7 +107,8 @@ async def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
 
 async def test_arguments_over_the_record_limit_are_413_not_400() -> None:
     store = MemoryStore(max_record_bytes=16384)
-    async with serving(store, max_body_bytes=100_000) as api:
+    values_off = {"value_threshold": 0}  # with values on, the arguments are a value
+    async with serving(store, max_body_bytes=100_000, runtime_options=values_off) as api:
         response = await api.http.post(GREET, json={"name": "x" * 20_000})
         status, kind, message = error_of(response)
         assert (status, kind) == (413, "message_too_large"), message
@@ -120,6 +121,15 @@ async def test_arguments_over_the_record_limit_are_413_not_400() -> None:
         await nothing_accepted(api)
         small = await api.http.post(GREET, json={"name": "x"}, params={"wait": "5"})
         assert small.json()["result"] == "hello x"
+
+
+async def test_with_large_values_on_arguments_over_the_record_limit_are_accepted() -> None:
+    store = MemoryStore(max_record_bytes=16384)
+    async with serving(store, max_body_bytes=100_000) as api:
+        name = "x" * 20_000
+        response = await api.http.post(GREET, json={"name": name}, params={"wait": "5"})
+        assert response.status_code == 200, response.text
+        assert response.json()["result"] == f"hello {name}"
 
 
 # -- paths and methods ----------------------------------------------------------------------
