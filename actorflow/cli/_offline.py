@@ -23,6 +23,7 @@ from actorflow.cli._offline_inspect import Entry, UnknownActor
 from actorflow.cli._offline_open import journal_option, open_read_only
 from actorflow.cli._offline_stats import Stats, gather
 from actorflow.cli._repair import _actor_id
+from actorflow.runtime._big_values import ValueStore
 from actorflow.runtime._status import JournalEntry
 from journal import JournalError, VerifyReport
 
@@ -154,7 +155,8 @@ def inspect_command(actor: str, journal: str, as_json: bool, follow: bool, inter
     printer = _Printer(as_json, follow)
 
     async def show() -> None:
-        async with open_read_only(journal) as store:
+        async with open_read_only(journal) as opened:
+            store = ValueStore(opened)  # large values shown, not their references
             try:
                 await inspecting.check_known(store, actor_id)
             except UnknownActor:

@@ -44,6 +44,7 @@ from actorflow._events import (
 )
 from journal import (
     Appended,
+    CorruptionError,
     MissingValueError,
     NewRecord,
     Record,
@@ -385,15 +386,22 @@ class ValueStore:
     async def salvage(self, stream: str, from_position: int = 1) -> AsyncIterator[Salvaged]:
         async for record in self.inner.salvage(stream, from_position):
             if stream.startswith(_PREFIXES) and record.damage is None:
-                data = await self._grown(record.type, record.data, None)
-                record = msgspec.structs.replace(record, data=data)
+                try:
+                    data = await self._grown(record.type, record.data, None)
+                except CorruptionError as exc:  # a value it refers to is damaged
+                    record = msgspec.structs.replace(record, damage=str(exc))
+                else:
+                    record = msgspec.structs.replace(record, data=data)
             yield record
 
     async def salvage_snapshot(self, stream: str) -> SalvagedSnapshot | None:
         snapshot: SalvagedSnapshot | None = await self.inner.salvage_snapshot(stream)
         if snapshot is None or snapshot.damage is not None or not stream.startswith("actor/"):
             return snapshot
-        data = await self._grown("", snapshot.data, None)
+        try:
+            data = await self._grown("", snapshot.data, None)
+        except CorruptionError as exc:  # a value it refers to is damaged
+            return msgspec.structs.replace(snapshot, damage=str(exc))
         return msgspec.structs.replace(snapshot, data=data)
 
     # -- the rest, as the store does it --------------------------------------------------

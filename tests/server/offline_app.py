@@ -42,3 +42,17 @@ class Trip(Actor):
     @handler
     async def hello(self) -> str:
         return "hi"
+
+
+def read_document(seed: str) -> str:
+    """A document well over the runtime's large-value threshold (8 KiB by default)."""
+    return f"document {seed} " + "lorem ipsum " * 2000
+
+
+class Reader(Actor):
+    """Reads one large document in a step (stored as a journal value, not inline)."""
+
+    @handler
+    async def read(self, seed: str) -> int:
+        text = await self.ctx.run(read_document, seed, name="read")
+        return len(text)

@@ -18,7 +18,7 @@ from actorflow import Runtime
 from actorflow.cli import main
 from journal import NewRecord, SqliteStore, StreamAppend, value_digest
 from tests.server import offline_app
-from tests.server.offline_app import Trip
+from tests.server.offline_app import Reader, Trip
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -277,3 +277,32 @@ def test_the_journal_is_named_by_actorflow_journal_unless_given(
     given = run("verify", "--journal", str(elsewhere), env={"ACTORFLOW_JOURNAL": str(journal)})
     assert given.exit_code == 2
     assert f"{elsewhere}: no journal file there" in given.stderr
+
+
+def test_inspect_shows_a_large_value_and_marks_a_record_whose_value_is_damaged(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A step result stored as a journal value is shown as its content, not as the
+    reference the record holds; with the value's bytes damaged, that record is shown
+    DAMAGED and the rest of the journal still reads."""
+    path = tmp_path / "journal.db"
+
+    async def go() -> None:
+        async with await SqliteStore.open(path) as store, Runtime(store, [Reader]) as rt:
+            await rt.result(await rt.ref(Reader, "r").send(Reader.read, "canary-7319"))
+
+    anyio.run(go)
+    (stored,) = sqlite3.connect(path).execute("SELECT count(*) FROM stored_values").fetchone()
+    assert stored == 1
+    shown = run("inspect", "Reader/r", "--json", "--journal", str(path))
+    assert shown.exit_code == 0, shown.output
+    assert "document canary-7319 lorem ipsum" in shown.stdout
+
+    (data,) = sqlite3.connect(path).execute("SELECT data FROM stored_values").fetchone()
+    damage(path, "UPDATE stored_values SET data = ?", b"x" + data[1:])
+    shown = run("inspect", "Reader/r", "--journal", str(path))
+    assert shown.exit_code == 0, shown.output
+    damaged = [line for line in shown.stdout.splitlines() if "DAMAGED" in line]
+    assert len(damaged) == 1, shown.stdout
+    assert "document canary-7319" not in shown.stdout
+    assert re.search(r"outcome\s+1\s.*completed", shown.stdout), shown.stdout  # read on
