@@ -3,8 +3,9 @@
 A generic store that knows nothing of actors: named streams of records with gapless
 positions, atomic (multi-stream) appends at an expected position, owner epochs for fencing,
 snapshots and truncation, checksums on every record, values stored once by content hash,
-optional encryption at rest (`EncryptedStore`), and interchangeable backends (`MemoryStore`, `SqliteStore`, and `PostgresStore` with the
-``postgres`` extra). See docs/journal.md.
+encryption at rest (`EncryptedStore`, docs/encryption.md), and interchangeable backends
+(`MemoryStore`, `SqliteStore`, and `PostgresStore` with the ``postgres`` extra). See
+docs/journal.md.
 """
 
 from journal._codec import Codec as Codec

@@ -90,7 +90,7 @@ class NotSealedError(EncryptionError):
 def sealed_key_id(data: bytes) -> str | None:
     """The key id a sealed payload (record, snapshot or value) names, or None if ``data``
     is not sealed. Reads only the header: needs no key."""
-    if data.startswith(SEALED_MAGIC) or data.startswith(SEALED_VALUE_MAGIC):
+    if data.startswith((SEALED_MAGIC, SEALED_VALUE_MAGIC)):
         start = len(SEALED_MAGIC)
         if len(data) > start:
             length = data[start]
@@ -140,7 +140,9 @@ class Keyring:
             if len(key) != 32:
                 raise EncryptionError(f"key {key_id!r} is {len(key)} bytes; keys are 32 bytes")
         if write not in keys:
-            raise EncryptionError(f"the write key {write!r} is not among the keys ({', '.join(keys)})")
+            raise EncryptionError(
+                f"the write key {write!r} is not among the keys ({', '.join(keys)})"
+            )
         if len(digest_key) != 32:
             raise EncryptionError(f"the digest key is {len(digest_key)} bytes; it must be 32")
         aesgcm = _aesgcm()
@@ -149,8 +151,7 @@ class Keyring:
         self._ciphers = {key_id: aesgcm(key) for key_id, key in keys.items()}
         self._checks = {key_id: key_check(key) for key_id, key in keys.items()}
         self._headers = {
-            key_id: bytes([len(key_id)]) + key_id.encode() + self._checks[key_id]
-            for key_id in keys
+            key_id: bytes([len(key_id)]) + key_id.encode() + self._checks[key_id] for key_id in keys
         }
 
     @property

@@ -160,7 +160,12 @@ class EncryptedStore:
 
     def _snapshot_bound(self, stream: str, position: int) -> bytes:
         return b"\x00".join(
-            (b"snapshot", self.inner.identity.encode(), stream.encode(), struct.pack(">Q", position))
+            (
+                b"snapshot",
+                self.inner.identity.encode(),
+                stream.encode(),
+                struct.pack(">Q", position),
+            )
         )
 
     def _keys(self, refs: tuple[str, ...]) -> tuple[str, ...]:
@@ -168,8 +173,6 @@ class EncryptedStore:
         return tuple(value_key(ref) for ref in refs)
 
     def _seal_record(self, stream: str, position: int, record: NewRecord) -> NewRecord:
-        if not isinstance(record, NewRecord):
-            return record  # the store refuses it, naming the type
         refs = check_refs(stream, record.refs)
         sealed = self.keyring.seal(
             _encode((record.data, refs)), self._record_bound(stream, position, record.type)
@@ -287,9 +290,6 @@ class EncryptedStore:
         before: dict[str, int] = {}
         parts = []
         for part in appends:
-            if not isinstance(part, StreamAppend):
-                parts.append(part)  # the store refuses it, naming the type
-                continue
             stream = part.stream
             expected = part.expected_position
             if expected is None:
@@ -342,7 +342,9 @@ class EncryptedStore:
         refs = check_refs(stream, refs, "snapshot")
         sealed = data
         if isinstance(data, bytes):
-            sealed = self.keyring.seal(_encode((data, refs)), self._snapshot_bound(stream, position))
+            sealed = self.keyring.seal(
+                _encode((data, refs)), self._snapshot_bound(stream, position)
+            )
         try:
             await self.inner.save_snapshot(
                 stream,
@@ -394,7 +396,11 @@ class EncryptedStore:
         try:
             data = await self.inner.read_value(key)
         except MissingValueError:
-            raise MissingValueError([digest], "read_value") from None
+            raise MissingValueError(
+                [digest],
+                "read_value (looked up under the key file's digest key: a journal written "
+                "with another digest key shows every value as not stored)",
+            ) from None
         except CorruptValueError:
             raise CorruptValueError(digest) from None
         return self.keyring.open_value(data, key, digest)
@@ -445,4 +451,4 @@ def _all_refs(appends: Sequence[StreamAppend]) -> list[str]:
 
 def is_sealed(data: bytes) -> bool:
     """Whether ``data`` is a sealed payload (record, snapshot or value): a header check."""
-    return data.startswith(SEALED_MAGIC) or data.startswith(SEALED_VALUE_MAGIC)
+    return data.startswith((SEALED_MAGIC, SEALED_VALUE_MAGIC))

@@ -19,6 +19,7 @@ import httpx
 import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
+from actorflow.cli._crypt_command import CODEC_KEY_HELP, journal_key_command
 from actorflow.cli._query_command import query_command
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
@@ -273,6 +274,9 @@ def main() -> None:
     help="Allocations between two collections of Python's youngest garbage-collector "
     "generation (0: Python's own, 700). Fewer collections: less CPU per step.",
 )
+@click.option(
+    "--codec-key-file", type=click.Path(dir_okay=False), default=None, help=CODEC_KEY_HELP
+)
 def serve_command(
     app: str,
     journal: str,
@@ -303,6 +307,7 @@ def serve_command(
     capacity: int,
     lease_ttl: float,
     gc_threshold: int,
+    codec_key_file: str | None,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -349,6 +354,7 @@ def serve_command(
         capacity=capacity,
         lease_ttl=lease_ttl,
         gc_threshold=gc_threshold,
+        codec_key_file=codec_key_file,
     )
     try:
         code = _run(config)
@@ -774,6 +780,8 @@ def watch(
 
 main.add_command(export_command)
 main.add_command(reset_command)
-main.add_command(journal_group(journal_command))
+_journal = journal_group(journal_command)
+_journal.add_command(journal_key_command)
+main.add_command(_journal)
 main.add_command(replay_command)
 main.add_command(query_command(_client_options, _talk, _json_argument, _print))

@@ -38,6 +38,7 @@ from actorflow._errors import ActorDefinitionError, ActorflowError
 from actorflow.cluster import NOTIFY_PREFIXES, ClusterOptions
 from actorflow.runtime import Runtime
 from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION
+from actorflow.server import _encryption
 from actorflow.server._app import ServerState, create_app
 from actorflow.server._connections import (
     DEFAULT_HEADER_TIMEOUT,
@@ -124,6 +125,8 @@ class ServeConfig:
     gc_threshold: int = GC_THRESHOLD
     #: Seconds an ended invocation's chunk stream is kept (`--stream-retention`).
     stream_retention: float = DEFAULT_STREAM_RETENTION
+    #: The key file that encrypts the journal (`--codec-key-file`, docs/encryption.md).
+    codec_key_file: str | None = None
 
     @property
     def shared(self) -> bool:
@@ -366,11 +369,19 @@ async def _run(
 ) -> None:
     """Open the journal, start the runtime, serve it until a signal, then stop by strategy
     and close HTTP while the runtime still answers the requests in progress."""
+    try:
+        keyring = _encryption.read_key_file(config.codec_key_file)
+    except _encryption.KeyFileError as exc:
+        raise ServeError(str(exc)) from None
     store = await _open_journal(config, state, signals.stop)
     if store is None:
         event("stopped-waiting", signal=signals.first, journal=config.journal_label)
         return
     try:
+        try:
+            store = await _encryption.encrypted(store, keyring, config.journal_label)
+        except _encryption.KeyFileError as exc:
+            raise ServeError(str(exc)) from None
         state.starting = f"recovering actors from the journal {config.journal_label}"
         runtime = Runtime(
             store,
