@@ -1,6 +1,7 @@
-"""The store contract, run through `EncryptedStore` over the memory and SQLite stores: an
-encrypted journal keeps every promise of docs/journal.md (see docs/encryption.md), but one:
-its record limit is the store's less the room a seal takes."""
+"""The store contract, run through `EncryptedStore` over the memory, SQLite and PostgreSQL
+stores (values on the first two): an encrypted journal keeps every promise of
+docs/journal.md (see docs/encryption.md), but one: its record limit is the store's less the
+room a seal takes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from journal import (  # noqa: E402
     Keyring,
     MemoryStore,
     NewRecord,
+    PostgresStore,
     RecordTooLargeError,
     SqliteStore,
     Store,
@@ -59,3 +61,19 @@ class TestEncryptedSqliteStore(_Limits, StoreContract, ValueContract):
 
     async def create_store(self, **options: Any) -> Store:
         return EncryptedStore(await SqliteStore.open(self.path, **options), KEYRING)
+
+
+class TestEncryptedPostgresStore(_Limits, StoreContract):
+    """On a real PostgreSQL server (tests/journal/postgres.py), a fresh database per test;
+    values wait for PostgreSQL's own (see "PostgreSQL" in docs/encryption.md)."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> tuple[str, dict[str, object]]:
+        return ("asyncio", {})  # once is enough (the other stores run on uvloop too)
+
+    @pytest.fixture(autouse=True)
+    def _dsn(self, postgres_dsn: str) -> None:
+        self.dsn = postgres_dsn
+
+    async def create_store(self, **options: Any) -> Store:
+        return EncryptedStore(await PostgresStore.open(self.dsn, **options), KEYRING)
