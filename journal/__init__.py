@@ -3,14 +3,23 @@
 A generic store that knows nothing of actors: named streams of records with gapless
 positions, atomic (multi-stream) appends at an expected position, owner epochs for fencing,
 snapshots and truncation, checksums on every record, values stored once by content hash,
-and interchangeable backends (`MemoryStore`, `SqliteStore`, and `PostgresStore` with the
-``postgres`` extra). See docs/journal.md.
+encryption at rest (`EncryptedStore`, docs/encryption.md), and interchangeable backends
+(`MemoryStore`, `SqliteStore`, and `PostgresStore` with the ``postgres`` extra). See
+docs/journal.md.
 """
 
 from journal._codec import Codec as Codec
 from journal._copy import CopyError as CopyError
 from journal._copy import CopyReport as CopyReport
 from journal._copy import copy_journal as copy_journal
+from journal._crypt import EncryptionError as EncryptionError
+from journal._crypt import KeyMissingError as KeyMissingError
+from journal._crypt import Keyring as Keyring
+from journal._crypt import NotSealedError as NotSealedError
+from journal._crypt import TamperedError as TamperedError
+from journal._crypt import WrongKeyError as WrongKeyError
+from journal._crypt import load_keyring as load_keyring
+from journal._encrypted import EncryptedStore as EncryptedStore
 from journal._errors import ConflictError as ConflictError
 from journal._errors import CorruptionError as CorruptionError
 from journal._errors import CorruptValueError as CorruptValueError
@@ -64,10 +73,14 @@ __all__ = [
     "CorruptionError",
     "CorruptValueError",
     "DecodeError",
+    "EncryptedStore",
+    "EncryptionError",
     "Durability",
     "FencingError",
     "InvalidStreamError",
     "JournalError",
+    "KeyMissingError",
+    "Keyring",
     "LeaseInfo",
     "Leases",
     "Listener",
@@ -75,6 +88,7 @@ __all__ = [
     "MemoryStore",
     "MissingValueError",
     "NewRecord",
+    "NotSealedError",
     "Notice",
     "PostgresStore",
     "Problem",
@@ -96,7 +110,10 @@ __all__ = [
     "StoreReadOnlyError",
     "StreamAppend",
     "StreamInfo",
+    "TamperedError",
     "VerifyReport",
+    "WrongKeyError",
     "copy_journal",
+    "load_keyring",
     "value_digest",
 ]

@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from journal._crypt import SEALED_MAGIC, sealed_payload
 from journal._errors import DecodeError
 from journal._records import NewRecord, Record
 
@@ -81,6 +82,8 @@ class Codec(Generic[T]):
     def decode_payload(self, record_type: str, data: bytes, stream: str, position: int) -> T:
         """Decode a payload given its type tag; ``stream``/``position`` name it in errors."""
         decoder = self._decoders.get(record_type)
+        if data.startswith(SEALED_MAGIC):
+            raise DecodeError(stream, position, record_type, sealed_payload(data))
         if decoder is None:
             known = ", ".join(sorted(self._decoders))
             raise DecodeError(

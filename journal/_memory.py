@@ -28,7 +28,7 @@ from journal._records import (
     check_prefix,
     check_stream_name,
     distinct,
-    value_digest,
+    value_intact,
 )
 from journal._store import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -312,7 +312,7 @@ class MemoryStore(StoreBase):
         data = self._values.get(digest)
         if data is None:
             raise MissingValueError([digest], "read_value")
-        if value_digest(data) != digest:
+        if not value_intact(digest, data):
             raise CorruptValueError(digest)
         return data
 
@@ -397,7 +397,7 @@ class MemoryStore(StoreBase):
         problems = [
             Problem("", 0, "value", f"value {digest}: stored bytes do not match their SHA-256")
             for digest, data in sorted(self._values.items())
-            if value_digest(data) != digest
+            if not value_intact(digest, data)
         ]
         referring = [(r.stream, r.position, r.refs) for r in self._log if r.refs]
         referring += [(s.stream, s.position, s.refs) for s in self._snapshots.values()]

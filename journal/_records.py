@@ -172,6 +172,27 @@ def value_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: How the bytes of a *sealed value* begin: a value stored under a key that is not its
+#: SHA-256 (an encrypted journal's, keyed by a secret digest: see docs/encryption.md). Its
+#: last 32 bytes are the SHA-256 of the bytes before them, which the store checks instead.
+SEALED_VALUE_MAGIC = b"\x00AFV1"
+
+
+def is_sealed_value(data: bytes) -> bool:
+    """True when ``data`` is a sealed value whose trailing SHA-256 matches its bytes."""
+    return (
+        len(data) > len(SEALED_VALUE_MAGIC) + 32
+        and data.startswith(SEALED_VALUE_MAGIC)
+        and hashlib.sha256(memoryview(data)[:-32]).digest() == data[-32:]
+    )
+
+
+def value_intact(digest: str, data: bytes) -> bool:
+    """True when a value's bytes are what was stored under ``digest``: their SHA-256 is
+    the digest, or they are an intact sealed value (`is_sealed_value`)."""
+    return value_digest(data) == digest or is_sealed_value(data)
+
+
 def is_digest(value: object) -> bool:
     """True when ``value`` has the form of a value digest."""
     return type(value) is str and len(value) == 64 and not value.strip("0123456789abcdef")
@@ -199,11 +220,12 @@ def check_values(stream: str, values: object) -> None:
             raise InvalidStreamError(
                 f"stream {stream!r}: value {digest!r:.80} must be bytes, got {type(data).__name__}"
             )
-        if not is_digest(digest) or value_digest(data) != digest:
+        if not is_digest(digest) or not value_intact(digest, data):
             raise InvalidStreamError(
                 f"stream {stream!r}: value keyed {digest!r:.80} does not match its bytes "
                 f"(their SHA-256 is {value_digest(data)}); a value is keyed by the SHA-256 "
-                f"hex digest of its bytes. Nothing was written."
+                f"hex digest of its bytes (or is a sealed value, see docs/encryption.md). "
+                f"Nothing was written."
             )
 
 

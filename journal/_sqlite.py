@@ -578,7 +578,11 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
         reader = await self._readers.get()
         try:
             return await _on_thread(reader, fn)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
+            if self._closed:  # closed while this read waited for its reader
+                raise StoreClosedError(f"SqliteStore({self._path!r})") from exc
+            if not isinstance(exc, sqlite3.Error):
+                raise
             raise translate(exc, self._path, doing) from exc
         finally:
             self._readers.put_nowait(reader)

@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from journal._errors import CorruptValueError, MissingValueError
-from journal._records import Problem, distinct, value_digest
+from journal._records import Problem, distinct, value_intact
 
 #: Version 2 to 3: the tables of values stored once.
 ADD_VALUES = (
@@ -144,7 +144,7 @@ def read_value(conn: sqlite3.Connection, digest: str) -> bytes:
     data = _fetch(conn, digest)
     if data is None:
         raise MissingValueError([digest], "read_value")
-    if value_digest(data) != digest:
+    if not value_intact(digest, data):
         raise CorruptValueError(digest)
     return data
 
@@ -179,7 +179,7 @@ def value_problems(conn: sqlite3.Connection) -> Iterable[Problem]:
     digests = [d for (d,) in conn.execute("SELECT digest FROM stored_values ORDER BY digest")]
     for digest in digests:
         data = _fetch(conn, digest)
-        if data is not None and value_digest(data) != digest:
+        if data is not None and not value_intact(digest, data):
             yield Problem(
                 "", 0, "value", f"value {digest}: stored bytes do not match their SHA-256"
             )

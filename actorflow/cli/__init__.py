@@ -18,6 +18,7 @@ import httpx
 import msgspec
 
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
+from actorflow.cli._crypt_command import CODEC_KEY_HELP, journal_key_command
 from actorflow.cli._entries import journal_line, short
 from actorflow.cli._offline import add_offline_commands
 from actorflow.cli._otel_option import otel_option
@@ -279,6 +280,9 @@ def main() -> None:
     "generation (0: Python's own, 700). Fewer collections: less CPU per step.",
 )
 @otel_option
+@click.option(
+    "--codec-key-file", type=click.Path(dir_okay=False), default=None, help=CODEC_KEY_HELP
+)
 def serve_command(
     app: str,
     journal: str,
@@ -311,6 +315,7 @@ def serve_command(
     lease_ttl: float,
     gc_threshold: int,
     otel: bool,
+    codec_key_file: str | None,
 ) -> None:
     """Serve the actors defined in APP (a module like `examples.agents`, or a file).
 
@@ -359,6 +364,7 @@ def serve_command(
         lease_ttl=lease_ttl,
         gc_threshold=gc_threshold,
         otel=otel,
+        codec_key_file=codec_key_file,
     )
     try:
         code = _run(config)
@@ -741,6 +747,8 @@ def watch(
 
 main.add_command(export_command)
 main.add_command(reset_command)
-main.add_command(add_offline_commands(journal_group(journal_command)))
+_journal = add_offline_commands(journal_group(journal_command))
+_journal.add_command(journal_key_command)
+main.add_command(_journal)
 main.add_command(replay_command)
 main.add_command(query_command(_client_options, _talk, _json_argument, _print))

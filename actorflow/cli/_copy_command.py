@@ -13,12 +13,16 @@ import click
 
 from journal import (
     CopyReport,
+    EncryptedStore,
+    EncryptionError,
     JournalError,
+    Keyring,
     PostgresStore,
     SqliteStore,
     Store,
     StoreLockedError,
     copy_journal,
+    load_keyring,
 )
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -59,6 +63,10 @@ async def open_journal(target: str) -> AsyncIterator[Store]:
         await store.close()
 
 
+def _keys(path: str | None) -> Keyring | None:
+    return None if path is None else load_keyring(path)
+
+
 def _same_file(source: str, destination: str) -> bool:
     if is_postgres(source) or is_postgres(destination):
         return source == destination
@@ -94,13 +102,22 @@ class _Progress:
             click.echo("\r\x1b[K", err=True, nl=False)
 
 
-async def _copy(source: str, destination: str) -> CopyReport:
+async def _copy(
+    source: str,
+    destination: str,
+    source_keys: Keyring | None = None,
+    destination_keys: Keyring | None = None,
+) -> CopyReport:
     progress = _Progress()
     try:
         async with (
             open_journal(source) as origin,
             open_journal(destination) as target,
         ):
+            if source_keys is not None:
+                origin = EncryptedStore(origin, source_keys)
+            if destination_keys is not None:
+                target = EncryptedStore(target, destination_keys)
             return await copy_journal(origin, target, progress=progress)
     finally:
         progress.done()
@@ -109,7 +126,31 @@ async def _copy(source: str, destination: str) -> CopyReport:
 @click.command("copy")
 @click.argument("source")
 @click.argument("destination")
-def journal_copy_command(source: str, destination: str) -> None:
+@click.option(
+    "--codec-key-file",
+    type=click.Path(dir_okay=False),
+    help="Key file of both journals: the copy re-encrypts every payload under its write "
+    "key (key rotation; docs/encryption.md).",
+)
+@click.option(
+    "--source-key-file",
+    type=click.Path(dir_okay=False),
+    help="Key file of SOURCE only (default: --codec-key-file; without either, SOURCE is "
+    "not encrypted).",
+)
+@click.option(
+    "--destination-key-file",
+    type=click.Path(dir_okay=False),
+    help="Key file of DESTINATION only (default: --codec-key-file; without either, the "
+    "copy is not encrypted).",
+)
+def journal_copy_command(
+    source: str,
+    destination: str,
+    codec_key_file: str | None,
+    source_key_file: str | None,
+    destination_key_file: str | None,
+) -> None:
     """Copy the whole journal SOURCE into DESTINATION, which must hold no stream, then
     verify the copy: every stream read back from both sides and compared.
 
@@ -123,14 +164,24 @@ def journal_copy_command(source: str, destination: str) -> None:
     Stop the server first: a SQLite file that a server holds is refused, and nothing may
     write to either journal while the copy runs. Exits non-zero if the copy fails or
     differs from its source; then empty the destination before trying again.
+
+    With key files (docs/encryption.md), the source is read and the copy written through
+    them: --codec-key-file re-encrypts an encrypted journal under its file's write key
+    (key rotation), --destination-key-file alone encrypts a plain journal, and
+    --source-key-file alone decrypts one.
     """
     if not is_postgres(source) and not os.path.isfile(source):
         raise click.ClickException(f"{source}: no journal file there to copy")
     if _same_file(source, destination):
         raise click.UsageError("SOURCE and DESTINATION are the same journal")
+    try:
+        source_keys = _keys(source_key_file or codec_key_file)
+        destination_keys = _keys(destination_key_file or codec_key_file)
+    except EncryptionError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"copying {describe(source)} to {describe(destination)}")
     try:
-        report = anyio.run(_copy, source, destination)
+        report = anyio.run(_copy, source, destination, source_keys, destination_keys)
     except (JournalError, OSError) as exc:
         raise click.ClickException(f"the copy failed: {exc}") from None
     click.echo(

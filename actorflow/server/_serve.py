@@ -39,6 +39,7 @@ from actorflow.cluster import NOTIFY_PREFIXES, ClusterOptions
 from actorflow.runtime import Runtime
 from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD
 from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION
+from actorflow.server import _encryption
 from actorflow.server._app import ServerState, create_app
 from actorflow.server._connections import (
     DEFAULT_HEADER_TIMEOUT,
@@ -130,6 +131,8 @@ class ServeConfig:
     stream_retention: float = DEFAULT_STREAM_RETENTION
     #: Trace with OpenTelemetry (`--otel`; see `actorflow.server._tracing`).
     otel: bool = False
+    #: The key file that encrypts the journal (`--codec-key-file`, docs/encryption.md).
+    codec_key_file: str | None = None
 
     @property
     def shared(self) -> bool:
@@ -378,11 +381,19 @@ async def _run(
 ) -> None:
     """Open the journal, start the runtime, serve it until a signal, then stop by strategy
     and close HTTP while the runtime still answers the requests in progress."""
+    try:
+        keyring = _encryption.read_key_file(config.codec_key_file)
+    except _encryption.KeyFileError as exc:
+        raise ServeError(str(exc)) from None
     store = await _open_journal(config, state, signals.stop)
     if store is None:
         event("stopped-waiting", signal=signals.first, journal=config.journal_label)
         return
     try:
+        try:
+            store = await _encryption.encrypted(store, keyring, config.journal_label)
+        except _encryption.KeyFileError as exc:
+            raise ServeError(str(exc)) from None
         state.starting = f"recovering actors from the journal {config.journal_label}"
         runtime = Runtime(
             store,
