@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - the optional extra is missing
     asyncpg = None
 
 from journal._errors import CorruptValueError, MissingValueError
-from journal._records import Problem, value_digest
+from journal._records import Problem, is_sealed_value, value_digest, value_intact
 
 CREATE_VALUES = (
     'CREATE TABLE journal_values (digest text COLLATE "C" PRIMARY KEY, data bytea NOT NULL)',
@@ -241,7 +241,7 @@ async def read_value(conn: Any, digest: str) -> bytes:
     if found is None:
         raise MissingValueError([digest], "read_value")
     data, computed = found
-    if computed != digest:
+    if computed != digest and not is_sealed_value(data):
         raise CorruptValueError(digest)
     return data
 
@@ -285,11 +285,14 @@ async def value_problems(conn: Any) -> AsyncIterator[Problem]:
         rows = await conn.fetch(
             "SELECT digest, data FROM journal_values WHERE digest = ANY($1::text[])", page
         )
-        damaged += [digest for digest, data in rows if value_digest(data) != digest]
+        damaged += [digest for digest, data in rows if not value_intact(digest, data)]
     for digest in [digest for digest, size in sizes if size >= _SLICE]:
         found = await read_hashed(conn, digest, keep=False)
         if found is not None and found[1] != digest:
-            damaged.append(digest)
+            # A sealed value (stored under a keyed digest) checks its own trailing hash.
+            found = await read_hashed(conn, digest)
+            if found is not None and not is_sealed_value(found[0]):
+                damaged.append(digest)
     for digest in sorted(damaged):
         yield Problem("", 0, "value", f"value {digest}: stored bytes do not match their SHA-256")
     dangling = await conn.fetch(

@@ -63,9 +63,9 @@ class TestEncryptedSqliteStore(_Limits, StoreContract, ValueContract):
         return EncryptedStore(await SqliteStore.open(self.path, **options), KEYRING)
 
 
-class TestEncryptedPostgresStore(_Limits, StoreContract):
+class TestEncryptedPostgresStore(_Limits, StoreContract, ValueContract):
     """On a real PostgreSQL server (tests/journal/postgres.py), a fresh database per test;
-    values wait for PostgreSQL's own (see "PostgreSQL" in docs/encryption.md)."""
+    values included."""
 
     @pytest.fixture
     def anyio_backend(self) -> tuple[str, dict[str, object]]:
