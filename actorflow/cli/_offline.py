@@ -20,7 +20,7 @@ from actorflow.cli import _offline_follow as following
 from actorflow.cli import _offline_inspect as inspecting
 from actorflow.cli._entries import iso, journal_line
 from actorflow.cli._offline_inspect import Entry, UnknownActor
-from actorflow.cli._offline_open import journal_option, open_read_only
+from actorflow.cli._offline_open import journal_option, key_file_option, open_read_only
 from actorflow.cli._offline_stats import Stats, gather
 from actorflow.cli._repair import _actor_id
 from actorflow.runtime._big_values import ValueStore
@@ -141,7 +141,15 @@ def _shown(journal: str) -> str:
     help="With --follow: seconds between two reads of the journal (on PostgreSQL, an "
     "append to the actor's inbox or outcomes wakes it at once).",
 )
-def inspect_command(actor: str, journal: str, as_json: bool, follow: bool, interval: float) -> None:
+@key_file_option
+def inspect_command(
+    actor: str,
+    journal: str,
+    as_json: bool,
+    follow: bool,
+    interval: float,
+    codec_key_file: str | None,
+) -> None:
     """Show the journal of ACTOR (Type/key), read from the journal with no server: its
     checkpoint, then its turns and steps (with attempts, retries and errors, timers and
     when they are due, compensations), then its inbox (messages, events, cancellations),
@@ -155,7 +163,7 @@ def inspect_command(actor: str, journal: str, as_json: bool, follow: bool, inter
     printer = _Printer(as_json, follow)
 
     async def show() -> None:
-        async with open_read_only(journal) as opened:
+        async with open_read_only(journal, payloads=True, key_file=codec_key_file) as opened:
             store = ValueStore(opened)  # large values shown, not their references
             try:
                 await inspecting.check_known(store, actor_id)
@@ -231,14 +239,15 @@ class _Printer:
     show_default=True,
     help="How many of the largest actors to list.",
 )
-def stats_command(journal: str, as_json: bool, top: int) -> None:
+@key_file_option
+def stats_command(journal: str, as_json: bool, top: int, codec_key_file: str | None) -> None:
     """Count what the journal holds: streams, records and bytes by kind of stream and by
     record type (named by the runtime's event types), snapshots, the stored values records
     refer to, and the largest actors. Bytes are payload bytes as stored; the file or
     database takes more. Reads every record once; works beside a running server."""
 
     async def count() -> Stats:
-        async with open_read_only(journal) as store:
+        async with open_read_only(journal, payloads=True, key_file=codec_key_file) as store:
             return await gather(store, top)
 
     stats: Stats = _run(count)

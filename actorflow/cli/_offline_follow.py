@@ -74,6 +74,8 @@ async def _stop_on_signal(scope: CancelScope) -> None:
 async def _listening(store: Store, actor_id: str, wakeup: _Wakeup) -> AsyncIterator[None]:
     """On PostgreSQL, set ``wakeup`` whenever the journal announces an append to the
     actor's inbox or outcomes (or may have missed one); on SQLite, nothing."""
+    while not isinstance(store, PostgresStore) and hasattr(store, "inner"):
+        store = store.inner  # under the wrappers that resolve values or open seals
     if not isinstance(store, PostgresStore):
         yield
         return

@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from actorflow.cli._copy_command import describe, is_postgres
+from actorflow.server._encryption import KeyFileError, encrypted, read_key_file
 from actorflow.server._serve import DEFAULT_JOURNAL
 from journal import JournalError, PostgresStore, SqliteStore, Store
 from journal._postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA
@@ -52,11 +53,32 @@ def journal_option(fn: Any) -> Any:
     )(fn)
 
 
+def key_file_option(fn: Any) -> Any:
+    """``--codec-key-file FILE``: the keys of an encrypted journal (docs/encryption.md)."""
+    return click.option(
+        "--codec-key-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The key file of an encrypted journal (as given to actorflow serve); needed to "
+        "read its payloads.",
+    )(fn)
+
+
 @contextlib.asynccontextmanager
-async def open_read_only(target: str) -> AsyncIterator[Store]:
-    """The journal at ``target``, opened for reading only."""
+async def open_read_only(
+    target: str, *, payloads: bool = False, key_file: str | None = None
+) -> AsyncIterator[Store]:
+    """The journal at ``target``, opened for reading only. To read its ``payloads``, an
+    encrypted journal is read through ``key_file``: without one, or with keys that do not
+    open it, it cannot be opened (said with the key id); otherwise the payloads are read
+    as stored (what `verify` checks, with no key)."""
     store = await (_open_postgres(target) if is_postgres(target) else _open_sqlite(target))
     try:
+        if payloads:
+            try:
+                store = await encrypted(store, read_key_file(key_file), describe(target))
+            except KeyFileError as exc:
+                raise CannotOpen(str(exc)) from None
         yield store
     finally:
         await store.close()

@@ -36,7 +36,7 @@ async def encrypted(store: Store, keyring: Keyring | None, label: str) -> Store:
         if key_id is not None:
             raise KeyFileError(
                 f"the journal {label} is encrypted (its first record is sealed with key "
-                f"{key_id!r}); start with --codec-key-file FILE holding that key"
+                f"{key_id!r}); give --codec-key-file FILE holding that key"
             )
         return store
     wrapped = EncryptedStore(store, keyring)

@@ -73,6 +73,23 @@ def test_a_canary_is_stored_sealed_and_reads_back_only_with_the_key(
     assert "sealed with key 'k1', and the key file's key 'k1' is another key" in refused.stderr
     assert canary not in refused.stderr
 
+    # The offline tools: verify checks the sealed journal without a key; inspect and stats
+    # read its payloads only through the key file, and say which key they need without it.
+    db = str(tmp_path / "journal.db")
+    assert cli("journal", "verify", "--journal", db).returncode == 0
+    for command in (["inspect", "Notebook/n"], ["stats"]):
+        keyless = cli("journal", *command, "--journal", db)
+        assert keyless.returncode == 2, keyless.stderr
+        assert "is encrypted (its first record is sealed with key 'k1')" in keyless.stderr
+        wrong = cli("journal", *command, "--journal", db, "--codec-key-file", str(other))
+        assert wrong.returncode == 2, wrong.stderr
+        assert canary not in wrong.stdout + wrong.stderr
+    shown = cli("journal", "inspect", "Notebook/n", "--journal", db, "--codec-key-file", str(keys))
+    assert shown.returncode == 0, shown.stderr
+    assert canary in shown.stdout
+    counted = cli("journal", "stats", "--journal", db, "--codec-key-file", str(keys))
+    assert counted.returncode == 0, counted.stderr
+
     # Rotation: a second key writes, the first still reads; a copy re-encrypts everything
     # under the second, which then reads alone.
     _key_file(keys, "--id", "k2")
