@@ -113,6 +113,7 @@ class Turn:
         self._counters: dict[str, int] = {}
         # Which task may take steps on each branch: the turn's own task for the handler,
         # and the task ctx.gather/ctx.first started for each of their branches.
+        _branch.set("")  # an actor activated from a branch's send does not inherit it
         self._owners: dict[str, asyncio.Task[Any] | None] = {"": asyncio.current_task()}
         self._times: dict[str, float] = {"": started.at}
         self._entropy: dict[str, int] = {}
