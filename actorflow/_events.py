@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import msgspec
 
+from actorflow._budget import Grant
 from journal import Codec
 
 
@@ -70,6 +71,8 @@ class TurnStarted(msgspec.Struct, tag="turn", frozen=True):
     #: The turn number its step keys and random draws derive from: this turn's own, or
     #: for an operator's retry of a failed invocation, the failed turn's (0: this turn).
     key_turn: int = 0
+    #: The budget the invocation spends from (None: none), from its message.
+    budget: Grant | None = None
 
 
 #: The replay rules new turns are written under (see `TurnStarted.rules`).
@@ -239,6 +242,8 @@ class MessageAccepted(msgspec.Struct, tag="message", frozen=True):
     deadline: float | None = None
     retry_of: int = 0
     seed: tuple[SeedRecord, ...] = ()
+    #: The budget the invocation spends from: its own, or its caller's tree's.
+    budget: Grant | None = None
 
 
 class EventDelivered(msgspec.Struct, tag="event", frozen=True):
@@ -288,6 +293,7 @@ class Continuation(msgspec.Struct, frozen=True):
     inbox: int
     reply_to: ReplyTo | None = None
     deadline: float | None = None
+    budget: Grant | None = None
 
 
 class ActorSnapshot(msgspec.Struct, frozen=True):

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import anyio
 import msgspec
@@ -61,15 +61,12 @@ from actorflow._values import (
     legacy_fingerprint,
     rebuild_error,
 )
-from actorflow.replay import _branches
+from actorflow.replay import _branches, _budget_gate
 from actorflow.replay._branches import _branch, _Lost
 from actorflow.replay._protocol import TurnHost
 from actorflow.replay._recorded import Recorded, RecordedTurn
 from actorflow.replay._steps import Shape, call_step, refuse_inside_step, shape
 from journal import StreamAppend
-
-if TYPE_CHECKING:
-    pass
 
 _REPLY_PREFIX = "\x00reply:"
 _NONE = encode(None)
@@ -128,6 +125,8 @@ class Turn:
         self._cancel = anyio.Event()
         self.compensating = False
         self.deadline = deadline
+        self.budget = started.budget  # what the invocation spends from (None: no budget)
+        self.holds: dict[str, Any] = {}  # steps' reservations not settled yet, by step id
 
     # -- step ids, time, checks ----------------------------------------------------------
 
@@ -324,8 +323,11 @@ class Turn:
         branch, step = self._next("ctx.run")
         name, fp, kind, how = self._identify(fn, args, options)
         check_result_type(name, kind)  # before the call: a paid result is never lost
+        if _budget_gate.gated(self, options):
+            await _budget_gate.gate(self, branch, step, name, options)
         rec = self._take(step, name, "run", fp)
         if rec is not None and rec.outcome is not None:
+            _budget_gate.replayed(self, step)
             return self._replayed(branch, step, name, rec.outcome, options, kind)
         if rec is not None and self._is_lost(branch):
             raise _Lost()  # a lost branch whose step never ended: it was cancelled here
@@ -465,7 +467,10 @@ class Turn:
         if size:
             too_large = StepResultTooLarge(name, size, self.host.record_limit)
             raise await self._failed(branch, step, name, "run", fp, too_large, attempts)
-        await self._write([entry])
+        settle = await _budget_gate.settlement(
+            self, (branch, step, name, fp, attempts), options, decoded
+        )
+        await self._write([entry], settle)
         self._advance(branch, at)
         self._register(step, name, options, decoded)
         return decoded
@@ -491,7 +496,8 @@ class Turn:
         """Journal a step's final error; return what the handler sees (as on replay)."""
         info = error_info(exc)
         at = self.host.clock.now()
-        await self._write([StepFailed(self.turn, step, name, kind, info, fp, attempts, at)])
+        entry = StepFailed(self.turn, step, name, kind, info, fp, attempts, at)
+        await self._write([entry], _budget_gate.release(self, step))
         self._advance(branch, at)
         return rebuild_error(name, info)
 
@@ -627,7 +633,9 @@ class Turn:
             self._live(branch)
             invocation = f"{target.id}#{derive(self.key_for(step), size=12).hex()}"
             reply_to = ReplyTo(self.actor_id, _REPLY_PREFIX + invocation) if call else None
-            accept = self.host.prepare_send(target, handler, args, kwargs, invocation, reply_to)
+            accept = self.host.prepare_send(
+                target, handler, args, kwargs, invocation, reply_to, self.budget
+            )
             at = self.host.clock.now()
             value = msgspec.Raw(encode(invocation))
             entry = StepCompleted(self.turn, step, name, "send", value, fp, 0, 1, at)
