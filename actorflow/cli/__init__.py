@@ -18,7 +18,9 @@ import click
 import httpx
 import msgspec
 
+from actorflow._budget import Budget
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
+from actorflow.cli._budget_command import budget_command, budget_option
 from actorflow.cli._query_command import query_command
 from actorflow.cli._repair import export_command, reset_command
 from actorflow.cli._replay_command import journal_group, replay_command
@@ -470,6 +472,7 @@ def _fail(exc: Exception) -> NoReturn:
 @click.option(
     "--deadline", type=float, help="Cancel (and compensate) the turn after this many seconds."
 )
+@budget_option
 @_client_options
 def send(
     actor: str,
@@ -478,6 +481,7 @@ def send(
     wait: float | None,
     idempotency_key: str | None,
     deadline: float | None,
+    budget: Budget | None,
     url: str,
     token_file: Path | None,
     timeout: float,
@@ -503,6 +507,7 @@ def send(
                 idempotency_key=idempotency_key,
                 wait=wait,
                 deadline=deadline,
+                budget=budget,
             ),
         )
     )
@@ -777,3 +782,4 @@ main.add_command(reset_command)
 main.add_command(journal_group(journal_command))
 main.add_command(replay_command)
 main.add_command(query_command(_client_options, _talk, _json_argument, _print))
+main.add_command(budget_command(_client_options, _talk, _print))
