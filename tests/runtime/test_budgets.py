@@ -94,6 +94,23 @@ class Agent(Actor):
         return out
 
     @handler
+    async def once(self, tokens: int) -> int:
+        try:
+            await self.ctx.run(llm, tokens, reserve=Spend(tokens=tokens))
+        except BudgetExceeded:
+            return 0
+        return 1
+
+    @handler
+    async def fan(self, helpers: int, tokens: int) -> int:
+        calls = [
+            self.ctx.call(self.ctx.ref(Agent, f"{self.key}-{n}"), Agent.once, tokens)
+            for n in range(helpers)
+        ]
+        done: list[int] = await self.ctx.gather(*calls)
+        return sum(done)
+
+    @handler
     async def wait_then_spend(self, tokens: int) -> int:
         await self.ctx.run(llm, tokens, reserve=Spend(tokens=tokens))
         await self.ctx.wait_for("go")
@@ -253,3 +270,23 @@ async def test_wall_time_is_checked_at_each_reservation(memory_runtime: Runtime)
     with pytest.raises(HandlerFailed, match="budget exceeded on wall_time"):
         await memory_runtime.result(invocation)
     assert calls["llm"] == 1
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+async def test_parallel_reservations_from_many_actors_never_overbook(
+    db: pathlib.Path, store: str
+) -> None:
+    """Twelve actors reserve from one ledger at once: each reservation is appended at the
+    ledger position its decision read, so exactly as many fit as the limit allows."""
+    ref = actorflow.ActorRef("Agent", "fan")
+    if store == "sqlite":
+        context = running(db, [Agent])
+    else:
+        context = Runtime(MemoryStore(), [Agent])
+    async with context as runtime:
+        invocation = await runtime.send(ref, "fan", (12, 30), budget=Budget(tokens=100))
+        assert await runtime.result(invocation) == 3
+        status = await runtime.budget(invocation)
+        assert status is not None
+        assert status.spent.tokens == 90
+    assert calls["llm"] == 3
