@@ -3,16 +3,19 @@ inherited by called actors, and released when an invocation ends."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
 import actorflow
 from actorflow import (
+    NO_RETRY,
     Actor,
     Budget,
     BudgetExceeded,
@@ -50,6 +53,16 @@ def llm(tokens: int) -> Usage:
 def tool(name: str) -> str:
     calls[name] += 1
     return name
+
+
+def broken() -> None:
+    calls["broken"] += 1
+    raise ValueError("no")
+
+
+async def forever() -> None:
+    calls["forever"] += 1
+    await anyio.sleep_forever()
 
 
 def by_usage(result: Usage) -> Spend:
@@ -109,6 +122,20 @@ class Agent(Actor):
         ]
         done: list[int] = await self.ctx.gather(*calls)
         return sum(done)
+
+    @handler
+    async def fail_then_wait(self) -> str:
+        with contextlib.suppress(ValueError):
+            await self.ctx.run(broken, reserve=Spend(tokens=50), retry=NO_RETRY)
+        await self.ctx.wait_for("go")
+        return "done"
+
+    @handler
+    async def race(self) -> int:
+        winner, _ = await self.ctx.first(
+            self.ctx.run(forever, reserve=Spend(tokens=50)), self.ctx.wait_for("stop")
+        )
+        return int(winner)
 
     @handler
     async def wait_then_spend(self, tokens: int) -> int:
@@ -290,3 +317,43 @@ async def test_parallel_reservations_from_many_actors_never_overbook(
         assert status is not None
         assert status.spent.tokens == 90
     assert calls["llm"] == 3
+
+
+async def test_a_failed_step_releases_its_hold_with_its_error(db: pathlib.Path) -> None:
+    ref = actorflow.ActorRef("Agent", "f")
+    async with running(db, [Agent]) as runtime:
+        invocation = await runtime.send(ref, "fail_then_wait", (), budget=Budget(tokens=100))
+        await reaches(runtime.ref(Agent, "f"), "waiting-event")
+        status = await runtime.budget(invocation)
+        assert status is not None
+        assert (status.holds, status.spent, status.remaining) == (0, Spend(), {"tokens": 100})
+        await runtime.deliver(ref, "go", None)
+        assert await runtime.result(invocation) == "done"
+    assert calls["broken"] == 1
+
+
+async def test_the_end_of_an_invocation_releases_what_its_steps_still_hold(
+    db: pathlib.Path,
+) -> None:
+    """A step cancelled mid-way (its ctx.first branch lost) never settles: its hold is
+    released, unspent, with the turn's end."""
+    ref = actorflow.ActorRef("Agent", "race")
+    async with running(db, [Agent]) as runtime:
+        invocation = await runtime.send(ref, "race", (), budget=Budget(tokens=100))
+        await runtime_eventually_holding(runtime, invocation)
+        await runtime.deliver(ref, "stop", None)
+        assert await runtime.result(invocation) == 1
+        status = await runtime.budget(invocation)
+        assert status is not None
+        assert (status.holds, status.spent, status.remaining) == (0, Spend(), {"tokens": 100})
+    assert calls["forever"] == 1
+
+
+async def runtime_eventually_holding(runtime: Runtime, invocation: str) -> None:
+    from tests.runtime.support import eventually
+
+    async def check() -> bool:
+        status = await runtime.budget(invocation)
+        return status is not None and status.holds == 1
+
+    await eventually(check, "a hold")
