@@ -219,11 +219,17 @@ def amount_of(spend: Spend) -> Amount:
 
 class Grant(msgspec.Struct, frozen=True):
     """What an invocation spends from: the ledger stream of its tree's root, the root's
-    limits and when the root was accepted (wall time counts from there)."""
+    limits and when the root was accepted (wall time counts from there).
+
+    A carved sub-budget (``ctx.call(..., budget=...)``) has a ledger of its own, and
+    ``parent``/``hold``: the caller's ledger and the reservation there that the carved
+    invocation settles when it ends."""
 
     ledger: str
     limit: Budget
     start: float
+    parent: str = ""
+    hold: str = ""
 
 
 def ledger_stream(root_invocation: str) -> str:
@@ -258,7 +264,14 @@ class Settled(msgspec.Struct, tag="settle", frozen=True):
     at: float
 
 
-LedgerEntry = Opened | Reserved | Settled
+class Closed(msgspec.Struct, tag="close", frozen=True):
+    """A carved ledger's invocation ended and settled its parent's hold: nothing more is
+    reserved from it (what it still held was counted in the parent in full)."""
+
+    at: float
+
+
+LedgerEntry = Opened | Reserved | Settled | Closed
 LEDGER_CODEC: Codec[LedgerEntry] = Codec(LedgerEntry)
 
 
@@ -290,11 +303,14 @@ class LedgerView:
         self.spent = ZERO
         self.held: dict[str, Amount] = {}
         self.settled: set[str] = set()
+        self.closed = False
 
     def apply(self, entry: LedgerEntry) -> None:
         """Fold one more ledger record in."""
         if isinstance(entry, Opened):
             self.limit = entry.limit
+        elif isinstance(entry, Closed):
+            self.closed = True
         elif isinstance(entry, Reserved):
             if entry.hold not in self.settled:
                 self.held[entry.hold] = entry.amount
@@ -310,6 +326,25 @@ class LedgerView:
         for amount in self.held.values():
             total = total + amount
         return total
+
+
+def carve_amount(carve: Budget, parent: Budget) -> Amount:
+    """What a carved sub-budget reserves from its parent: its limits, which must cover
+    every dimension the parent limits (else the parent could not count its spending)."""
+    missing = [
+        name
+        for name in ("tokens", "cost", "tool_calls", "llm_calls")
+        if getattr(parent, name) is not None and getattr(carve, name) is None
+    ]
+    if missing:
+        raise ValueError(
+            f"a carved budget must limit what its parent limits; {carve.render()!r} leaves "
+            f"out {', '.join(missing)} (the parent has {parent.render()!r})"
+        )
+    currency, micros = parse_money(carve.cost) if carve.cost is not None else ("", 0)
+    if parent.cost is not None and currency != parse_money(parent.cost)[0]:
+        raise ValueError(f"a carved budget counts cost in its parent's currency ({parent.cost})")
+    return Amount(carve.tokens or 0, micros, carve.tool_calls or 0, carve.llm_calls or 0, currency)
 
 
 def _figures(limit: Budget, currency: str) -> list[tuple[str, int]]:
@@ -339,6 +374,9 @@ def decide(grant: Grant, view: LedgerView, asked: Amount, open_ended: bool, now:
             f"a step reserves cost in {asked.currency}, but its budget counts {currency}"
         )
     held = view.reserved
+    if view.closed:
+        ended = "the carved budget's invocation has ended"
+        return Decision(False, "closed", ended, "", "", "", grant.ledger)
     for name, cap in _figures(limit, currency):
         spent, reserved, want = _part(view.spent, name), _part(held, name), _part(asked, name)
         if spent + reserved + want > cap or (open_ended and spent + reserved >= cap):

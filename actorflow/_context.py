@@ -14,11 +14,11 @@ import uuid as uuid_module
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, cast, overload
 
+from actorflow._budget import Budget, Spend
 from actorflow._errors import ActorflowError, TurnEndedError
 
 if TYPE_CHECKING:
     from actorflow._actor import Actor
-    from actorflow._budget import Spend
     from actorflow._stream import ChunkSink
 
 R = TypeVar("R")
@@ -150,8 +150,10 @@ class TurnOps(Protocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         call: bool,
+        budget: Budget | None = None,
     ) -> Any:
-        """Message another actor exactly once (and, for a call, await its reply)."""
+        """Message another actor exactly once (and, for a call, await its reply);
+        ``budget``: a sub-budget carved out of this turn's for the message's invocation."""
         ...
 
     async def patched(self, patch_id: str, *, deprecated: bool = False) -> bool:
@@ -217,9 +219,16 @@ def type_name_of(actor: str | type[Actor]) -> str:
     return name
 
 
-def _check_consumption(reserve: Any, spend: Any) -> None:
-    from actorflow._budget import Spend
+def _carve(kwargs: dict[str, Any]) -> Budget | None:
+    """Take a carved sub-budget (``budget=`` an `actorflow.Budget`) out of a message's
+    keyword arguments."""
+    if isinstance(kwargs.get("budget"), Budget):
+        carved: Budget = kwargs.pop("budget")
+        return carved
+    return None
 
+
+def _check_consumption(reserve: Any, spend: Any) -> None:
     if reserve is not None and not isinstance(reserve, Spend):
         raise TypeError(f"reserve= takes an actorflow.Spend, got {reserve!r}")
     if spend is not None and not callable(spend):
@@ -472,16 +481,26 @@ class Context:
         self, target: ActorRef, handler: str | Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> str:
         """Send a message to another actor's handler, exactly once; return the invocation id
-        without waiting for it to run."""
-        invocation: str = await self._ops.send(target, handler_name(handler), args, kwargs, False)
+        without waiting for it to run. ``budget=`` (an `actorflow.Budget`, not passed on
+        to the handler) is as for `call`."""
+        budget = _carve(kwargs)
+        name = handler_name(handler)
+        invocation: str = await self._ops.send(target, name, args, kwargs, False, budget)
         return invocation
 
     async def call(
         self, target: ActorRef, handler: str | Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Any:
         """Send a message to another actor's handler exactly once and wait durably for its
-        result (its error is raised as `HandlerFailed`)."""
-        return await self._ops.send(target, handler_name(handler), args, kwargs, True)
+        result (its error is raised as `HandlerFailed`).
+
+        The called invocation spends from this one's budget, if it has one. With
+        ``budget=`` (an `actorflow.Budget`, not passed on to the handler), it spends
+        from a sub-budget of its own instead, carved out of this one's: reserved here in
+        full (`BudgetExceeded` if it does not fit), and settled with what it spent when
+        it ends. See docs/budgets.md."""
+        budget = _carve(kwargs)
+        return await self._ops.send(target, handler_name(handler), args, kwargs, True, budget)
 
     async def patched(self, patch_id: str) -> bool:
         """Versioning: True when this run may take the new code path marked ``patch_id``.

@@ -18,9 +18,13 @@ from actorflow._budget import (
     LEDGER_CODEC,
     ZERO,
     Amount,
+    Budget,
     Decision,
+    Grant,
     Settled,
     amount_of,
+    carve_amount,
+    ledger_stream,
 )
 from actorflow._context import StepOptions
 from actorflow._events import StepCompleted
@@ -40,12 +44,58 @@ def gated(turn: Turn, options: StepOptions) -> bool:
     return turn.budget is not None and (options.reserve is not None or options.spend is not None)
 
 
+def holds() -> dict[str, Amount]:
+    """A turn's reservations not settled yet, by step id (`Turn.holds`)."""
+    return {}
+
+
 async def gate(turn: Turn, branch: str, step: str, name: str, options: StepOptions) -> None:
     """Reserve the step's consumption, or raise `BudgetExceeded` (journaled, replayed)."""
     grant = turn.budget
     assert grant is not None
-    decision_step = f"{step}~{KIND}"
     asked = amount_of(options.reserve) if options.reserve is not None else ZERO
+    open_ended = options.reserve is None
+    decision = await _decide(turn, branch, step, name, grant, asked, open_ended)
+    if not decision.ok:
+        raise decision.error()
+    found = turn.recorded._steps.get(step)
+    if found is None or found.outcome is None:  # else its settlement is journaled with it
+        turn.holds[step] = asked
+
+
+async def for_message(
+    turn: Turn, branch: str, step: str, name: str, invocation: str, carve: Budget | None
+) -> Grant | None:
+    """What a message's invocation spends from: the sender's budget, or (``carve``) a
+    sub-budget with a ledger of its own, reserved in full from the sender's (raising
+    `BudgetExceeded` if it does not fit) and settled by the invocation when it ends."""
+    if carve is None:
+        return turn.budget
+    now = turn.host.clock.now()
+    parent = turn.budget
+    if parent is None:  # nothing to carve from: the invocation is a root of its own
+        return Grant(ledger_stream(invocation), carve, now)
+    asked = carve_amount(carve, parent.limit)
+    decision = await _decide(turn, branch, step, name, parent, asked, False)
+    if not decision.ok:
+        raise decision.error()
+    limit, start = carve, now
+    if carve.wall_time is None and parent.limit.wall_time is not None:
+        limit = msgspec.structs.replace(carve, wall_time=parent.limit.wall_time)
+        start = parent.start
+    return Grant(ledger_stream(invocation), limit, start, parent.ledger, turn.key_for(step))
+
+
+async def _decide(
+    turn: Turn,
+    branch: str,
+    step: str,
+    name: str,
+    grant: Grant,
+    asked: Amount,
+    open_ended: bool,
+) -> Decision:
+    decision_step = f"{step}~{KIND}"
     rec = turn._take(decision_step, name, KIND)
     if rec is not None and isinstance(rec.outcome, StepCompleted):
         decision = msgspec.msgpack.decode(rec.outcome.value, type=Decision)
@@ -60,13 +110,9 @@ async def gate(turn: Turn, branch: str, step: str, name: str, options: StepOptio
             return StepCompleted(turn.turn, decision_step, name, KIND, value, at=at)
 
         with anyio.CancelScope(shield=True):  # the decision and the ledger agree
-            decision = await turn.host.reserve(
-                grant, hold, asked, options.reserve is None, entry, turn.actor_id
-            )
+            decision = await turn.host.reserve(grant, hold, asked, open_ended, entry, turn.actor_id)
         turn._advance(branch, at)
-    if not decision.ok:
-        raise decision.error()
-    turn.holds[step] = asked
+    return decision
 
 
 async def settlement(
@@ -94,12 +140,6 @@ def release(turn: Turn, step: str) -> list[StreamAppend]:
     if not turn.holds or turn.holds.pop(step, None) is None:
         return []
     return [_settle(turn, step, ZERO)]
-
-
-def replayed(turn: Turn, step: str) -> None:
-    """A step's outcome was replayed: its settlement is journaled with it."""
-    if turn.holds:
-        turn.holds.pop(step, None)
 
 
 def release_all(turn: Turn) -> list[StreamAppend]:

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import anyio
 import msgspec
 
+from actorflow._budget import Budget
 from actorflow._context import DECLARED, ActorRef, Context, Retry, StepOptions, current_step_key
 from actorflow._errors import (
     ActorflowError,
@@ -125,8 +126,7 @@ class Turn:
         self._cancel = anyio.Event()
         self.compensating = False
         self.deadline = deadline
-        self.budget = started.budget  # what the invocation spends from (None: no budget)
-        self.holds: dict[str, Any] = {}  # steps' reservations not settled yet, by step id
+        self.budget, self.holds = started.budget, _budget_gate.holds()  # see _budget_gate
 
     # -- step ids, time, checks ----------------------------------------------------------
 
@@ -327,7 +327,6 @@ class Turn:
             await _budget_gate.gate(self, branch, step, name, options)
         rec = self._take(step, name, "run", fp)
         if rec is not None and rec.outcome is not None:
-            _budget_gate.replayed(self, step)
             return self._replayed(branch, step, name, rec.outcome, options, kind)
         if rec is not None and self._is_lost(branch):
             raise _Lost()  # a lost branch whose step never ended: it was cancelled here
@@ -620,6 +619,7 @@ class Turn:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         call: bool,
+        budget: Budget | None = None,
     ) -> Any:
         """Message another actor exactly once; for a call, await its reply durably."""
         branch, step = self._next("ctx.send/ctx.call")
@@ -633,8 +633,9 @@ class Turn:
             self._live(branch)
             invocation = f"{target.id}#{derive(self.key_for(step), size=12).hex()}"
             reply_to = ReplyTo(self.actor_id, _REPLY_PREFIX + invocation) if call else None
+            grant = await _budget_gate.for_message(self, branch, step, name, invocation, budget)
             accept = self.host.prepare_send(
-                target, handler, args, kwargs, invocation, reply_to, self.budget
+                target, handler, args, kwargs, invocation, reply_to, grant
             )
             at = self.host.clock.now()
             value = msgspec.Raw(encode(invocation))

@@ -14,23 +14,28 @@ from typing import TYPE_CHECKING
 
 from actorflow._budget import (
     LEDGER_CODEC,
+    ZERO,
     Amount,
     Budget,
     BudgetStatus,
+    Closed,
     Decision,
     Grant,
     LedgerView,
     Opened,
     Reserved,
+    Settled,
     decide,
     ledger_stream,
     status_of,
 )
 from actorflow._events import ACTOR_CODEC, StepCompleted
+from actorflow.replay._budget_gate import release_all
 from journal import ConflictError, Store, StreamAppend
 
 if TYPE_CHECKING:
     from actorflow._actor import Actor
+    from actorflow.replay._turn import Turn
     from actorflow.runtime._host import ActorHost
     from actorflow.runtime._runtime import Runtime
 
@@ -142,6 +147,36 @@ async def _append(host: ActorHost, entry: StepCompleted, part: StreamAppend) -> 
     if end > host._position:
         host._position = end
     host.runtime.metrics.appends += 1
+
+
+async def at_end(host: ActorHost, turn: Turn) -> list[StreamAppend]:
+    """The ledger appends of an invocation's end, journaled with it: the holds its turn
+    still has are released unspent; and an invocation with a carved budget closes its
+    ledger and settles its parent's hold with what its tree spent, plus what steps still
+    running in it hold (counted in full: they can spend no more than that)."""
+    grant = turn.budget
+    if grant is None or not grant.parent or grant.ledger != ledger_stream(turn.invocation):
+        return release_all(turn)
+    releasing = {turn.key_for(step) for step in turn.holds}
+    try:
+        view = await read(host.store, grant.ledger)
+    except Exception as exc:
+        raise host._failed(exc) from exc
+    at = host.clock.now()
+    own = [LEDGER_CODEC.encode(Settled(hold, ZERO, at)) for hold in sorted(releasing)]
+    if view.position == 0:
+        own.insert(0, LEDGER_CODEC.encode(Opened(grant.limit, grant.start)))
+    own.append(LEDGER_CODEC.encode(Closed(at)))
+    turn.holds.clear()
+    counted = view.spent
+    for hold, amount in view.held.items():
+        if hold not in releasing:
+            counted = counted + amount
+    settle = LEDGER_CODEC.encode(Settled(grant.hold, counted, at))
+    return [
+        StreamAppend(grant.ledger, tuple(own), expected_position=view.position),
+        StreamAppend(grant.parent, (settle,)),
+    ]
 
 
 def parts(amount: Amount) -> list[tuple[str, int]]:

@@ -59,7 +59,6 @@ from actorflow._events import (
     inbox_stream,
 )
 from actorflow._values import canonical_equal, decoder_for, encode, error_info
-from actorflow.replay._budget_gate import release_all
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
 from actorflow.runtime import _budgets, _checkpoint, _continuation, _inspect, _pinned, _quarantine
@@ -698,7 +697,7 @@ class ActorHost:
                 )
         ended = InvocationEnded(started.invocation, started.turn, reply, at, seed)
         extra = await self.outcomes.parts(ended)
-        extra += release_all(turn)  # what the turn still holds of its budget
+        extra += await _budgets.at_end(self, turn)  # what the turn still holds of its budget
         if started.reply_to is not None:
             event = EventDelivered(started.reply_to.event, msgspec.Raw(encode(reply)), at)
             extra.append(

@@ -138,6 +138,17 @@ class Agent(Actor):
         return int(winner)
 
     @handler
+    async def carve(self, share: int, rounds: int, tokens: int) -> list[str]:
+        helper = self.ctx.ref(Agent, f"{self.key}-carved")
+        try:
+            done: list[str] = await self.ctx.call(
+                helper, Agent.think, rounds, tokens, budget=Budget(tokens=share)
+            )
+        except BudgetExceeded as exc:
+            return [f"refused:{exc.dimension}"]
+        return done
+
+    @handler
     async def wait_then_spend(self, tokens: int) -> int:
         await self.ctx.run(llm, tokens, reserve=Spend(tokens=tokens))
         await self.ctx.wait_for("go")
@@ -357,3 +368,42 @@ async def runtime_eventually_holding(runtime: Runtime, invocation: str) -> None:
         return status is not None and status.holds == 1
 
     await eventually(check, "a hold")
+
+
+async def test_a_carved_sub_budget_is_reserved_whole_and_settled_with_what_it_spent(
+    db: pathlib.Path,
+) -> None:
+    ref = actorflow.ActorRef("Agent", "p")
+    async with running(db, [Agent]) as runtime:
+        invocation = await runtime.send(ref, "carve", (60, 3, 25), budget=Budget(tokens=100))
+        assert await runtime.result(invocation) == ["round0", "round1", "stopped:tokens"]
+        root = await runtime.budget(invocation)
+        assert root is not None
+        assert (root.spent.tokens, root.holds, root.remaining) == (50, 0, {"tokens": 50})
+        (child,) = await runtime.invocations(actorflow.ActorRef("Agent", "p-carved"))
+        carved = await runtime.budget(child.invocation)
+        assert carved is not None
+        assert carved.limit == Budget(tokens=60)
+        assert (carved.spent.tokens, carved.remaining) == (50, {"tokens": 10})
+        records = await ledger(runtime, child.invocation)
+        assert type(records[-1]).__name__ == "Closed"
+
+
+async def test_a_carve_that_does_not_fit_is_refused_before_the_message_is_sent(
+    db: pathlib.Path,
+) -> None:
+    ref = actorflow.ActorRef("Agent", "q")
+    async with running(db, [Agent]) as runtime:
+        invocation = await runtime.send(ref, "carve", (101, 3, 25), budget=Budget(tokens=100))
+        assert await runtime.result(invocation) == ["refused:tokens"]
+        assert await runtime.invocations(actorflow.ActorRef("Agent", "q-carved")) == []
+    assert calls["llm"] == 0
+
+
+async def test_a_carve_must_limit_what_its_parent_limits(db: pathlib.Path) -> None:
+    ref = actorflow.ActorRef("Agent", "m")
+    async with running(db, [Agent]) as runtime:
+        budget = Budget(tokens=100, llm_calls=5)
+        invocation = await runtime.send(ref, "carve", (50, 1, 5), budget=budget)
+        with pytest.raises(HandlerFailed, match="leaves out llm_calls"):
+            await runtime.result(invocation)
