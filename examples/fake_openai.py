@@ -15,8 +15,8 @@ them as JSON, so a test can check that no completed model call was made twice.
 A request with an ``Idempotency-Key`` header is applied once per key, as a real provider
 that honours keys would: the first answer's usage is counted, and a request made again
 with the same key (a step re-executed after a crash) gets the same answer, counted as a
-replay, not as usage. ``GET /usage`` returns ``{"keys", "total_tokens", "replayed"}``
-over the keyed requests. Run it::
+replay, not as usage. ``GET /usage`` returns ``{"keys", "total_tokens", "replayed",
+"by_key"}`` over the keyed requests (``by_key``: the tokens counted for each key). Run it::
 
     python -m examples.fake_openai --port 8788 --log openai-calls.log
 
@@ -239,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "keys": len(usage),
                     "total_tokens": sum(usage.values()),
                     "replayed": self.server.replayed,
+                    "by_key": usage,
                 }
             self._send_json(200, body)
         else:

@@ -29,6 +29,7 @@ from actorflow._budget import (
 from actorflow._context import StepOptions
 from actorflow._events import StepCompleted
 from actorflow._values import encode
+from actorflow.replay._recorded import Recorded
 from journal import StreamAppend
 
 if TYPE_CHECKING:
@@ -84,6 +85,16 @@ async def for_message(
         limit = msgspec.structs.replace(carve, wall_time=parent.limit.wall_time)
         start = parent.start
     return Grant(ledger_stream(invocation), limit, start, parent.ledger, turn.key_for(step))
+
+
+def take_send(turn: Turn, step: str, name: str, fp: int, carve: Budget | None) -> Recorded | None:
+    """`Turn._take` of a send step; replaying a send that carved a budget, the carve's
+    decision (journaled before it) is taken with it."""
+    rec = turn._take(step, name, "send", fp)
+    replayed = carve is not None and rec is not None and rec.outcome is not None
+    if replayed and turn.recorded.has(f"{step}~{KIND}"):
+        turn._take(f"{step}~{KIND}", name, KIND)
+    return rec
 
 
 async def _decide(

@@ -625,7 +625,7 @@ class Turn:
         branch, step = self._next("ctx.send/ctx.call")
         name = f"{target.id}.{handler}"
         fp = fingerprint([name, list(args), kwargs]) if self.rules >= 2 else 0
-        rec = self._take(step, name, "send", fp)
+        rec = _budget_gate.take_send(self, step, name, fp, budget)
         if rec is not None and isinstance(rec.outcome, StepCompleted):
             invocation: str = msgspec.msgpack.decode(rec.outcome.value, type=str)
             self._advance(branch, rec.outcome.at)

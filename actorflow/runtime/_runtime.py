@@ -595,6 +595,7 @@ class Runtime(RuntimeReads):
             self.clock.now(),
             retry_of=first.key_turn or first.turn,
             seed=ended.seed,
+            budget=first.budget,
         )
         host = self._hosts.get(actor_id)
         if host is not None:

@@ -17,7 +17,7 @@ import string
 import httpx
 import msgspec
 
-from actorflow import Actor, BudgetExceeded, Spend, handler
+from actorflow import Actor, Budget, BudgetExceeded, Spend, handler
 
 #: Where the fake OpenAI server listens (``.../v1``).
 BASE_URL = os.environ.get("ACTORFLOW_OPENAI_BASE_URL", "http://127.0.0.1:8788/v1")
@@ -82,16 +82,24 @@ class SubAgent(Actor):
 
 
 class Lead(Actor):
-    """Fans out to parallel sub-agents, which spend from the lead's budget."""
+    """Fans out to parallel sub-agents, which spend from the lead's budget (the first
+    from a sub-budget carved out of it, when ``carve`` is given)."""
 
     @handler
-    async def run(self, helpers: int, questions: int) -> int:
+    async def run(self, helpers: int, questions: int, carve: str = "") -> int:
         """Run ``helpers`` sub-agents in parallel; return the answers they got."""
-        calls = [
-            self.ctx.call(self.ctx.ref(SubAgent, f"{self.key}-{n}"), SubAgent.research, questions)
-            for n in range(helpers)
-        ]
-        answers: list[int] = await self.ctx.gather(*calls)
+        calls = []
+        for n in range(helpers):
+            ref = self.ctx.ref(SubAgent, f"{self.key}-{n}")
+            if n == 0 and carve:
+                budget = Budget.parse(carve)
+                calls.append(self.ctx.call(ref, SubAgent.research, questions, budget=budget))
+            else:
+                calls.append(self.ctx.call(ref, SubAgent.research, questions))
+        try:
+            answers: list[int] = await self.ctx.gather(*calls)
+        except BudgetExceeded:  # the carve did not fit: nothing was sent
+            return 0
         return sum(answers)
 
 

@@ -140,9 +140,10 @@ def test_budgets_hold_across_sigkills_and_match_what_the_model_counted(tmp_path:
         for n in range(LEADS):
             limit = {"tokens": rng.randrange(600, 2400), "llm_calls": rng.randrange(6, 16)}
             header = f"tokens={limit['tokens']}; llm_calls={limit['llm_calls']}"
+            carve = f"tokens={limit['tokens'] // 3}; llm_calls={limit['llm_calls'] // 3}"
             sent = client.post(
                 f"/v1/actors/Lead/lead{n}/messages/run",
-                json={"helpers": HELPERS, "questions": QUESTIONS},
+                json={"helpers": HELPERS, "questions": QUESTIONS, "carve": carve},
                 headers={"Actorflow-Budget": header},
             )
             assert sent.status_code == 202, sent.text
@@ -181,6 +182,14 @@ def test_budgets_hold_across_sigkills_and_match_what_the_model_counted(tmp_path:
                 assert budget["spent"].get(dimension, 0) <= cap, (budget, seed)
             result = client.get(path_of(invocation)).json()["result"]
             assert result == budget["spent"]["llm_calls"], (result, budget, seed)
+            lead = invocation.partition("#")[0].removeprefix("Lead/")
+            listed = client.get(f"/v1/actors/SubAgent/{lead}-0/invocations").json()
+            if listed:  # the carve fitted: its sub-agent spent from a ledger of its own
+                carved = budget_of(client, listed[0]["invocation"])
+                if carved is not None:
+                    assert carved["holds"] == 0, (carved, seed)
+                    for dimension, left in carved["remaining"].items():
+                        assert left >= 0, (dimension, carved, seed)
             spent_tokens += budget["spent"]["tokens"]
             spent_calls += budget["spent"]["llm_calls"]
         counted = model.get("/usage").json()

@@ -149,6 +149,14 @@ class Agent(Actor):
         return done
 
     @handler
+    async def carve_waiting(self, share: int) -> int:
+        helper = self.ctx.ref(Agent, f"{self.key}-carved")
+        tokens: int = await self.ctx.call(
+            helper, Agent.wait_then_spend, 10, budget=Budget(tokens=share)
+        )
+        return tokens
+
+    @handler
     async def wait_then_spend(self, tokens: int) -> int:
         await self.ctx.run(llm, tokens, reserve=Spend(tokens=tokens))
         await self.ctx.wait_for("go")
@@ -407,3 +415,18 @@ async def test_a_carve_must_limit_what_its_parent_limits(db: pathlib.Path) -> No
         invocation = await runtime.send(ref, "carve", (50, 1, 5), budget=budget)
         with pytest.raises(HandlerFailed, match="leaves out llm_calls"):
             await runtime.result(invocation)
+
+
+async def test_a_caller_replays_its_carved_call_after_a_crash(db: pathlib.Path) -> None:
+    ref = actorflow.ActorRef("Agent", "cw")
+    helper = actorflow.ActorRef("Agent", "cw-carved")
+    async with crashing(db, [Agent]) as runtime:
+        invocation = await runtime.send(ref, "carve_waiting", (40,), budget=Budget(tokens=100))
+        await reaches(runtime.ref(Agent, "cw-carved"), "waiting-event")
+    async with running(db, [Agent]) as runtime:
+        await runtime.deliver(helper, "go", None)
+        assert await runtime.result(invocation) == 10
+        root = await runtime.budget(invocation)
+        assert root is not None
+        assert (root.spent.tokens, root.holds, root.remaining) == (20, 0, {"tokens": 80})
+    assert calls["llm"] == 2
