@@ -16,7 +16,8 @@ A request with an ``Idempotency-Key`` header is applied once per key, as a real 
 that honours keys would: the first answer's usage is counted, and a request made again
 with the same key (a step re-executed after a crash) gets the same answer, counted as a
 replay, not as usage. ``GET /usage`` returns ``{"keys", "total_tokens", "replayed",
-"by_key"}`` over the keyed requests (``by_key``: the tokens counted for each key). Run it::
+"conflicts", "by_key"}`` over the keyed requests (``conflicts``: keys that came again with
+another conversation; ``by_key``: the tokens counted for each key). Run it::
 
     python -m examples.fake_openai --port 8788 --log openai-calls.log
 
@@ -186,6 +187,10 @@ class FakeOpenAI(ThreadingHTTPServer):
         #: came again (answered without counting).
         self.usage: dict[str, int] = {}
         self.replayed = 0
+        #: Keyed requests that came again with another conversation (a provider refuses
+        #: those; here they are counted, to show a key reused for another request).
+        self.conflicts: list[str] = []
+        self._requests: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -193,15 +198,19 @@ class FakeOpenAI(ThreadingHTTPServer):
         """The base URL to give an OpenAI client (``.../v1``)."""
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
-    def applied_once(self, key: str | None, tokens: int) -> None:
-        """Count a keyed request's usage the first time its key is seen."""
+    def applied_once(self, key: str | None, tokens: int, request: str) -> None:
+        """Count a keyed request's usage the first time its key is seen (``request``:
+        a digest of what it asks)."""
         if key is None:
             return
         with self._lock:
             if key in self.usage:
                 self.replayed += 1
+                if self._requests[key] != request:
+                    self.conflicts.append(key)
             else:
                 self.usage[key] = tokens
+                self._requests[key] = request
 
     def record(self, key: str, reply: dict[str, Any], stream: bool) -> None:
         """Count an answered request: in memory (``GET /calls``) and in the log file."""
@@ -239,6 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "keys": len(usage),
                     "total_tokens": sum(usage.values()),
                     "replayed": self.server.replayed,
+                    "conflicts": list(self.server.conflicts),
                     "by_key": usage,
                 }
             self._send_json(200, body)
@@ -260,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
         stream = bool(request.get("stream"))
         time.sleep(self.server.delay)
         applied = _usage(request, reply)["total_tokens"]
-        self.server.applied_once(self.headers.get("Idempotency-Key"), applied)
+        self.server.applied_once(self.headers.get("Idempotency-Key"), applied, key)
         if not stream:
             self._send_json(200, completion(request, reply, key))
             self.server.record(key, reply, stream)

@@ -194,6 +194,7 @@ def test_budgets_hold_across_sigkills_and_match_what_the_model_counted(tmp_path:
             spent_calls += budget["spent"]["llm_calls"]
         counted = model.get("/usage").json()
         model.close()
+        assert counted["conflicts"] == [], (counted, seed)  # a step asked the same again
         assert (spent_tokens, spent_calls) == (counted["total_tokens"], counted["keys"]), (
             counted,
             seed,
