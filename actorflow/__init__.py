@@ -10,6 +10,10 @@ from actorflow._actor import Actor as Actor
 from actorflow._actor import ShutdownStrategy as ShutdownStrategy
 from actorflow._actor import Versioning as Versioning
 from actorflow._actor import handler as handler
+from actorflow._budget import Budget as Budget
+from actorflow._budget import BudgetExceeded as BudgetExceeded
+from actorflow._budget import BudgetStatus as BudgetStatus
+from actorflow._budget import Spend as Spend
 from actorflow._client import Client as Client
 from actorflow._client import ClientError as ClientError
 from actorflow._client import RemoteActor as RemoteActor
@@ -139,4 +143,5 @@ __all__ = [
     "QueryFailed",
     "UnknownQueryError",
     "QueryAnswer",
+    *("Budget", "BudgetExceeded", "BudgetStatus", "Spend"),
 ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 import msgspec
 
 from actorflow import _journalable
+from actorflow._budget import Budget
 from actorflow._context import Retry
 from actorflow._errors import ActorDefinitionError, InvalidMessageError, InvalidResultError
 from actorflow._journalable import ValueDecoder, dec_hook, strict_dec_hook, type_label
@@ -181,7 +182,8 @@ class Actor:
     `actorflow.Retry`: the policy of this type's steps that give none), ``events`` (a
     dict of event names to payload types: deliveries of other names, or of payloads of
     the wrong type, are refused before they are accepted), ``versioning`` ("upgrade" by
-    default, or "pinned": what a turn in flight when new code is deployed does).
+    default, or "pinned": what a turn in flight when new code is deployed does),
+    ``budget`` (an `actorflow.Budget`: the default of invocations sent without one).
     Inside a handler, ``self.ctx`` is the only door to anything non-deterministic.
     Methods marked `@query` read ``self.state`` without a turn (docs/actors.md, "Queries").
     """
@@ -194,6 +196,8 @@ class Actor:
     __actorflow_shutdown__: ClassVar[ShutdownStrategy]
     __actorflow_versioning__: ClassVar[Versioning]
     __actorflow_retry__: ClassVar[Retry | None]
+    #: The budget of invocations sent to this type without one (docs/budgets.md).
+    __actorflow_budget__: ClassVar[Budget | None]
     __actorflow_events__: ClassVar[dict[str, EventInfo] | None]
 
     ctx: Context
@@ -209,6 +213,7 @@ class Actor:
         retry: Retry | None = None,
         events: dict[str, Any] | None = None,
         versioning: Versioning = "upgrade",
+        budget: Budget | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -221,6 +226,7 @@ class Actor:
         if versioning not in ("upgrade", "pinned"):
             problems.append(f"versioning={versioning!r}; use 'upgrade' or 'pinned'")
         _check_retry(retry, problems)
+        _check_budget(budget, problems)
         declared = _check_events(events, problems)
         _check_state(state, problems)
         handlers = _collect_handlers(cls, problems)
@@ -237,7 +243,13 @@ class Actor:
         cls.__actorflow_shutdown__ = shutdown
         cls.__actorflow_versioning__ = versioning
         cls.__actorflow_retry__ = retry
+        cls.__actorflow_budget__ = budget
         cls.__actorflow_events__ = declared
+
+
+def _check_budget(budget: object, problems: list[str]) -> None:
+    if budget is not None and not isinstance(budget, Budget):
+        problems.append(f"budget={budget!r} must be an actorflow.Budget")
 
 
 def _check_retry(retry: object, problems: list[str]) -> None:

@@ -20,6 +20,7 @@ import httpx
 import msgspec
 
 from actorflow._actor import Actor, HandlerInfo, check_key
+from actorflow._budget import Budget, BudgetStatus
 from actorflow._context import ActorRef, handler_name, type_name_of
 from actorflow._errors import ActorflowError, HandlerFailed, UnknownHandlerError, UnknownQueryError
 from actorflow._journalable import dec_hook, enc_hook, validated_type
@@ -173,6 +174,7 @@ class _Requests:
         idempotency_key: str | None,
         wait: float | None,
         deadline: float | None,
+        budget: Budget | None = None,
     ) -> _Call:
         params = {}
         if wait:
@@ -180,6 +182,8 @@ class _Requests:
         if deadline is not None:
             params["deadline"] = _seconds(deadline, "deadline")
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if budget is not None:
+            headers["Actorflow-Budget"] = budget.render()
         path = f"{_actor_path(_as_ref(actor))}/messages/{handler}"
         body = msgspec.json.encode(arguments)
         return _Call("POST", path, params, headers, body, InvocationStatus, wait or 0.0)
@@ -189,6 +193,10 @@ class _Requests:
         path = f"{_actor_path(_as_ref(actor))}/query/{name}"
         params = {"args": msgspec.json.encode(arguments).decode()} if arguments else {}
         return _Call("GET", path, params, answer=QueryAnswer)
+
+    @staticmethod
+    def budget(invocation: str) -> _Call:
+        return _Call("GET", f"{_invocation_path(invocation)}/budget", answer=BudgetStatus)
 
     @staticmethod
     def invocation(invocation: str, wait: float | None = None) -> _Call:
@@ -346,11 +354,18 @@ class Client:
         idempotency_key: str | None = None,
         wait: float | None = None,
         deadline: float | None = None,
+        budget: Budget | None = None,
     ) -> InvocationStatus:
-        """Send a message; the status of its invocation (finished if ``wait`` sufficed)."""
+        """Send a message; the status of its invocation (finished if ``wait`` sufficed).
+        ``budget``: what the invocation and those it calls may spend (docs/budgets.md)."""
         status: InvocationStatus = await self._do(
-            _Requests.send(actor, handler, arguments or {}, idempotency_key, wait, deadline)
+            _Requests.send(actor, handler, arguments or {}, idempotency_key, wait, deadline, budget)
         )
+        return status
+
+    async def budget(self, invocation: str) -> BudgetStatus:
+        """The budget of the tree rooted at ``invocation``: spent, held, remaining."""
+        status: BudgetStatus = await self._do(_Requests.budget(invocation))
         return status
 
     async def invocation(self, invocation: str, *, wait: float | None = None) -> InvocationStatus:
@@ -599,10 +614,12 @@ class SyncClient:
         idempotency_key: str | None = None,
         wait: float | None = None,
         deadline: float | None = None,
+        budget: Budget | None = None,
     ) -> InvocationStatus:
-        """Send a message; the status of its invocation (finished if ``wait`` sufficed)."""
+        """Send a message; the status of its invocation (finished if ``wait`` sufficed).
+        ``budget``: what the invocation and those it calls may spend (docs/budgets.md)."""
         status: InvocationStatus = self._do(
-            _Requests.send(actor, handler, arguments or {}, idempotency_key, wait, deadline)
+            _Requests.send(actor, handler, arguments or {}, idempotency_key, wait, deadline, budget)
         )
         return status
 
@@ -623,6 +640,11 @@ class SyncClient:
             if status.state in ("queued", "running")
             else _outcome(status)
         )
+
+    def budget(self, invocation: str) -> BudgetStatus:
+        """The budget of the tree rooted at ``invocation``: spent, held, remaining."""
+        status: BudgetStatus = self._do(_Requests.budget(invocation))
+        return status
 
     def invocation(self, invocation: str, *, wait: float | None = None) -> InvocationStatus:
         """An invocation's status (waiting up to ``wait`` seconds for it to finish)."""

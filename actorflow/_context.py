@@ -14,6 +14,7 @@ import uuid as uuid_module
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, cast, overload
 
+from actorflow._budget import Budget, Spend
 from actorflow._errors import ActorflowError, TurnEndedError
 
 if TYPE_CHECKING:
@@ -98,6 +99,10 @@ class StepOptions(NamedTuple):
     reconcile: ReconcileProbe | None = None
     at_most_once: bool = False
     result_type: Any = None
+    #: What the step is estimated to consume, reserved from the budget before it runs.
+    reserve: Spend | None = None
+    #: What the step consumed, from its result (settled with it).
+    spend: Callable[[Any], Spend] | None = None
 
 
 #: `Context.wait_for`'s default type: the one the actor class declares for the event.
@@ -145,8 +150,10 @@ class TurnOps(Protocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         call: bool,
+        budget: Budget | None = None,
     ) -> Any:
-        """Message another actor exactly once (and, for a call, await its reply)."""
+        """Message another actor exactly once (and, for a call, await its reply);
+        ``budget``: a sub-budget carved out of this turn's for the message's invocation."""
         ...
 
     async def patched(self, patch_id: str, *, deprecated: bool = False) -> bool:
@@ -212,6 +219,22 @@ def type_name_of(actor: str | type[Actor]) -> str:
     return name
 
 
+def _carve(kwargs: dict[str, Any]) -> Budget | None:
+    """Take a carved sub-budget (``budget=`` an `actorflow.Budget`) out of a message's
+    keyword arguments."""
+    if isinstance(kwargs.get("budget"), Budget):
+        carved: Budget = kwargs.pop("budget")
+        return carved
+    return None
+
+
+def _check_consumption(reserve: Any, spend: Any) -> None:
+    if reserve is not None and not isinstance(reserve, Spend):
+        raise TypeError(f"reserve= takes an actorflow.Spend, got {reserve!r}")
+    if spend is not None and not callable(spend):
+        raise TypeError(f"spend= takes a function of the step's result, got {spend!r}")
+
+
 class _EndedTurn:
     """The operations of a context whose turn has ended: each use is an error."""
 
@@ -274,6 +297,8 @@ class Context:
         reconcile: ReconcileProbe | None = None,
         at_most_once: bool = False,
         result_type: Any = None,
+        reserve: Spend | None = None,
+        spend: Callable[[Any], Spend] | None = None,
     ) -> R: ...
 
     @overload
@@ -288,6 +313,8 @@ class Context:
         reconcile: ReconcileProbe | None = None,
         at_most_once: bool = False,
         result_type: Any = None,
+        reserve: Spend | None = None,
+        spend: Callable[[Any], Spend] | None = None,
     ) -> R: ...
 
     async def run(
@@ -301,6 +328,8 @@ class Context:
         reconcile: ReconcileProbe | None = None,
         at_most_once: bool = False,
         result_type: Any = None,
+        reserve: Spend | None = None,
+        spend: Callable[[Any], Spend] | None = None,
     ) -> Any:
         """Run a side effect once: journal its result (or error), and on replay hand that
         back without calling ``fn`` again.
@@ -319,6 +348,12 @@ class Context:
         ``reconcile`` (a probe called with the idempotency key) or ``at_most_once`` decide
         what happens to this step if it was in flight at a crash.
 
+        ``reserve`` (an `actorflow.Spend`) and ``spend`` (a function of the result that
+        returns one) say what the step consumes of its invocation's budget: the
+        reservation is made (or refused with `BudgetExceeded`) before ``fn`` is called,
+        and the step settles with its result. Without a budget they are ignored. See
+        docs/budgets.md.
+
         The function must not use ``ctx`` itself (a `ContextMisuseError` is its outcome):
         run further steps from the handler instead.
         """
@@ -328,8 +363,17 @@ class Context:
             raise ValueError("a step takes reconcile= or at_most_once=True, not both")
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry= takes an actorflow.Retry, got {retry!r}")
+        _check_consumption(reserve, spend)
         options = StepOptions(
-            name or None, retry, compensate, irreversible, reconcile, at_most_once, result_type
+            name or None,
+            retry,
+            compensate,
+            irreversible,
+            reconcile,
+            at_most_once,
+            result_type,
+            reserve,
+            spend,
         )
         return await self._ops.run(fn, args, options)
 
@@ -341,6 +385,8 @@ class Context:
         collect: Callable[[list[Any]], Any] | None = None,
         retry: Retry | None = None,
         result_type: Any = None,
+        reserve: Spend | None = None,
+        spend: Callable[[Any], Spend] | None = None,
     ) -> Any:
         """Run a step that streams: subscribers of this invocation's stream (HTTP
         server-sent events, `Client.stream`, ``actorflow watch``) get each chunk as it is
@@ -358,6 +404,7 @@ class Context:
         the journaled value without calling ``fn``. Each attempt streams anew: when a
         failed or interrupted attempt is followed by another, subscribers are told that
         the earlier attempt's chunks are superseded before the new ones arrive.
+        ``reserve`` and ``spend`` (of the complete value) are as for `run`.
         """
         from actorflow._stream import StreamSpec, function_name, stream_attempt
 
@@ -371,7 +418,8 @@ class Context:
         if result_type is None:
             result_type = Any if collect is None else _returns(collect)
         spec = StreamSpec(fn, collect, step, self._ops.invocation, self._ops.chunks)
-        options = StepOptions(step, retry, result_type=result_type)
+        _check_consumption(reserve, spend)
+        options = StepOptions(step, retry, result_type=result_type, reserve=reserve, spend=spend)
         return await self._ops.run(functools.partial(stream_attempt, spec), args, options)
 
     @property
@@ -433,16 +481,26 @@ class Context:
         self, target: ActorRef, handler: str | Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> str:
         """Send a message to another actor's handler, exactly once; return the invocation id
-        without waiting for it to run."""
-        invocation: str = await self._ops.send(target, handler_name(handler), args, kwargs, False)
+        without waiting for it to run. ``budget=`` (an `actorflow.Budget`, not passed on
+        to the handler) is as for `call`."""
+        budget = _carve(kwargs)
+        name = handler_name(handler)
+        invocation: str = await self._ops.send(target, name, args, kwargs, False, budget)
         return invocation
 
     async def call(
         self, target: ActorRef, handler: str | Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Any:
         """Send a message to another actor's handler exactly once and wait durably for its
-        result (its error is raised as `HandlerFailed`)."""
-        return await self._ops.send(target, handler_name(handler), args, kwargs, True)
+        result (its error is raised as `HandlerFailed`).
+
+        The called invocation spends from this one's budget, if it has one. With
+        ``budget=`` (an `actorflow.Budget`, not passed on to the handler), it spends
+        from a sub-budget of its own instead, carved out of this one's: reserved here in
+        full (`BudgetExceeded` if it does not fit), and settled with what it spent when
+        it ends. See docs/budgets.md."""
+        budget = _carve(kwargs)
+        return await self._ops.send(target, handler_name(handler), args, kwargs, True, budget)
 
     async def patched(self, patch_id: str) -> bool:
         """Versioning: True when this run may take the new code path marked ``patch_id``.

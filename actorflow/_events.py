@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import msgspec
 
+from actorflow._budget import Grant
 from journal import Codec
 
 
@@ -88,6 +89,8 @@ class TurnStarted(msgspec.Struct, tag="turn", frozen=True):
     key_turn: int = 0
     #: Trace context (UNSET, and not encoded at all, unless tracing is enabled).
     trace: TraceContext | msgspec.UnsetType = msgspec.UNSET
+    #: The budget the invocation spends from (None: none), from its message.
+    budget: Grant | None = None
 
 
 #: The replay rules new turns are written under (see `TurnStarted.rules`).
@@ -259,6 +262,8 @@ class MessageAccepted(msgspec.Struct, tag="message", frozen=True):
     seed: tuple[SeedRecord, ...] = ()
     #: The sender's trace context (UNSET, and not encoded at all, unless tracing is enabled).
     trace: TraceContext | msgspec.UnsetType = msgspec.UNSET
+    #: The budget the invocation spends from: its own, or its caller's tree's.
+    budget: Grant | None = None
 
 
 class EventDelivered(msgspec.Struct, tag="event", frozen=True):
@@ -308,6 +313,7 @@ class Continuation(msgspec.Struct, frozen=True):
     inbox: int
     reply_to: ReplyTo | None = None
     deadline: float | None = None
+    budget: Grant | None = None
 
 
 class ActorSnapshot(msgspec.Struct, frozen=True):

@@ -52,6 +52,32 @@ class Metrics:
     activations: int = 0
     recovered: int = 0
     turn_seconds: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BOUNDS))
+    #: Budget spending settled live, by (actor type, dimension) (cost in millionths, by
+    #: currency: ``cost_USD``); and reservations refused, by (actor type, dimension).
+    budget_spent: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    budget_refusals: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+
+    def budget_refused(self, type_name: str, dimension: str) -> None:
+        """A reservation of a step of ``type_name`` did not fit in ``dimension``."""
+        key = (type_name, dimension)
+        self.budget_refusals[key] = self.budget_refusals.get(key, 0) + 1
+
+    def budget_settled(self, type_name: str, parts: Iterable[tuple[str, int]]) -> None:
+        """A step of ``type_name`` settled these (dimension, amount) parts."""
+        for dimension, amount in parts:
+            if amount:
+                key = (type_name, dimension)
+                self.budget_spent[key] = self.budget_spent.get(key, 0) + amount
+
+
+def labelled(
+    name: str, help_text: str, values: dict[tuple[str, str], int], label: str
+) -> list[str]:
+    """Prometheus text lines for a counter by actor type and one more label."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    for (type_name, other), value in sorted(values.items()):
+        lines.append(f'{name}{{type="{type_name}",{label}="{other}"}} {value}')
+    return lines
 
 
 def counter(name: str, help_text: str, value: float) -> list[str]:

@@ -10,7 +10,14 @@ replies in text, quoting what each tool returned.
 
 Every request it answers is appended to a log file, one line each
 (``n <TAB> digest of the conversation <TAB> what it answered``), and ``GET /calls`` returns
-them as JSON, so a test can check that no completed model call was made twice. Run it::
+them as JSON, so a test can check that no completed model call was made twice.
+
+A request with an ``Idempotency-Key`` header is applied once per key, as a real provider
+that honours keys would: the first answer's usage is counted, and a request made again
+with the same key (a step re-executed after a crash) gets the same answer, counted as a
+replay, not as usage. ``GET /usage`` returns ``{"keys", "total_tokens", "replayed",
+"conflicts", "by_key"}`` over the keyed requests (``conflicts``: keys that came again with
+another conversation; ``by_key``: the tokens counted for each key). Run it::
 
     python -m examples.fake_openai --port 8788 --log openai-calls.log
 
@@ -176,12 +183,34 @@ class FakeOpenAI(ThreadingHTTPServer):
         #: event is set (by a test in the same process), or for 20 seconds (``--hold-once``).
         self.hold: threading.Event | None = None
         self.calls: list[dict[str, Any]] = []
+        #: The total tokens of each idempotency key's answer, and how many keyed requests
+        #: came again (answered without counting).
+        self.usage: dict[str, int] = {}
+        self.replayed = 0
+        #: Keyed requests that came again with another conversation (a provider refuses
+        #: those; here they are counted, to show a key reused for another request).
+        self.conflicts: list[str] = []
+        self._requests: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
         """The base URL to give an OpenAI client (``.../v1``)."""
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def applied_once(self, key: str | None, tokens: int, request: str) -> None:
+        """Count a keyed request's usage the first time its key is seen (``request``:
+        a digest of what it asks)."""
+        if key is None:
+            return
+        with self._lock:
+            if key in self.usage:
+                self.replayed += 1
+                if self._requests[key] != request:
+                    self.conflicts.append(key)
+            else:
+                self.usage[key] = tokens
+                self._requests[key] = request
 
     def record(self, key: str, reply: dict[str, Any], stream: bool) -> None:
         """Count an answered request: in memory (``GET /calls``) and in the log file."""
@@ -212,6 +241,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/calls":
             self._send_json(200, self.server.calls)
+        elif self.path == "/usage":
+            with self.server._lock:
+                usage = dict(self.server.usage)
+                body = {
+                    "keys": len(usage),
+                    "total_tokens": sum(usage.values()),
+                    "replayed": self.server.replayed,
+                    "conflicts": list(self.server.conflicts),
+                    "by_key": usage,
+                }
+            self._send_json(200, body)
         else:
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -229,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
         key = digest([request.get("messages"), request.get("tools")])
         stream = bool(request.get("stream"))
         time.sleep(self.server.delay)
+        applied = _usage(request, reply)["total_tokens"]
+        self.server.applied_once(self.headers.get("Idempotency-Key"), applied, key)
         if not stream:
             self._send_json(200, completion(request, reply, key))
             self.server.record(key, reply, stream)

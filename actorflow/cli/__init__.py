@@ -17,7 +17,9 @@ import click
 import httpx
 import msgspec
 
+from actorflow._budget import Budget
 from actorflow._client import DEFAULT_URL, ClientError, RequestTimeout, SyncClient
+from actorflow.cli._budget_command import budget_command, budget_option
 from actorflow.cli._crypt_command import CODEC_KEY_HELP, journal_key_command
 from actorflow.cli._entries import journal_line, short
 from actorflow.cli._offline import add_offline_commands
@@ -486,6 +488,7 @@ def _fail(exc: Exception) -> NoReturn:
 @click.option(
     "--deadline", type=float, help="Cancel (and compensate) the turn after this many seconds."
 )
+@budget_option
 @_client_options
 def send(
     actor: str,
@@ -494,6 +497,7 @@ def send(
     wait: float | None,
     idempotency_key: str | None,
     deadline: float | None,
+    budget: Budget | None,
     url: str,
     token_file: Path | None,
     timeout: float,
@@ -519,6 +523,7 @@ def send(
                 idempotency_key=idempotency_key,
                 wait=wait,
                 deadline=deadline,
+                budget=budget,
             ),
         )
     )
@@ -752,3 +757,4 @@ _journal.add_command(journal_key_command)
 main.add_command(_journal)
 main.add_command(replay_command)
 main.add_command(query_command(_client_options, _talk, _json_argument, _print))
+main.add_command(budget_command(_client_options, _talk, _print))

@@ -6,14 +6,15 @@ takes, every message it sends goes through this protocol.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from actorflow._budget import Amount, Decision, Grant
 from actorflow._clock import Clock
 from actorflow._context import ActorRef, Retry
-from actorflow._events import ActorEntry, EventDelivered, ReplyTo
+from actorflow._events import ActorEntry, EventDelivered, ReplyTo, StepCompleted
 from journal import StreamAppend
 
 if TYPE_CHECKING:
@@ -66,8 +67,27 @@ class TurnHost(Protocol):
         kwargs: dict[str, Any],
         invocation: str,
         reply_to: ReplyTo | None,
+        budget: Grant | None = None,
     ) -> StreamAppend:
-        """Validate a message to another actor and return the append that accepts it."""
+        """Validate a message to another actor and return the append that accepts it
+        (``budget``: what the message's invocation spends from)."""
+        ...
+
+    async def reserve(
+        self,
+        grant: Grant,
+        hold: str,
+        asked: Amount,
+        open_ended: bool,
+        entry: Callable[[Decision], StepCompleted],
+        actor_id: str,
+    ) -> Decision:
+        """Decide whether ``asked`` fits in the budget; journal ``entry(decision)`` and,
+        if it fits, the ledger's reservation for ``hold``, in one transaction."""
+        ...
+
+    def spent(self, amount: Amount) -> None:
+        """A step settled ``amount`` (for the metrics)."""
         ...
 
     def result_type(self, target: ActorRef, handler: str) -> Any:

@@ -17,12 +17,13 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import anyio
 import msgspec
 
 from actorflow import _tracing
+from actorflow._budget import Budget
 from actorflow._context import DECLARED, ActorRef, Context, Retry, StepOptions, current_step_key
 from actorflow._errors import (
     ActorflowError,
@@ -62,15 +63,12 @@ from actorflow._values import (
     legacy_fingerprint,
     rebuild_error,
 )
-from actorflow.replay import _branches
+from actorflow.replay import _branches, _budget_gate
 from actorflow.replay._branches import _branch, _Lost
 from actorflow.replay._protocol import TurnHost
 from actorflow.replay._recorded import Recorded, RecordedTurn
 from actorflow.replay._steps import Shape, call_step, refuse_inside_step, shape
 from journal import StreamAppend
-
-if TYPE_CHECKING:
-    pass
 
 _REPLY_PREFIX = "\x00reply:"
 _NONE = encode(None)
@@ -114,6 +112,7 @@ class Turn:
         self._counters: dict[str, int] = {}
         # Which task may take steps on each branch: the turn's own task for the handler,
         # and the task ctx.gather/ctx.first started for each of their branches.
+        _branch.set("")  # an actor activated from a branch's send does not inherit it
         self._owners: dict[str, asyncio.Task[Any] | None] = {"": asyncio.current_task()}
         self._times: dict[str, float] = {"": started.at}
         self._entropy: dict[str, int] = {}
@@ -128,6 +127,7 @@ class Turn:
         self._cancel = anyio.Event()
         self.compensating = False
         self.deadline = deadline
+        self.budget, self.holds = started.budget, _budget_gate.holds()  # see _budget_gate
 
     # -- step ids, time, checks ----------------------------------------------------------
 
@@ -324,6 +324,8 @@ class Turn:
         branch, step = self._next("ctx.run")
         name, fp, kind, how = self._identify(fn, args, options)
         check_result_type(name, kind)  # before the call: a paid result is never lost
+        if _budget_gate.gated(self, options):
+            await _budget_gate.gate(self, branch, step, name, options)
         rec = self._take(step, name, "run", fp)
         if rec is not None and rec.outcome is not None:
             return self._replayed(branch, step, name, rec.outcome, options, kind)
@@ -466,7 +468,10 @@ class Turn:
         if size:
             too_large = StepResultTooLarge(name, size, self.host.record_limit)
             raise await self._failed(branch, step, name, "run", fp, too_large, attempts)
-        await self._write([entry])
+        settle = await _budget_gate.settlement(
+            self, (branch, step, name, fp, attempts), options, decoded
+        )
+        await self._write([entry], settle)
         self._advance(branch, at)
         self._register(step, name, options, decoded)
         return decoded
@@ -492,7 +497,8 @@ class Turn:
         """Journal a step's final error; return what the handler sees (as on replay)."""
         info = error_info(exc)
         at = self.host.clock.now()
-        await self._write([StepFailed(self.turn, step, name, kind, info, fp, attempts, at)])
+        entry = StepFailed(self.turn, step, name, kind, info, fp, attempts, at)
+        await self._write([entry], _budget_gate.release(self, step))
         self._advance(branch, at)
         return rebuild_error(name, info)
 
@@ -615,12 +621,13 @@ class Turn:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         call: bool,
+        budget: Budget | None = None,
     ) -> Any:
         """Message another actor exactly once; for a call, await its reply durably."""
         branch, step = self._next("ctx.send/ctx.call")
         name = f"{target.id}.{handler}"
         fp = fingerprint([name, list(args), kwargs]) if self.rules >= 2 else 0
-        rec = self._take(step, name, "send", fp)
+        rec = _budget_gate.take_send(self, step, name, fp, budget)
         if rec is not None and isinstance(rec.outcome, StepCompleted):
             invocation: str = msgspec.msgpack.decode(rec.outcome.value, type=str)
             self._advance(branch, rec.outcome.at)
@@ -628,7 +635,10 @@ class Turn:
             self._live(branch)
             invocation = f"{target.id}#{derive(self.key_for(step), size=12).hex()}"
             reply_to = ReplyTo(self.actor_id, _REPLY_PREFIX + invocation) if call else None
-            accept = self.host.prepare_send(target, handler, args, kwargs, invocation, reply_to)
+            grant = await _budget_gate.for_message(self, branch, step, name, invocation, budget)
+            accept = self.host.prepare_send(
+                target, handler, args, kwargs, invocation, reply_to, grant
+            )
             at = self.host.clock.now()
             value = msgspec.Raw(encode(invocation))
             entry = StepCompleted(self.turn, step, name, "send", value, fp, 0, 1, at)

@@ -55,6 +55,7 @@ async def end_segment(host: ActorHost, started: TurnStarted, continued: Continue
         started.inbox,
         started.reply_to,
         started.deadline,
+        started.budget,
     )
     host._state_bytes = encode(host.instance.state)
     await _checkpoint.end_turn(host, entry, [], started.turn)
@@ -76,4 +77,5 @@ def next_segment(host: ActorHost) -> TurnStarted:
         continuation.reply_to,
         continuation.deadline,
         RULES,
+        budget=continuation.budget,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import anyio
@@ -23,6 +23,7 @@ import msgspec
 
 from actorflow import _tracing
 from actorflow._actor import Actor, HandlerInfo
+from actorflow._budget import Amount, Decision, Grant
 from actorflow._context import ActorRef
 from actorflow._errors import (
     ActorflowError,
@@ -61,7 +62,7 @@ from actorflow._events import (
 from actorflow._values import canonical_equal, decoder_for, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from actorflow.runtime import _checkpoint, _continuation, _inspect, _pinned, _quarantine
+from actorflow.runtime import _budgets, _checkpoint, _continuation, _inspect, _pinned, _quarantine
 from actorflow.runtime._state_parts import StateParts
 from actorflow.runtime._turn_groups import TurnGroup, read_turns
 from journal import (
@@ -291,9 +292,28 @@ class ActorHost:
         kwargs: dict[str, Any],
         invocation: str,
         reply_to: ReplyTo | None,
+        budget: Grant | None = None,
     ) -> StreamAppend:
         """Validate a message to another actor; return the append that accepts it."""
-        return self.runtime.accept_message(target, handler, args, kwargs, invocation, reply_to)
+        return self.runtime.accept_message(
+            target, handler, args, kwargs, invocation, reply_to, budget=budget
+        )
+
+    async def reserve(
+        self,
+        grant: Grant,
+        hold: str,
+        asked: Amount,
+        open_ended: bool,
+        entry: Callable[[Decision], StepCompleted],
+        actor_id: str,
+    ) -> Decision:
+        """Reserve from a budget's ledger (`actorflow.runtime._budgets.reserve`)."""
+        return await _budgets.reserve(self, grant, hold, asked, open_ended, entry)
+
+    def spent(self, amount: Amount) -> None:
+        """A step of this actor settled ``amount`` (counted by actor type)."""
+        self.runtime.metrics.budget_settled(self.type_name, _budgets.parts(amount))
 
     def result_type(self, target: ActorRef, handler: str) -> Any:
         """The annotated result type of another actor's handler."""
@@ -482,6 +502,7 @@ class ActorHost:
             None if budget is None else now + budget,
             RULES,
             message.retry_of,
+            budget=message.budget,
         )
         if self.runtime.tracing is not None:  # the turn's span starts, to journal it
             started = self.runtime.tracing.begin(self, started, message.trace)
@@ -687,6 +708,7 @@ class ActorHost:
                 )
         ended = InvocationEnded(started.invocation, started.turn, reply, at, seed)
         extra = await self.outcomes.parts(ended)
+        extra += await _budgets.at_end(self, turn)  # what the turn still holds of its budget
         if started.reply_to is not None:
             event = EventDelivered(started.reply_to.event, msgspec.Raw(encode(reply)), at)
             extra.append(

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from actorflow._actor import Actor, HandlerInfo, check_key
+from actorflow._budget import BudgetStatus, ledger_stream
 from actorflow._context import ActorRef
 from actorflow._errors import InvalidMessageError, UnknownActorError, UnknownHandlerError
 from actorflow._events import Reply
 from actorflow._values import decoder_for
-from actorflow.runtime import _inspect, _pages, _pinned, _quarantine, _query
+from actorflow.runtime import _budgets, _inspect, _pages, _pinned, _quarantine, _query
 from actorflow.runtime._host import ActorHost
 from actorflow.runtime._pages import DEFAULT_PAGE
 from actorflow.runtime._query import QueryAnswer
@@ -78,6 +79,12 @@ class RuntimeReads:
         return actor_id
 
     # -- reads ----------------------------------------------------------------------------
+
+    async def budget(self, invocation: str) -> BudgetStatus | None:
+        """The budget of the tree rooted at ``invocation``: its limits, what is spent, what
+        steps in flight hold and what remains; None if nothing was ever reserved from it
+        (no budget, or none of its steps declared a consumption yet)."""
+        return await _budgets.status(self.store, ledger_stream(invocation))
 
     async def invocation(self, invocation: str) -> InvocationStatus | None:
         """Where an invocation is, and its result or error once it ended; None if unknown.

@@ -22,6 +22,7 @@ import msgspec
 
 from actorflow import _tracing
 from actorflow._actor import Actor, check_event, check_key, source_version
+from actorflow._budget import Budget, Grant
 from actorflow._clock import Clock, SystemClock
 from actorflow._context import DEFAULT_RETRY, ActorRef, Retry
 from actorflow._errors import (
@@ -52,6 +53,7 @@ from actorflow._values import encode
 from actorflow.cluster import ClusterOptions, WorkerInfo
 from actorflow.runtime import _idempotency, _inspect, _quarantine, _reset
 from actorflow.runtime._big_values import DEFAULT_VALUE_THRESHOLD, values_store
+from actorflow.runtime._budgets import default_grant, root_grant
 from actorflow.runtime._handle import ActorHandle
 from actorflow.runtime._host import ActorHost
 from actorflow.runtime._reads import RuntimeReads
@@ -419,8 +421,10 @@ class Runtime(RuntimeReads):
         reply_to: ReplyTo | None = None,
         idempotency_key: str | None = None,
         deadline: float | None = None,
+        budget: Grant | None = None,
     ) -> StreamAppend:
-        """Validate a message and return the inbox append that accepts it."""
+        """Validate a message and return the inbox append that accepts it (``budget``: what
+        its invocation spends from; None: the actor type's default budget, if any)."""
         check_key(target.key)
         info = self.handler_info(target.type_name, handler)
         data = info.encode_args(target.type_name, args, kwargs)
@@ -437,6 +441,7 @@ class Runtime(RuntimeReads):
             idempotency_key,
             None if deadline is None else float(deadline),
             trace=msgspec.UNSET if self.tracing is None else self.tracing.message_trace(),
+            budget=budget or default_grant(self._types.get(target.type_name), invocation, self),
         )
         record = INBOX_CODEC.encode(message)
         if len(record.data) > self.record_limit:
@@ -456,6 +461,7 @@ class Runtime(RuntimeReads):
         *,
         idempotency_key: str | None = None,
         deadline: float | None = None,
+        budget: Budget | None = None,
     ) -> str:
         """Accept a message for ``target`` durably; return its invocation id.
 
@@ -463,13 +469,15 @@ class Runtime(RuntimeReads):
         ``idempotency_retention``) and the same request returns the first send's
         invocation instead of sending again; the same key with another request is refused
         (`IdempotencyKeyReused`). ``deadline`` (seconds) bounds the whole turn: past it the
-        turn is cancelled and its compensations run.
+        turn is cancelled and its compensations run. ``budget`` limits what the invocation
+        and the ones it calls spend (docs/budgets.md).
         """
         self._check_accepting()
         self._refuse_if_stuck(target.id)
         invocation = f"{target.id}#{os.urandom(12).hex()}"
+        grant = root_grant(budget, invocation, self)
         accept = self.accept_message(
-            target, handler, args, kwargs or {}, invocation, None, idempotency_key, deadline
+            target, handler, args, kwargs or {}, invocation, None, idempotency_key, deadline, grant
         )
         parts = [accept]
         request = 0
@@ -510,6 +518,7 @@ class Runtime(RuntimeReads):
                     kwargs,
                     idempotency_key=idempotency_key,
                     deadline=deadline,
+                    budget=budget,
                 )
             return first
         return invocation
@@ -594,6 +603,7 @@ class Runtime(RuntimeReads):
             self.clock.now(),
             retry_of=first.key_turn or first.turn,
             seed=ended.seed,
+            budget=first.budget,
         )
         host = self._hosts.get(actor_id)
         if host is not None:

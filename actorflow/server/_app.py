@@ -47,7 +47,7 @@ from actorflow.runtime import (
     Runtime,
 )
 from actorflow.runtime._pages import DEFAULT_PAGE, MAX_PAGE, CursorError
-from actorflow.server import _console, _query, _sse
+from actorflow.server import _budget_api, _console, _query, _sse
 from actorflow.server._guard import LOCAL_NAMES, RequestGuard, parse_origin
 from actorflow.server._input import check_json_content_type, decode_json, has_body, query_seconds
 from actorflow.server._metrics import render_metrics
@@ -283,6 +283,7 @@ async def send(request: Request, state: ServerState) -> Response:
         args,
         idempotency_key=idempotency_key,
         deadline=deadline,
+        budget=_budget_api.from_header(request),
     )
     location = {"Location": _invocation_url(invocation)}
     queued = InvocationStatus(invocation, invocation.rpartition("#")[0], "queued")
@@ -352,6 +353,11 @@ async def show_invocation(request: Request, state: ServerState) -> Response:
             await _result_or_shutdown(state, invocation)
         status = await state.runtime.invocation(invocation) or status
     return json_response(status)
+
+
+async def show_budget(request: Request, state: ServerState) -> Response:
+    """GET /v1/actors/{type}/{key}/invocations/{id}/budget: spent and remaining."""
+    return await _budget_api.show(request, state, _invocation_id(request))
 
 
 async def stream_invocation(request: Request, state: ServerState) -> Response:
@@ -558,6 +564,7 @@ def create_app(state: ServerState) -> Starlette:
         route(f"{actor}/invocations", list_invocations, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}", show_invocation, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}/stream", stream_invocation, ["GET"]),
+        route(f"{actor}/invocations/{{invocation}}/budget", show_budget, ["GET"]),
         route(f"{actor}/invocations/{{invocation}}/cancel", cancel, ["POST"]),
         route(f"{actor}/invocations/{{invocation}}/retry", retry, ["POST"]),
     ]

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from actorflow._metrics import batch_histogram, counter, gauge
+from actorflow._metrics import Metrics, batch_histogram, counter, gauge, labelled
 from actorflow.runtime import Runtime
+
+
+def budget_lines(metrics: Metrics) -> list[str]:
+    """Budget spending and refusals, by actor type (never by invocation)."""
+    spent = "Budget spending settled live (cost_XXX: millionths of currency XXX)."
+    return [
+        *labelled("actorflow_budget_spent_total", spent, metrics.budget_spent, "dimension"),
+        *labelled(
+            "actorflow_budget_refusals_total",
+            "Step reservations refused with BudgetExceeded.",
+            metrics.budget_refusals,
+            "dimension",
+        ),
+    ]
 
 
 def render_metrics(runtime: Runtime, requests: int) -> str:
@@ -30,6 +44,7 @@ def render_metrics(runtime: Runtime, requests: int) -> str:
             states.count("corrupt"),
         ),
         *metrics.turn_seconds.render("actorflow_turn_duration_seconds", "Wall time of live turns."),
+        *budget_lines(metrics),
     ]
     lines += [
         "# HELP actorflow_code_version_info The code version new turns of each type record.",

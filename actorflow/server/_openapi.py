@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from actorflow._actor import KEY_PATTERN
+from actorflow._budget import BudgetStatus
 from actorflow._journalable import schema_components
 from actorflow.cluster import WorkerInfo
 from actorflow.runtime import (
@@ -55,6 +56,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "message_too_large": (413, "a message or event over the journal's record limit"),
     "unsupported_media_type": (415, "a body not sent as Content-Type: application/json"),
     "host_not_allowed": (421, "a Host not named by --allowed-host (nor this machine's)"),
+    "invalid_budget": (400, "an Actorflow-Budget header it cannot take (the message says why)"),
+    "no_budget": (404, "the invocation has no budget ledger"),
     "idempotency_key_reused": (422, "the Idempotency-Key was used for another request"),
     "too_many_pending_events": (429, "the actor holds too many events nobody waited for"),
     "too_many_queued_messages": (429, "the actor has too many messages waiting for their turns"),
@@ -89,10 +92,19 @@ def openapi_document(
     """OpenAPI 3.1 for the API, with each hosted handler's argument schema; an actor's
     ``state`` is one of ``actor_states``; ``token``: whether the server requires one."""
     schemas, components = msgspec.json.schema_components(
-        [ActorStatus, InvocationStatus, JournalEntry, Damage, TurnReset, WorkerInfo, Checkpoint],
+        [
+            ActorStatus,
+            InvocationStatus,
+            JournalEntry,
+            Damage,
+            TurnReset,
+            WorkerInfo,
+            Checkpoint,
+            BudgetStatus,
+        ],
         ref_template=_REF,
     )
-    status, invocation, entry, damage, reset, worker, checkpoint = schemas
+    status, invocation, entry, damage, reset, worker, checkpoint, budget = schemas
     states = {"type": "string", "enum": list(actor_states)}
     components["ActorStatus"]["properties"]["state"] = states
     # a quarantined actor's status (`QuarantinedStatus`) also says where its journal is damaged
@@ -122,6 +134,7 @@ def openapi_document(
                         "invalid_query",
                         "actor_stuck",
                         "idempotency_key_reused",
+                        "invalid_budget",
                         "too_many_queued_messages",
                     ),
                     body=_body("The handler's arguments, by name.", args, required=False),
@@ -211,6 +224,15 @@ def openapi_document(
                 }
             },
             (*actor_errors, "unknown_invocation", "invalid_offset"),
+        )
+    }
+    paths[f"{actor}/invocations/{{invocation}}/budget"] = {
+        "get": _operation(
+            "The budget of the tree this invocation is the root of: limits, spent, held by "
+            "steps in flight, remaining (see docs/budgets.md).",
+            one,
+            {"200": _answer("The budget's figures.", budget)},
+            (*actor_errors, "no_budget"),
         )
     }
     paths[f"{actor}/invocations/{{invocation}}/cancel"] = {
@@ -511,5 +533,12 @@ def _send_parameters() -> list[dict[str, Any]]:
             "in": "header",
             "description": "Retries with the same key return the same invocation.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        {
+            "name": "Actorflow-Budget",
+            "in": "header",
+            "description": "The invocation tree's budget, e.g. 'tokens=1000; cost=USD 2.50; "
+            "llm_calls=10; tool_calls=20; wall_time=600' (docs/budgets.md).",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 1000},
         },
     ]

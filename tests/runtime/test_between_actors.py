@@ -139,3 +139,27 @@ async def test_calls_replayed_after_a_restart_are_not_sent_again(db: pathlib.Pat
         assert await stream_types(rt.store, "inbox/Callee/d") == ["message"]
         assert await stream_types(rt.store, "inbox/Caller/a") == ["message", "event", "event"]
     assert work_done == {"c": 1, "d": 1}
+
+
+class Fan(Actor):
+    @handler
+    async def leaf(self, n: int) -> int:
+        return await self.ctx.run(do_work, self.key, n)
+
+    @handler
+    async def fan(self, n: int) -> list[int]:
+        out: list[int] = await self.ctx.gather(
+            self.ctx.call(self.ctx.ref(Fan, "a"), Fan.leaf, n),
+            self.ctx.call(self.ctx.ref(Fan, "b"), Fan.leaf, n),
+        )
+        return out
+
+
+async def test_actors_called_from_gather_branches_take_steps_of_their_own(
+    tmp_path: pathlib.Path,
+) -> None:
+    """An actor activated by a send from a ctx.gather branch runs its turns as its own
+    (it once inherited the caller's branch, and its first step was refused)."""
+    async with running(tmp_path / "journal.db", [Fan]) as runtime:
+        invocation = await runtime.send(runtime.ref(Fan, "root").ref, "fan", (2,))
+        assert await runtime.result(invocation) == [4, 4]
