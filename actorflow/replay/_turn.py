@@ -650,11 +650,9 @@ class Turn:
         data = await self._event_step(branch, reply_step, _REPLY_PREFIX + invocation, None)
         reply = msgspec.msgpack.decode(data, type=Reply)
         if not reply.ok:
-            error = reply.error
-            assert error is not None
-            raise HandlerFailed(invocation, error.type, error.message)
-        kind = self.host.result_type(target, handler)
-        return decoder_for(kind).decode(reply.result)
+            assert reply.error is not None
+            raise HandlerFailed(invocation, reply.error.type, reply.error.message)
+        return decoder_for(self.host.result_type(target, handler)).decode(reply.result)
 
     # -- versioning -----------------------------------------------------------------------
 

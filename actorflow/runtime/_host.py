@@ -59,10 +59,18 @@ from actorflow._events import (
     actor_stream,
     inbox_stream,
 )
-from actorflow._values import canonical_equal, decoder_for, encode, error_info
+from actorflow._values import decoder_for, encode, error_info
 from actorflow.replay._recorded import RecordedTurn
 from actorflow.replay._turn import Turn
-from actorflow.runtime import _budgets, _checkpoint, _continuation, _inspect, _pinned, _quarantine
+from actorflow.runtime import (
+    _budgets,
+    _checkpoint,
+    _continuation,
+    _inspect,
+    _pinned,
+    _quarantine,
+    _turn_end,
+)
 from actorflow.runtime._state_parts import StateParts
 from actorflow.runtime._turn_groups import TurnGroup, read_turns
 from journal import (
@@ -96,8 +104,6 @@ ActorState = Literal[
 
 #: How many invocations with failed compensations an actor's status lists.
 MAX_ATTENTION = 100
-#: Bytes kept back from the record limit for a turn's end record around its result.
-_END_ENVELOPE = 4096
 
 
 #: Queued messages whose arguments an actor keeps in memory; the others are read back from
@@ -559,12 +565,12 @@ class ActorHost:
             return
         end = recorded.end
         if end is not None:  # a turn journaled before checkpoints came with every turn
-            self._check_same_end(recorded, end, reply)
+            _turn_end.check_same_end(self, recorded, end, reply)
             if not reply.ok and started.rules >= 2:
                 self._revert_state()
         else:
             recorded.check_complete(f"the end of turn {started.turn}")
-            reply = self._fit(started, reply)
+            reply = _turn_end.fit(self, started, reply)
             if not reply.ok:
                 self._revert_state()
             await self._journal_end(started, reply, turn, recorded)
@@ -630,45 +636,11 @@ class ActorHost:
             turn.compensating = True
             await turn.compensate_all()
 
-    def _fit(self, started: TurnStarted, reply: Reply) -> Reply:
-        """A result too large for the journal fails the turn, saying so."""
-        limit = self.record_limit - _END_ENVELOPE
-        if not reply.ok or len(reply.result) <= limit:
-            return reply
-        message = (
-            f"{self.type_name}.{started.handler} returned {len(reply.result):,} bytes once "
-            f"encoded, over the {limit:,} bytes a turn's result may take in the journal; "
-            f"raise the journal's record limit or return a reference to the data"
-        )
-        return Reply(
-            False, error=ErrorInfo("actorflow.InvalidResultError", message), handler=started.handler
-        )
-
     def _revert_state(self) -> None:
         """A turn that did not complete leaves the state as it was before it."""
         state_type = self.cls.__actorflow_state__
         if state_type is not None:
             self.instance.state = decoder_for(state_type).decode(self._state_bytes)
-
-    def _check_same_end(self, recorded: RecordedTurn, end: TurnEnd, reply: Reply) -> None:
-        recorded.check_complete(f"the end of turn {end.turn}")
-        if isinstance(end, TurnCompleted):
-            kind = self._result_type(recorded.started.handler)
-            same = reply.ok and canonical_equal(reply.result, bytes(end.result), kind)
-            was = f"turn {end.turn} returning {msgspec.msgpack.decode(end.result)!r}"
-        else:
-            same = not reply.ok and reply.error is not None and reply.error.type == end.error.type
-            was = f"turn {end.turn} failing with {end.error.type}: {end.error.message}"
-        if not same:
-            if reply.ok:
-                now = f"returning {msgspec.msgpack.decode(reply.result)!r}"
-            else:
-                now = f"failing with {reply.error.type if reply.error else '?'}"
-            raise NonDeterminismError(self.actor_id, recorded.end_position, was, now)
-
-    def _result_type(self, handler: str) -> Any:
-        info = self.cls.__actorflow_handlers__.get(handler)
-        return info.result_type if info is not None else Any
 
     async def _journal_end(
         self, started: TurnStarted, reply: Reply, turn: Turn, recorded: RecordedTurn
