@@ -257,8 +257,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client went away mid-request (killed): nothing asked
+            self.close_connection = True
+            return
         try:
-            request = json.loads(self.rfile.read(length) or b"{}")
+            request = json.loads(body or b"{}")
         except json.JSONDecodeError as exc:
             self._send_json(400, {"error": {"message": f"bad JSON: {exc}"}})
             return

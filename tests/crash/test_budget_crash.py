@@ -159,7 +159,7 @@ def test_budgets_hold_across_sigkills_and_match_what_the_model_counted(tmp_path:
 
         kills = 0
         while kills < KILLS:  # kill after a random number of further calls applied
-            mark = applied() + rng.randrange(1, 5)
+            mark = applied() + rng.randrange(1, 3)
             wait_until(
                 f"{mark} calls applied (seed {seed})",
                 lambda m=mark: applied() >= m or finished(),

@@ -4,8 +4,11 @@ requests the server counted, and the tools' ledger."""
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
+import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 
 import openai
@@ -136,3 +139,32 @@ async def test_the_openai_sdk_agent_streams_its_tokens_to_a_client(
     assert [e.id for e in events if e.kind == "result"] == ["1:2", "2:2", f"3:{len(words) + 1}"]
     assert events[-2].data["value"] == {"role": "assistant", "content": answer}
     assert (events[-1].kind, events[-1].data["result"]) == ("end", answer)
+
+
+def test_the_fake_server_answers_and_counts_no_request_cut_short(
+    server: fake_openai.FakeOpenAI,
+) -> None:
+    """A client killed after sending a request's headers but not its body asked
+    nothing: the fake server, like a real provider, neither answers it nor counts its key
+    (it once read the missing body as `{}` and counted it, so that the same key coming
+    again whole looked like a key reused for another question)."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), int(port)), timeout=10) as cut:
+        cut.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nIdempotency-Key: k1\r\n"
+            b"Content-Length: 200\r\n\r\n"
+        )  # and no body: the client was killed
+        cut.shutdown(socket.SHUT_WR)
+        assert cut.recv(100) == b""  # no answer
+    body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "hi"}]})
+    request = urllib.request.Request(
+        f"{server.url}/chat/completions",
+        data=body.encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": "k1"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answered:
+        assert answered.status == 200
+    with urllib.request.urlopen(f"{server.url.removesuffix('/v1')}/usage", timeout=10) as got:
+        usage = json.loads(got.read())
+    assert (usage["keys"], usage["replayed"], usage["conflicts"]) == (1, 0, [])
