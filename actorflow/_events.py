@@ -48,7 +48,8 @@ class TraceContext(msgspec.Struct, frozen=True, omit_defaults=True):
     sender's span (the HTTP request's headers, or the sending turn's span). On a
     `TurnStarted` also ``span``, the turn's first span (as a traceparent), and ``epoch``,
     the owner epoch it ran under: a resumed run of the turn links to that span and counts
-    its attempt from the epochs.
+    its attempt from the epochs. On the first step outcome a resumed run journals, ``span``
+    and ``epoch`` of that run (a later run links to it too).
     """
 
     parent: str = ""
@@ -140,6 +141,9 @@ class StepCompleted(msgspec.Struct, tag="step", frozen=True):
     ref: int = 0
     attempts: int = 1
     at: float = 0.0
+    #: The span of a resumed run of the turn, on the first entry it journals (UNSET
+    #: unless tracing is on): a later run links to it (docs/tracing.md).
+    trace: TraceContext | msgspec.UnsetType = msgspec.UNSET
 
 
 class StepFailed(msgspec.Struct, tag="step_failed", frozen=True):
@@ -153,6 +157,8 @@ class StepFailed(msgspec.Struct, tag="step_failed", frozen=True):
     fingerprint: int = 0
     attempts: int = 1
     at: float = 0.0
+    #: As `StepCompleted.trace`.
+    trace: TraceContext | msgspec.UnsetType = msgspec.UNSET
 
 
 class TimerStarted(msgspec.Struct, tag="timer", frozen=True):
@@ -272,6 +278,8 @@ class EventDelivered(msgspec.Struct, tag="event", frozen=True):
     name: str
     payload: msgspec.Raw
     at: float
+    #: The deliverer's trace context (UNSET, and not encoded at all, unless tracing is on).
+    trace: TraceContext | msgspec.UnsetType = msgspec.UNSET
 
 
 class InvocationCancelled(msgspec.Struct, tag="cancel", frozen=True):

@@ -118,10 +118,18 @@ class Tracing:
         trace = TraceContext(parent, state, first, host._epoch)
         return msgspec.structs.replace(started, trace=trace)
 
-    async def run_turn(self, host: Any, started: TurnStarted, run: Awaitable[Reply]) -> Reply:
+    async def run_turn(
+        self,
+        host: Any,
+        started: TurnStarted,
+        run: Awaitable[Reply],
+        earlier: Sequence[TraceContext] = (),
+    ) -> Reply:
         """Run a turn (await ``run``) inside its span: the one `begin` started, or for a
-        turn resumed after a restart a new one linked to its first run's span."""
+        turn resumed after a restart a new one linked to the spans of its earlier runs
+        (its first run's, and ``earlier``: those resumed runs journaled)."""
         span = self._fresh.pop(host, None)
+        resumed = span is None
         attributes: dict[str, Any] = {
             _PREFIX + "actor.type": host.type_name,
             _PREFIX + "actor.key": host.key,
@@ -137,9 +145,9 @@ class Tracing:
             attributes[_PREFIX + "attempt"] = 1
             attributes[_PREFIX + "resumed"] = False
         else:
-            span = self._resumed(host, started, attributes)
+            span = self._resumed(host, started, attributes, earlier)
         span.set_attributes(attributes)
-        trace = _TurnTrace(self.tracer, host, span)
+        trace = _TurnTrace(self.tracer, host, span, resumed)
         token = _tracing.current.set(trace)
         outcome = "interrupted"
         try:
@@ -169,7 +177,13 @@ class Tracing:
             span.set_attribute(_PREFIX + "outcome", outcome)
             span.end()
 
-    def _resumed(self, host: Any, started: TurnStarted, attributes: dict[str, Any]) -> Span:
+    def _resumed(
+        self,
+        host: Any,
+        started: TurnStarted,
+        attributes: dict[str, Any],
+        earlier: Sequence[TraceContext],
+    ) -> Span:
         """The span of a turn run again after a restart, crash or hand-off (or of a turn
         started with tracing off: then without a link)."""
         attributes[_PREFIX + "resumed"] = True
@@ -180,8 +194,9 @@ class Tracing:
             )
         links = []
         first = _span_context(journaled.span)
-        if first is not None:
-            links.append(Link(first, {_PREFIX + "link": "earlier attempt"}))
+        for context in [first, *(_span_context(e.span) for e in earlier)]:
+            if context is not None:
+                links.append(Link(context, {_PREFIX + "link": "earlier attempt"}))
         if journaled.epoch:
             attributes[_PREFIX + "attempt"] = host._epoch - journaled.epoch + 1
         return self.tracer.start_span(
@@ -195,10 +210,16 @@ class Tracing:
 class _TurnTrace:
     """The spans of one run of one turn: its own, and those of its live steps."""
 
-    def __init__(self, tracer: Tracer, host: Any, span: Span) -> None:
+    def __init__(self, tracer: Tracer, host: Any, span: Span, resumed: bool = False) -> None:
         self._tracer = tracer
         self._host = host
         self._span = span
+        #: A resumed run's span, journaled on the first step outcome it writes (then None).
+        self._stamp = (
+            TraceContext(span=_traceparent(span.get_span_context()), epoch=host._epoch)
+            if resumed
+            else None
+        )
         self._context = otel_trace.set_span_in_context(span, otel_context.Context())
         self._steps: dict[str, Span] = {}
         self._tokens: dict[str, contextvars.Token[otel_context.Context]] = {}
@@ -212,6 +233,24 @@ class _TurnTrace:
         # libraries it calls, are its children. Detached when its outcome is journaled, in
         # the same task; if the run stops first, leaving the turn's span resets it.
         self._tokens[step] = otel_context.attach(otel_trace.set_span_in_context(span))
+
+    def stamped(self, host: object, entries: Sequence[ActorEntry]) -> Sequence[ActorEntry]:
+        if host is not self._host or self._stamp is None:
+            return entries
+        for i, entry in enumerate(entries):
+            if isinstance(entry, StepCompleted | StepFailed):
+                stamp, self._stamp = self._stamp, None
+                return [
+                    *entries[:i],
+                    msgspec.structs.replace(entry, trace=stamp),
+                    *entries[i + 1 :],
+                ]
+        return entries
+
+    def event_taken(self, host: object, sent: TraceContext) -> None:
+        context = _span_context(sent.parent) if host is self._host else None
+        if context is not None:
+            self._span.add_link(context, {_PREFIX + "link": "event"})
 
     def journaled(self, host: object, entries: Sequence[ActorEntry]) -> None:
         if host is not self._host:

@@ -13,8 +13,10 @@ import contextvars
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
 if TYPE_CHECKING:
-    from actorflow._events import ActorEntry
+    from actorflow._events import ActorEntry, TraceContext
     from actorflow._otel import Tracing
 
 
@@ -27,6 +29,14 @@ class TurnTrace(Protocol):
 
     def journaled(self, host: object, entries: Sequence[ActorEntry]) -> None:
         """``host`` journaled ``entries`` (step outcomes, retries, timers...)."""
+        ...
+
+    def stamped(self, host: object, entries: Sequence[ActorEntry]) -> Sequence[ActorEntry]:
+        """``entries`` as ``host`` is to journal them (see `stamped`)."""
+        ...
+
+    def event_taken(self, host: object, sent: TraceContext) -> None:
+        """``host``'s turn took an event delivered with the trace context ``sent``."""
         ...
 
 
@@ -48,6 +58,21 @@ def journaled(host: object, entries: Sequence[ActorEntry]) -> None:
     trace = current.get()
     if trace is not None:
         trace.journaled(host, entries)
+
+
+def stamped(host: object, entries: Sequence[ActorEntry]) -> Sequence[ActorEntry]:
+    """``entries`` about to be journaled by ``host``, the first step outcome of a resumed
+    run carrying that run's span (so a later run links to it)."""
+    trace = current.get()
+    return entries if trace is None else trace.stamped(host, entries)
+
+
+def event_taken(host: object, sent: TraceContext | msgspec.UnsetType) -> None:
+    """Called by an actor's host as its running turn takes an event delivered with the
+    trace context ``sent``."""
+    trace = current.get()
+    if trace is not None and not isinstance(sent, msgspec.UnsetType):
+        trace.event_taken(host, sent)
 
 
 def enable(tracer_provider: Any) -> Tracing | None:

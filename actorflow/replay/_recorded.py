@@ -23,6 +23,7 @@ from actorflow._events import (
     StepRetrying,
     StepStarted,
     TimerStarted,
+    TraceContext,
     TurnEnd,
     TurnFailed,
     TurnStarted,
@@ -178,3 +179,14 @@ class RecordedTurn:
             raise NonDeterminismError(
                 self.actor, found.position, describe(found.kind, found.name, step), doing
             )
+
+    def traces(self) -> list[TraceContext]:
+        """The spans of earlier resumed runs of the turn, as each journaled them on the
+        first step outcome it wrote (tracing on), in journal order."""
+        outcomes = [
+            (found.position, found.outcome)
+            for found in self._steps.values()
+            if isinstance(found.outcome, StepCompleted | StepFailed)
+        ]
+        outcomes.sort(key=lambda pair: pair[0])
+        return [o.trace for _, o in outcomes if isinstance(o.trace, TraceContext)]

@@ -225,6 +225,7 @@ class ActorHost:
         """
         if self.failure is not None:
             raise self.failure
+        entries = _tracing.stamped(self, entries)
         encode = ACTOR_CODEC.encode
         records = (encode(entries[0]),) if len(entries) == 1 else tuple(map(encode, entries))
         expected = self._reserved
@@ -268,6 +269,7 @@ class ActorHost:
         position, event = queue.popleft()
         self._buffered_events -= 1
         self._consumed.add(position)
+        _tracing.event_taken(self, event.trace)
         return position, event
 
     def consumed_event(self, position: int) -> None:
@@ -549,7 +551,7 @@ class ActorHost:
                 reply = await self._outcome(turn, started)
             else:  # in the turn's span (a finished turn re-run from an old journal has none)
                 reply = await self.runtime.tracing.run_turn(
-                    self, started, self._outcome(turn, started)
+                    self, started, self._outcome(turn, started), recorded.traces()
                 )
         except ContinuedAsNew as exc:
             continued = exc

@@ -640,7 +640,8 @@ class Runtime(RuntimeReads):
         except (TypeError, OverflowError) as exc:
             raise InvalidMessageError(f"event {name!r} payload is not encodable: {exc}") from None
         check_event(cls, name, data)
-        event = EventDelivered(name, msgspec.Raw(data), self.clock.now())
+        trace = msgspec.UNSET if self.tracing is None else self.tracing.message_trace()
+        event = EventDelivered(name, msgspec.Raw(data), self.clock.now(), trace)
         record = INBOX_CODEC.encode(event)
         if len(record.data) > self.record_limit:
             raise MessageTooLarge(

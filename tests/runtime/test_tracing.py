@@ -22,7 +22,7 @@ import actorflow
 from actorflow._events import MessageAccepted, TraceContext, TurnStarted
 from actorflow.runtime import _quarantine
 from journal import MemoryStore
-from tests.runtime.support import RELEASE, hold, run_to_hold, running, settles
+from tests.runtime.support import RELEASE, eventually, hold, run_to_hold, running, settles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.anyio
@@ -90,6 +90,13 @@ class Caller(actorflow.Actor):
     @actorflow.handler
     async def broken(self) -> None:
         await self.ctx.run(flaky, "broken", 99, name="fetch", retry=FAST)
+
+    @actorflow.handler
+    async def twice(self) -> str:
+        await self.ctx.run(lambda: "before", name="before")
+        await hold(self.ctx)
+        await self.ctx.wait_for("second")
+        return str(await self.ctx.run(lambda: "after", name="after"))
 
     @actorflow.handler
     async def held(self) -> str:
@@ -261,6 +268,43 @@ async def test_a_turn_resumed_after_a_restart_links_to_its_first_run(
     # The step handed back from the journal is not exported again as if it ran.
     assert named(exporter, "step before") == []
     assert len(named(exporter, "step after")) == 1
+
+
+async def test_a_turn_resumed_twice_links_to_every_earlier_run_and_to_its_events_senders(
+    db: pathlib.Path, spans: Any
+) -> None:
+    """Each resumed run journals its span on the first step outcome it writes, so the
+    next run links to all of them; an event delivered under a span is linked from the
+    turn's span that takes it."""
+    provider, exporter = spans
+    tracer = provider.get_tracer("test")
+    async with running(db, ACTORS, tracer_provider=provider) as runtime:
+        handle = runtime.ref(Caller, "a")
+        invocation = await run_to_hold(handle, Caller.twice)
+    first = one(exporter, "Caller.twice")
+    exporter.clear()
+    async with running(db, ACTORS, tracer_provider=provider) as runtime:  # run 2
+        await runtime.deliver(handle.ref, RELEASE)
+
+        async def released() -> bool:  # the event's step is journaled: run 2 stamped it
+            records = [record async for record in runtime.store.read("actor/Caller/a")]
+            return any(r.type == "step" and RELEASE.encode() in r.data for r in records)
+
+        await eventually(released, "the release to be taken")
+    second = one(exporter, "Caller.twice")
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+    exporter.clear()
+    async with running(db, ACTORS, tracer_provider=provider) as runtime:  # run 3
+        with tracer.start_as_current_span("approver") as approver:
+            await runtime.deliver(handle.ref, "second")
+        assert await runtime.result(invocation) == "after"
+    third = one(exporter, "Caller.twice")
+    assert dict(third.attributes or {})["actorflow.attempt"] == 3
+    assert [(link.context.span_id, dict(link.attributes or {})) for link in third.links] == [
+        (first.context.span_id, {"actorflow.link": "earlier attempt"}),
+        (second.context.span_id, {"actorflow.link": "earlier attempt"}),
+        (approver.get_span_context().span_id, {"actorflow.link": "event"}),
+    ]
 
 
 async def test_a_turn_started_with_tracing_off_resumes_in_a_span_without_links(

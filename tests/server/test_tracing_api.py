@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import actorflow
-from actorflow._events import MessageAccepted, TraceContext
+from actorflow._events import EventDelivered, MessageAccepted, TraceContext
 from journal import MemoryStore
 from tests.server.support import serving
 
@@ -73,3 +73,35 @@ async def test_without_a_traceparent_the_turn_starts_its_own_trace(
         assert await api.runtime.result(response.json()["invocation"]) == "hello bob"
     (turn,) = [span for span in exporter.get_finished_spans() if span.name == "Traced.greet"]
     assert turn.parent is None
+
+
+class Waiting(actorflow.Actor):
+    @actorflow.handler
+    async def wait(self) -> str:
+        return str(await self.ctx.wait_for("decision", type=str))
+
+
+async def test_an_events_traceparent_is_journaled_and_linked_from_the_turn_that_takes_it(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    store = MemoryStore()
+    options = {"tracer_provider": provider}
+    async with serving(store, actors=[Waiting], runtime_options=options) as api:
+        response = await api.send("Waiting/w", "wait", {})
+        invocation = response.json()["invocation"]
+        delivered = await api.http.post(
+            "/v1/actors/Waiting/w/events/decision",
+            json="yes",
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert delivered.status_code == 202, delivered.text
+        assert await api.runtime.result(invocation) == "yes"
+        inbox = [record async for record in store.read("inbox/Waiting/w")]
+    (turn,) = [span for span in exporter.get_finished_spans() if span.name == "Waiting.wait"]
+    assert [(link.context.trace_id, link.context.span_id) for link in turn.links] == [
+        (TRACE_ID, SPAN_ID)
+    ]
+    (event,) = [record for record in inbox if record.type == "event"]
+    assert msgspec.msgpack.decode(event.data, type=EventDelivered).trace == TraceContext(
+        TRACEPARENT, ""
+    )
