@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Container, Iterable, Mapping, Sequenc
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from journal._errors import InvalidStreamError, JournalError, StoreClosedError
+from journal._errors import InvalidStreamError, StoreClosedError
 from journal._records import (
     Appended,
     NewRecord,
@@ -225,9 +225,6 @@ class StoreBase:
 
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     _closed: bool = False
-    #: Whether the store keeps values (see "Values stored once" in docs/journal.md); a
-    #: store that does not refuses appends and snapshots that give or refer to values.
-    supports_values: bool = True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -238,10 +235,6 @@ class StoreBase:
     ) -> None:
         self._check_open()
         check_request(appends, self.max_record_bytes, known_streams)
-        if not self.supports_values:
-            for part in appends:
-                if part.values or part.snapshot_refs or any(r.refs for r in part.records):
-                    self._no_values()
 
     def _check_snapshot_values(
         self, stream: str, refs: tuple[str, ...], values: Mapping[str, bytes] | None
@@ -250,27 +243,7 @@ class StoreBase:
         check_refs(stream, refs, "snapshot")
         given = dict(values) if values else {}
         check_values(stream, given)
-        if (refs or given) and not self.supports_values:
-            self._no_values()
         return given
-
-    def _no_values(self) -> None:
-        raise JournalError(
-            f"{type(self).__name__} does not store values yet (refs, values, snapshot refs); "
-            f"nothing was written. Use MemoryStore or SqliteStore for values stored once."
-        )
-
-    async def read_value(self, digest: str) -> bytes:
-        self._no_values()
-        raise AssertionError
-
-    async def has_values(self, digests: Iterable[str]) -> set[str]:
-        check_digests(digests)
-        return set()
-
-    async def collect_values(self) -> int:
-        self._check_open()
-        return 0
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         raise NotImplementedError

@@ -233,7 +233,7 @@ class ValueStore:
         if not append.stream.startswith(_PREFIXES):
             return append
         shrink = _Shrink(self.value_threshold)
-        values = dict(append.values)
+        values: dict[str, bytes] = {}  # merged with the append's own values if any shrank
         records: list[NewRecord] = []
         changed = False
         for record in append.records:
@@ -263,7 +263,7 @@ class ValueStore:
             records=tuple(records),
             snapshot=snapshot,
             snapshot_refs=snapshot_refs,
-            values=values,
+            values={**append.values, **values},
         )
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
@@ -421,11 +421,11 @@ class ValueStore:
 
 def values_store(store: Any, threshold: int | None) -> tuple[Any, int]:
     """The store a runtime writes to (``store`` wrapped in a `ValueStore` unless
-    ``threshold`` is 0 or None, or the store keeps no values) and the most bytes a
-    payload may take (the record limit, or `MAX_VALUE_BYTES` when values are on)."""
+    ``threshold`` is 0 or None) and the most bytes a payload may take (the record limit,
+    or `MAX_VALUE_BYTES` when values are on)."""
     limit = int(store.max_record_bytes)
     if threshold is not None and (not isinstance(threshold, int) or threshold < 0):
         raise ValueError(f"value_threshold must be a byte count >= 0 (0: off), got {threshold!r}")
-    if not threshold or not getattr(store, "supports_values", True):
+    if not threshold:
         return store, limit
     return ValueStore(store, threshold), max(limit, MAX_VALUE_BYTES)
