@@ -426,15 +426,20 @@ class ActorHost:
         ended (only journals written before checkpoints came with every turn have any);
         return the unfinished turn to resume, if any."""
         self._epoch = await self.store.claim(self.stream)
+        # One read says what there is to read: a new actor has neither a checkpoint nor
+        # turns, and one passivated at a turn's end has no turn after its checkpoint.
+        info = await self.store.stream_info(self.stream)
         start = 1
-        snapshot = await self.store.load_snapshot(self.stream)
+        snapshot = await self.store.load_snapshot(self.stream) if info.snapshot_position else None
         if snapshot is not None:
             checkpoint = msgspec.msgpack.decode(snapshot.data, type=ActorSnapshot)
             await _checkpoint.restore(self, checkpoint)
             start = snapshot.position + 1
-        self._position = self._reserved = await self.store.last_position(self.stream)
+        self._position = self._reserved = info.last_position
         await self.read_inbox()
-        groups = await read_turns(self.store, self.stream, self.actor_id, start)
+        groups: list[TurnGroup] = []
+        if info.last_position >= start:
+            groups = await read_turns(self.store, self.stream, self.actor_id, start)
         if groups and self.continuation is not None:
             self.continuation = None  # its turn is journaled
         resume = groups.pop() if groups and groups[-1].end is None else None

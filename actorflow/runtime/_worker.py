@@ -195,7 +195,10 @@ class Worker:
         self._inbox_grew.discard(actor_id)
         if not fresh and self._elsewhere.get(actor_id, 0.0) > time.monotonic():
             return
-        if await self._held_elsewhere(actor_id):
+        # An offer because the inbox grew does not look at the lease first: the actor's
+        # first choice goes straight to acquiring it (which fails if another worker holds
+        # it, and then remembers who does), the others look after their wait.
+        if not grew and await self._held_elsewhere(actor_id):
             return
         type_name = actor_id.partition("/")[0]
         pinned = runtime.actor_types[type_name].__actorflow_versioning__ == "pinned"
