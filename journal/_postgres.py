@@ -208,12 +208,13 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def _submit(self, op: _Op, streams: tuple[str, ...]) -> Any:
+    def _submit(self, op: _Op, streams: tuple[str, ...]) -> asyncio.Future[Any]:
+        """Queue ``op`` for the writer; the future of its outcome, set once committed."""
         self._check_open()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((op, streams, future))
         self._wakeup.set()
-        return await future
+        return future
 
     async def _write_loop(self) -> None:
         while True:
@@ -350,13 +351,13 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         )
         return appended[0]
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
-        """Append to several streams in one transaction: every part is written, or none."""
+    def append_many(self, appends: Sequence[StreamAppend]) -> asyncio.Future[list[Appended]]:
+        """Append to several streams in one transaction: every part is written, or none.
+        The appends are checked at once; the future is set once they are committed."""
         parts = tuple(appends)
         self._check_appends(parts)
         names = tuple(part.stream for part in parts)
-        appended: list[Appended] = await self._submit(lambda txn: apply_appends(parts, txn), names)
-        return appended
+        return self._submit(lambda txn: apply_appends(parts, txn), names)
 
     async def claim(self, stream: str) -> int:
         """Become the owner of ``stream``: return a new epoch, higher than every earlier one

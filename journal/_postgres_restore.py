@@ -23,9 +23,9 @@ class PostgresRestore:
 
     if TYPE_CHECKING:
 
-        async def _submit(
+        def _submit(
             self, op: Callable[[Transaction], Awaitable[Any]], streams: tuple[str, ...]
-        ) -> Any: ...
+        ) -> Awaitable[Any]: ...
 
     async def create_stream(self, stream: str, *, first_position: int = 1, epoch: int = 0) -> None:
         """Create ``stream`` with no records, its next record at ``first_position``, under

@@ -201,7 +201,7 @@ async def apply_appends(parts: tuple[StreamAppend, ...], txn: Transaction) -> La
     results = Landed()
     for part in parts:
         state, position, global_position = changes.append(part, check=single)
-        sid = await txn.stream_id(state)
+        sid = state.id if state.id is not None else await txn.stream_id(state)
         stream = part.stream
         for new in part.records:
             globals_.append(global_position)

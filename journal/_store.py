@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Container, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Container, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
@@ -86,8 +86,10 @@ class Store(Protocol):
         """Append ``records`` to ``stream`` atomically; return where they landed."""
         ...
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
-        """Append to several streams in one transaction: every part is written, or none."""
+    def append_many(self, appends: Sequence[StreamAppend]) -> Awaitable[list[Appended]]:
+        """Append to several streams in one transaction: every part is written, or none.
+        (An ``async def`` implements it; a store on the hot path may instead check the
+        appends at once and return the future of its commit, saving a coroutine.)"""
         ...
 
     def read(
@@ -245,7 +247,7 @@ class StoreBase:
         check_values(stream, given)
         return given
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+    def append_many(self, appends: Sequence[StreamAppend]) -> Awaitable[list[Appended]]:
         raise NotImplementedError
 
     async def append(

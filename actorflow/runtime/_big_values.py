@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -266,11 +266,18 @@ class ValueStore:
             values={**append.values, **values},
         )
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
+    def append_many(self, appends: Sequence[StreamAppend]) -> Awaitable[list[Appended]]:
         full = [self._shrunk(append) for append in appends]
         given = {digest for append in full for digest in append.values}
-        if not given:
-            return list(await self.inner.append_many(full))
+        if not given:  # (the hot path: the inner store's own awaitable, no coroutine here)
+            return self.inner.append_many(full)  # type: ignore[no-any-return]
+        return self._append_with_values(full, given)
+
+    async def _append_with_values(
+        self, full: list[StreamAppend], given: set[str]
+    ) -> list[Appended]:
+        """Send only the values the journal does not hold yet (all of them again should
+        one be collected meanwhile)."""
         known = await self.inner.has_values(given)
         lean = [
             msgspec.structs.replace(
