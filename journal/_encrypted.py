@@ -99,6 +99,9 @@ class EncryptedStore:
     async def stream_info(self, stream: str) -> StreamInfo:
         return await self.inner.stream_info(stream)
 
+    async def stream_infos(self, streams: Sequence[str]) -> list[StreamInfo]:
+        return await self.inner.stream_infos(streams)
+
     async def list_streams(self, prefix: str = "") -> list[str]:
         return await self.inner.list_streams(prefix)
 

@@ -248,6 +248,10 @@ class MemoryStore(StoreBase):
         state = self._states.get(stream) or StreamState(stream)
         return StreamInfo(stream, state.last, state.first, state.epoch, state.snapshot)
 
+    async def stream_infos(self, streams: Sequence[str]) -> list[StreamInfo]:
+        """`stream_info` of each of ``streams``, in their order."""
+        return [await self.stream_info(stream) for stream in streams]
+
     async def list_streams(self, prefix: str = "") -> list[str]:
         """Names of the streams holding (or having held) records, starting with ``prefix``."""
         check_prefix(prefix)

@@ -196,6 +196,11 @@ STREAM_INFO = (
     "FROM journal_streams WHERE name = $1"
 )
 
+STREAM_INFOS_NAMED = (
+    "SELECT name, last_position, first_position, epoch, snapshot_position "
+    "FROM journal_streams WHERE name = ANY($1::text[])"
+)
+
 STREAM_INFOS = (
     "SELECT name, last_position, first_position, epoch, snapshot_position "
     "FROM journal_streams WHERE last_position > 0 AND name > $1 AND starts_with(name, $2) "

@@ -125,6 +125,12 @@ class Store(Protocol):
         """Names of the streams holding (or having held) records, starting with ``prefix``."""
         ...
 
+    async def stream_infos(self, streams: Sequence[str]) -> list[StreamInfo]:
+        """`stream_info` of each of ``streams``, in their order, read together (one query
+        where the backend has queries): what a reader that needs several streams' positions
+        at once pays once rather than per stream."""
+        ...
+
     async def list_stream_infos(
         self, prefix: str = "", *, after: str = "", limit: int = 1000
     ) -> list[StreamInfo]:

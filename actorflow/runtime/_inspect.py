@@ -173,13 +173,19 @@ class OutcomeLog:
         self.actor_id = actor_id
         self.stream = outcomes_stream(actor_id)
         self._last: int | None = None  # the outcomes' last position, once read
-        self._unindexed = 0
+        self._unindexed: int | None = None
+
+    def known(self, last: int) -> None:
+        """The outcomes' last position, as the caller just read it."""
+        self._last = last
+        self._unindexed = 0 if last == 0 else None
 
     async def parts(self, ended: InvocationEnded) -> list[StreamAppend]:
         """The appends that journal ``ended`` and index it; call `committed` once they
         are."""
         if self._last is None:
             self._last = await self.store.last_position(self.stream)
+        if self._unindexed is None:
             self._unindexed = await unindexed_through(self.store, self.actor_id, self._last)
         index = InvocationIndexed(self._last + 1, self._unindexed)
         return [

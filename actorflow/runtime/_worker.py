@@ -42,6 +42,7 @@ from actorflow.cluster import (
     ranked,
 )
 from actorflow.runtime import _quarantine
+from actorflow.runtime._lease_lookups import LeaseLookups
 
 if TYPE_CHECKING:
     from actorflow.runtime._host import ActorHost
@@ -77,6 +78,7 @@ class Worker:
         self.capacity = options.capacity
         self.ttl = float(options.lease_ttl)
         self.leases = store.leases
+        self._lookups = LeaseLookups(self.leases.holders, self._start_soon)
         self._store = store
         #: The live workers as of the last heartbeat (this one included).
         self.workers: list[WorkerInfo] = []
@@ -250,10 +252,15 @@ class Worker:
             return
         runtime._activate(actor_id)
 
+    def _start_soon(self, fn: Any) -> None:
+        group = self.runtime._group
+        assert group is not None  # (offers are made only while the runtime runs)
+        group.start_soon(fn, name="lease lookups")
+
     async def _held_elsewhere(self, actor_id: str) -> bool:
-        """Whether another worker holds the actor's live lease (remembered till it ends)."""
-        holders = await self.leases.holders([lease_name(actor_id)])
-        lease = holders.get(lease_name(actor_id))
+        """Whether another worker holds the actor's live lease (remembered till it ends).
+        Looks made at the same time are answered by one query (`LeaseLookups`)."""
+        lease = await self._lookups.holder(lease_name(actor_id))
         if lease is None or lease.owner == self.id or lease.expires_in <= 0:
             return False
         self._elsewhere[actor_id] = time.monotonic() + lease.expires_in

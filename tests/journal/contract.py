@@ -1109,6 +1109,28 @@ class StoreContract:
         assert await store.list_stream_infos("zzz") == []
         assert await store.list_stream_infos(after="\U0010ffff") == []
 
+    async def test_stream_infos_reads_several_streams_in_the_order_asked(
+        self, store: Store
+    ) -> None:
+        await store.append("b", numbered("b", 1, 3))
+        await store.append("a", numbered("a", 1, 2))
+        await store.claim("a")
+        await store.save_snapshot("a", 2, b"state")
+        await store.save_snapshot("b", 1, b"state")
+        await store.truncate("b", 1)
+        await store.claim("claimed")  # claimed, never written
+
+        asked = ["b", "never", "a", "claimed", "b"]
+        infos = await store.stream_infos(asked)
+
+        assert infos == [await store.stream_info(name) for name in asked]
+        assert [(i.last_position, i.first_position) for i in infos[:2]] == [(3, 2), (0, 1)]
+        assert (infos[2].epoch, infos[2].snapshot_position) == (1, 2)
+        assert infos[3].epoch == 1
+        assert await store.stream_infos([]) == []
+        with pytest.raises(InvalidStreamError):
+            await store.stream_infos(["ok", ""])
+
     async def test_a_limit_that_is_not_a_positive_integer_is_refused(self, store: Store) -> None:
         await store.append("s", [record(b"x")])
 
