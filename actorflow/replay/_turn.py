@@ -468,11 +468,8 @@ class Turn:
         if size:
             too_large = StepResultTooLarge(name, size, self.host.record_limit)
             raise await self._failed(branch, step, name, "run", fp, too_large, attempts)
-        settle = (
-            await _budget_gate.settlement(self, (branch, step, name, fp, attempts), options, decoded)
-            if self.holds
-            else ()
-        )
+        where = (branch, step, name, fp, attempts)
+        settle = await _budget_gate.settlement(self, where, options, decoded) if self.holds else ()
         await self._write([entry], settle)
         self._advance(branch, at)
         self._register(step, name, options, decoded)
