@@ -267,9 +267,21 @@ class ValueStore:
         )
 
     def append_many(self, appends: Sequence[StreamAppend]) -> Awaitable[list[Appended]]:
+        threshold = self.value_threshold
+        for append in appends:
+            if append.values or (
+                append.stream.startswith(_PREFIXES)
+                and (
+                    (append.snapshot is not None and len(append.snapshot) > threshold)
+                    or any(len(record.data) > threshold for record in append.records)
+                )
+            ):
+                break
+        else:  # (the hot path: nothing to store as a value, the inner store's awaitable)
+            return self.inner.append_many(appends)  # type: ignore[no-any-return]
         full = [self._shrunk(append) for append in appends]
         given = {digest for append in full for digest in append.values}
-        if not given:  # (the hot path: the inner store's own awaitable, no coroutine here)
+        if not given:
             return self.inner.append_many(full)  # type: ignore[no-any-return]
         return self._append_with_values(full, given)
 
