@@ -280,7 +280,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         await transaction.start()
         committing = False
         try:
-            txn = Transaction(conn)
+            txn = Transaction(conn, self._notify)
             await txn.load(names)
             outcomes = []
             for op, _, _ in batch:
@@ -289,12 +289,11 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
                 except JournalError as refused:  # refused before it wrote: fails alone
                     outcomes.append(refused)
             await txn.write_back()
-            notices = [n for n in txn.grown if n.partition(" ")[2].startswith(self._notify)]
-            if notices:  # (delivered at commit, in commit order)
-                await conn.execute(cluster.NOTIFY_APPENDED, notices)
+            if txn.grown:  # (notices delivered at commit, in commit order)
+                await conn.execute(cluster.NOTIFY_APPENDED, txn.grown)
             await txn.finish()
             xid = txn.xid
-            outcomes = [txn.rebase(outcome) for outcome in outcomes]
+            outcomes = txn.rebase(outcomes)
             if self.before_commit is not None:
                 await self.before_commit(conn)
             committing = True

@@ -19,8 +19,9 @@ class RetryTransaction(Exception):
 class Transaction:
     """One batch's transaction: the stream rows it read (locked), and rows to insert."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, notify: tuple[str, ...] = ()) -> None:
         self.conn = conn
+        self.notify = notify
         self.states: dict[str, StreamState] = {}
         #: Global positions are staged from 0 and offset by `base` once the meta row is
         #: locked, at the end (or earlier, when rows must be inserted before then).
@@ -34,7 +35,8 @@ class Transaction:
         self.columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
         #: Staged refs rows of those records: stream ids, positions, digests.
         self.ref_rows: tuple[list[int], list[int], list[str]] = ([], [], [])
-        #: Streams that grew, as "<last position> <name>" (`_postgres_cluster` notices).
+        #: Streams that grew whose names start with one of ``notify``, as "<last position>
+        #: <name>" (the `_postgres_cluster` notices of the transaction).
         self.grown: list[str] = []
         #: Snapshots staged by `replace_snapshot`: (position, data, checksum, refs) by
         #: stream id.
@@ -108,13 +110,16 @@ class Transaction:
         else:  # nothing appended: no global position taken, no lock on the meta row
             self.xid, self.base = await self.conn.fetchval(sql.XID), 0
 
-    def rebase(self, outcome: Any) -> Any:
-        """An op's outcome with staged global positions made real (`Landed` parts become
+    def rebase(self, outcomes: list[Any]) -> list[Any]:
+        """The ops' outcomes with staged global positions made real (`Landed` parts become
         `Appended`)."""
-        if type(outcome) is Landed:
-            base = self.base or 0
-            return [Appended(s, first, last, base + g) for s, first, last, g in outcome]
-        return outcome
+        base = self.base or 0
+        return [
+            [Appended(s, first, last, base + g) for s, first, last, g in outcome]
+            if type(outcome) is Landed
+            else outcome
+            for outcome in outcomes
+        ]
 
     async def write_back(self) -> None:
         """Write every changed stream row, each only if unchanged since it was read; drop
@@ -133,7 +138,7 @@ class Transaction:
             now = (state.last, state.first, state.epoch, state.snapshot)
             if now == was:
                 continue
-            if state.last > was[0]:
+            if state.last > was[0] and self.notify and state.name.startswith(self.notify):
                 self.grown.append(f"{state.last} {state.name}")
             for column, value in zip(rows, (state.id, *now, was[0], was[2]), strict=True):
                 column.append(value)
