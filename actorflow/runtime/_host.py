@@ -429,7 +429,7 @@ class ActorHost:
         # One read says what there is to read (a new actor has neither a checkpoint nor
         # turns, one passivated at a turn's end has no turn after its checkpoint) and where
         # its outcomes end (only this host appends to them while it holds the stream).
-        info, outcomes = await self.store.stream_infos([self.stream, self.outcomes.stream])
+        info, outcomes = await self.runtime.stream_infos((self.stream, self.outcomes.stream))
         self.outcomes.known(outcomes.last_position)
         start = 1
         snapshot = await self.store.load_snapshot(self.stream) if info.snapshot_position else None

@@ -9,6 +9,8 @@ inherits it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -21,6 +23,7 @@ from actorflow._events import Reply
 from actorflow._values import decoder_for
 from actorflow.runtime import _budgets, _inspect, _pages, _pinned, _quarantine, _query
 from actorflow.runtime._host import ActorHost
+from actorflow.runtime._lookups import Lookups
 from actorflow.runtime._pages import DEFAULT_PAGE
 from actorflow.runtime._query import QueryAnswer
 from actorflow.runtime._status import (
@@ -30,7 +33,7 @@ from actorflow.runtime._status import (
     JournalEntry,
     Page,
 )
-from journal import Store
+from journal import Store, StreamInfo
 
 if TYPE_CHECKING:
     from actorflow.runtime._runtime import Runtime
@@ -46,6 +49,26 @@ class RuntimeReads:
     store: Store
     _types: dict[str, type[Actor]]
     _hosts: dict[str, ActorHost]
+    _group: Any
+
+    async def stream_infos(self, streams: Sequence[str]) -> list[StreamInfo]:
+        """`Store.stream_infos` of ``streams``: while the runtime runs, read together with
+        those of every actor being taken on at the same time (one query per round,
+        `Lookups`); alone in a runtime never entered (a dry run's)."""
+        if self._group is None:
+            return await self.store.stream_infos(streams)
+        found: list[StreamInfo] = await self._stream_lookups.get_many(streams)
+        return found
+
+    @functools.cached_property
+    def _stream_lookups(self) -> Lookups:
+        async def infos(names: Sequence[str]) -> dict[str, StreamInfo]:
+            return {info.stream: info for info in await self.store.stream_infos(names)}
+
+        def start_soon(fn: Any) -> None:
+            self._group.start_soon(fn, name="stream lookups")
+
+        return Lookups(infos, start_soon)
 
     # -- names ----------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from actorflow.cluster import (
     ranked,
 )
 from actorflow.runtime import _quarantine
-from actorflow.runtime._lease_lookups import LeaseLookups
+from actorflow.runtime._lookups import Lookups
 
 if TYPE_CHECKING:
     from actorflow.runtime._host import ActorHost
@@ -78,7 +78,7 @@ class Worker:
         self.capacity = options.capacity
         self.ttl = float(options.lease_ttl)
         self.leases = store.leases
-        self._lookups = LeaseLookups(self.leases.holders, self._start_soon)
+        self._lookups = Lookups(self.leases.holders, self._start_soon)
         self._store = store
         #: The live workers as of the last heartbeat (this one included).
         self.workers: list[WorkerInfo] = []
@@ -259,8 +259,8 @@ class Worker:
 
     async def _held_elsewhere(self, actor_id: str) -> bool:
         """Whether another worker holds the actor's live lease (remembered till it ends).
-        Looks made at the same time are answered by one query (`LeaseLookups`)."""
-        lease = await self._lookups.holder(lease_name(actor_id))
+        Looks made at the same time are answered by one query (`Lookups`)."""
+        lease = await self._lookups.get(lease_name(actor_id))
         if lease is None or lease.owner == self.id or lease.expires_in <= 0:
             return False
         self._elsewhere[actor_id] = time.monotonic() + lease.expires_in

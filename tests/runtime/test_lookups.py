@@ -1,17 +1,21 @@
-"""`LeaseLookups`: many workers' looks at leases, answered by one query per round, against
-a real PostgreSQL journal's leases. The wrapper around `Leases.holders` below only counts
-and holds back calls; every answer comes from the database."""
+"""`Lookups`: many workers' looks at leases (and activations' at streams), answered by
+one query per round, against a real PostgreSQL journal. The wrapper around
+`Leases.holders` below only counts and holds back calls; every answer comes from the
+database."""
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
 import pytest
 
-from actorflow.runtime._lease_lookups import LeaseLookups
-from journal import PostgresStore, StorageError
+import actorflow
+from actorflow.runtime._lookups import Lookups
+from journal import PostgresStore, StorageError, Store, StreamInfo
+from tests.runtime.support import running
 
 pytestmark = pytest.mark.anyio
 
@@ -56,10 +60,10 @@ async def test_looks_made_together_are_answered_by_one_query_each_as_the_databas
     holders = Counted(store)
     answers: dict[int, Any] = {}
     async with anyio.create_task_group() as group:
-        lookups = LeaseLookups(holders, group.start_soon)
+        lookups = Lookups(holders, group.start_soon)
 
         async def look(i: int) -> None:
-            answers[i] = await lookups.holder(f"actor/T/{i}")
+            answers[i] = await lookups.get(f"actor/T/{i}")
 
         for i in range(300):
             group.start_soon(look, i)
@@ -83,10 +87,10 @@ async def test_a_look_made_while_a_query_is_under_way_waits_for_the_next_one(
     early: list[Any] = []
     later: list[Any] = []
     async with anyio.create_task_group() as group:
-        lookups = LeaseLookups(holders, group.start_soon)
+        lookups = Lookups(holders, group.start_soon)
 
         async def look(into: list[Any]) -> None:
-            into.append(await lookups.holder("actor/T/late"))
+            into.append(await lookups.get("actor/T/late"))
 
         group.start_soon(look, early)
         await holders.started.wait()  # the first query has read the lease: free
@@ -105,11 +109,11 @@ async def test_a_failed_query_fails_every_look_it_answers(store: PostgresStore) 
     holders.fail = StorageError("the database went away")
     errors: list[BaseException] = []
     async with anyio.create_task_group() as group:
-        lookups = LeaseLookups(holders, group.start_soon)
+        lookups = Lookups(holders, group.start_soon)
 
         async def look(i: int) -> None:
             try:
-                await lookups.holder(f"actor/T/{i}")
+                await lookups.get(f"actor/T/{i}")
             except StorageError as exc:
                 errors.append(exc)
 
@@ -119,8 +123,8 @@ async def test_a_failed_query_fails_every_look_it_answers(store: PostgresStore) 
     assert len(errors) == 20
     holders.fail = None
     async with anyio.create_task_group() as group:  # and the next look asks again
-        lookups = LeaseLookups(holders, group.start_soon)
-        assert await lookups.holder("actor/T/0") is None
+        lookups = Lookups(holders, group.start_soon)
+        assert await lookups.get("actor/T/0") is None
 
 
 async def test_looks_waiting_when_the_workers_tasks_are_cancelled_do_not_hang(
@@ -132,14 +136,66 @@ async def test_looks_waiting_when_the_workers_tasks_are_cancelled_do_not_hang(
     with anyio.fail_after(10):
         async with anyio.create_task_group() as looking:
 
-            async def look(lookups: LeaseLookups) -> None:
+            async def look(lookups: Lookups) -> None:
                 try:
-                    await lookups.holder("actor/T/1")
+                    await lookups.get("actor/T/1")
                 except RuntimeError as exc:
                     outcomes.append(str(exc))
 
             async with anyio.create_task_group() as asking:
-                looking.start_soon(look, LeaseLookups(holders, asking.start_soon))
+                looking.start_soon(look, Lookups(holders, asking.start_soon))
                 await holders.started.wait()
                 asking.cancel_scope.cancel()  # the asking task is cancelled mid-query
-    assert outcomes == ["the lease lookup was cancelled: the worker is stopping"]
+    assert outcomes == ["the lookup was cancelled: the runtime is stopping"]
+
+
+class Echo(actorflow.Actor):
+    @actorflow.handler
+    async def echo(self, text: str) -> str:
+        return text
+
+
+class CountingInfos:
+    """Delegates to ``inner``; counts `stream_infos` calls and the names they asked."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.names: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def stream_infos(self, streams: Sequence[str]) -> list[StreamInfo]:
+        self.calls += 1
+        self.names.extend(streams)
+        return await self.inner.stream_infos(streams)
+
+
+async def test_actors_taken_on_together_read_where_their_streams_stand_in_a_few_queries(
+    tmp_path: pathlib.Path,
+) -> None:
+    """200 new actors, each sent a message at once: each reads its stream's and its
+    outcomes' infos as it is activated, and those reads are answered together."""
+    counting: list[CountingInfos] = []
+
+    def wrap(store: Store) -> CountingInfos:
+        counting.append(CountingInfos(store))
+        return counting[0]
+
+    async with running(tmp_path / "journal.db", [Echo], wrap=wrap) as runtime:
+        replies: dict[int, str] = {}
+
+        async def ask(i: int) -> None:
+            replies[i] = await runtime.ref(Echo, f"e{i}").call(Echo.echo, f"hello {i}")
+
+        async with anyio.create_task_group() as group:
+            for i in range(200):
+                group.start_soon(ask, i)
+
+    assert replies == {i: f"hello {i}" for i in range(200)}
+    infos = counting[0]
+    assert sorted(infos.names) == sorted(
+        name for i in range(200) for name in (f"actor/Echo/e{i}", f"outcomes/Echo/e{i}")
+    )
+    assert infos.calls < 50  # not 200: activations waited for each other's query
