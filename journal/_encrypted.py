@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import msgspec
 
@@ -37,7 +36,13 @@ from journal._records import (
     check_values,
     value_digest,
 )
-from journal._store import Store, check_digest, check_digests, check_position
+from journal._store import (
+    Store,
+    StoreConveniences,
+    check_digest,
+    check_digests,
+    check_position,
+)
 from journal._streams import check_request
 
 #: Room a record's seal takes (header, nonce, tag, framing), kept off the store's limit.
@@ -51,7 +56,7 @@ _PLAIN = msgspec.msgpack.Decoder(tuple[bytes, tuple[str, ...]])
 _encode = msgspec.msgpack.encode
 
 
-class EncryptedStore:
+class EncryptedStore(StoreConveniences):
     """A `Store` that seals every payload written to ``store`` with AES-256-GCM under the
     keyring's write key, and opens what it reads with whichever key of the keyring sealed
     it (`journal.load_keyring` reads a key file).
@@ -137,17 +142,6 @@ class EncryptedStore:
     async def close(self) -> None:
         await self.inner.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     # -- sealing ---------------------------------------------------------------------
 
     def _record_bound(self, stream: str, position: int, record_type: str) -> bytes:
@@ -227,20 +221,6 @@ class EncryptedStore:
         return Snapshot(snapshot.stream, snapshot.position, data, refs)
 
     # -- writing ---------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream: str,
-        records: Sequence[NewRecord],
-        *,
-        expected_position: int | None = None,
-        epoch: int | None = None,
-    ) -> Appended:
-        """Append ``records`` to ``stream`` atomically, sealed; return where they landed."""
-        [appended] = await self.append_many(
-            [StreamAppend(stream, tuple(records), expected_position, epoch)]
-        )
-        return appended
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[Appended]:
         """Append to several streams in one transaction, every payload sealed.
@@ -376,13 +356,6 @@ class EncryptedStore:
         opened = self._open_record
         async for batch in self.inner.read_batches(stream, from_position, limit=limit):
             yield [opened(record) for record in batch]
-
-    async def read(
-        self, stream: str, from_position: int = 1, *, limit: int | None = None
-    ) -> AsyncIterator[Record]:
-        async for batch in self.read_batches(stream, from_position, limit=limit):
-            for record in batch:
-                yield record
 
     async def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
         async for record in self.inner.read_all(from_global_position):

@@ -228,7 +228,61 @@ class Store(Protocol):
         ...
 
 
-class StoreBase:
+class StoreConveniences:
+    """What a store derives from its primitives (`Store.append_many`, `read_batches` and
+    `close`): `append`, `read`, and use as an async context manager. The stores inherit it
+    through `StoreBase`, the wrappers around a store (`EncryptedStore`, the runtime's
+    value store) directly."""
+
+    def append_many(self, appends: Sequence[StreamAppend]) -> Awaitable[list[Appended]]:
+        raise NotImplementedError
+
+    def read_batches(
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[list[Record]]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def append(
+        self,
+        stream: str,
+        records: Sequence[NewRecord],
+        *,
+        expected_position: int | None = None,
+        epoch: int | None = None,
+    ) -> Appended:
+        """Append ``records`` to ``stream`` atomically; return where they landed."""
+        part = StreamAppend(stream, tuple(records), expected_position, epoch)
+        return (await self.append_many([part]))[0]
+
+    async def read(
+        self, stream: str, from_position: int = 1, *, limit: int | None = None
+    ) -> AsyncIterator[Record]:
+        """Iterate over ``stream``'s records from ``from_position`` on, in order (at most
+        ``limit`` of them, if given).
+
+        Batches are fetched behind the scenes, so memory stays bounded however long the
+        stream; a damaged record raises `CorruptionError` when the iteration reaches it.
+        """
+        async for batch in self.read_batches(stream, from_position, limit=limit):
+            for record in batch:
+                yield record
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class StoreBase(StoreConveniences):
     """Argument checks and conveniences that every store shares."""
 
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
@@ -252,53 +306,6 @@ class StoreBase:
         given = dict(values) if values else {}
         check_values(stream, given)
         return given
-
-    def append_many(self, appends: Sequence[StreamAppend]) -> Awaitable[list[Appended]]:
-        raise NotImplementedError
-
-    async def append(
-        self,
-        stream: str,
-        records: Sequence[NewRecord],
-        *,
-        expected_position: int | None = None,
-        epoch: int | None = None,
-    ) -> Appended:
-        """Append ``records`` to ``stream`` atomically; return where they landed."""
-        part = StreamAppend(stream, tuple(records), expected_position, epoch)
-        return (await self.append_many([part]))[0]
-
-    def read_batches(
-        self, stream: str, from_position: int = 1, *, limit: int | None = None
-    ) -> AsyncIterator[list[Record]]:
-        raise NotImplementedError
-
-    async def read(
-        self, stream: str, from_position: int = 1, *, limit: int | None = None
-    ) -> AsyncIterator[Record]:
-        """Iterate over ``stream``'s records from ``from_position`` on, in order (at most
-        ``limit`` of them, if given).
-
-        Batches are fetched behind the scenes, so memory stays bounded however long the
-        stream; a damaged record raises `CorruptionError` when the iteration reaches it.
-        """
-        async for batch in self.read_batches(stream, from_position, limit=limit):
-            for record in batch:
-                yield record
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class GroupCommitStore(StoreBase):

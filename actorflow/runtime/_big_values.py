@@ -53,6 +53,7 @@ from journal import (
     Snapshot,
     StreamAppend,
 )
+from journal._store import StoreConveniences
 
 #: Default threshold: a payload encoded in more bytes than this is stored as a value.
 DEFAULT_VALUE_THRESHOLD = 8 * 1024
@@ -201,7 +202,7 @@ class _Grow:
         return self.values.get(digest, data)
 
 
-class ValueStore:
+class ValueStore(StoreConveniences):
     """A journal store that keeps the runtime's large payloads as values (see the module).
 
     Every method of the store it wraps is available; those that write or read records
@@ -304,17 +305,6 @@ class ValueStore:
         except MissingValueError:  # collected since has_values: send every value's bytes
             return list(await self.inner.append_many(full))
 
-    async def append(
-        self,
-        stream: str,
-        records: Sequence[NewRecord],
-        *,
-        expected_position: int | None = None,
-        epoch: int | None = None,
-    ) -> Appended:
-        part = StreamAppend(stream, tuple(records), expected_position, epoch)
-        return (await self.append_many([part]))[0]
-
     async def save_snapshot(
         self,
         stream: str,
@@ -383,13 +373,6 @@ class ValueStore:
             if any(record.refs for record in batch):
                 batch = [await self._record(record) for record in batch]
             yield batch
-
-    async def read(
-        self, stream: str, from_position: int = 1, *, limit: int | None = None
-    ) -> AsyncIterator[Record]:
-        async for batch in self.read_batches(stream, from_position, limit=limit):
-            for record in batch:
-                yield record
 
     async def read_all(self, from_global_position: int = 1) -> AsyncIterator[Record]:
         async for record in self.inner.read_all(from_global_position):
