@@ -15,7 +15,7 @@ import pytest
 import actorflow
 from actorflow.runtime._lookups import Lookups
 from journal import PostgresStore, StorageError, Store, StreamInfo
-from tests.runtime.support import running
+from tests.runtime.support import eventually, running
 
 pytestmark = pytest.mark.anyio
 
@@ -199,3 +199,81 @@ async def test_actors_taken_on_together_read_where_their_streams_stand_in_a_few_
         name for i in range(200) for name in (f"actor/Echo/e{i}", f"outcomes/Echo/e{i}")
     )
     assert infos.calls < 50  # not 200: activations waited for each other's query
+
+
+class CountingReads(CountingInfos):
+    """`CountingInfos`, also noting which streams' snapshots and records were read."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.snapshots: list[str] = []
+        self.read: list[str] = []
+
+    async def load_snapshot(self, stream: str) -> Any:
+        self.snapshots.append(stream)
+        return await self.inner.load_snapshot(stream)
+
+    async def read_batches(self, stream: str, *args: Any, **kwargs: Any) -> Any:
+        self.read.append(stream)
+        async for batch in self.inner.read_batches(stream, *args, **kwargs):
+            yield batch
+
+
+async def test_an_actor_is_taken_on_reading_only_what_its_stream_info_says_there_is(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A new actor has no checkpoint and no turns: neither is read. Passivated after its
+    turn and taken on again, it loads its checkpoint, and reads no turn after it."""
+    counting: list[CountingReads] = []
+
+    def wrap(store: Store) -> CountingReads:
+        counting.append(CountingReads(store))
+        return counting[0]
+
+    async with running(tmp_path / "journal.db", [Echo], wrap=wrap, idle_timeout=0.05) as rt:
+        reads = counting[0]
+        echo = rt.ref(Echo, "e")
+
+        async def ended(turns: int) -> bool:
+            return await reads.inner.last_position("outcomes/Echo/e") == turns
+
+        await echo.send(Echo.echo, "one")
+        await eventually(lambda: ended(1), "the first turn to end")
+        assert reads.snapshots == []
+        assert "actor/Echo/e" not in reads.read
+
+        async def passivated() -> bool:
+            return "Echo/e" not in rt.hosted()
+
+        await eventually(passivated, "the actor to be passivated")
+        await echo.send(Echo.echo, "two")
+        await eventually(lambda: ended(2), "the second turn to end")
+        assert reads.snapshots == ["actor/Echo/e"]
+        assert "actor/Echo/e" not in reads.read
+
+
+async def test_a_worker_takes_on_actors_whose_inbox_grew_without_looking_at_their_leases(
+    postgres_dsn: str,
+) -> None:
+    """The only worker is every actor's first choice: a message for an actor nobody hosts
+    makes it acquire the lease at once, with no look at who holds it first."""
+    store = await PostgresStore.open(postgres_dsn, notify_prefixes=("inbox/", "outcomes/"))
+    looked: list[Sequence[str]] = []
+    holders = store.leases.holders
+
+    async def counted(names: Sequence[str]) -> Any:
+        looked.append(names)
+        return await holders(names)
+
+    store.leases.holders = counted  # type: ignore[method-assign]
+    try:
+        options = actorflow.ClusterOptions(worker_id="only")
+        async with actorflow.Runtime(store, [Echo], cluster=options) as runtime:
+            for i in range(20):
+                reply = await runtime.ref(Echo, f"e{i}").call(Echo.echo, f"hi {i}")
+                assert reply == f"hi {i}"
+            assert runtime.worker is not None
+            assert len(runtime.worker.held) == 20
+    finally:
+        await store.close()
+    assert looked == []
