@@ -45,6 +45,7 @@ class Follower:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
+        self.unmatched: list[str] = []  # seen, and matched by no `until` yet
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -54,7 +55,13 @@ class Follower:
             self.lines.put(line.rstrip("\n"))
 
     def until(self, pattern: str) -> str:
-        """The first line not seen yet that matches ``pattern`` (waiting for it)."""
+        """The first line not matched yet that matches ``pattern`` (waiting for it). Lines
+        of different streams come in no fixed order (a turn's outcome may be printed before
+        its actor records), so a line printed before an earlier `until` matched counts."""
+        for line in self.unmatched:
+            if re.search(pattern, line):
+                self.unmatched.remove(line)
+                return line
         while True:
             try:
                 line = self.lines.get(timeout=LINE_DEADLINE)
@@ -63,6 +70,7 @@ class Follower:
             self.seen.append(line)
             if re.search(pattern, line):
                 return line
+            self.unmatched.append(line)
 
     def stop(self, signum: signal.Signals) -> tuple[int, str]:
         """Send ``signum``; its exit code and stderr."""
