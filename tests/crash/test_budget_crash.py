@@ -30,7 +30,7 @@ from tests.server.processes import ACTORFLOW, ROOT, clean_env, free_port
 pytestmark = pytest.mark.crash
 
 #: Seconds each fake completion takes: calls are in flight when the kills land.
-DELAY = "0.03"
+DELAY = "0.1"
 LEADS = 3
 HELPERS = 3
 QUESTIONS = 6
