@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from actorflow.server._responses import ambiguous_framing
+
 log = logging.getLogger("actorflow.serve")
 
 #: Seconds a request's line and headers may take to arrive.
@@ -43,7 +45,8 @@ DEFAULT_KEEP_ALIVE = 5
 DEFAULT_MAX_CONNECTIONS = 1000
 #: File descriptors kept back from connections for the journal, logs and step functions.
 RESERVED_FILES = 128
-#: Largest request head (request line and headers), in bytes: h11's own default, stated.
+#: Largest request head (request line and headers), in bytes: h11's own default, stated,
+#: and enforced by `GuardedConnection` under httptools (whose parser has no such limit).
 MAX_HEAD_BYTES = 16 * 1024
 #: Shortest pause between two log lines about connections closed by the guard.
 LOG_EVERY = 10.0
@@ -231,13 +234,14 @@ class ConnectionGuard:
 
 
 class GuardedConnection:
-    """Mixed in before uvicorn's HTTP/1.1 protocol class (h11's or httptools'): tells the
-    guard when the connection waits for a request head and when it is serving one.
+    """Mixed in before uvicorn's HTTP/1.1 protocol class (httptools' when it is installed,
+    as it is with actorflow, else h11's): tells the guard when the connection waits for a
+    request head and when it is serving one, and makes both parsers refuse the same heads.
 
     It relies on what both of uvicorn's protocols share: ``transport``, ``cycle`` (the
     latest request, whose ``response_complete`` says it was answered), and the
-    ``connection_made``, ``data_received``, ``on_response_complete`` and
-    ``connection_lost`` hooks.
+    ``connection_made``, ``data_received``, ``on_response_complete``,
+    ``send_400_response`` and ``connection_lost`` hooks.
     """
 
     guard: ClassVar[ConnectionGuard]
@@ -245,6 +249,10 @@ class GuardedConnection:
     cycle: Any
     #: Whether part of the next request has arrived (then a timeout is answered 408).
     _partial = False
+    #: What arrived since the connection last began to wait for a request head (at most
+    #: `MAX_HEAD_BYTES` and one read), and the read being parsed.
+    _head = b""
+    _reading = b""
 
     def _idle(self) -> bool:
         """Whether no request is being served (the next one's head is awaited)."""
@@ -256,15 +264,38 @@ class GuardedConnection:
 
     def data_received(self, data: bytes) -> None:
         idle = self._idle()
+        self._reading = data
         super().data_received(data)  # type: ignore[misc]
+        self._reading = b""
         if self._idle():
             self._partial = self._partial or (idle and bool(data))
+            self._head += data
+            if len(self._head) > MAX_HEAD_BYTES and not self.transport.is_closing():
+                # (h11 refuses such a head itself; httptools' parser would read on)
+                self.send_400_response("Invalid HTTP request received.")
         else:
             self._partial = False
+            self._head = b""
             self.guard.serving(self)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refused. A request framed by both
+        Content-Length and Transfer-Encoding, which httptools refuses before the ASGI
+        guard sees it, gets the guard's answer (``ambiguous_framing``) all the same."""
+        lines = (self._head + self._reading).partition(b"\r\n\r\n")[0].split(b"\r\n")
+        names = {line.partition(b":")[0].strip().lower() for line in lines[1:]}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            refusal = ambiguous_framing()
+            self.close_with(
+                _error_response("400 Bad Request", refusal.kind, refusal.message, None),
+                always=True,
+            )
+            return
+        super().send_400_response(msg)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
+        self._head = b""
         if self._idle() and not self.transport.is_closing():
             self.guard.waiting(self)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from actorflow.server._responses import ApiError, error_response
+from actorflow.server._responses import ApiError, ambiguous_framing, error_response
 
 #: Names a request from this machine may use: always allowed, with the port served.
 LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -134,14 +134,7 @@ class RequestGuard:
     def _check(self, scope: Scope) -> None:
         headers = Headers(scope=scope)
         if "content-length" in headers and "transfer-encoding" in headers:
-            raise ApiError(
-                400,
-                "ambiguous_framing",
-                "the request has both Content-Length and Transfer-Encoding headers, so "
-                "where its body ends is ambiguous (a request-smuggling pattern) and it was "
-                "not read; send one of the two",
-                {"Connection": "close"},
-            )
+            raise ambiguous_framing()
         path = scope["path"]
         if path not in HEALTH_PATHS:
             self._check_host(headers.getlist("host"), path)

@@ -29,6 +29,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def ambiguous_framing() -> ApiError:
+    """The refusal of a request framed by both Content-Length and Transfer-Encoding (by the
+    ASGI guard, or by the connection when the HTTP parser refuses it first)."""
+    return ApiError(
+        400,
+        "ambiguous_framing",
+        "the request has both Content-Length and Transfer-Encoding headers, so where its "
+        "body ends is ambiguous (a request-smuggling pattern) and it was not read; send one "
+        "of the two",
+        {"Connection": "close"},
+    )
+
+
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response encoded by msgspec."""
     return Response(_json.encode(value), status, headers, media_type="application/json")

@@ -66,6 +66,8 @@ def request(
         connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         for name, value in headers.items():
             connection.putheader(name, value)
+        if body:  # (unframed, the body would be read as the next request)
+            connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body or None)
         response = connection.getresponse()
         answer = response.read()
@@ -102,6 +104,53 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
     assert not answer.endswith(b"<still open>")
     assert journaled(server, "Greeter/framing") == []
     assert journaled(server, "Greeter/smuggled") == []
+
+
+def test_the_server_parses_http_with_httptools() -> None:
+    # (the premise of the figures in docs/cluster-benchmark.md; h11 is uvicorn's fallback)
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    assert AutoHTTPProtocol.__name__ == "HttpToolsProtocol"
+
+
+@pytest.mark.parametrize("trickled", [False, True])
+def test_a_request_head_over_16_kib_is_refused_and_the_connection_closed(
+    server: Server, trickled: bool
+) -> None:
+    line = b"POST /v1/actors/Greeter/big-head/messages/greet HTTP/1.1\r\nHost: %s\r\n" % (
+        host(server).encode()
+    )
+    padding = b"X-Padding: %s\r\n" % (b"p" * 1000)
+    head = line + padding * 17  # over 16 KiB, and no end of head yet
+    if trickled:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=READ_TIMEOUT) as sock:
+            for start in range(0, len(head), 1000):
+                try:
+                    sock.sendall(head[start : start + 1000])
+                except OSError:
+                    break  # closed by the server
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    else:
+        answer = exchange(server, head)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"\r\nconnection: close\r\n" in answer.lower(), answer
+    assert not answer.endswith(b"<still open>")
+    assert journaled(server, "Greeter/big-head") == []
+
+
+def test_a_request_head_under_16_kib_is_served(server: Server) -> None:
+    body = b'{"name": "padded"}'
+    head = (
+        b"POST /v1/actors/Greeter/padded/messages/greet HTTP/1.1\r\nHost: %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n"
+        % (host(server).encode(), len(body))
+    )
+    head += b"X-Padding: %s\r\n" % (b"p" * 1000) * 14 + b"\r\n"
+    assert len(head) < 16 * 1024
+    answer = exchange(server, head + body)
+    assert answer.startswith(b"HTTP/1.1 202 "), answer
 
 
 @pytest.mark.parametrize(
