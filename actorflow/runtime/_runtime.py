@@ -63,6 +63,7 @@ from actorflow.runtime._status import (
     ShutdownReport,
 )
 from actorflow.runtime._streams import DEFAULT_STREAM_RETENTION, ChunkStreams
+from actorflow.runtime._waiters import Waiters
 from actorflow.runtime._worker import Worker
 from journal import (
     ConflictError,
@@ -160,7 +161,7 @@ class Runtime(RuntimeReads):
         #: The code version each type's new turns record: ``version``, or its source's.
         self.versions = {name: version or source_version(cls) for name, cls in self._types.items()}
         self._hosts: dict[str, ActorHost] = {}
-        self._waiters: dict[str, list[anyio.Event]] = {}
+        self._waiters = Waiters()
         self._group: anyio.abc.TaskGroup | None = None
         self._running = False
         self._live_hosts = 0
@@ -372,7 +373,7 @@ class Runtime(RuntimeReads):
         if self._running and self._hosts.get(host.actor_id) is host:
             del self._hosts[host.actor_id]
             self._activate(host.actor_id, host.failures + 1)
-            self._wake_waiters(host.actor_id)
+            self._waiters.wake_actor(host.actor_id)
 
     def notify(self, actor_id: str, position: int | None = None) -> None:
         """New inbox entries for ``actor_id`` were committed (through inbox ``position``,
@@ -573,7 +574,7 @@ class Runtime(RuntimeReads):
         host = self._hosts.get(actor_id)
         if host is not None:
             host.cancel(invocation)
-            self._wake_waiters(actor_id)
+            self._waiters.wake_actor(actor_id)
 
     async def retry(self, invocation: str) -> InvocationStatus:
         """Run a failed invocation again, from its last journaled step: the steps that
@@ -674,24 +675,12 @@ class Runtime(RuntimeReads):
 
     def actor_stuck(self, actor_id: str) -> None:
         """Wake everyone waiting for a result of an actor that got stuck."""
-        self._wake_waiters(actor_id)
-
-    def _wake_all_waiters(self) -> None:
-        for invocation in list(self._waiters):
-            for event in self._waiters.pop(invocation, []):
-                event.set()
-
-    def _wake_waiters(self, actor_id: str) -> None:
-        prefix = actor_id + "#"
-        for invocation in [i for i in self._waiters if i.startswith(prefix)]:
-            for event in self._waiters.pop(invocation):
-                event.set()
+        self._waiters.wake_actor(actor_id)
 
     def invocation_ended(self, invocation: str, reply: Reply) -> None:
         """A host finished an invocation: wake whoever waits for it."""
         self.metrics.turns += 1
-        for event in self._waiters.pop(invocation, []):
-            event.set()
+        self._waiters.wake_invocation(invocation)
 
     async def result(self, invocation: str, *, timeout: float | None = None) -> Any:
         """Wait for an invocation's result (raise `HandlerFailed` for its error, or for its
@@ -700,19 +689,14 @@ class Runtime(RuntimeReads):
         actor_id = self._actor_of(invocation)
         with anyio.fail_after(math.inf if timeout is None else timeout):
             while True:
-                event = anyio.Event()
-                self._waiters.setdefault(invocation, []).append(event)
+                event = self._waiters.add(actor_id, invocation)
                 try:
                     settled = await self._settled(invocation, actor_id)
                     if settled is not None:
                         return settled.value
                     await event.wait()
                 finally:
-                    waiting = self._waiters.get(invocation)
-                    if waiting is not None and event in waiting:
-                        waiting.remove(event)
-                        if not waiting:
-                            del self._waiters[invocation]
+                    self._waiters.discard(actor_id, invocation, event)
 
     async def _settled(self, invocation: str, actor_id: str) -> _Result | None:
         """The result of ``invocation`` if it has one (raising its error), else None."""

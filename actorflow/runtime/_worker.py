@@ -410,7 +410,7 @@ class Worker:
                         if prefix == "inbox":
                             runtime.notify(actor_id, notice.position)
                         elif prefix == "outcomes":
-                            runtime._wake_waiters(actor_id)
+                            runtime._waiters.wake_actor(actor_id)
                         elif prefix == "streams":
                             runtime.streams.wake(notice.name)
                     elif notice.kind == "released":
@@ -421,6 +421,6 @@ class Worker:
                             self.offer(actor_id, fresh=True)
                     else:  # resync: notices may have been missed
                         self._elsewhere.clear()
-                        runtime._wake_all_waiters()
+                        runtime._waiters.wake_all()
                         runtime.streams.wake_all()
                         await runtime.recover()

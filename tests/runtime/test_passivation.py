@@ -137,7 +137,7 @@ async def test_a_passivated_actor_is_freed_at_once_without_the_garbage_collector
             assert alive(Turn) == 0
             assert alive(Worker) == 0
             assert runtime.hosted() == {}
-            assert runtime._waiters == {}
+            assert len(runtime._waiters) == 0
             status = await runtime.invocation(invocation)
             assert status is not None
             assert status.state == "completed"
