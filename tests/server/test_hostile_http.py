@@ -121,14 +121,15 @@ def test_a_request_head_over_16_kib_is_refused_and_the_connection_closed(
         host(server).encode()
     )
     padding = b"X-Padding: %s\r\n" % (b"p" * 1000)
-    head = line + padding * 17  # over 16 KiB, and no end of head yet
+    # One byte over 16 KiB, and no end of head: the server can only refuse it once it has
+    # read every byte sent (a byte arriving after it closed would reset the connection,
+    # and the answer with it).
+    head = (line + padding * 17)[: 16 * 1024 + 1]
     if trickled:
         with socket.create_connection(("127.0.0.1", port_of(server)), timeout=READ_TIMEOUT) as sock:
-            for start in range(0, len(head), 1000):
-                try:
-                    sock.sendall(head[start : start + 1000])
-                except OSError:
-                    break  # closed by the server
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for start in range(0, len(head), 1000):  # (separate segments, read in pieces)
+                sock.sendall(head[start : start + 1000])
             answer = b""
             while chunk := sock.recv(65536):
                 answer += chunk
