@@ -14,8 +14,11 @@ database's clock (never a process's): `Leases.acquire` takes a lease that is fre
 expired, or already the caller's; its epoch grows whenever it changes hands. Members
 (the processes) heartbeat with `Leases.renew`, which extends every lease they hold and
 says which those are, so a member learns at once of a lease taken from it after it
-expired. A lease does not stop a former holder from writing: fence its writes with
-stream epochs (`Store.claim`), which the database checks in every transaction.
+expired. `Leases.acquire_many` takes many leases in one statement. Every statement that
+locks several lease rows locks them in name order, so that two of them running at once
+wait for each other instead of deadlocking. A lease does not stop a former holder from
+writing: fence its writes with stream epochs (`Store.claim`), which the database checks
+in every transaction.
 """
 
 from __future__ import annotations
@@ -58,13 +61,16 @@ NOTIFY_APPENDED = f"SELECT pg_notify('{APPENDED_CHANNEL}', n) FROM unnest($1::te
 _FREE = "''"
 _SECONDS = "make_interval(secs => $3)"
 
+#: Take each of the leases named ``$1`` that is free, expired or already ``$2``'s; return
+#: the names and epochs of those taken. The rows are inserted (or locked, where they
+#: exist: even those left as they are) in name order.
 _ACQUIRE = (
     "INSERT INTO journal_leases AS l (name, owner, epoch, expires_at) "
-    f"VALUES ($1, $2, 1, now() + {_SECONDS}) "
+    f"SELECT n, $2, 1, now() + {_SECONDS} FROM unnest($1::text[]) AS n ORDER BY n "
     "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
     "epoch = l.epoch + (l.owner <> excluded.owner)::int "
     "WHERE l.owner = excluded.owner OR l.expires_at <= now() "
-    "RETURNING epoch"
+    "RETURNING name, epoch"
 )
 
 _RENEW_MEMBER = (
@@ -72,23 +78,32 @@ _RENEW_MEMBER = (
     f"VALUES ($1, $2, now(), now() + {_SECONDS}) "
     "ON CONFLICT (member) DO UPDATE SET info = excluded.info, expires_at = excluded.expires_at"
 )
+#: The rows of statements that change several leases are locked first, in name order
+#: (``ORDER BY name FOR UPDATE`` in a materialised CTE; the UPDATE joins on them).
 _RENEW_LEASES = (
-    "UPDATE journal_leases SET expires_at = now() + make_interval(secs => $2) "
-    "WHERE owner = $1 RETURNING name"
+    "WITH mine AS MATERIALIZED (SELECT name FROM journal_leases WHERE owner = $1 "
+    "ORDER BY name FOR UPDATE) "
+    "UPDATE journal_leases AS l SET expires_at = now() + make_interval(secs => $2) "
+    "FROM mine WHERE l.name = mine.name AND l.owner = $1 RETURNING l.name"
 )
 _RELEASE = (
-    f"WITH freed AS (UPDATE journal_leases SET owner = {_FREE}, expires_at = '-infinity' "
-    "WHERE name = ANY($1::text[]) AND owner = $2 RETURNING name) "
+    "WITH mine AS MATERIALIZED (SELECT name FROM journal_leases "
+    "WHERE name = ANY($1::text[]) AND owner = $2 ORDER BY name FOR UPDATE), "
+    f"freed AS (UPDATE journal_leases AS l SET owner = {_FREE}, expires_at = '-infinity' "
+    "FROM mine WHERE l.name = mine.name AND l.owner = $2 RETURNING l.name) "
     f"SELECT count(pg_notify('{RELEASED_CHANNEL}', $2 || E'\\n' || name)) FROM freed"
 )
 _RELEASE_ALL = (
-    f"WITH freed AS (UPDATE journal_leases SET owner = {_FREE}, expires_at = '-infinity' "
-    "WHERE owner = $1 RETURNING name) "
+    "WITH mine AS MATERIALIZED (SELECT name FROM journal_leases WHERE owner = $1 "
+    "ORDER BY name FOR UPDATE), "
+    f"freed AS (UPDATE journal_leases AS l SET owner = {_FREE}, expires_at = '-infinity' "
+    "FROM mine WHERE l.name = mine.name AND l.owner = $1 RETURNING l.name) "
     f"SELECT count(pg_notify('{RELEASED_CHANNEL}', $1 || E'\\n' || name)) FROM freed"
 )
 _FREE_EXPIRED = (
-    "WITH old AS (SELECT name, owner FROM journal_leases WHERE name = ANY($1::text[]) "
-    f"AND owner <> {_FREE} AND expires_at <= now() FOR UPDATE), "
+    "WITH old AS MATERIALIZED (SELECT name, owner FROM journal_leases "
+    f"WHERE name = ANY($1::text[]) AND owner <> {_FREE} AND expires_at <= now() "
+    "ORDER BY name FOR UPDATE), "
     f"freed AS (UPDATE journal_leases AS l SET owner = {_FREE}, expires_at = '-infinity' "
     "FROM old WHERE l.name = old.name RETURNING old.owner, l.name) "
     f"SELECT count(pg_notify('{RELEASED_CHANNEL}', owner || E'\\n' || name)) FROM freed"
@@ -154,11 +169,20 @@ class Leases:
     async def acquire(self, name: str, owner: str, ttl: float) -> int | None:
         """Take lease ``name`` for ``owner`` for ``ttl`` seconds if it is free, expired or
         already ``owner``'s; return its epoch, or None if another holds it."""
+        return (await self.acquire_many([name], owner, ttl)).get(name)
+
+    async def acquire_many(self, names: Sequence[str], owner: str, ttl: float) -> dict[str, int]:
+        """`acquire` of each of ``names`` (duplicates count once), in one statement:
+        ``{name: epoch}`` of those taken (or already ``owner``'s); the others are absent."""
         _check_owner(owner)
-        epoch: int | None = await self._run(
-            lambda conn: conn.fetchval(_ACQUIRE, name, owner, float(ttl)), f"acquiring {name!r}"
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        rows = await self._run(
+            lambda conn: conn.fetch(_ACQUIRE, wanted, owner, float(ttl)),
+            f"acquiring {wanted[0]!r}" if len(wanted) == 1 else f"acquiring {len(wanted)} leases",
         )
-        return epoch
+        return {row[0]: row[1] for row in rows}
 
     async def renew(self, owner: str, ttl: float, info: bytes = b"") -> set[str]:
         """Heartbeat: ``owner`` is alive for ``ttl`` more seconds (publishing ``info``), as

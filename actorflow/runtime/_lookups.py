@@ -7,6 +7,10 @@ query; here the looks made while one query is under way wait for the next, which
 all of them (as the journal's group commit does for writes). A look costs its share of one
 query, and its answer is as fresh as its own query would be: the query that answers it
 begins after it was made.
+
+The same holds for taking leases: the claims a worker makes at the same time take their
+leases in one statement (`journal.Leases.acquire_many`), each claim answered with its
+lease's epoch, or None where another worker holds it.
 """
 
 from __future__ import annotations

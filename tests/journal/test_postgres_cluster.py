@@ -145,3 +145,56 @@ async def test_expired_leases_are_freed_and_announced_as_released_by_their_holde
     assert await leases.expired() == []
     assert await leases.renew("w1", 30) == {"alive"}
     assert await leases.acquire("dead", "w2", 30) == 2
+
+
+async def test_many_leases_are_taken_in_one_call_as_one_at_a_time_would_be(
+    store: PostgresStore,
+) -> None:
+    leases = store.leases
+    await leases.acquire("held", "w2", 30)
+    await leases.acquire("expired", "w2", 0)
+    await leases.acquire("mine", "w1", 30)
+    taken = await leases.acquire_many(["new", "held", "expired", "mine", "new"], "w1", 30)
+    assert taken == {"new": 1, "expired": 2, "mine": 1}  # held by w2: absent
+    assert await leases.acquire_many([], "w1", 30) == {}
+    holders = await leases.holders(["new", "held", "expired", "mine"])
+    assert {name: info.owner for name, info in holders.items()} == {
+        "new": "w1",
+        "held": "w2",
+        "expired": "w1",
+        "mine": "w1",
+    }
+    with pytest.raises(ValueError, match="lease owner"):
+        await leases.acquire_many(["x"], "", 30)
+
+
+async def test_statements_that_lock_many_leases_at_once_never_deadlock(postgres_dsn: str) -> None:
+    """Three processes at once, round after round: one heartbeats the 200 leases it holds,
+    two try to take all of them (each in a different order). Each statement locks many
+    lease rows; were they not all locked in one order (the leases' names), two statements
+    would each hold a row the other waits for, and PostgreSQL would end one of them with a
+    deadlock error."""
+    names = [f"actor/T/{i:03d}" for i in range(200)]
+    stores = [await PostgresStore.open(postgres_dsn) for _ in range(3)]
+    holder, one, other = (s.leases for s in stores)
+    try:
+        for name in reversed(names):  # rows stored (and found by owner) in reverse order
+            assert await holder.acquire(name, "w1", 30) == 1
+        for _ in range(30):
+            renewed, first, second = await asyncio.gather(
+                holder.renew("w1", 30),
+                one.acquire_many(names, "w2", 30),
+                other.acquire_many(list(reversed(names)), "w3", 30),
+            )
+            assert renewed == set(names)
+            assert first == second == {}  # all held by w1
+        for _ in range(10):  # releases, too, among them
+            await asyncio.gather(
+                holder.renew("w1", 30),
+                other.acquire_many(list(reversed(names)), "w3", 30),
+                holder.release(names[1::2], "w1"),
+            )
+            await holder.acquire_many(names[1::2], "w1", 30)  # those w3 did not take
+    finally:
+        for s in stores:
+            await s.close()

@@ -277,3 +277,38 @@ async def test_a_worker_takes_on_actors_whose_inbox_grew_without_looking_at_thei
     finally:
         await store.close()
     assert looked == []
+
+
+async def test_actors_claimed_together_take_their_leases_in_a_few_statements(
+    postgres_dsn: str,
+) -> None:
+    """200 actors nobody hosts, each sent a message at once: the worker takes every one's
+    lease, and the claims made while one statement is under way wait for the next."""
+    store = await PostgresStore.open(postgres_dsn, notify_prefixes=("inbox/", "outcomes/"))
+    statements: list[list[str]] = []
+    acquire_many = store.leases.acquire_many
+
+    async def counted(names: Sequence[str], owner: str, ttl: float) -> dict[str, int]:
+        statements.append(list(names))
+        return await acquire_many(names, owner, ttl)
+
+    store.leases.acquire_many = counted  # type: ignore[method-assign]
+    try:
+        options = actorflow.ClusterOptions(worker_id="only")
+        async with actorflow.Runtime(store, [Echo], cluster=options) as runtime:
+            replies: dict[int, str] = {}
+
+            async def ask(i: int) -> None:
+                replies[i] = await runtime.ref(Echo, f"e{i}").call(Echo.echo, f"hello {i}")
+
+            async with anyio.create_task_group() as group:
+                for i in range(200):
+                    group.start_soon(ask, i)
+            assert replies == {i: f"hello {i}" for i in range(200)}
+            held = await store.leases.held_by("only")
+    finally:
+        await store.close()
+    expected = sorted(f"actor/Echo/e{i}" for i in range(200))
+    assert sorted(name for names in statements for name in names) == expected
+    assert sorted(lease.name for lease in held if lease.name.startswith("actor/")) == expected
+    assert len(statements) < 50  # not 200: claims waited for each other's statement
