@@ -172,6 +172,19 @@ class CountingInfos:
         return await self.inner.stream_infos(streams)
 
 
+async def ask_at_once(runtime: actorflow.Runtime, count: int) -> None:
+    """Call ``count`` new `Echo` actors at once; each must answer its own message."""
+    replies: dict[int, str] = {}
+
+    async def ask(i: int) -> None:
+        replies[i] = await runtime.ref(Echo, f"e{i}").call(Echo.echo, f"hello {i}")
+
+    async with anyio.create_task_group() as group:
+        for i in range(count):
+            group.start_soon(ask, i)
+    assert replies == {i: f"hello {i}" for i in range(count)}
+
+
 async def test_actors_taken_on_together_read_where_their_streams_stand_in_a_few_queries(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -184,16 +197,7 @@ async def test_actors_taken_on_together_read_where_their_streams_stand_in_a_few_
         return counting[0]
 
     async with running(tmp_path / "journal.db", [Echo], wrap=wrap) as runtime:
-        replies: dict[int, str] = {}
-
-        async def ask(i: int) -> None:
-            replies[i] = await runtime.ref(Echo, f"e{i}").call(Echo.echo, f"hello {i}")
-
-        async with anyio.create_task_group() as group:
-            for i in range(200):
-                group.start_soon(ask, i)
-
-    assert replies == {i: f"hello {i}" for i in range(200)}
+        await ask_at_once(runtime, 200)
     infos = counting[0]
     assert sorted(infos.names) == sorted(
         name for i in range(200) for name in (f"actor/Echo/e{i}", f"outcomes/Echo/e{i}")
@@ -296,15 +300,7 @@ async def test_actors_claimed_together_take_their_leases_in_a_few_statements(
     try:
         options = actorflow.ClusterOptions(worker_id="only")
         async with actorflow.Runtime(store, [Echo], cluster=options) as runtime:
-            replies: dict[int, str] = {}
-
-            async def ask(i: int) -> None:
-                replies[i] = await runtime.ref(Echo, f"e{i}").call(Echo.echo, f"hello {i}")
-
-            async with anyio.create_task_group() as group:
-                for i in range(200):
-                    group.start_soon(ask, i)
-            assert replies == {i: f"hello {i}" for i in range(200)}
+            await ask_at_once(runtime, 200)
             held = await store.leases.held_by("only")
     finally:
         await store.close()
