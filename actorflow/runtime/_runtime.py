@@ -689,14 +689,14 @@ class Runtime(RuntimeReads):
         actor_id = self._actor_of(invocation)
         with anyio.fail_after(math.inf if timeout is None else timeout):
             while True:
-                event = self._waiters.add(actor_id, invocation)
+                event = self._waiters.add(invocation)
                 try:
                     settled = await self._settled(invocation, actor_id)
                     if settled is not None:
                         return settled.value
                     await event.wait()
                 finally:
-                    self._waiters.discard(actor_id, invocation, event)
+                    self._waiters.discard(invocation, event)
 
     async def _settled(self, invocation: str, actor_id: str) -> _Result | None:
         """The result of ``invocation`` if it has one (raising its error), else None."""

@@ -11,6 +11,10 @@ from __future__ import annotations
 import anyio
 
 
+def _actor_of(invocation: str) -> str:
+    return invocation.rpartition("#")[0]  # (an invocation id is ``Type/key#...``)
+
+
 class Waiters:
     """Events of callers waiting for invocations, by actor id, then by invocation id."""
 
@@ -21,15 +25,17 @@ class Waiters:
         """How many invocations are waited for."""
         return sum(len(waiting) for waiting in self._by_actor.values())
 
-    def add(self, actor_id: str, invocation: str) -> anyio.Event:
-        """A new event for a caller of ``invocation`` (of ``actor_id``), set when it is
-        woken; `discard` it once the caller stops waiting."""
+    def add(self, invocation: str) -> anyio.Event:
+        """A new event for a caller of ``invocation``, set when it is woken; `discard` it
+        once the caller stops waiting."""
         event = anyio.Event()
-        self._by_actor.setdefault(actor_id, {}).setdefault(invocation, []).append(event)
+        waiting = self._by_actor.setdefault(_actor_of(invocation), {})
+        waiting.setdefault(invocation, []).append(event)
         return event
 
-    def discard(self, actor_id: str, invocation: str, event: anyio.Event) -> None:
+    def discard(self, invocation: str, event: anyio.Event) -> None:
         """Forget ``event`` (if still filed), and the entries it leaves empty."""
+        actor_id = _actor_of(invocation)
         waiting = self._by_actor.get(actor_id)
         events = waiting.get(invocation) if waiting is not None else None
         if waiting is None or events is None or event not in events:
@@ -41,8 +47,8 @@ class Waiters:
                 del self._by_actor[actor_id]
 
     def wake_invocation(self, invocation: str) -> None:
-        """Wake the callers of ``invocation`` (an id ``Type/key#...``)."""
-        actor_id = invocation.rpartition("#")[0]
+        """Wake the callers of ``invocation``."""
+        actor_id = _actor_of(invocation)
         waiting = self._by_actor.get(actor_id)
         if waiting is None:
             return
