@@ -61,7 +61,6 @@ from journal._store import (
     check_digests,
     check_limit,
     check_position,
-    resolve,
 )
 
 try:
@@ -74,8 +73,6 @@ from journal import _postgres_schema as sql
 
 T = TypeVar("T")
 
-#: Largest number of requests committed in one transaction.
-MAX_BATCH_REQUESTS = 1024
 #: Records fetched per read query, at most.
 READ_BATCH = 2048
 #: How long the first reconnect waits; each later one waits twice as long, up to a second.
@@ -118,6 +115,11 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
     """
 
     identity: str
+    #: Callers woken per event-loop turn (see `GroupCommitStore._write_loop`): small, for a
+    #: commit's five round trips each wait their turn on the loop behind the callers woken
+    #: before them. With 1,000 actors on one store, 16 gave 40,500 steps/s against
+    #: 30,000 with every caller woken at once (256: 33,000; 8: 38,300; 4: 34,700).
+    wake_slice = 16
 
     def __init__(
         self,
@@ -216,17 +218,8 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
         self._wakeup.set()
         return future
 
-    async def _write_loop(self) -> None:
-        while True:
-            self._wakeup.clear()
-            if self._pending:
-                batch = self._pending[:MAX_BATCH_REQUESTS]
-                del self._pending[:MAX_BATCH_REQUESTS]
-                resolve(batch, await self._commit(batch))
-            elif self._closed:
-                return
-            else:
-                await self._wakeup.wait()
+    async def _start_commit(self, batch: list[_Request], waking: bool) -> asyncio.Task[list[Any]]:
+        return asyncio.get_running_loop().create_task(self._commit(batch))
 
     async def _commit(self, batch: list[_Request]) -> list[Any]:
         """Commit ``batch`` in one transaction, reconnecting and retrying while the server

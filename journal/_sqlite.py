@@ -82,18 +82,13 @@ from journal._store import (
     check_digests,
     check_limit,
     check_position,
-    resolve,
 )
 from journal._streams import StreamState
 
 T = TypeVar("T")
 
-#: Largest number of requests committed in one transaction.
-MAX_BATCH_REQUESTS = 1024
 #: Stream states the writer keeps in memory, by default (see `SqliteStore.open`).
 DEFAULT_CACHED_STREAMS = 100_000
-#: Callers woken per event-loop turn once their commit is durable.
-WAKE_SLICE = 256
 
 
 async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -267,48 +262,18 @@ class SqliteStore(SqliteRestore, GroupCommitStore):
         self._check_open()
         return await self._enqueue(_call, apply)
 
-    async def _write_loop(self) -> None:
-        """Commit queued requests in batches, overlapping each commit with waking callers.
-
-        The writer thread commits one batch while the event loop wakes the callers of the
-        one before, so two cohorts of callers take turns: when a commit ends, the requests
-        that arrived meanwhile go straight into the next one.
-
-        - Callers are woken `WAKE_SLICE` at a time with a yield between slices; otherwise a
-          crowd of callers that all waited on one commit would all have to run before the
-          next commit could start, and the writer thread would sit idle meanwhile.
-        - Waking starts once the writer thread has staged its rows and entered COMMIT (the
-          sync, which runs without the GIL). Waking earlier would make the loop and the
-          writer take turns on the GIL while the rows are staged, which measured slower
-          than either alone.
-        - `MAX_BATCH_REQUESTS` bounds one transaction.
-        """
+    async def _start_commit(self, batch: list[_Request], waking: bool) -> asyncio.Task[list[Any]]:
+        """Start committing ``batch`` on the writer thread. With callers still to wake, wait
+        until the thread has staged the batch's rows and entered COMMIT (the sync, which
+        runs without the GIL): waking earlier would make the loop and the writer take turns
+        on the GIL while the rows are staged, which measured slower than either alone."""
         loop = asyncio.get_running_loop()
-        committing: asyncio.Task[list[Any]] | None = None
-        batch: list[_Request] = []
-        waking: list[_Request] = []  # committed requests whose callers are not woken yet
-        outcomes: list[Any] = []
-        while True:
-            self._wakeup.clear()
-            if committing is None and self._pending:
-                batch = self._pending[:MAX_BATCH_REQUESTS]
-                del self._pending[:MAX_BATCH_REQUESTS]
-                syncing = loop.create_future() if waking else None
-                committing = loop.create_task(self._commit(batch, syncing))
-                if syncing is not None:
-                    committing.add_done_callback(partial(_settle, syncing))
-                    await syncing
-            if waking:
-                resolve(waking[:WAKE_SLICE], outcomes[:WAKE_SLICE])
-                del waking[:WAKE_SLICE], outcomes[:WAKE_SLICE]
-                await asyncio.sleep(0)  # let the woken callers run (and queue again)
-            elif committing is not None:
-                outcomes = await committing
-                waking, committing = batch, None
-            elif self._closed:
-                return
-            else:
-                await self._wakeup.wait()
+        syncing = loop.create_future() if waking else None
+        committing = loop.create_task(self._commit(batch, syncing))
+        if syncing is not None:
+            committing.add_done_callback(partial(_settle, syncing))
+            await syncing
+        return committing
 
     async def _commit(
         self, batch: list[_Request], syncing: asyncio.Future[None] | None = None

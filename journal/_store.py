@@ -310,12 +310,60 @@ class StoreBase(StoreConveniences):
 
 class GroupCommitStore(StoreBase):
     """A store whose writes go through one writer task that commits queued requests in
-    batches (`SqliteStore`, `PostgresStore`): the shared end of its life. The subclass
-    sets ``_wakeup``, ``_writer_task`` and ``_pending``, and releases its connections in
-    ``_release``."""
+    batches (`SqliteStore`, `PostgresStore`): the writer's loop and the shared end of its
+    life. The subclass sets ``_wakeup``, ``_writer_task`` and ``_pending``, starts a
+    batch's commit in `_start_commit`, and releases its connections in ``_release``."""
 
     _wakeup: asyncio.Event
     _writer_task: asyncio.Task[None] | None = None
+    _pending: list[Any]
+    #: Requests committed in one transaction, at most.
+    max_batch_requests = 1024
+    #: Callers woken per event-loop turn once their commit is durable (see `_write_loop`).
+    wake_slice = 256
+
+    async def _start_commit(self, batch: list[Any], waking: bool) -> asyncio.Task[list[Any]]:
+        """Start committing ``batch``; the task of its outcomes, one per request.
+        ``waking``: callers of the batch before are still to be woken meanwhile."""
+        raise NotImplementedError
+
+    async def _write_loop(self) -> None:
+        """Commit queued requests in batches, overlapping each commit with waking callers.
+
+        One batch commits while the event loop wakes the callers of the one before, so two
+        cohorts of callers take turns: when a commit ends, the requests that arrived
+        meanwhile go straight into the next one.
+
+        Callers are woken `wake_slice` at a time, with a yield to the event loop between
+        slices. A woken caller runs until it waits again (an actor takes its next step, say),
+        and the commit under way advances only when its own turn on the loop comes, behind
+        every callback ready before it (the reply of each statement, or of the writer
+        thread). Woken all at once, a crowd of callers that waited on one commit would all
+        run before the next commit took its next step.
+        """
+        loop_turn = asyncio.sleep
+        committing: asyncio.Task[list[Any]] | None = None
+        batch: list[Any] = []
+        waking: list[Any] = []  # committed requests whose callers are not woken yet
+        outcomes: list[Any] = []
+        size, wake = self.max_batch_requests, self.wake_slice
+        while True:
+            self._wakeup.clear()
+            if committing is None and self._pending:
+                batch = self._pending[:size]
+                del self._pending[:size]
+                committing = await self._start_commit(batch, bool(waking))
+            if waking:
+                resolve(waking[:wake], outcomes[:wake])
+                del waking[:wake], outcomes[:wake]
+                await loop_turn(0)  # let the woken callers run (and queue again)
+            elif committing is not None:
+                outcomes = await committing
+                waking, committing = batch, None
+            elif self._closed:
+                return
+            else:
+                await self._wakeup.wait()
 
     async def close(self) -> None:
         """Commit everything queued, then close; later calls raise `StoreClosedError`."""

@@ -69,6 +69,40 @@ async def test_concurrent_appends_share_commits(postgres_dsn: str) -> None:
         await store.close()
 
 
+async def test_a_crowd_of_callers_is_woken_a_slice_at_a_time_while_the_next_commit_runs(
+    postgres_dsn: str,
+) -> None:
+    """Callers of one commit are woken `wake_slice` at a time, so the next commit starts
+    with the first slice's appends instead of waiting until the whole crowd has run
+    (which transaction wrote each record is PostgreSQL's own ``xmin``)."""
+    store = await PostgresStore.open(postgres_dsn)
+    slice_ = PostgresStore.wake_slice
+    crowd, rounds = 4 * slice_, 3
+    try:
+
+        async def agent(stream: str) -> list[int]:
+            landed = []
+            for n in range(rounds):
+                appended = await store.append(stream, one(b"%d" % n))
+                landed.append(appended.first_position)
+            return landed
+
+        results = await asyncio.gather(*(agent(f"agent/{n:03}") for n in range(crowd)))
+        assert all(positions == [1, 2, 3] for positions in results)
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT count(*) FROM journal_records GROUP BY xmin::text ORDER BY min(global_position)"
+        )
+    finally:
+        await conn.close()
+    sizes = [row[0] for row in rows]
+    assert sum(sizes) == crowd * rounds
+    assert sizes[:2] == [crowd, slice_]  # everyone's first append, then the first slice
+
+
 async def test_two_writers_racing_for_one_position_never_fork_the_stream(
     stores: tuple[PostgresStore, PostgresStore],
 ) -> None:

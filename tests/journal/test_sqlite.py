@@ -44,7 +44,7 @@ from journal import (
 )
 from journal._file_lock import WRITER_BYTE, FileLock
 from journal._records import checksum, head_crc, snapshot_checksum
-from journal._sqlite import WAKE_SLICE, _Transaction
+from journal._sqlite import _Transaction
 from journal._sqlite_schema import DELETE_STREAM
 
 pytestmark = pytest.mark.anyio
@@ -736,7 +736,7 @@ async def test_a_crowd_larger_than_a_wake_slice_takes_turns_in_commits(
 ) -> None:
     """Callers of one commit are woken a slice at a time, and the next commit starts with
     the first slice's new appends instead of waiting for the whole crowd."""
-    crowd, rounds = 3 * WAKE_SLICE, 4
+    crowd, rounds = 3 * SqliteStore.wake_slice, 4
     store = await SqliteStore.open(path)
     try:
         landed: dict[str, list[int]] = {}
@@ -755,7 +755,8 @@ async def test_a_crowd_larger_than_a_wake_slice_takes_turns_in_commits(
         sizes = store.stats.batch_sizes
         assert sizes.total() == store.stats.commits
         assert max(sizes) == crowd  # everyone's first append shares the first commit
-        assert WAKE_SLICE in sizes  # then a commit starts after the first slice is woken
+        # then a commit starts after the first slice is woken
+        assert SqliteStore.wake_slice in sizes
         assert store.stats.records == crowd * rounds
         assert store.stats.resyncs == 0  # a writer alone never sees the file change under it
     finally:
@@ -793,7 +794,7 @@ async def test_callers_are_woken_only_once_the_next_commit_is_staged(
                 await store.append(stream, [NewRecord("t", b"%d" % n)])
                 resumed += 1
 
-        crowd = 4 * WAKE_SLICE
+        crowd = 4 * SqliteStore.wake_slice
         async with anyio.create_task_group() as tg:
             for n in range(crowd):
                 tg.start_soon(agent, f"agent/{n:04}")
@@ -801,7 +802,8 @@ async def test_callers_are_woken_only_once_the_next_commit_is_staged(
     finally:
         await store.close()
     assert stagings[0] == (0, 0)  # the whole crowd's first appends
-    assert stagings[1] == (WAKE_SLICE, WAKE_SLICE)  # only the first slice was woken
+    woken = SqliteStore.wake_slice
+    assert stagings[1] == (woken, woken)  # only the first slice was woken
     assert all(before == after for before, after in stagings)
 
 
@@ -1484,7 +1486,7 @@ async def test_a_crowd_filling_the_journal_gets_every_answer_and_loses_nothing(
 ) -> None:
     """A commit that fails while the callers of the one before wait to be woken: every
     caller still gets its answer (no hang), and each acknowledged record is kept."""
-    crowd = 2 * WAKE_SLICE + 7
+    crowd = 2 * SqliteStore.wake_slice + 7
     acknowledged: dict[str, list[bytes]] = {}
     refused: list[str] = []
 
