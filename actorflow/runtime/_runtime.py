@@ -366,10 +366,14 @@ class Runtime(RuntimeReads):
     async def _retry_later(self, host: ActorHost) -> None:
         """Activate a fresh host for an actor whose journal failed, after a pause that
         doubles with each failure in a row (the failed host stays listed meanwhile, so its
-        status says why)."""
+        status says why); in a fleet, only while this worker holds its lease."""
         pause = min(MAX_RETRY_PAUSE, 0.05 * 2**host.failures)
         with anyio.move_on_after(pause):
             await self._stopping.wait()
+        if not self._running or self._hosts.get(host.actor_id) is not host:
+            return
+        if self.worker is not None and not await self.worker.retries(host):
+            return
         if self._running and self._hosts.get(host.actor_id) is host:
             del self._hosts[host.actor_id]
             self._activate(host.actor_id, host.failures + 1)

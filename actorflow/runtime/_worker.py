@@ -255,6 +255,29 @@ class Worker:
             return
         runtime._activate(actor_id)
 
+    async def retries(self, host: ActorHost) -> bool:
+        """Whether ``host``'s actor, whose journal failed under it, may be activated here
+        again: only while this worker still holds its lease (taken again now, as a claim
+        takes it). A worker that lost the lease meanwhile (paused past its TTL, its
+        heartbeats missed) gives the actor up instead: activated here, it would claim the
+        actor's stream from the worker that took it over. If the lease cannot be looked
+        at, the retry waits another, longer pause."""
+        runtime, actor_id = self.runtime, host.actor_id
+        try:
+            held = not host.fenced and actor_id in self.held
+            if held and await self._acquires.get(lease_name(actor_id)) is None:
+                held, host.fenced = False, True  # another worker holds the lease now
+        except Exception as exc:
+            log.warning("worker %s: taking %s's lease again failed: %s", self.id, actor_id, exc)
+            host.failures += 1
+            if runtime._running and runtime._group is not None:
+                runtime._group.start_soon(runtime._retry_later, host)
+            return False
+        if not held and runtime._hosts.get(actor_id) is host:
+            del runtime._hosts[actor_id]
+            await self.host_ended(host)
+        return held
+
     async def _acquire_many(self, names: Sequence[str]) -> dict[str, int]:
         taken: dict[str, int] = await self.leases.acquire_many(names, self.id, self.ttl)
         return taken

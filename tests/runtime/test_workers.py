@@ -6,7 +6,7 @@ tests/cluster/; here: leases, hand-offs, fencing and placement, step by step."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import pytest
@@ -14,7 +14,8 @@ import pytest
 import actorflow
 from actorflow import ClusterOptions, Runtime
 from actorflow.cluster import WorkerInfo, eligible, ranked
-from journal import PostgresStore
+from journal import PostgresStore, StreamAppend
+from tests.runtime.faults import FaultyStore, Mode
 from tests.runtime.support import eventually
 
 pytestmark = pytest.mark.anyio
@@ -142,6 +143,57 @@ async def test_a_worker_whose_heartbeats_stopped_is_fenced_and_gives_its_actor_u
             assert result == ["w1", "w1", "w2", "w2"]
             assert one.worker.lost == 1
             never.set()
+
+
+async def test_a_worker_whose_lease_was_taken_while_its_actor_retried_gives_the_actor_up(
+    postgres_dsn: str,
+) -> None:
+    """An actor whose journal failed is activated again after a pause; in a fleet only while
+    its worker still holds its lease. A worker whose heartbeats stopped (paused past the
+    TTL) and whose actor was retrying must not claim the actor back from the worker that
+    took it over: that worker finishes the run."""
+    failing = {"armed": False}
+
+    def refuse_once(appends: Sequence[StreamAppend], index: int) -> Mode | None:
+        if failing["armed"] and any(p.stream == "actor/Stepper/d" for p in appends):
+            failing["armed"] = False
+            return "refuse"  # a transient failure: the actor says `retrying`
+        return None
+
+    store = await PostgresStore.open(postgres_dsn, notify_prefixes=("inbox/", "outcomes/"))
+    faulty = FaultyStore(store, refuse_once)
+    options = ClusterOptions(worker_id="w1", lease_ttl=0.6)
+    try:
+        async with Runtime(faulty, [stepper("w1")], cluster=options) as one:  # type: ignore[arg-type]
+            invocation = await one.ref(Stepper, "d").send(Stepper.run, 4, True)
+            await hosts(one, "Stepper/d", "waiting-event")
+            never = anyio.Event()
+
+            async def paused(*args: object) -> set[str]:  # its heartbeats no longer arrive
+                await never.wait()
+                return set()
+
+            assert one.worker is not None
+            one.worker.leases.renew = paused  # type: ignore[method-assign]
+            async with worker(postgres_dsn, "w2", lease_ttl=0.6) as two:
+                await hosts(two, "Stepper/d", "waiting-event")  # after the lease expired
+                activations = one.metrics.activations
+                failing["armed"] = True
+                await two.ref(Stepper, "d").deliver("go")  # w1's next step fails to land
+                with anyio.fail_after(20):
+                    result = await two.result(invocation)
+                assert result == ["w1", "w1", "w2", "w2"]
+
+                async def given_up() -> bool:
+                    return one.worker is not None and one.worker.lost == 1
+
+                await eventually(given_up, "w1 to give the actor up")
+                assert [fault.streams for fault in faulty.faults] == [("actor/Stepper/d",)]
+                assert "Stepper/d" not in one.hosted()
+                assert one.metrics.activations == activations  # never activated again
+                never.set()
+    finally:
+        await store.close()
 
 
 async def test_new_turns_go_to_a_worker_of_the_newest_version(postgres_dsn: str) -> None:
