@@ -6,7 +6,8 @@ tests/cluster/; here: leases, hand-offs, fencing and placement, step by step."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import anyio
 import pytest
@@ -49,16 +50,38 @@ def stepper(worker: str, versioning: str = "upgrade") -> type[Stepper]:
 
 @contextlib.asynccontextmanager
 async def worker(
-    dsn: str, name: str, version: str = "v1", versioning: str = "upgrade", **options: object
+    dsn: str,
+    name: str,
+    version: str = "v1",
+    versioning: str = "upgrade",
+    *,
+    wrap: Callable[[PostgresStore], Any] | None = None,
+    **options: object,
 ) -> AsyncIterator[Runtime]:
+    """A worker on its own store (``wrap``: what the runtime gets in its place)."""
     store = await PostgresStore.open(dsn, notify_prefixes=("inbox/", "outcomes/"))
     cluster = ClusterOptions(worker_id=name, **options)  # type: ignore[arg-type]
     actors = [stepper(name, versioning)]
+    shared = store if wrap is None else wrap(store)
     try:
-        async with Runtime(store, actors, cluster=cluster, version=version) as runtime:
+        async with Runtime(shared, actors, cluster=cluster, version=version) as runtime:
             yield runtime
     finally:
         await store.close()
+
+
+def pause_heartbeats(runtime: Runtime) -> anyio.Event:
+    """Keep ``runtime``'s heartbeats from arriving, as if its process were paused, until
+    the event returned is set."""
+    never = anyio.Event()
+
+    async def paused(*args: object) -> set[str]:
+        await never.wait()
+        return set()
+
+    assert runtime.worker is not None
+    runtime.worker.leases.renew = paused  # type: ignore[method-assign]
+    return never
 
 
 async def hosts(runtime: Runtime, actor: str, state: str | None) -> None:
@@ -125,14 +148,8 @@ async def test_a_worker_whose_heartbeats_stopped_is_fenced_and_gives_its_actor_u
     async with worker(postgres_dsn, "w1", lease_ttl=0.6) as one:
         invocation = await one.ref(Stepper, "c").send(Stepper.run, 4, True)
         await hosts(one, "Stepper/c", "waiting-event")
-        never = anyio.Event()
-
-        async def paused(*args: object) -> set[str]:  # its heartbeats no longer arrive
-            await never.wait()
-            return set()
-
+        never = pause_heartbeats(one)
         assert one.worker is not None
-        one.worker.leases.renew = paused  # type: ignore[method-assign]
         async with worker(postgres_dsn, "w2", lease_ttl=0.6) as two:
             await hosts(two, "Stepper/c", "waiting-event")  # after the lease expired
             assert "Stepper/c" in one.hosted()  # w1 still believes it owns it
@@ -160,40 +177,33 @@ async def test_a_worker_whose_lease_was_taken_while_its_actor_retried_gives_the_
             return "refuse"  # a transient failure: the actor says `retrying`
         return None
 
-    store = await PostgresStore.open(postgres_dsn, notify_prefixes=("inbox/", "outcomes/"))
-    faulty = FaultyStore(store, refuse_once)
-    options = ClusterOptions(worker_id="w1", lease_ttl=0.6)
-    try:
-        async with Runtime(faulty, [stepper("w1")], cluster=options) as one:  # type: ignore[arg-type]
-            invocation = await one.ref(Stepper, "d").send(Stepper.run, 4, True)
-            await hosts(one, "Stepper/d", "waiting-event")
-            never = anyio.Event()
+    faults: list[FaultyStore] = []
 
-            async def paused(*args: object) -> set[str]:  # its heartbeats no longer arrive
-                await never.wait()
-                return set()
+    def faulty(store: PostgresStore) -> FaultyStore:
+        faults.append(FaultyStore(store, refuse_once))
+        return faults[0]
 
-            assert one.worker is not None
-            one.worker.leases.renew = paused  # type: ignore[method-assign]
-            async with worker(postgres_dsn, "w2", lease_ttl=0.6) as two:
-                await hosts(two, "Stepper/d", "waiting-event")  # after the lease expired
-                activations = one.metrics.activations
-                failing["armed"] = True
-                await two.ref(Stepper, "d").deliver("go")  # w1's next step fails to land
-                with anyio.fail_after(20):
-                    result = await two.result(invocation)
-                assert result == ["w1", "w1", "w2", "w2"]
+    async with worker(postgres_dsn, "w1", wrap=faulty, lease_ttl=0.6) as one:
+        invocation = await one.ref(Stepper, "d").send(Stepper.run, 4, True)
+        await hosts(one, "Stepper/d", "waiting-event")
+        never = pause_heartbeats(one)
+        async with worker(postgres_dsn, "w2", lease_ttl=0.6) as two:
+            await hosts(two, "Stepper/d", "waiting-event")  # after the lease expired
+            activations = one.metrics.activations
+            failing["armed"] = True
+            await two.ref(Stepper, "d").deliver("go")  # w1's next step fails to land
+            with anyio.fail_after(20):
+                result = await two.result(invocation)
+            assert result == ["w1", "w1", "w2", "w2"]
 
-                async def given_up() -> bool:
-                    return one.worker is not None and one.worker.lost == 1
+            async def given_up() -> bool:
+                return one.worker is not None and one.worker.lost == 1
 
-                await eventually(given_up, "w1 to give the actor up")
-                assert [fault.streams for fault in faulty.faults] == [("actor/Stepper/d",)]
-                assert "Stepper/d" not in one.hosted()
-                assert one.metrics.activations == activations  # never activated again
-                never.set()
-    finally:
-        await store.close()
+            await eventually(given_up, "w1 to give the actor up")
+            assert [fault.streams for fault in faults[0].faults] == [("actor/Stepper/d",)]
+            assert "Stepper/d" not in one.hosted()
+            assert one.metrics.activations == activations  # never activated again
+            never.set()
 
 
 async def test_new_turns_go_to_a_worker_of_the_newest_version(postgres_dsn: str) -> None:
