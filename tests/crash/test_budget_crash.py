@@ -128,8 +128,11 @@ def check_within(client: httpx.Client, roots: dict[str, dict[str, int]]) -> None
 def test_budgets_hold_across_sigkills_and_match_what_the_model_counted(tmp_path: Path) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    with fake_openai() as base_url, contextlib.closing(Serving(tmp_path, base_url)) as serving:
-        model = httpx.Client(base_url=base_url.removesuffix("/v1"), timeout=10)
+    with (
+        fake_openai() as base_url,
+        contextlib.closing(Serving(tmp_path, base_url)) as serving,
+        httpx.Client(base_url=base_url.removesuffix("/v1"), timeout=10) as model,
+    ):
 
         def applied() -> int:
             keys: int = model.get("/usage").json()["keys"]
@@ -193,7 +196,6 @@ def test_budgets_hold_across_sigkills_and_match_what_the_model_counted(tmp_path:
             spent_tokens += budget["spent"]["tokens"]
             spent_calls += budget["spent"]["llm_calls"]
         counted = model.get("/usage").json()
-        model.close()
         assert counted["conflicts"] == [], (counted, seed)  # a step asked the same again
         assert (spent_tokens, spent_calls) == (counted["total_tokens"], counted["keys"]), (
             counted,
