@@ -118,7 +118,7 @@ class PostgresStore(PostgresRestore, GroupCommitStore):
     #: Callers woken per event-loop turn (see `GroupCommitStore._write_loop`): small, for a
     #: commit's five round trips each wait their turn on the loop behind the callers woken
     #: before them. With 1,000 actors on one store, 16 gave 40,500 steps/s against
-    #: 30,000 with every caller woken at once (256: 33,000; 8: 38,300; 4: 34,700).
+    #: 30,000 with every caller woken at once (64: 33,100; 8: 38,300; 4: 34,700).
     wake_slice = 16
 
     def __init__(
