@@ -341,7 +341,6 @@ class GroupCommitStore(StoreBase):
         thread). Woken all at once, a crowd of callers that waited on one commit would all
         run before the next commit took its next step.
         """
-        loop_turn = asyncio.sleep
         committing: asyncio.Task[list[Any]] | None = None
         batch: list[Any] = []
         waking: list[Any] = []  # committed requests whose callers are not woken yet
@@ -356,7 +355,7 @@ class GroupCommitStore(StoreBase):
             if waking:
                 resolve(waking[:wake], outcomes[:wake])
                 del waking[:wake], outcomes[:wake]
-                await loop_turn(0)  # let the woken callers run (and queue again)
+                await asyncio.sleep(0)  # let the woken callers run (and queue again)
             elif committing is not None:
                 outcomes = await committing
                 waking, committing = batch, None

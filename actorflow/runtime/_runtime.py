@@ -366,14 +366,20 @@ class Runtime(RuntimeReads):
     async def _retry_later(self, host: ActorHost) -> None:
         """Activate a fresh host for an actor whose journal failed, after a pause that
         doubles with each failure in a row (the failed host stays listed meanwhile, so its
-        status says why); in a fleet, only while this worker holds its lease."""
-        pause = min(MAX_RETRY_PAUSE, 0.05 * 2**host.failures)
-        with anyio.move_on_after(pause):
-            await self._stopping.wait()
-        if not self._running or self._hosts.get(host.actor_id) is not host:
-            return
-        if self.worker is not None and not await self.worker.retries(host):
-            return
+        status says why); in a fleet, only while this worker holds its lease (if it cannot
+        be looked at, after another, longer pause)."""
+        while True:
+            with anyio.move_on_after(min(MAX_RETRY_PAUSE, 0.05 * 2**host.failures)):
+                await self._stopping.wait()
+            if not self._running or self._hosts.get(host.actor_id) is not host:
+                return
+            try:
+                if self.worker is not None and not await self.worker.retries(host):
+                    return
+                break
+            except Exception as exc:  # its lease could not be looked at: a longer pause
+                log.warning("actor %s: taking its lease again failed: %s", host.actor_id, exc)
+                host.failures += 1
         if self._running and self._hosts.get(host.actor_id) is host:
             del self._hosts[host.actor_id]
             self._activate(host.actor_id, host.failures + 1)

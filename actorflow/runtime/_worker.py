@@ -260,19 +260,12 @@ class Worker:
         again: only while this worker still holds its lease (taken again now, as a claim
         takes it). A worker that lost the lease meanwhile (paused past its TTL, its
         heartbeats missed) gives the actor up instead: activated here, it would claim the
-        actor's stream from the worker that took it over. If the lease cannot be looked
-        at, the retry waits another, longer pause."""
+        actor's stream from the worker that took it over. Raises if the lease cannot be
+        looked at."""
         runtime, actor_id = self.runtime, host.actor_id
-        try:
-            held = not host.fenced and actor_id in self.held
-            if held and await self._acquires.get(lease_name(actor_id)) is None:
-                held, host.fenced = False, True  # another worker holds the lease now
-        except Exception as exc:
-            log.warning("worker %s: taking %s's lease again failed: %s", self.id, actor_id, exc)
-            host.failures += 1
-            if runtime._running and runtime._group is not None:
-                runtime._group.start_soon(runtime._retry_later, host)
-            return False
+        held = not host.fenced and actor_id in self.held
+        if held and await self._acquires.get(lease_name(actor_id)) is None:
+            held, host.fenced = False, True  # another worker holds the lease now
         if not held and runtime._hosts.get(actor_id) is host:
             del runtime._hosts[actor_id]
             await self.host_ended(host)

@@ -206,6 +206,47 @@ async def test_a_worker_whose_lease_was_taken_while_its_actor_retried_gives_the_
             never.set()
 
 
+async def test_a_retry_whose_lease_cannot_be_looked_at_waits_another_pause(
+    postgres_dsn: str,
+) -> None:
+    """Taking the lease again before a retry fails (the database is unreachable): the actor
+    stays `retrying` and is tried again after a longer pause, then finishes its run here."""
+    failing = {"append": False, "lease": False}
+
+    def refuse_once(appends: Sequence[StreamAppend], index: int) -> Mode | None:
+        if failing["append"] and any(p.stream == "actor/Stepper/e" for p in appends):
+            failing["append"] = False
+            return "refuse"
+        return None
+
+    async with worker(
+        postgres_dsn, "w1", wrap=lambda store: FaultyStore(store, refuse_once)
+    ) as one:
+        assert one.worker is not None
+        leases = one.worker.leases
+        acquire_many = leases.acquire_many
+        refused: list[list[str]] = []
+
+        async def unreachable_once(names: Sequence[str], *args: Any) -> dict[str, int]:
+            if failing["lease"]:
+                failing["lease"] = False
+                refused.append(list(names))
+                raise OSError("the database is unreachable")
+            return await acquire_many(names, *args)
+
+        leases.acquire_many = unreachable_once  # type: ignore[method-assign]
+        invocation = await one.ref(Stepper, "e").send(Stepper.run, 4, True)
+        await hosts(one, "Stepper/e", "waiting-event")
+        activations = one.metrics.activations
+        failing["append"] = failing["lease"] = True
+        await one.ref(Stepper, "e").deliver("go")
+        with anyio.fail_after(20):
+            assert await one.result(invocation) == ["w1"] * 4
+        assert refused == [["actor/Stepper/e"]]
+        assert one.metrics.activations == activations + 1  # once, after the second pause
+        assert one.worker.lost == 0
+
+
 async def test_new_turns_go_to_a_worker_of_the_newest_version(postgres_dsn: str) -> None:
     async with worker(postgres_dsn, "old", "v1") as old:
         assert await old.ref(Stepper, "d").call(Stepper.run, 1) == ["old"]
